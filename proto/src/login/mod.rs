@@ -1,0 +1,3 @@
+//! Login and text negotiation state machines (RFC 7143 §6, §13), both roles.
+
+pub mod auth;

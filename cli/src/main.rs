@@ -1,1 +1,37 @@
-fn main() {}
+//! `iscsi`: one binary for both ends of the stack.
+//!
+//! Exit codes scripts can trust: 0 success, 1 operation refused or failed
+//! (the message says why), 2 usage error, 3 cannot reach the peer or daemon.
+//! Each side's verbs live in their own module; this file only dispatches.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod initiator_cmd;
+mod target_cmd;
+
+/// iSCSI target and userspace initiator.
+#[derive(Parser, Debug)]
+#[command(name = "iscsi", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run and administer the iSCSI target.
+    #[command(subcommand)]
+    Target(target_cmd::TargetCmd),
+    #[command(flatten)]
+    Initiator(initiator_cmd::InitiatorCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Target(cmd) => target_cmd::run(cmd),
+        Command::Initiator(cmd) => initiator_cmd::run(cmd),
+    }
+}

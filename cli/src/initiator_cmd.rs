@@ -1,27 +1,509 @@
-//! Initiator verbs: `iscsi discover`, `iscsi scsi ...`.
+//! Initiator verbs: `iscsi discover`, `iscsi scsi ...` (the `sg_inq` /
+//! `sg_raw` of this stack). They work without any daemon: each run opens a
+//! session, does its work and logs out.
+//!
+//! Exit codes: 0 ok, 1 refused/failed (login refused, CHECK CONDITION),
+//! 2 usage, 3 cannot reach the target (refused, timeout, stopped answering).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use initiator::device::{self, Capacity};
+use initiator::session::{ChapConfig, DataDirection, Session, SessionConfig};
+use initiator::{discovery, initiator_name, Error, ErrorKind, Portal};
+use proto::scsi::inquiry::{parse_device_identification, parse_vpd, BlockLimits, LogicalBlockProvisioning};
+use serde_json::json;
 
 #[derive(Subcommand, Debug)]
 pub enum InitiatorCmd {
-    /// Discover targets on a portal (SendTargets).
+    /// Discover targets on a portal (SendTargets=All); prints `HOST:PORT,TPGT IQN`.
     Discover(DiscoverArgs),
+    /// Send one SCSI command to a LUN and print the decoded answer.
+    Scsi(ScsiArgs),
+}
+
+/// Options shared by every verb that logs in.
+#[derive(Args, Debug, Clone)]
+pub struct LoginOpts {
+    /// Portal to connect to, HOST[:PORT] (default port 3260).
+    #[arg(long)]
+    pub portal: String,
+    /// CHAP credentials USER:SECRET (the target authenticates us).
+    #[arg(long, value_name = "USER:SECRET")]
+    pub chap: Option<String>,
+    /// Mutual CHAP: USER:SECRET the target must prove (needs --chap).
+    #[arg(long, value_name = "USER:SECRET", requires = "chap")]
+    pub mutual_chap: Option<String>,
+    /// CHAP algorithms to offer, strongest first, as CHAP_A numbers or names
+    /// (5/md5, 6/sha1, 7/sha256, 8/sha3-256). Default: 8,6,5,7 (works with tgtd).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub chap_alg: Vec<String>,
+    /// Initiator name to use instead of the stored one.
+    #[arg(long)]
+    pub initiator_name: Option<String>,
+    /// Bound, in seconds, on connecting, each login step and each command.
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct DiscoverArgs {
-    /// Portal to ask, HOST[:PORT] (default port 3260).
+    #[command(flatten)]
+    pub login: LoginOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct ScsiArgs {
+    #[command(flatten)]
+    pub login: LoginOpts,
+    /// Target IQN.
     #[arg(long)]
-    pub portal: String,
+    pub target: String,
+    /// LUN number.
+    #[arg(long, default_value_t = 0)]
+    pub lun: u16,
+    /// Connections to open in the session (MC/S), if the target allows.
+    #[arg(long, default_value_t = 1)]
+    pub connections: u16,
+    /// Request CRC32C header and data digests.
+    #[arg(long)]
+    pub digests: bool,
+    #[command(subcommand)]
+    pub op: ScsiOp,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScsiOp {
+    /// Standard INQUIRY.
+    Inquiry,
+    /// READ CAPACITY (16, falling back to 10).
+    Readcap,
+    /// REPORT LUNS, with INQUIRY and capacity of each LUN.
+    ReportLuns,
+    /// TEST UNIT READY.
+    Tur,
+    /// A VPD page (e.g. 0x00, 0x80, 0x83, 0xb0, 0xb2), decoded when known.
+    Vpd {
+        /// Page code, decimal or 0x-hex.
+        page: String,
+    },
+    /// A raw CDB given as hex bytes ("12 00 00 00 24 00" or "1200000024 00").
+    Raw {
+        /// CDB bytes in hex.
+        #[arg(required = true, num_args = 1..)]
+        cdb: Vec<String>,
+        /// Expect up to LEN bytes of Data-In.
+        #[arg(long, value_name = "LEN", conflicts_with = "write_file")]
+        read: Option<u32>,
+        /// Send this file's bytes as Data-Out.
+        #[arg(long, value_name = "FILE")]
+        write_file: Option<std::path::PathBuf>,
+    },
 }
 
 pub fn run(cmd: InitiatorCmd) -> ExitCode {
-    match cmd {
-        InitiatorCmd::Discover(_) => {
-            eprintln!("iscsi discover: not implemented yet");
-            ExitCode::from(1)
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("iscsi: cannot start the runtime: {e}");
+            return ExitCode::from(1);
         }
+    };
+    let (verb, res) = match cmd {
+        InitiatorCmd::Discover(a) => ("discover", rt.block_on(discover(a))),
+        InitiatorCmd::Scsi(a) => ("scsi", rt.block_on(scsi(a))),
+    };
+    rt.shutdown_timeout(Duration::from_millis(100));
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("iscsi {verb}: {}", one_line(&e.to_string()));
+            exit_code(&e)
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.replace('\n', " ")
+}
+
+fn exit_code(e: &Error) -> ExitCode {
+    ExitCode::from(match e.kind() {
+        ErrorKind::Failed => 1,
+        ErrorKind::Usage => 2,
+        ErrorKind::Unreachable => 3,
+    })
+}
+
+fn parse_creds(s: &str, what: &str) -> Result<(String, Vec<u8>), Error> {
+    match s.split_once(':') {
+        Some((u, p)) if !u.is_empty() && !p.is_empty() => Ok((u.to_string(), p.as_bytes().to_vec())),
+        _ => Err(Error::Usage(format!("{what} must be USER:SECRET"))),
+    }
+}
+
+fn parse_alg(s: &str) -> Result<u8, Error> {
+    Ok(match s.trim().to_ascii_lowercase().as_str() {
+        "5" | "md5" => 5,
+        "6" | "sha1" | "sha-1" => 6,
+        "7" | "sha256" | "sha-256" => 7,
+        "8" | "sha3-256" | "sha3" => 8,
+        other => return Err(Error::Usage(format!("unknown CHAP algorithm {other:?}"))),
+    })
+}
+
+fn chap_config(o: &LoginOpts) -> Result<Option<ChapConfig>, Error> {
+    let Some(c) = &o.chap else { return Ok(None) };
+    let (user, secret) = parse_creds(c, "--chap")?;
+    let mutual = o.mutual_chap.as_deref().map(|m| parse_creds(m, "--mutual-chap")).transpose()?;
+    let algorithms = o.chap_alg.iter().map(|a| parse_alg(a)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(ChapConfig { user, secret, mutual, algorithms }))
+}
+
+async fn discover(a: DiscoverArgs) -> Result<ExitCode, Error> {
+    let o = &a.login;
+    let portal = Portal::parse(&o.portal)?;
+    let mut cfg = discovery::DiscoveryConfig::new(portal, initiator_name::resolve(o.initiator_name.as_deref()));
+    cfg.chap = chap_config(o)?;
+    cfg.connect_timeout = Duration::from_secs(o.timeout.clamp(1, 5));
+    cfg.login_timeout = Duration::from_secs(o.timeout.max(1));
+    let overall = Duration::from_secs(o.timeout.max(1) * 3);
+    let targets = tokio::time::timeout(overall, discovery::discover(&cfg))
+        .await
+        .map_err(|_| Error::Timeout(format!("discovery did not finish within {overall:?}")))??;
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&targets).unwrap_or_default());
+    } else {
+        for t in &targets {
+            for l in t.lines() {
+                println!("{l}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn session_config(a: &ScsiArgs) -> Result<SessionConfig, Error> {
+    let o = &a.login;
+    let portal = Portal::parse(&o.portal)?;
+    let mut cfg = SessionConfig::new(portal, a.target.clone(), initiator_name::resolve(o.initiator_name.as_deref()));
+    cfg.chap = chap_config(o)?;
+    cfg.connections = a.connections.max(1);
+    cfg.offer.header_digest = a.digests;
+    cfg.offer.data_digest = a.digests;
+    let t = Duration::from_secs(o.timeout.max(1));
+    cfg.connect_timeout = t.min(Duration::from_secs(5));
+    cfg.login_timeout = t;
+    cfg.command_timeout = t;
+    cfg.nop_interval = (t / 3).max(Duration::from_secs(1));
+    cfg.nop_timeout = t;
+    // A one-shot command: recover briefly, then report.
+    cfg.recovery_timeout = t;
+    Ok(cfg)
+}
+
+async fn scsi(a: ScsiArgs) -> Result<ExitCode, Error> {
+    let cfg = session_config(&a)?;
+    // Parse the operation's arguments before connecting (usage errors first).
+    let raw = match &a.op {
+        ScsiOp::Raw { cdb, read, write_file } => {
+            let bytes = parse_hex(&cdb.join(""))?;
+            if bytes.is_empty() || bytes.len() > 16 {
+                return Err(Error::Usage(format!("CDB must be 1..16 bytes, got {}", bytes.len())));
+            }
+            let dir = match (read, write_file) {
+                (Some(n), _) => DataDirection::Read(*n),
+                (None, Some(f)) => DataDirection::Write(
+                    std::fs::read(f).map_err(|e| Error::Usage(format!("cannot read {}: {e}", f.display())))?.into(),
+                ),
+                (None, None) => DataDirection::None,
+            };
+            Some((bytes, dir))
+        }
+        _ => None,
+    };
+    let page = match &a.op {
+        ScsiOp::Vpd { page } => Some(parse_u8(page)?),
+        _ => None,
+    };
+    let overall = cfg.login_timeout * 4 + cfg.recovery_timeout;
+    let json = a.login.json;
+    let lun = proto::scsi::lun::Lun::from_number(a.lun).to_u64();
+    let work = async {
+        let s = Session::connect(cfg).await?;
+        let out = run_op(&s, lun, &a.op, raw, page, json).await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), s.logout()).await;
+        out
+    };
+    tokio::time::timeout(overall, work)
+        .await
+        .map_err(|_| Error::Timeout(format!("the command did not finish within {overall:?}")))?
+}
+
+async fn run_op(
+    s: &Session,
+    lun: u64,
+    op: &ScsiOp,
+    raw: Option<(Vec<u8>, DataDirection)>,
+    page: Option<u8>,
+    json: bool,
+) -> Result<ExitCode, Error> {
+    match op {
+        ScsiOp::Inquiry => {
+            let i = device::inquiry(s, lun).await?;
+            let v = json!({
+                "peripheral_qualifier": i.peripheral_qualifier,
+                "device_type": i.device_type,
+                "device_type_name": device_type_name(i.device_type),
+                "removable": i.rmb,
+                "version": i.version,
+                "hisup": i.hisup,
+                "tpgs": i.tpgs,
+                "cmdque": i.cmdque,
+                "vendor": ascii(&i.vendor),
+                "product": ascii(&i.product),
+                "revision": ascii(&i.revision),
+                "version_descriptors": i.version_descriptors,
+            });
+            if json {
+                println!("{v:#}");
+            } else {
+                println!("Vendor:      {}", ascii(&i.vendor));
+                println!("Product:     {}", ascii(&i.product));
+                println!("Revision:    {}", ascii(&i.revision));
+                println!("Device type: {} ({:#04x})", device_type_name(i.device_type), i.device_type);
+                println!("Qualifier:   {}", i.peripheral_qualifier);
+                println!("Version:     {:#04x}", i.version);
+                println!("Removable:   {}", i.rmb);
+                println!("CmdQue:      {}  HiSup: {}  TPGS: {}", i.cmdque, i.hisup, i.tpgs);
+            }
+        }
+        ScsiOp::Readcap => {
+            let c = device::read_capacity(s, lun).await?;
+            print_capacity(&c, json);
+        }
+        ScsiOp::Tur => {
+            s.execute(lun, proto::scsi::cdb::test_unit_ready().as_bytes(), DataDirection::None).await?;
+            if json {
+                println!("{}", json!({"ready": true}));
+            } else {
+                println!("ready");
+            }
+        }
+        ScsiOp::ReportLuns => {
+            let luns = device::scan_luns(s).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&luns).unwrap_or_default());
+            } else {
+                for l in &luns {
+                    let n = l.number.map(|n| n.to_string()).unwrap_or_else(|| format!("{:#018x}", l.lun));
+                    let cap = l
+                        .capacity
+                        .map(|c| format!(" {} blocks x {} bytes ({})", c.blocks, c.block_size, human(c.bytes())))
+                        .unwrap_or_default();
+                    println!(
+                        "LUN {n}: {} {} {} [{}]{cap}",
+                        l.vendor,
+                        l.product,
+                        l.revision,
+                        device_type_name(l.device_type)
+                    );
+                }
+            }
+        }
+        ScsiOp::Vpd { .. } => {
+            let page = page.unwrap_or(0);
+            let data = device::vpd(s, lun, page).await?;
+            print_vpd(page, &data, json);
+        }
+        ScsiOp::Raw { .. } => {
+            let Some((cdb, dir)) = raw else { return Err(Error::Usage("no CDB".into())) };
+            // Consume the unit attention a new I_T nexus reports (SPC-5
+            // §5.14) so that the raw command shows its own status.
+            let _ = s.execute(lun, proto::scsi::cdb::test_unit_ready().as_bytes(), DataDirection::None).await;
+            let r = s.execute_raw(lun, &cdb, dir).await?;
+            let good = r.status == 0 || r.status == 4;
+            if json {
+                println!(
+                    "{:#}",
+                    json!({
+                        "status": r.status,
+                        "status_name": initiator::error::status::name(r.status),
+                        "sense": hex(&r.raw_sense),
+                        "sense_key": r.sense.as_ref().map(|s| format!("{:?}", s.key)),
+                        "asc": r.sense.as_ref().map(|s| format!("{:?}", s.asc)),
+                        "data": hex(&r.data),
+                        "residual_underflow": r.underflow,
+                        "residual_overflow": r.overflow,
+                    })
+                );
+            } else {
+                println!("status: {} ({:#04x})", initiator::error::status::name(r.status), r.status);
+                if !r.raw_sense.is_empty() {
+                    print!("sense: {}", hex(&r.raw_sense));
+                    if let Some(sn) = &r.sense {
+                        print!("  [{:?}, {:?}]", sn.key, sn.asc);
+                    }
+                    println!();
+                }
+                if let Some(u) = r.underflow {
+                    println!("residual: {u} bytes not transferred");
+                }
+                if !r.data.is_empty() {
+                    println!("data ({} bytes):", r.data.len());
+                    hexdump(&r.data);
+                }
+            }
+            if !good {
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_capacity(c: &Capacity, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({"blocks": c.blocks, "block_size": c.block_size, "bytes": c.bytes(), "last_lba": c.blocks.saturating_sub(1), "thin": c.lbpme})
+        );
+    } else {
+        println!("Last LBA:   {}", c.blocks.saturating_sub(1));
+        println!("Blocks:     {}", c.blocks);
+        println!("Block size: {} bytes", c.block_size);
+        println!("Capacity:   {} bytes ({})", c.bytes(), human(c.bytes()));
+        println!("Thin:       {}", c.lbpme);
+    }
+}
+
+fn print_vpd(page: u8, data: &[u8], json: bool) {
+    let body = parse_vpd(data).map(|(_, b)| b).unwrap_or(&[]);
+    let decoded = match page {
+        0x00 => json!({"supported_pages": body.iter().map(|p| format!("{p:#04x}")).collect::<Vec<_>>()}),
+        0x80 => json!({"unit_serial_number": ascii(body)}),
+        0x83 => json!({"designators": parse_device_identification(body).iter().map(|d| json!({
+            "type": d.designator_type, "association": d.association, "code_set": d.code_set,
+            "value": if d.code_set == 2 || d.code_set == 3 { ascii(&d.value) } else { hex(&d.value) },
+        })).collect::<Vec<_>>()}),
+        0xB0 => {
+            let l = BlockLimits::parse(body);
+            json!({
+                "max_transfer_length": l.max_transfer_length,
+                "optimal_transfer_length": l.optimal_transfer_length,
+                "max_unmap_lba_count": l.max_unmap_lba_count,
+                "max_unmap_block_descriptor_count": l.max_unmap_block_descriptor_count,
+                "optimal_unmap_granularity": l.optimal_unmap_granularity,
+                "max_write_same_length": l.max_write_same_length,
+                "max_compare_and_write_length": l.max_compare_and_write_length,
+            })
+        }
+        0xB2 => match LogicalBlockProvisioning::parse(body) {
+            Some(l) => json!({"lbpu": l.lbpu, "lbpws": l.lbpws, "lbpws10": l.lbpws10, "lbprz": l.lbprz, "provisioning_type": l.provisioning_type}),
+            None => json!(null),
+        },
+        _ => json!(null),
+    };
+    if json {
+        println!("{:#}", json!({"page": page, "raw": hex(data), "decoded": decoded}));
+    } else {
+        println!("VPD page {page:#04x} ({} bytes):", data.len());
+        if !decoded.is_null() {
+            if let Some(m) = decoded.as_object() {
+                for (k, v) in m {
+                    println!("  {k}: {v}");
+                }
+            }
+        }
+        hexdump(data);
+    }
+}
+
+fn device_type_name(t: u8) -> &'static str {
+    match t {
+        0x00 => "disk",
+        0x01 => "tape",
+        0x05 => "cd/dvd",
+        0x0c => "controller",
+        0x0d => "enclosure",
+        0x1f => "unknown",
+        _ => "other",
+    }
+}
+
+fn human(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.1} {}", U[i])
+}
+
+fn ascii(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
+}
+
+fn hexdump(b: &[u8]) {
+    for (i, chunk) in b.chunks(16).enumerate() {
+        let asc: String = chunk.iter().map(|&c| if (0x20..0x7f).contains(&c) { c as char } else { '.' }).collect();
+        println!("  {:04x}: {:<48} {asc}", i * 16, hex(chunk));
+    }
+}
+
+fn parse_hex(s: &str) -> Result<Vec<u8>, Error> {
+    let clean: String = s.chars().filter(|c| !c.is_whitespace() && *c != ':' && *c != ',').collect();
+    let clean = clean.strip_prefix("0x").unwrap_or(&clean);
+    if clean.len() % 2 != 0 {
+        return Err(Error::Usage(format!("odd number of hex digits in {s:?}")));
+    }
+    (0..clean.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&clean[i..i + 2], 16).map_err(|_| Error::Usage(format!("invalid hex in {s:?}")))
+        })
+        .collect()
+}
+
+fn parse_u8(s: &str) -> Result<u8, Error> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u8::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| Error::Usage(format!("invalid page code {s:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_parsing() {
+        assert_eq!(parse_hex("12 00 00 00 24 00").unwrap(), vec![0x12, 0, 0, 0, 0x24, 0]);
+        assert_eq!(parse_hex("120000002400").unwrap(), vec![0x12, 0, 0, 0, 0x24, 0]);
+        assert!(parse_hex("123").is_err());
+        assert!(parse_hex("zz").is_err());
+        assert_eq!(parse_u8("0xb0").unwrap(), 0xb0);
+        assert_eq!(parse_u8("131").unwrap(), 131);
+        assert!(parse_u8("300").is_err());
+    }
+
+    #[test]
+    fn creds_and_algs() {
+        assert_eq!(parse_creds("u:p:q", "x").unwrap(), ("u".to_string(), b"p:q".to_vec()));
+        assert!(parse_creds("nocolon", "x").is_err());
+        assert_eq!(parse_alg("md5").unwrap(), 5);
+        assert_eq!(parse_alg("8").unwrap(), 8);
+        assert!(parse_alg("9").is_err());
     }
 }

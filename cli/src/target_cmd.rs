@@ -1,20 +1,203 @@
 //! `iscsi target ...` verbs.
+//!
+//! `iscsi target serve` maps its quick-start flags onto
+//! [`iscsi_target::config::ServerConfig`], starts the server, prints one
+//! `listening on ADDR` line per bound portal (the real port when 0 was asked)
+//! and one `target IQN` line on stdout, then runs until SIGINT/SIGTERM and
+//! ends every session cleanly (Async Message logout requests, then close).
 
+use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use iscsi_target::config::{
+    parse_portal, AuthConfig, ChapCredentials, LunConfig, PortalGroup, ServerConfig,
+    SessionLimits, TargetConfig,
+};
 
 #[derive(Subcommand, Debug)]
 pub enum TargetCmd {
     /// Serve targets in the foreground until SIGINT/SIGTERM.
-    Serve,
+    Serve(ServeArgs),
+}
+
+/// Quick-start flags: one target, its portals, LUNs and access control.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Portal to listen on, HOST:PORT (repeatable). IPv6 as [::1]:3260.
+    /// Port 0 picks a free port (printed at start-up).
+    #[arg(long = "portal", value_name = "HOST:PORT", default_values_t = vec!["0.0.0.0:3260".to_string()])]
+    pub portals: Vec<String>,
+    /// Target name (iqn./eui./naa.); default: a name derived from the host name.
+    #[arg(long = "target", value_name = "IQN")]
+    pub target: Option<String>,
+    /// Logical unit (repeatable, numbered 0, 1, 2 ... in order):
+    /// mem:SIZE | null:SIZE | file:PATH[,size=SIZE][,sector=512|4096][,mode=wb|wt|ro][,thin]
+    /// | block:DEVICE[,mode=...]. SIZE takes K/M/G/T suffixes.
+    #[arg(long = "lun", value_name = "SPEC")]
+    pub luns: Vec<String>,
+    /// Require initiators to authenticate with CHAP as USER:SECRET (repeatable).
+    #[arg(long = "chap", value_name = "USER:SECRET")]
+    pub chap: Vec<String>,
+    /// The target's own CHAP credentials, for initiators that ask for mutual CHAP.
+    #[arg(long = "mutual-chap", value_name = "USER:SECRET")]
+    pub mutual_chap: Option<String>,
+    /// Allow only this initiator name (repeatable; default: any initiator).
+    #[arg(long = "allow", value_name = "IQN")]
+    pub allow: Vec<String>,
+    /// Log level or tracing filter (error, warn, info, debug, trace, or e.g.
+    /// "iscsi_target=debug").
+    #[arg(long = "log", value_name = "LEVEL", default_value = "info")]
+    pub log: String,
+    /// Commands in flight per session (the CmdSN window).
+    #[arg(long = "queue-depth", value_name = "N", default_value_t = 128)]
+    pub queue_depth: u32,
+    /// Connections per session (MC/S) the target accepts.
+    #[arg(long = "max-connections", value_name = "N", default_value_t = 8)]
+    pub max_connections: u16,
+    /// Seconds a login may take before the connection is dropped.
+    #[arg(long = "login-timeout", value_name = "SECS", default_value_t = 15)]
+    pub login_timeout: u64,
+    /// Seconds of idle time before a NOP-In ping (0: never ping).
+    #[arg(long = "nop-interval", value_name = "SECS", default_value_t = 30)]
+    pub nop_interval: u64,
+}
+
+/// A default target name that stays the same across restarts on one host,
+/// so that derived serial numbers and WWNs are stable.
+fn default_target_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("iqn.2024-01.rs.iscsi:target.{host}")
+}
+
+/// Build the server configuration from the flags.
+pub fn serve_config(args: &ServeArgs) -> Result<ServerConfig, String> {
+    let mut portals = Vec::new();
+    for p in &args.portals {
+        portals.push(parse_portal(p).map_err(|e| e.to_string())?);
+    }
+    let mut luns = Vec::new();
+    for (i, spec) in args.luns.iter().enumerate() {
+        luns.push(LunConfig::parse_spec(i as u64, spec).map_err(|e| e.to_string())?);
+    }
+    let mut incoming = Vec::new();
+    for c in &args.chap {
+        incoming.push(ChapCredentials::parse(c).map_err(|e| format!("--chap: {e}"))?);
+    }
+    let outgoing = match &args.mutual_chap {
+        Some(c) => Some(ChapCredentials::parse(c).map_err(|e| format!("--mutual-chap: {e}"))?),
+        None => None,
+    };
+    if outgoing.is_some() && incoming.is_empty() {
+        return Err("--mutual-chap needs --chap (mutual CHAP follows one-way CHAP)".into());
+    }
+    let limits = SessionLimits {
+        queue_depth: args.queue_depth,
+        max_connections: args.max_connections,
+        login_timeout: std::time::Duration::from_secs(args.login_timeout.max(1)),
+        nop_interval: (args.nop_interval > 0)
+            .then(|| std::time::Duration::from_secs(args.nop_interval)),
+        ..SessionLimits::default()
+    };
+    let target = TargetConfig {
+        name: args.target.clone().unwrap_or_else(default_target_name),
+        alias: None,
+        portal_groups: vec![PortalGroup { tpgt: 1, portals }],
+        luns,
+        auth: AuthConfig { incoming, outgoing },
+        allow: args.allow.clone(),
+        limits,
+    };
+    let cfg = ServerConfig {
+        targets: vec![target],
+        discovery_auth: AuthConfig::default(),
+    };
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let cfg = match serve_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("iscsi target serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&args.log);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("iscsi target serve: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let server = match iscsi_target::server::Server::start(cfg.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("iscsi target serve: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        {
+            let mut out = std::io::stdout().lock();
+            for addr in server.local_addrs() {
+                let _ = writeln!(out, "listening on {addr}");
+            }
+            for t in &cfg.targets {
+                let _ = writeln!(out, "target {}", t.name);
+            }
+            let _ = out.flush();
+        }
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        server.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 pub fn run(cmd: TargetCmd) -> ExitCode {
     match cmd {
-        TargetCmd::Serve => {
-            eprintln!("iscsi target serve: not implemented yet");
-            ExitCode::from(1)
-        }
+        TargetCmd::Serve(args) => serve(args),
     }
 }

@@ -1,1 +1,29 @@
-//! initiator
+//! Userspace iSCSI initiator (RFC 7143) on top of the sans-IO `proto` core.
+//!
+//! - [`portal`]: `HOST[:PORT]` parsing and bounded TCP connects.
+//! - [`initiator_name`]: a stable, stored initiator name.
+//! - [`transport`]: PDU framing over TCP (vectored writes, bounded reads).
+//! - [`login_fsm`] + [`connection`]: the login phase of one connection.
+//! - [`discovery`]: SendTargets discovery sessions.
+//! - [`session`]: normal sessions (MC/S, CmdSN window, R2T, NOPs, TMF,
+//!   async messages, recovery).
+//! - [`device`]: LUN scan and the block-device API.
+//! - [`error`]: the crate's error type and exit-code classification.
+#![forbid(unsafe_code)]
+
+pub mod connection;
+pub mod device;
+pub mod discovery;
+pub mod error;
+pub mod initiator_name;
+pub mod login_fsm;
+pub mod portal;
+pub mod session;
+pub mod transport;
+
+pub use bytes;
+pub use device::{Capacity, LunInfo, ScsiDevice};
+pub use discovery::{discover, DiscoveredTarget, DiscoveryConfig};
+pub use error::{Error, ErrorKind, Result, ScsiError};
+pub use portal::Portal;
+pub use session::{ChapConfig, ConnectionStats, DataDirection, RawResult, Session, SessionConfig, SessionEvent};

@@ -2,4 +2,14 @@
 //! and its backends.
 
 pub mod backend;
+pub mod config;
+pub mod conn;
+pub mod device;
+pub mod discovery;
+pub mod login;
+pub mod portal;
 pub mod scsi;
+pub mod server;
+pub mod session;
+pub mod tmf;
+pub mod window;

@@ -1,1 +1,20 @@
-//! testbed
+//! Test harness for the iSCSI stack (DESIGN.md, "testbed").
+//!
+//! * [`proxy`]: a fault-injecting TCP proxy (latency, cuts, stalls,
+//!   corruption, refused connections) controllable at run time.
+//! * [`verify`]: deterministic data patterns and a [`verify::Verifier`] that
+//!   remembers what was written where and checks what is read back.
+//! * [`process`]: run a server binary, wait for its "listening" line, extract
+//!   the address, kill it on drop.
+//! * [`tgtd`]: a private Debian `tgtd` (the tgt project's target) on a free
+//!   port, configured through `tgtadm`, as a real peer for the initiator.
+
+pub mod process;
+pub mod proxy;
+pub mod tgtd;
+pub mod verify;
+
+pub use process::{free_port, ServerProcess};
+pub use proxy::{Direction, Proxy, ProxyStats};
+pub use tgtd::{Tgtd, TgtdConfig};
+pub use verify::{Mismatch, Pattern, Unwritten, Verifier};

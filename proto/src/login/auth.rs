@@ -47,3 +47,14 @@ pub enum AuthFailure {
     /// class 2, detail 0x00 "Initiator error".
     Protocol(String),
 }
+
+impl core::fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            AuthFailure::AuthenticationFailed(m) => write!(f, "authentication failed: {m}"),
+            AuthFailure::Protocol(m) => write!(f, "authentication protocol error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for AuthFailure {}

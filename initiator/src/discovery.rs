@@ -1,0 +1,160 @@
+//! Discovery sessions (RFC 7143 §4.3, §13.3 SendTargets, Appendix C):
+//! log in with `SessionType=Discovery`, send `SendTargets=All` in a Text
+//! Request, collect the (possibly continued, §11.10.2) Text Responses, then
+//! log out.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use proto::pdu::{LogoutReason, LogoutRequest, Pdu, TextRequest};
+use proto::text::discovery::{parse_send_targets, send_targets_text, SendTargetsQuery};
+use proto::text::TextAccumulator;
+
+use crate::connection::{self, LoginSpec};
+use crate::error::{Error, Result};
+use crate::portal::Portal;
+use crate::session::{ChapConfig, Offer, RESERVED_TAG};
+
+/// One discovered target with its portals.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DiscoveredTarget {
+    pub name: String,
+    pub alias: Option<String>,
+    /// `(host:port, portal group tag)`.
+    pub portals: Vec<(String, u16)>,
+}
+
+/// Discovery parameters.
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    pub portal: Portal,
+    pub initiator_name: String,
+    pub chap: Option<ChapConfig>,
+    pub connect_timeout: Duration,
+    pub login_timeout: Duration,
+}
+
+impl DiscoveryConfig {
+    pub fn new(portal: Portal, initiator_name: impl Into<String>) -> Self {
+        DiscoveryConfig {
+            portal,
+            initiator_name: initiator_name.into(),
+            chap: None,
+            connect_timeout: Duration::from_secs(5),
+            login_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Upper bound on the total SendTargets answer we accept.
+const MAX_TEXT: usize = 1 << 20;
+
+/// Ask a portal for every target it exposes.
+pub async fn discover(cfg: &DiscoveryConfig) -> Result<Vec<DiscoveredTarget>> {
+    let isid: [u8; 6] = {
+        let r: [u8; 6] = rand::random();
+        [0x80 | (r[0] & 0x3f), r[1], r[2], r[3], r[4], r[5]]
+    };
+    let cmd_sn = 1;
+    let spec = LoginSpec {
+        portal: cfg.portal.clone(),
+        initiator_name: cfg.initiator_name.clone(),
+        target_name: None,
+        isid,
+        tsih: 0,
+        cid: 0,
+        cmd_sn,
+        chap: cfg.chap.clone(),
+        offer: Offer::default(),
+        max_connections: 1,
+        connect_timeout: cfg.connect_timeout,
+        login_timeout: cfg.login_timeout,
+    };
+    let mut est = connection::login(&spec).await?;
+    let mut exp_stat_sn = est.exp_stat_sn;
+    let mut cmd_sn = est.exp_cmd_sn;
+    let itt = 1u32;
+    let mut ttt = RESERVED_TAG;
+    let mut data = send_targets_text(&SendTargetsQuery::All);
+    let mut acc = TextAccumulator::new(MAX_TEXT);
+    let pairs = loop {
+        let req = Pdu::TextRequest(TextRequest {
+            immediate: false,
+            final_: true,
+            continue_: false,
+            lun: 0,
+            itt,
+            ttt,
+            cmd_sn,
+            exp_stat_sn,
+            data: std::mem::take(&mut data),
+        });
+        est.writer.write(&req).await?;
+        let resp = match tokio::time::timeout(cfg.login_timeout, est.reader.read()).await {
+            Err(_) => return Err(Error::Timeout("no Text Response to SendTargets".into())),
+            Ok(r) => r?.0,
+        };
+        let t = match resp {
+            Pdu::TextResponse(t) => t,
+            Pdu::Reject(r) => return Err(Error::Rejected(format!("SendTargets rejected: {:?}", r.reason))),
+            other => return Err(Error::Protocol(format!("unexpected {:?} during discovery", other.opcode()))),
+        };
+        exp_stat_sn = t.stat_sn.wrapping_add(1);
+        if proto::serial::SerialNumber(t.exp_cmd_sn).gt(proto::serial::SerialNumber(cmd_sn)) {
+            cmd_sn = t.exp_cmd_sn;
+        }
+        // RFC 7143 §11.11.2: C=1 means more text follows; we answer with an
+        // empty Text Request carrying the target's TTT.
+        let done = acc.push(&t.data, t.continue_).map_err(|e| Error::Protocol(format!("SendTargets text: {e}")))?;
+        match done {
+            Some(p) if t.final_ => break p,
+            Some(_) | None => {
+                ttt = t.ttt;
+            }
+        }
+    };
+    let targets = parse_send_targets(&pairs).map_err(|e| Error::Protocol(format!("SendTargets answer: {e}")))?;
+    // Best-effort logout (RFC 7143 §11.14); the answer is already in hand.
+    let logout = Pdu::LogoutRequest(LogoutRequest {
+        immediate: true,
+        reason_code: LogoutReason::CLOSE_SESSION,
+        itt: itt + 1,
+        cid: 0,
+        cmd_sn,
+        exp_stat_sn,
+        data: Bytes::new(),
+    });
+    if est.writer.write(&logout).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), est.reader.read()).await;
+    }
+    est.writer.shutdown().await;
+    Ok(targets
+        .into_iter()
+        .map(|t| DiscoveredTarget { name: t.name, alias: t.alias, portals: t.addresses })
+        .collect())
+}
+
+impl DiscoveredTarget {
+    /// iscsiadm-style lines: `HOST:PORT,TPGT IQN`.
+    pub fn lines(&self) -> Vec<String> {
+        self.portals.iter().map(|(a, t)| format!("{a},{t} {}", self.name)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iscsiadm_lines() {
+        let t = DiscoveredTarget {
+            name: "iqn.2001-04.com.example:disk".into(),
+            alias: None,
+            portals: vec![("10.0.0.1:3260".into(), 1), ("[::1]:3261".into(), 2)],
+        };
+        assert_eq!(
+            t.lines(),
+            vec!["10.0.0.1:3260,1 iqn.2001-04.com.example:disk", "[::1]:3261,2 iqn.2001-04.com.example:disk"]
+        );
+    }
+}

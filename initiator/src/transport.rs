@@ -1,0 +1,224 @@
+//! PDU framing over a TCP stream: a reader that decodes frames from a
+//! `BytesMut` with the negotiated limits (RFC 7143 §13.12: nothing larger
+//! than our MaxRecvDataSegmentLength is accepted, checked before any
+//! allocation by `proto::pdu::decode_frame`), and a writer that sends
+//! header, data and trailer of many PDUs in one vectored write.
+
+use std::io::IoSlice;
+
+use bytes::BytesMut;
+use proto::pdu::{decode_frame, DecodeLimits, DigestConfig, EncodedPdu, Pdu};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::error::{Error, Result};
+
+/// Decodes PDUs from the read half of a connection.
+pub struct PduReader {
+    rd: OwnedReadHalf,
+    buf: BytesMut,
+    limits: DecodeLimits,
+}
+
+impl PduReader {
+    pub fn new(rd: OwnedReadHalf, limits: DecodeLimits) -> Self {
+        PduReader { rd, buf: BytesMut::with_capacity(64 * 1024), limits }
+    }
+
+    /// Switch limits/digests after login (RFC 7143 §13.1: digests start
+    /// with the first PDU after the Login Response that ends the login).
+    pub fn set_limits(&mut self, limits: DecodeLimits) {
+        self.limits = limits;
+    }
+
+    /// The next PDU and its length on the wire.
+    pub async fn read(&mut self) -> Result<(Pdu, usize)> {
+        loop {
+            let before = self.buf.len();
+            match decode_frame(&mut self.buf, &self.limits) {
+                Ok(Some(pdu)) => return Ok((pdu, before - self.buf.len())),
+                Ok(None) => {}
+                Err(e) => return Err(Error::Protocol(format!("bad PDU from target: {e}"))),
+            }
+            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+                self.buf.reserve(64 * 1024);
+            }
+            let n = self
+                .rd
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| Error::ConnectionLost(format!("read: {e}")))?;
+            if n == 0 {
+                return Err(Error::ConnectionLost("connection closed by the target".into()));
+            }
+        }
+    }
+}
+
+/// Encodes PDUs onto the write half of a connection.
+pub struct PduWriter {
+    wr: OwnedWriteHalf,
+    digests: DigestConfig,
+}
+
+impl PduWriter {
+    pub fn new(wr: OwnedWriteHalf, digests: DigestConfig) -> Self {
+        PduWriter { wr, digests }
+    }
+
+    pub fn set_digests(&mut self, digests: DigestConfig) {
+        self.digests = digests;
+    }
+
+    /// Write one PDU.
+    pub async fn write(&mut self, pdu: &Pdu) -> Result<usize> {
+        self.write_batch(std::slice::from_ref(pdu)).await
+    }
+
+    /// Write several PDUs with as few syscalls as possible; returns bytes written.
+    pub async fn write_batch(&mut self, pdus: &[Pdu]) -> Result<usize> {
+        let encoded: Vec<EncodedPdu> = pdus.iter().map(|p| p.encode(self.digests)).collect();
+        let parts: Vec<&[u8]> = encoded
+            .iter()
+            .flat_map(|e| [&e.header[..], &e.data[..], &e.trailer[..]])
+            .filter(|s| !s.is_empty())
+            .collect();
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let (mut idx, mut off) = (0usize, 0usize);
+        while idx < parts.len() {
+            let n = {
+                let mut slices = Vec::with_capacity(64);
+                slices.push(IoSlice::new(&parts[idx][off..]));
+                slices.extend(parts[idx + 1..].iter().take(63).map(|p| IoSlice::new(p)));
+                self.wr
+                    .write_vectored(&slices)
+                    .await
+                    .map_err(|e| Error::ConnectionLost(format!("write: {e}")))?
+            };
+            if n == 0 {
+                return Err(Error::ConnectionLost("write: connection closed".into()));
+            }
+            let mut n = n;
+            while n > 0 && idx < parts.len() {
+                let rem = parts[idx].len() - off;
+                if n >= rem {
+                    n -= rem;
+                    idx += 1;
+                    off = 0;
+                } else {
+                    off += n;
+                    n = 0;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Half-close the write side.
+    pub async fn shutdown(&mut self) {
+        let _ = self.wr.shutdown().await;
+    }
+}
+
+/// Stamp ExpStatSN on any initiator PDU that carries it.
+pub fn set_exp_stat_sn(p: &mut Pdu, v: u32) {
+    match p {
+        Pdu::NopOut(x) => x.exp_stat_sn = v,
+        Pdu::ScsiCommand(x) => x.exp_stat_sn = v,
+        Pdu::TaskMgmtRequest(x) => x.exp_stat_sn = v,
+        Pdu::LoginRequest(x) => x.exp_stat_sn = v,
+        Pdu::TextRequest(x) => x.exp_stat_sn = v,
+        Pdu::DataOut(x) => x.exp_stat_sn = v,
+        Pdu::LogoutRequest(x) => x.exp_stat_sn = v,
+        Pdu::SnackRequest(x) => x.exp_stat_sn = v,
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use proto::pdu::{DataOut, NopOut};
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn batch_round_trip_with_digests() {
+        let (a, b) = pair().await;
+        let (_ra, wa) = a.into_split();
+        let (rb, _wb) = b.into_split();
+        let mut w = PduWriter::new(wa, DigestConfig::BOTH);
+        let limits = DecodeLimits { max_data_segment_length: 1 << 20, digests: DigestConfig::BOTH };
+        let mut r = PduReader::new(rb, limits);
+        let big = Bytes::from((0..300_001u32).map(|i| (i * 7) as u8).collect::<Vec<_>>());
+        let mut pdus = Vec::new();
+        for i in 0..100u32 {
+            pdus.push(Pdu::NopOut(NopOut {
+                immediate: true,
+                lun: 0,
+                itt: i,
+                ttt: 0xffff_ffff,
+                cmd_sn: i,
+                exp_stat_sn: 0,
+                data: Bytes::from(vec![i as u8; (i % 5) as usize]),
+            }));
+        }
+        pdus.push(Pdu::DataOut(DataOut {
+            final_: true,
+            lun: 1,
+            itt: 9,
+            ttt: 3,
+            exp_stat_sn: 0,
+            data_sn: 0,
+            buffer_offset: 0,
+            data: big.clone(),
+        }));
+        for p in pdus.iter_mut() {
+            set_exp_stat_sn(p, 42);
+        }
+        let sent = pdus.clone();
+        let wt = tokio::spawn(async move { w.write_batch(&pdus).await.unwrap() });
+        for want in sent {
+            let (got, _) = r.read().await.unwrap();
+            assert_eq!(got, want);
+            assert_eq!(got.exp_stat_sn(), Some(42));
+        }
+        assert!(wt.await.unwrap() > 300_000);
+    }
+
+    #[tokio::test]
+    async fn oversized_segment_is_refused() {
+        let (a, b) = pair().await;
+        let (_ra, wa) = a.into_split();
+        let (rb, _wb) = b.into_split();
+        let mut w = PduWriter::new(wa, DigestConfig::NONE);
+        let mut r = PduReader::new(rb, DecodeLimits::default());
+        let p = Pdu::NopOut(NopOut {
+            immediate: true,
+            lun: 0,
+            itt: 1,
+            ttt: 0xffff_ffff,
+            cmd_sn: 0,
+            exp_stat_sn: 0,
+            data: Bytes::from(vec![0u8; 10_000]),
+        });
+        tokio::spawn(async move { w.write(&p).await });
+        assert!(matches!(r.read().await, Err(Error::Protocol(_))));
+    }
+
+    #[tokio::test]
+    async fn eof_is_connection_lost() {
+        let (a, b) = pair().await;
+        drop(a);
+        let (rb, _wb) = b.into_split();
+        let mut r = PduReader::new(rb, DecodeLimits::default());
+        assert!(matches!(r.read().await, Err(Error::ConnectionLost(_))));
+    }
+}

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, property, integration against real peers
+# (tgtd, libiscsi's tools and conformance suite). Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+cargo build --workspace --all-targets
+cargo nextest run --workspace --no-fail-fast "$@"

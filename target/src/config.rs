@@ -1,0 +1,566 @@
+//! Target configuration as plain structs (DESIGN.md "Library config": only
+//! binaries parse flags and files).
+//!
+//! [`ServerConfig`] is what [`crate::server::Server::start`] runs: a list of
+//! [`TargetConfig`]s, each with its portal groups, LUNs, CHAP accounts,
+//! initiator ACL and session limits. The quick-start flags of
+//! `iscsi target serve` and the JSON configuration file both map onto these
+//! structs. Defaults are the RFC 7143 §13 defaults unless noted.
+//!
+//! This module also parses the quick-start LUN SPEC syntax
+//! (`mem:SIZE`, `null:SIZE`, `file:PATH[,size=SIZE][,sector=512|4096]
+//! [,mode=wb|wt|ro][,thin]`, `block:DEVICE[,mode=...]`) into [`LunConfig`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// Errors in a configuration value (flag or file).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A LUN SPEC that does not parse.
+    #[error("invalid LUN spec {spec:?}: {reason}")]
+    LunSpec { spec: String, reason: String },
+    /// A size with a bad number or suffix.
+    #[error("invalid size {0:?} (expected a number with an optional K/M/G/T suffix)")]
+    Size(String),
+    /// `USER:SECRET` without the colon, or empty parts.
+    #[error("invalid credentials {0:?} (expected USER:SECRET)")]
+    Credentials(String),
+    /// A portal address that does not parse.
+    #[error("invalid portal {0:?} (expected HOST:PORT, e.g. 0.0.0.0:3260 or [::1]:3260)")]
+    Portal(String),
+    /// Anything else, with the field and the reason.
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+/// How writes reach the backend (DESIGN.md "Backends").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoMode {
+    /// Write-back: writes complete once in the page cache; SYNCHRONIZE CACHE
+    /// and FUA make them durable.
+    #[default]
+    WriteBack,
+    /// Write-through: every write is durable before its status is sent.
+    WriteThrough,
+    /// Read-only: writes fail with DATA PROTECT / WRITE PROTECTED.
+    ReadOnly,
+}
+
+impl IoMode {
+    /// Parse `wb`, `wt` or `ro`.
+    pub fn parse(s: &str) -> Option<IoMode> {
+        match s {
+            "wb" => Some(IoMode::WriteBack),
+            "wt" => Some(IoMode::WriteThrough),
+            "ro" => Some(IoMode::ReadOnly),
+            _ => None,
+        }
+    }
+
+    /// The short name used in flags and files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoMode::WriteBack => "wb",
+            IoMode::WriteThrough => "wt",
+            IoMode::ReadOnly => "ro",
+        }
+    }
+}
+
+/// Where a LUN's blocks live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendConfig {
+    /// RAM, lost at exit.
+    Memory { size: u64 },
+    /// Reads return zeroes, writes are discarded.
+    Null { size: u64 },
+    /// A regular file; created at `size` when missing (size required then),
+    /// an existing file keeps its data (and its size unless `size` is given).
+    File {
+        path: PathBuf,
+        size: Option<u64>,
+        thin: bool,
+    },
+    /// A block device.
+    Block { path: PathBuf },
+}
+
+/// One logical unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LunConfig {
+    /// LUN number as seen by initiators (REPORT LUNS).
+    pub lun: u64,
+    pub backend: BackendConfig,
+    /// Logical block size: 512 (default) or 4096.
+    pub block_size: u32,
+    pub mode: IoMode,
+    /// Unit serial number (VPD 0x80); derived from the target name and LUN
+    /// when `None`, so it is stable across restarts.
+    pub serial: Option<String>,
+}
+
+impl LunConfig {
+    /// Parse a quick-start LUN SPEC; `lun` is the number it will get.
+    ///
+    /// `mem:SIZE`, `null:SIZE`, `file:PATH[,size=SIZE][,sector=512|4096]
+    /// [,mode=wb|wt|ro][,thin]`, `block:DEVICE[,mode=...]`. `mem` and `null`
+    /// also take `sector=` and `mode=`.
+    pub fn parse_spec(lun: u64, spec: &str) -> Result<LunConfig, ConfigError> {
+        let bad = |reason: &str| ConfigError::LunSpec {
+            spec: spec.to_string(),
+            reason: reason.to_string(),
+        };
+        let (kind, rest) = spec
+            .split_once(':')
+            .ok_or_else(|| bad("expected KIND:..., KIND one of mem, null, file, block"))?;
+        let mut parts = rest.split(',');
+        let first = parts.next().unwrap_or("");
+        if first.is_empty() {
+            return Err(bad("missing size or path after the colon"));
+        }
+        let mut size = None;
+        let mut block_size = 512u32;
+        let mut mode = IoMode::WriteBack;
+        let mut thin = false;
+        let mut serial = None;
+        for opt in parts {
+            let (key, value) = match opt.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (opt, None),
+            };
+            match (key, value) {
+                ("size", Some(v)) => size = Some(parse_size(v)?),
+                ("sector", Some(v)) => {
+                    block_size = match v {
+                        "512" => 512,
+                        "4096" => 4096,
+                        _ => return Err(bad("sector must be 512 or 4096")),
+                    }
+                }
+                ("mode", Some(v)) => {
+                    mode = IoMode::parse(v).ok_or_else(|| bad("mode must be wb, wt or ro"))?
+                }
+                ("thin", None) => thin = true,
+                ("serial", Some(v)) if !v.is_empty() => serial = Some(v.to_string()),
+                _ => return Err(bad(&format!("unknown option {opt:?}"))),
+            }
+        }
+        let backend = match kind {
+            "mem" | "null" => {
+                if size.is_some() || thin {
+                    return Err(bad("mem/null take the size first (mem:SIZE) and no thin"));
+                }
+                let size = parse_size(first)?;
+                if kind == "mem" {
+                    BackendConfig::Memory { size }
+                } else {
+                    BackendConfig::Null { size }
+                }
+            }
+            "file" => BackendConfig::File {
+                path: PathBuf::from(first),
+                size,
+                thin,
+            },
+            "block" => {
+                if size.is_some() || thin {
+                    return Err(bad("block devices take no size or thin option"));
+                }
+                BackendConfig::Block {
+                    path: PathBuf::from(first),
+                }
+            }
+            _ => return Err(bad("KIND must be mem, null, file or block")),
+        };
+        let lc = LunConfig {
+            lun,
+            backend,
+            block_size,
+            mode,
+            serial,
+        };
+        lc.validate()?;
+        Ok(lc)
+    }
+
+    /// Check sizes against the block size.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let size = match &self.backend {
+            BackendConfig::Memory { size } | BackendConfig::Null { size } => Some(*size),
+            BackendConfig::File { size, .. } => *size,
+            BackendConfig::Block { .. } => None,
+        };
+        if self.block_size != 512 && self.block_size != 4096 {
+            return Err(ConfigError::Invalid {
+                field: format!("lun {}.block_size", self.lun),
+                reason: "must be 512 or 4096".into(),
+            });
+        }
+        if let Some(size) = size {
+            if size < u64::from(self.block_size) {
+                return Err(ConfigError::Invalid {
+                    field: format!("lun {}.size", self.lun),
+                    reason: format!("{size} bytes is less than one {}-byte block", self.block_size),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parse a size with an optional binary suffix: `512`, `64K`, `1G`, `2T`
+/// (also `KiB`/`KB` spellings). Case-insensitive.
+pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
+    let err = || ConfigError::Size(s.to_string());
+    let t = s.trim();
+    let upper = t.to_ascii_uppercase();
+    let stripped = upper
+        .strip_suffix("IB")
+        .or_else(|| upper.strip_suffix('B'))
+        .unwrap_or(&upper);
+    let (num, mult) = match stripped.chars().last() {
+        Some('K') => (&stripped[..stripped.len() - 1], 1u64 << 10),
+        Some('M') => (&stripped[..stripped.len() - 1], 1 << 20),
+        Some('G') => (&stripped[..stripped.len() - 1], 1 << 30),
+        Some('T') => (&stripped[..stripped.len() - 1], 1 << 40),
+        Some(_) => (stripped, 1),
+        None => return Err(err()),
+    };
+    let n: u64 = num.parse().map_err(|_| err())?;
+    n.checked_mul(mult).ok_or_else(err)
+}
+
+/// A CHAP user name and secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChapCredentials {
+    pub user: String,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for ChapCredentials {
+    // Never log CHAP secrets (STYLE.md).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChapCredentials")
+            .field("user", &self.user)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl ChapCredentials {
+    /// Parse `USER:SECRET` (the secret may itself contain colons).
+    pub fn parse(s: &str) -> Result<ChapCredentials, ConfigError> {
+        match s.split_once(':') {
+            Some((u, p)) if !u.is_empty() && !p.is_empty() => Ok(ChapCredentials {
+                user: u.to_string(),
+                secret: p.as_bytes().to_vec(),
+            }),
+            _ => Err(ConfigError::Credentials(
+                s.split(':').next().unwrap_or("").to_string() + ":<secret>",
+            )),
+        }
+    }
+}
+
+/// Authentication required of initiators logging in to one target.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Accounts initiators may authenticate as (CHAP). Empty: AuthMethod=None.
+    pub incoming: Vec<ChapCredentials>,
+    /// The target's own credentials, offered when the initiator asks for
+    /// mutual CHAP.
+    pub outgoing: Option<ChapCredentials>,
+}
+
+/// A portal group: a TPGT and the addresses that belong to it (RFC 7143 §4.4.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalGroup {
+    pub tpgt: u16,
+    pub portals: Vec<SocketAddr>,
+}
+
+/// Operational limits and offers for sessions (RFC 7143 §13 keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// MaxConnections we accept (RFC default 1; we offer 8).
+    pub max_connections: u16,
+    /// Commands in flight per session: the CmdSN window width.
+    pub queue_depth: u32,
+    /// Our MaxRecvDataSegmentLength (declared to the initiator).
+    pub max_recv_data_segment_length: u32,
+    /// Upper bound for MaxBurstLength negotiation (RFC default 262144).
+    pub max_burst_length: u32,
+    /// Upper bound for FirstBurstLength negotiation (RFC default 65536).
+    pub first_burst_length: u32,
+    /// Whether we accept ImmediateData=Yes (RFC default Yes).
+    pub immediate_data: bool,
+    /// Our InitialR2T preference (RFC default Yes; `false` allows unsolicited data).
+    pub initial_r2t: bool,
+    /// Upper bound for MaxOutstandingR2T (RFC default 1).
+    pub max_outstanding_r2t: u16,
+    /// Accept CRC32C header digests when the initiator offers them.
+    pub header_digest: bool,
+    /// Accept CRC32C data digests when the initiator offers them.
+    pub data_digest: bool,
+    /// Idle time after which we send a NOP-In ping (None: never).
+    pub nop_interval: Option<Duration>,
+    /// How long a ping may stay unanswered before the connection is dropped.
+    pub nop_timeout: Duration,
+    /// Time allowed for the whole login phase.
+    pub login_timeout: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_connections: 8,
+            queue_depth: 128,
+            max_recv_data_segment_length: 262_144,
+            max_burst_length: 1_048_576,
+            first_burst_length: 262_144,
+            immediate_data: true,
+            initial_r2t: false,
+            max_outstanding_r2t: 8,
+            header_digest: true,
+            data_digest: true,
+            nop_interval: Some(Duration::from_secs(30)),
+            nop_timeout: Duration::from_secs(30),
+            login_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// One iSCSI target (a name, its LUNs and who may use them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetConfig {
+    /// The target's iSCSI name (`iqn.`/`eui.`/`naa.`).
+    pub name: String,
+    /// Optional TargetAlias.
+    pub alias: Option<String>,
+    /// Portal groups this target is reachable through. A portal whose IP is
+    /// unspecified (0.0.0.0 / ::) matches any local address on its port.
+    pub portal_groups: Vec<PortalGroup>,
+    pub luns: Vec<LunConfig>,
+    pub auth: AuthConfig,
+    /// Initiator names allowed to log in; empty means any initiator.
+    pub allow: Vec<String>,
+    pub limits: SessionLimits,
+}
+
+impl TargetConfig {
+    /// Whether `initiator` passes the ACL.
+    pub fn allows(&self, initiator: &str) -> bool {
+        self.allow.is_empty() || self.allow.iter().any(|a| a.eq_ignore_ascii_case(initiator))
+    }
+}
+
+/// Everything one `iscsi target serve` process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub targets: Vec<TargetConfig>,
+    /// Authentication for discovery sessions (None: AuthMethod=None).
+    pub discovery_auth: AuthConfig,
+}
+
+impl ServerConfig {
+    /// Every distinct portal address the server must listen on.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = Vec::new();
+        for t in &self.targets {
+            for g in &t.portal_groups {
+                for p in &g.portals {
+                    if !v.contains(p) {
+                        v.push(*p);
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// Check names, LUN numbers and portals.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.targets.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "targets".into(),
+                reason: "at least one target is required".into(),
+            });
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            let lower = t.name.to_ascii_lowercase();
+            if !(lower.starts_with("iqn.") || lower.starts_with("eui.") || lower.starts_with("naa."))
+            {
+                return Err(ConfigError::Invalid {
+                    field: format!("targets[{i}].name"),
+                    reason: format!("{:?} is not an iqn./eui./naa. name", t.name),
+                });
+            }
+            if self.targets[..i]
+                .iter()
+                .any(|o| o.name.eq_ignore_ascii_case(&t.name))
+            {
+                return Err(ConfigError::Invalid {
+                    field: format!("targets[{i}].name"),
+                    reason: "duplicate target name".into(),
+                });
+            }
+            if t.portal_groups.iter().all(|g| g.portals.is_empty()) {
+                return Err(ConfigError::Invalid {
+                    field: format!("targets[{i}].portal_groups"),
+                    reason: "no portal".into(),
+                });
+            }
+            for (j, l) in t.luns.iter().enumerate() {
+                l.validate()?;
+                if t.luns[..j].iter().any(|o| o.lun == l.lun) {
+                    return Err(ConfigError::Invalid {
+                        field: format!("targets[{i}].luns[{j}]"),
+                        reason: format!("duplicate LUN {}", l.lun),
+                    });
+                }
+            }
+            if t.limits.queue_depth == 0 || t.limits.max_connections == 0 {
+                return Err(ConfigError::Invalid {
+                    field: format!("targets[{i}].limits"),
+                    reason: "queue_depth and max_connections must be at least 1".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parse a portal `HOST:PORT`, `[V6]:PORT`, or `HOST` (port 3260).
+pub fn parse_portal(s: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let ip = s.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = ip.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, 3260));
+    }
+    if s == "localhost" {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], 3260)));
+    }
+    if let Some(host) = s.strip_prefix("localhost:") {
+        if let Ok(port) = host.parse::<u16>() {
+            return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+    }
+    Err(ConfigError::Portal(s.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert_eq!(parse_size("64K").unwrap(), 65536);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("2TiB").unwrap(), 2 << 40);
+        assert_eq!(parse_size("3MB").unwrap(), 3 << 20);
+        assert!(parse_size("").is_err());
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("99999999999999T").is_err());
+    }
+
+    #[test]
+    fn lun_specs() {
+        let l = LunConfig::parse_spec(0, "mem:1G").unwrap();
+        assert_eq!(l.backend, BackendConfig::Memory { size: 1 << 30 });
+        assert_eq!(l.block_size, 512);
+        let l = LunConfig::parse_spec(1, "null:10M,sector=4096").unwrap();
+        assert_eq!(l.backend, BackendConfig::Null { size: 10 << 20 });
+        assert_eq!(l.block_size, 4096);
+        let l = LunConfig::parse_spec(2, "file:/tmp/a.img,size=1G,sector=4096,mode=wt,thin")
+            .unwrap();
+        assert_eq!(
+            l.backend,
+            BackendConfig::File {
+                path: "/tmp/a.img".into(),
+                size: Some(1 << 30),
+                thin: true
+            }
+        );
+        assert_eq!(l.mode, IoMode::WriteThrough);
+        assert_eq!(l.lun, 2);
+        let l = LunConfig::parse_spec(0, "block:/dev/sdz,mode=ro").unwrap();
+        assert_eq!(l.mode, IoMode::ReadOnly);
+        for bad in [
+            "mem",
+            "mem:",
+            "disk:1G",
+            "mem:1G,thin",
+            "file:/x,sector=1024",
+            "file:/x,mode=rw",
+            "file:/x,bogus",
+            "block:/dev/x,size=1G",
+            "mem:100",
+        ] {
+            assert!(LunConfig::parse_spec(0, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_and_redaction() {
+        let c = ChapCredentials::parse("alice:s3cr:et").unwrap();
+        assert_eq!(c.user, "alice");
+        assert_eq!(c.secret, b"s3cr:et");
+        assert!(!format!("{c:?}").contains("s3cr"));
+        assert!(ChapCredentials::parse("alice").is_err());
+        assert!(ChapCredentials::parse(":x").is_err());
+        let e = ChapCredentials::parse("bob:").unwrap_err().to_string();
+        assert!(e.contains("bob"));
+    }
+
+    #[test]
+    fn portals() {
+        assert_eq!(
+            parse_portal("127.0.0.1:0").unwrap(),
+            "127.0.0.1:0".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(parse_portal("[::1]:3261").unwrap().port(), 3261);
+        assert_eq!(parse_portal("[::1]").unwrap().port(), 3260);
+        assert_eq!(parse_portal("10.0.0.1").unwrap().port(), 3260);
+        assert!(parse_portal("nope:x").is_err());
+    }
+
+    #[test]
+    fn validate_catches_duplicates() {
+        let t = TargetConfig {
+            name: "iqn.2024-01.org.example:t".into(),
+            alias: None,
+            portal_groups: vec![PortalGroup {
+                tpgt: 1,
+                portals: vec![parse_portal("127.0.0.1:0").unwrap()],
+            }],
+            luns: vec![
+                LunConfig::parse_spec(0, "mem:1M").unwrap(),
+                LunConfig::parse_spec(0, "mem:1M").unwrap(),
+            ],
+            auth: AuthConfig::default(),
+            allow: vec![],
+            limits: SessionLimits::default(),
+        };
+        let mut c = ServerConfig {
+            targets: vec![t],
+            discovery_auth: AuthConfig::default(),
+        };
+        assert!(c.validate().is_err());
+        c.targets[0].luns.pop();
+        c.validate().unwrap();
+        assert!(c.targets[0].allows("iqn.any"));
+        c.targets[0].allow.push("iqn.a".into());
+        assert!(!c.targets[0].allows("iqn.b"));
+        assert!(c.targets[0].allows("IQN.A"));
+        c.targets[0].name = "foo".into();
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,410 @@
+//! Collecting a write command's data: immediate data, unsolicited Data-Out
+//! (InitialR2T=No, FirstBurstLength) and solicited Data-Out answering R2Ts
+//! (MaxOutstandingR2T, MaxBurstLength). RFC 7143 §4.2.5.2 (data transfer),
+//! §11.7 (Data-Out), §11.8 (R2T), §13.10-13.14.
+//!
+//! Sans-IO: [`WriteCollector`] says which R2Ts to send and when the data is
+//! complete; the connection sends them. We negotiate DataPDUInOrder=Yes and
+//! DataSequenceInOrder=Yes, so within a sequence DataSN and BufferOffset
+//! must increase exactly; a violation is a protocol error that ends the
+//! connection (ErrorRecoveryLevel 0: RFC 7143 §7.1.4.1 "the target ...
+//! MUST ... terminate the connection" is the only recovery).
+
+use bytes::{Bytes, BytesMut};
+use thiserror::Error;
+
+/// The reserved "no tag" value for ITT/TTT.
+pub const RESERVED_TAG: u32 = 0xffff_ffff;
+
+/// Negotiated values that shape a write's data transfer.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteLimits {
+    pub immediate_data: bool,
+    pub initial_r2t: bool,
+    pub first_burst_length: u32,
+    pub max_burst_length: u32,
+    pub max_outstanding_r2t: u32,
+    /// Our MaxRecvDataSegmentLength: the largest Data-Out segment we accept.
+    pub max_recv_data_segment_length: u32,
+}
+
+/// Data transfer protocol errors (each ends the connection at ERL 0).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DataOutError {
+    #[error("immediate data sent although ImmediateData=No")]
+    ImmediateDataNotAllowed,
+    #[error("unsolicited Data-Out although InitialR2T=Yes")]
+    UnsolicitedNotAllowed,
+    #[error("unsolicited data beyond FirstBurstLength ({0} bytes)")]
+    FirstBurstExceeded(u32),
+    #[error("data beyond the expected data transfer length")]
+    BeyondEdtl,
+    #[error("Data-Out for unknown Target Transfer Tag {0:#x}")]
+    UnknownTtt(u32),
+    #[error("DataSN {got} where {expected} was expected")]
+    DataSn { got: u32, expected: u32 },
+    #[error("BufferOffset {got} where {expected} was expected")]
+    BufferOffset { got: u32, expected: u32 },
+    #[error("sequence ended (F bit) after {got} of {expected} bytes")]
+    ShortSequence { got: u32, expected: u32 },
+    #[error("sequence longer than its burst ({0} bytes)")]
+    LongSequence(u32),
+}
+
+/// An R2T to send (the connection fills LUN, ITT and the SN fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct R2tRequest {
+    pub ttt: u32,
+    pub r2t_sn: u32,
+    pub buffer_offset: u32,
+    pub desired_data_transfer_length: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Sequence {
+    ttt: u32,
+    start: u32,
+    len: u32,
+    received: u32,
+    next_data_sn: u32,
+}
+
+/// Data collection for one write command.
+#[derive(Debug)]
+pub struct WriteCollector {
+    edtl: u32,
+    buf: Option<BytesMut>,
+    /// When all the data arrived in one piece (immediate data), kept as is
+    /// (zero copy).
+    whole: Option<Bytes>,
+    received_total: u32,
+    unsolicited: Option<Sequence>,
+    solicited: Vec<Sequence>,
+    next_r2t_offset: u32,
+    next_r2t_sn: u32,
+    limits: WriteLimits,
+}
+
+impl WriteCollector {
+    /// Start collecting for a command with `edtl` bytes expected;
+    /// `immediate` is the command PDU's data segment, `final_` its F bit.
+    ///
+    /// RFC 7143 §11.3.4 (F bit): "when the F bit is 0 ... unsolicited
+    /// Data-Out PDUs follow"; the unsolicited part is bounded by
+    /// FirstBurstLength (§13.14).
+    pub fn new(
+        edtl: u32,
+        immediate: Bytes,
+        final_: bool,
+        limits: WriteLimits,
+    ) -> Result<WriteCollector, DataOutError> {
+        let imm_len = immediate.len() as u32;
+        if imm_len > 0 && !limits.immediate_data {
+            return Err(DataOutError::ImmediateDataNotAllowed);
+        }
+        if imm_len > edtl {
+            return Err(DataOutError::BeyondEdtl);
+        }
+        if imm_len > limits.first_burst_length {
+            return Err(DataOutError::FirstBurstExceeded(imm_len));
+        }
+        let unsolicited_end = if final_ {
+            imm_len
+        } else {
+            if limits.initial_r2t {
+                return Err(DataOutError::UnsolicitedNotAllowed);
+            }
+            limits.first_burst_length.min(edtl)
+        };
+        let mut c = WriteCollector {
+            edtl,
+            buf: None,
+            whole: None,
+            received_total: imm_len,
+            unsolicited: None,
+            solicited: Vec::new(),
+            next_r2t_offset: unsolicited_end,
+            next_r2t_sn: 0,
+            limits,
+        };
+        if imm_len == edtl {
+            c.whole = Some(immediate);
+        } else {
+            let mut b = BytesMut::zeroed(edtl as usize);
+            b[..imm_len as usize].copy_from_slice(&immediate);
+            c.buf = Some(b);
+            if unsolicited_end > imm_len {
+                c.unsolicited = Some(Sequence {
+                    ttt: RESERVED_TAG,
+                    start: imm_len,
+                    len: unsolicited_end - imm_len,
+                    received: 0,
+                    next_data_sn: 0,
+                });
+            }
+        }
+        Ok(c)
+    }
+
+    /// Whether every byte has arrived.
+    pub fn is_complete(&self) -> bool {
+        self.received_total >= self.edtl
+    }
+
+    /// The R2Ts that may be sent now (respecting MaxOutstandingR2T).
+    /// `alloc_ttt` gives fresh Target Transfer Tags.
+    pub fn next_r2ts(&mut self, mut alloc_ttt: impl FnMut() -> u32) -> Vec<R2tRequest> {
+        let mut out = Vec::new();
+        let max_out = self.limits.max_outstanding_r2t.max(1) as usize;
+        let burst = self.limits.max_burst_length.max(512);
+        while self.solicited.len() < max_out && self.next_r2t_offset < self.edtl {
+            let len = burst.min(self.edtl - self.next_r2t_offset);
+            let ttt = alloc_ttt();
+            let r = R2tRequest {
+                ttt,
+                r2t_sn: self.next_r2t_sn,
+                buffer_offset: self.next_r2t_offset,
+                desired_data_transfer_length: len,
+            };
+            self.solicited.push(Sequence {
+                ttt,
+                start: self.next_r2t_offset,
+                len,
+                received: 0,
+                next_data_sn: 0,
+            });
+            self.next_r2t_sn = self.next_r2t_sn.wrapping_add(1);
+            self.next_r2t_offset += len;
+            out.push(r);
+        }
+        out
+    }
+
+    /// Number of R2Ts sent so far (for ExpDataSN bookkeeping).
+    pub fn r2ts_sent(&self) -> u32 {
+        self.next_r2t_sn
+    }
+
+    /// Whether `ttt` names one of this command's open sequences.
+    pub fn has_ttt(&self, ttt: u32) -> bool {
+        if ttt == RESERVED_TAG {
+            self.unsolicited.is_some()
+        } else {
+            self.solicited.iter().any(|s| s.ttt == ttt)
+        }
+    }
+
+    /// Accept one Data-Out PDU.
+    pub fn data_out(
+        &mut self,
+        ttt: u32,
+        data_sn: u32,
+        buffer_offset: u32,
+        final_: bool,
+        data: &[u8],
+    ) -> Result<(), DataOutError> {
+        let len = data.len() as u32;
+        let seq = if ttt == RESERVED_TAG {
+            match self.unsolicited.as_mut() {
+                Some(s) => s,
+                None => return Err(DataOutError::UnsolicitedNotAllowed),
+            }
+        } else {
+            match self.solicited.iter_mut().find(|s| s.ttt == ttt) {
+                Some(s) => s,
+                None => return Err(DataOutError::UnknownTtt(ttt)),
+            }
+        };
+        // RFC 7143 §11.7.5: "DataSN ... starts with 0 for the first data PDU
+        // in ... [each] R2T or unsolicited sequence" and is incremented by 1.
+        if data_sn != seq.next_data_sn {
+            return Err(DataOutError::DataSn {
+                got: data_sn,
+                expected: seq.next_data_sn,
+            });
+        }
+        let expected_offset = seq.start + seq.received;
+        if buffer_offset != expected_offset {
+            return Err(DataOutError::BufferOffset {
+                got: buffer_offset,
+                expected: expected_offset,
+            });
+        }
+        if seq.received + len > seq.len {
+            if ttt == RESERVED_TAG {
+                return Err(DataOutError::FirstBurstExceeded(seq.start + seq.received + len));
+            }
+            return Err(DataOutError::LongSequence(seq.received + len));
+        }
+        if len > self.limits.max_recv_data_segment_length {
+            return Err(DataOutError::LongSequence(len));
+        }
+        let buf = self.buf.as_mut().ok_or(DataOutError::BeyondEdtl)?;
+        let off = buffer_offset as usize;
+        buf[off..off + data.len()].copy_from_slice(data);
+        seq.received += len;
+        seq.next_data_sn = seq.next_data_sn.wrapping_add(1);
+        self.received_total += len;
+        let done = seq.received == seq.len;
+        if final_ && !done {
+            // The unsolicited sequence may end early only if the initiator
+            // sends less than FirstBurstLength because EDTL is smaller; that
+            // case already has len = min(FBL, EDTL) - imm. Anything else is
+            // a short sequence.
+            return Err(DataOutError::ShortSequence {
+                got: seq.received,
+                expected: seq.len,
+            });
+        }
+        if done {
+            if ttt == RESERVED_TAG {
+                self.unsolicited = None;
+            } else {
+                self.solicited.retain(|s| s.ttt != ttt);
+            }
+        }
+        Ok(())
+    }
+
+    /// The collected data (all `edtl` bytes). Call once complete.
+    pub fn take_data(&mut self) -> Bytes {
+        if let Some(w) = self.whole.take() {
+            return w;
+        }
+        self.buf.take().map(BytesMut::freeze).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(initial_r2t: bool) -> WriteLimits {
+        WriteLimits {
+            immediate_data: true,
+            initial_r2t,
+            first_burst_length: 1024,
+            max_burst_length: 2048,
+            max_outstanding_r2t: 2,
+            max_recv_data_segment_length: 1024,
+        }
+    }
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7) as u8).collect()
+    }
+
+    #[test]
+    fn immediate_only_is_zero_copy() {
+        let d = Bytes::from(pattern(512));
+        let mut c = WriteCollector::new(512, d.clone(), true, limits(true)).unwrap();
+        assert!(c.is_complete());
+        assert!(c.next_r2ts(|| 1).is_empty());
+        let out = c.take_data();
+        assert_eq!(out, d);
+        assert_eq!(out.as_ptr(), d.as_ptr());
+    }
+
+    #[test]
+    fn immediate_plus_unsolicited_plus_r2t() {
+        let all = pattern(6000);
+        let mut c = WriteCollector::new(
+            6000,
+            Bytes::copy_from_slice(&all[..512]),
+            false,
+            limits(false),
+        )
+        .unwrap();
+        let mut ttt = 100;
+        let r2ts = c.next_r2ts(|| {
+            ttt += 1;
+            ttt
+        });
+        // Solicited part starts after FirstBurstLength: 1024..6000, bursts of 2048,
+        // at most 2 outstanding.
+        assert_eq!(r2ts.len(), 2);
+        assert_eq!(r2ts[0].buffer_offset, 1024);
+        assert_eq!(r2ts[0].desired_data_transfer_length, 2048);
+        assert_eq!(r2ts[1].buffer_offset, 3072);
+        assert_eq!(r2ts[1].r2t_sn, 1);
+        // Unsolicited Data-Out 512..1024.
+        c.data_out(RESERVED_TAG, 0, 512, true, &all[512..1024]).unwrap();
+        // First R2T sequence, two PDUs.
+        c.data_out(101, 0, 1024, false, &all[1024..2048]).unwrap();
+        assert_eq!(
+            c.data_out(101, 0, 2048, true, &all[2048..3072]),
+            Err(DataOutError::DataSn {
+                got: 0,
+                expected: 1
+            })
+        );
+        c.data_out(101, 1, 2048, true, &all[2048..3072]).unwrap();
+        let more = c.next_r2ts(|| 200);
+        assert_eq!(more.len(), 1);
+        assert_eq!(more[0].buffer_offset, 5120);
+        assert_eq!(more[0].desired_data_transfer_length, 880);
+        c.data_out(102, 0, 3072, false, &all[3072..4096]).unwrap();
+        c.data_out(102, 1, 4096, true, &all[4096..5120]).unwrap();
+        assert!(!c.is_complete());
+        c.data_out(200, 0, 5120, true, &all[5120..6000]).unwrap();
+        assert!(c.is_complete());
+        assert_eq!(&c.take_data()[..], &all[..]);
+    }
+
+    #[test]
+    fn protocol_violations() {
+        let mut l = limits(true);
+        assert_eq!(
+            WriteCollector::new(1024, Bytes::new(), false, l).unwrap_err(),
+            DataOutError::UnsolicitedNotAllowed
+        );
+        assert_eq!(
+            WriteCollector::new(100, Bytes::from(pattern(200)), true, l).unwrap_err(),
+            DataOutError::BeyondEdtl
+        );
+        l.immediate_data = false;
+        assert_eq!(
+            WriteCollector::new(1024, Bytes::from(pattern(10)), true, l).unwrap_err(),
+            DataOutError::ImmediateDataNotAllowed
+        );
+        let mut c = WriteCollector::new(2048, Bytes::new(), true, limits(true)).unwrap();
+        let r = c.next_r2ts(|| 5);
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            c.data_out(RESERVED_TAG, 0, 0, true, &[0; 512]),
+            Err(DataOutError::UnsolicitedNotAllowed)
+        );
+        assert_eq!(
+            c.data_out(6, 0, 0, true, &[0; 512]),
+            Err(DataOutError::UnknownTtt(6))
+        );
+        assert_eq!(
+            c.data_out(5, 0, 512, false, &[0; 512]),
+            Err(DataOutError::BufferOffset {
+                got: 512,
+                expected: 0
+            })
+        );
+        assert_eq!(
+            c.data_out(5, 0, 0, true, &[0; 512]),
+            Err(DataOutError::ShortSequence {
+                got: 512,
+                expected: 2048
+            })
+        );
+    }
+
+    #[test]
+    fn unsolicited_bounded_by_edtl_and_first_burst() {
+        // EDTL below FirstBurstLength: unsolicited covers all of it.
+        let mut c = WriteCollector::new(700, Bytes::new(), false, limits(false)).unwrap();
+        assert!(c.next_r2ts(|| 1).is_empty());
+        c.data_out(RESERVED_TAG, 0, 0, false, &[1; 512]).unwrap();
+        assert_eq!(
+            c.data_out(RESERVED_TAG, 1, 512, true, &[2; 300]),
+            Err(DataOutError::FirstBurstExceeded(812))
+        );
+        c.data_out(RESERVED_TAG, 1, 512, true, &[2; 188]).unwrap();
+        assert!(c.is_complete());
+    }
+}

@@ -1,0 +1,301 @@
+//! The writer task of a connection: stamps sequence numbers and sends PDUs
+//! as vectored writes (header, data, trailer), batching whatever is queued.
+//!
+//! Sequence numbers are assigned here, at send time, so they are in wire
+//! order: StatSN per connection (RFC 7143 §4.2.2.2), ExpCmdSN/MaxCmdSN from
+//! the session's window at that moment (§4.2.2.1). Data-In payloads are
+//! `Bytes` slices of the device server's buffer: they go to the socket
+//! without being copied.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use proto::pdu::{DigestConfig, Pdu, RESERVED_TAG};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Something that knows the session's current command window.
+pub trait WindowSource: Send + Sync {
+    /// (ExpCmdSN, MaxCmdSN).
+    fn window(&self) -> (u32, u32);
+}
+
+/// What the writer is asked to do.
+#[derive(Debug)]
+pub enum Outbound {
+    Pdu(Pdu),
+    /// Several PDUs that belong together (a read's Data-In + status).
+    Pdus(Vec<Pdu>),
+    /// Send everything queued before this, then shut the socket down.
+    Close,
+}
+
+/// Assigns StatSN, ExpCmdSN and MaxCmdSN to an outgoing PDU.
+///
+/// RFC 7143 §11.19 (NOP-In StatSN): "when the Initiator Task Tag is set to
+/// 0xffffffff, the StatSN for the connection is not advanced"; R2T and
+/// Data-In without status carry the next StatSN without consuming it.
+pub fn stamp(pdu: &mut Pdu, next_stat_sn: &mut u32, window: (u32, u32)) {
+    let (exp, max) = window;
+    let mut take = |advance: bool| {
+        let sn = *next_stat_sn;
+        if advance {
+            *next_stat_sn = next_stat_sn.wrapping_add(1);
+        }
+        sn
+    };
+    match pdu {
+        Pdu::ScsiResponse(p) => {
+            p.stat_sn = take(true);
+            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
+        }
+        Pdu::DataIn(p) => {
+            p.stat_sn = if p.status.is_some() { take(true) } else { 0 };
+            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
+        }
+        Pdu::R2t(p) => {
+            p.stat_sn = take(false);
+            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
+        }
+        Pdu::NopIn(p) => {
+            p.stat_sn = take(p.itt != RESERVED_TAG);
+            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
+        }
+        Pdu::TextResponse(p) => {
+            p.stat_sn = take(true);
+            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
+        }
+        Pdu::LogoutResponse(p) => {
+            p.stat_sn = take(true);
+            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
+        }
+        Pdu::TaskMgmtResponse(p) => {
+            p.stat_sn = take(true);
+            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
+        }
+        Pdu::AsyncMessage(p) => {
+            p.stat_sn = take(true);
+            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
+        }
+        Pdu::Reject(p) => {
+            p.stat_sn = take(true);
+            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
+        }
+        Pdu::LoginResponse(p) => {
+            p.stat_sn = take(true);
+            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
+        }
+        // Initiator PDUs are never sent by the target.
+        _ => {}
+    }
+}
+
+/// Bytes queued per batch before writing (keeps latency bounded).
+const BATCH_BYTES: usize = 4 << 20;
+/// IoSlices per write_vectored call (IOV_MAX is 1024 on Linux).
+const MAX_IOV: usize = 512;
+
+/// Run the writer until the channel closes, [`Outbound::Close`] arrives, the
+/// token is cancelled or the socket fails. Returns the next StatSN.
+pub async fn run<W: AsyncWrite + Unpin>(
+    mut sock: W,
+    mut rx: mpsc::Receiver<Outbound>,
+    window: Arc<dyn WindowSource>,
+    digests: DigestConfig,
+    mut next_stat_sn: u32,
+    cancel: CancellationToken,
+) -> io::Result<u32> {
+    let mut bufs: VecDeque<Bytes> = VecDeque::new();
+    loop {
+        let first = tokio::select! {
+            m = rx.recv() => m,
+            _ = cancel.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        let mut queued = 0usize;
+        let mut close = enqueue(first, &mut bufs, &mut next_stat_sn, &*window, digests, &mut queued);
+        while !close && bufs.len() < MAX_IOV * 4 && queued < BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(m) => {
+                    close |= enqueue(m, &mut bufs, &mut next_stat_sn, &*window, digests, &mut queued)
+                }
+                Err(_) => break,
+            }
+        }
+        tokio::select! {
+            r = write_all_bufs(&mut sock, &mut bufs) => r?,
+            _ = cancel.cancelled() => break,
+        }
+        if close {
+            break;
+        }
+    }
+    let _ = sock.flush().await;
+    let _ = sock.shutdown().await;
+    Ok(next_stat_sn)
+}
+
+/// Stamp and encode one message into `bufs`; returns true for Close.
+fn enqueue(
+    m: Outbound,
+    bufs: &mut VecDeque<Bytes>,
+    next_stat_sn: &mut u32,
+    window: &dyn WindowSource,
+    digests: DigestConfig,
+    queued: &mut usize,
+) -> bool {
+    let mut push = |mut pdu: Pdu| {
+        stamp(&mut pdu, next_stat_sn, window.window());
+        let enc = pdu.encode(digests);
+        *queued += enc.len();
+        for b in [enc.header, enc.data, enc.trailer] {
+            if !b.is_empty() {
+                bufs.push_back(b);
+            }
+        }
+    };
+    match m {
+        Outbound::Pdu(p) => push(p),
+        Outbound::Pdus(v) => v.into_iter().for_each(push),
+        Outbound::Close => return true,
+    }
+    false
+}
+
+/// Write every buffer with as few `write_vectored` calls as possible.
+pub async fn write_all_bufs<W: AsyncWrite + Unpin>(
+    sock: &mut W,
+    bufs: &mut VecDeque<Bytes>,
+) -> io::Result<()> {
+    while !bufs.is_empty() {
+        let slices: Vec<io::IoSlice<'_>> = bufs
+            .iter()
+            .take(MAX_IOV)
+            .map(|b| io::IoSlice::new(b))
+            .collect();
+        let mut n = sock.write_vectored(&slices).await?;
+        drop(slices);
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let Some(front) = bufs.front_mut() else { break };
+            if n >= front.len() {
+                n -= front.len();
+                bufs.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::pdu::{DecodeLimits, NopIn, R2t, ScsiResponse};
+
+    struct W(u32, u32);
+    impl WindowSource for W {
+        fn window(&self) -> (u32, u32) {
+            (self.0, self.1)
+        }
+    }
+
+    fn nop_in(itt: u32) -> Pdu {
+        Pdu::NopIn(NopIn {
+            lun: 0,
+            itt,
+            ttt: RESERVED_TAG,
+            stat_sn: 0,
+            exp_cmd_sn: 0,
+            max_cmd_sn: 0,
+            data: Bytes::from_static(b"ping"),
+        })
+    }
+
+    #[test]
+    fn stat_sn_rules() {
+        let mut next = 10;
+        let mut p = nop_in(RESERVED_TAG);
+        stamp(&mut p, &mut next, (5, 9));
+        assert_eq!(next, 10, "unsolicited NOP-In does not advance StatSN");
+        let Pdu::NopIn(n) = &p else { unreachable!() };
+        assert_eq!((n.stat_sn, n.exp_cmd_sn, n.max_cmd_sn), (10, 5, 9));
+        let mut p = nop_in(1);
+        stamp(&mut p, &mut next, (5, 9));
+        assert_eq!(next, 11);
+        let mut r = Pdu::R2t(R2t {
+            lun: 0,
+            itt: 1,
+            ttt: 2,
+            stat_sn: 0,
+            exp_cmd_sn: 0,
+            max_cmd_sn: 0,
+            r2t_sn: 0,
+            buffer_offset: 0,
+            desired_data_transfer_length: 512,
+            data: Bytes::new(),
+        });
+        stamp(&mut r, &mut next, (5, 9));
+        assert_eq!(next, 11);
+        let Pdu::R2t(r) = &r else { unreachable!() };
+        assert_eq!(r.stat_sn, 11);
+        let mut s = Pdu::ScsiResponse(crate::conn::response::status_only(
+            3,
+            0,
+            None,
+            Default::default(),
+        ));
+        stamp(&mut s, &mut next, (6, 9));
+        assert_eq!(next, 12);
+        let Pdu::ScsiResponse(ScsiResponse { stat_sn, .. }) = s else {
+            unreachable!()
+        };
+        assert_eq!(stat_sn, 11);
+    }
+
+    #[tokio::test]
+    async fn writes_batches_in_order_and_closes() {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (tx, rx) = mpsc::channel(16);
+        let cancel = CancellationToken::new();
+        let h = tokio::spawn(run(
+            server,
+            rx,
+            Arc::new(W(1, 8)),
+            DigestConfig::BOTH,
+            100,
+            cancel.clone(),
+        ));
+        tx.send(Outbound::Pdu(nop_in(1))).await.unwrap();
+        tx.send(Outbound::Pdus(vec![nop_in(2), nop_in(3)])).await.unwrap();
+        tx.send(Outbound::Close).await.unwrap();
+        let next = h.await.unwrap().unwrap();
+        assert_eq!(next, 103);
+        let mut client = client;
+        let mut all = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut client, &mut all)
+            .await
+            .unwrap();
+        let mut buf = bytes::BytesMut::from(&all[..]);
+        let limits = DecodeLimits {
+            max_data_segment_length: 8192,
+            digests: DigestConfig::BOTH,
+        };
+        for (i, itt) in [1u32, 2, 3].iter().enumerate() {
+            let Some(Pdu::NopIn(n)) = proto::pdu::decode_frame(&mut buf, &limits).unwrap() else {
+                panic!("expected NOP-In")
+            };
+            assert_eq!(n.itt, *itt);
+            assert_eq!(n.stat_sn, 100 + i as u32);
+            assert_eq!(&n.data[..], b"ping");
+        }
+        assert!(buf.is_empty());
+    }
+}

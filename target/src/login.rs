@@ -1,0 +1,410 @@
+//! Login phase of a connection (RFC 7143 §6): drives `proto`'s sans-IO
+//! [`TargetLogin`] over the socket, answers its policy questions (which
+//! target, ACL, CHAP, session table) and registers the connection in a new
+//! or existing session.
+//!
+//! - RFC 7143 §6.3.5 session reinstatement: a new session (TSIH 0) with the
+//!   (InitiatorName, ISID) of an existing session of the same target
+//!   replaces it; the old session's tasks are terminated.
+//! - RFC 7143 §6.3.4 connection reinstatement: a connection joining with a
+//!   CID already in use replaces that connection.
+//! - The whole login must finish within the target's login timeout; an
+//!   idle or slow peer is dropped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use proto::login::params::{Digest, OperationalConfig, SessionType};
+use proto::login::{
+    Admission, LoginIdentity, LoginStatus, SessionJoin, TargetLogin, TargetLoginConfig,
+    TargetLoginPolicy, TargetStep,
+};
+use proto::pdu::{DecodeLimits, DigestConfig, Pdu};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::config::{AuthConfig, SessionLimits};
+use crate::conn::dataout::WriteLimits;
+use crate::conn::response::DataInLimits;
+use crate::conn::{ConnLimits, Established};
+use crate::server::{ServerShared, Session, TargetRuntime};
+use crate::session::{ConnHandle, SessionCore, SessionKey, SessionKind};
+
+/// Why a login did not produce a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginFailure {
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("login timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("undecodable PDU during login: {0}")]
+    Decode(#[from] proto::pdu::DecodeError),
+    #[error("{0} PDU during login")]
+    UnexpectedPdu(String),
+    #[error("refused: {0}")]
+    Refused(#[from] proto::login::LoginError),
+    #[error("connection closed during login")]
+    Closed,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// The operational limits a target offers, from its configuration.
+pub fn operational_config(l: &SessionLimits) -> OperationalConfig {
+    let digests = |on: bool| {
+        if on {
+            vec![Digest::None, Digest::Crc32c]
+        } else {
+            vec![Digest::None]
+        }
+    };
+    OperationalConfig {
+        header_digest: digests(l.header_digest),
+        data_digest: digests(l.data_digest),
+        max_connections: l.max_connections,
+        initial_r2t: l.initial_r2t,
+        immediate_data: l.immediate_data,
+        max_recv_data_segment_length: l.max_recv_data_segment_length,
+        max_burst_length: l.max_burst_length,
+        first_burst_length: l.first_burst_length,
+        max_outstanding_r2t: l.max_outstanding_r2t,
+        ..OperationalConfig::default()
+    }
+}
+
+fn authenticator(auth: &AuthConfig) -> Option<Box<dyn proto::login::auth::Authenticator>> {
+    if auth.incoming.is_empty() {
+        return None;
+    }
+    let accounts: Vec<(String, Vec<u8>)> = auth
+        .incoming
+        .iter()
+        .map(|c| (c.user.clone(), c.secret.clone()))
+        .collect();
+    let lookup: chap::SecretLookup = Box::new(move |user: &str| {
+        accounts
+            .iter()
+            .find(|(u, _)| u == user)
+            .map(|(_, s)| s.clone())
+    });
+    let mutual = auth
+        .outgoing
+        .as_ref()
+        .map(|c| chap::Credentials::new(c.user.clone(), c.secret.clone()));
+    // Short secrets are accepted (test setups); RFC 7143 §9.2.1 wants 12+
+    // bytes without IPsec, which the CLI warns about.
+    match chap::TargetChap::with_policy(
+        lookup,
+        mutual,
+        chap::Algorithm::ALL.to_vec(),
+        16,
+        chap::SecretPolicy::AllowShort,
+    ) {
+        Ok(c) => Some(Box::new(c)),
+        Err(e) => {
+            tracing::error!(error = %e, "CHAP configuration rejected");
+            None
+        }
+    }
+}
+
+/// Does `portal` (the listener the connection came in on) belong to one of
+/// the target's portal groups? Returns its TPGT.
+fn tpgt_for(t: &TargetRuntime, portal: SocketAddr) -> Option<u16> {
+    let cfg = t.config();
+    cfg.portal_groups
+        .iter()
+        .find(|g| g.portals.iter().any(|p| *p == portal))
+        .map(|g| g.tpgt)
+}
+
+struct Policy<'a> {
+    shared: &'a ServerShared,
+    portal: SocketAddr,
+    target: Option<Arc<TargetRuntime>>,
+    join: Option<Arc<Session>>,
+    new_tsih: Option<u16>,
+}
+
+impl TargetLoginPolicy for Policy<'_> {
+    fn admit(&mut self, id: &LoginIdentity) -> Result<Admission, LoginStatus> {
+        match id.session_type {
+            SessionType::Discovery => {
+                let auth = self
+                    .shared
+                    .discovery_auth
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                Ok(Admission {
+                    authenticator: authenticator(&auth),
+                    target_alias: None,
+                    operational: None,
+                })
+            }
+            SessionType::Normal => {
+                let name = id.target_name.as_deref().ok_or(LoginStatus::MISSING_PARAMETER)?;
+                let t = self.shared.target(name).ok_or(LoginStatus::NOT_FOUND)?;
+                if tpgt_for(&t, self.portal).is_none() {
+                    // Not exported through this portal.
+                    return Err(LoginStatus::NOT_FOUND);
+                }
+                let cfg = t.config();
+                if !cfg.allows(&id.initiator_name) {
+                    return Err(LoginStatus::AUTHORIZATION_FAILURE);
+                }
+                self.target = Some(t);
+                Ok(Admission {
+                    authenticator: authenticator(&cfg.auth),
+                    target_alias: cfg.alias.clone(),
+                    operational: Some(operational_config(&cfg.limits)),
+                })
+            }
+        }
+    }
+
+    fn join_session(&mut self, id: &LoginIdentity) -> Result<SessionJoin, LoginStatus> {
+        let s = self
+            .shared
+            .sessions
+            .get(id.tsih)
+            .ok_or(LoginStatus::SESSION_DOES_NOT_EXIST)?;
+        let key = SessionKey::new(
+            &id.initiator_name,
+            id.isid.0,
+            id.target_name.as_deref().unwrap_or(""),
+        );
+        if s.core.key != key || s.core.is_closed() {
+            return Err(LoginStatus::SESSION_DOES_NOT_EXIST);
+        }
+        if s.is_discovery() {
+            return Err(LoginStatus::CANT_INCLUDE_IN_SESSION);
+        }
+        let replacing = s.core.cids().contains(&id.cid);
+        if !replacing && s.core.connection_count() >= usize::from(s.core.max_connections) {
+            return Err(LoginStatus::TOO_MANY_CONNECTIONS);
+        }
+        let (exp, max) = s.core.window_snapshot();
+        let join = SessionJoin {
+            session: s.params.clone(),
+            exp_cmd_sn: exp,
+            max_cmd_sn: max,
+        };
+        self.join = Some(s);
+        Ok(join)
+    }
+
+    fn new_session(
+        &mut self,
+        _id: &LoginIdentity,
+        _session: &proto::login::SessionParams,
+    ) -> Result<u16, LoginStatus> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(LoginStatus::SERVICE_UNAVAILABLE);
+        }
+        let tsih = self.shared.sessions.allocate_tsih();
+        self.new_tsih = Some(tsih);
+        Ok(tsih)
+    }
+}
+
+/// Run the login phase on a fresh connection.
+pub(crate) async fn run(
+    shared: &Arc<ServerShared>,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    local: SocketAddr,
+    portal: SocketAddr,
+    conn_id: u64,
+) -> Result<Established, LoginFailure> {
+    let _ = local;
+    let targets = shared.all_targets();
+    // The login timeout and the TPGT of this portal come from the first
+    // target exported here (all targets share the portal's TPGT in the
+    // quick-start configuration).
+    let (timeout, tpgt, depth) = targets
+        .iter()
+        .find_map(|t| {
+            tpgt_for(t, portal).map(|g| {
+                let c = t.config();
+                (c.limits.login_timeout, g, c.limits.queue_depth)
+            })
+        })
+        .unwrap_or((Duration::from_secs(15), 1, 128));
+    tokio::select! {
+        r = tokio::time::timeout(timeout, login(shared, stream, buf, portal, conn_id, tpgt, depth)) => {
+            r.map_err(|_| LoginFailure::Timeout(timeout))?
+        }
+        _ = shared.shutdown.cancelled() => Err(LoginFailure::ShuttingDown),
+    }
+}
+
+async fn read_pdu(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Pdu, LoginFailure> {
+    // RFC 7143 §13.12: during login the data segment limit is 8192.
+    let limits = DecodeLimits::default();
+    loop {
+        match proto::pdu::decode_frame(buf, &limits) {
+            Ok(Some(p)) => return Ok(p),
+            Ok(None) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(LoginFailure::Closed);
+        }
+    }
+}
+
+async fn write_pdu(stream: &mut TcpStream, pdu: Pdu) -> Result<(), LoginFailure> {
+    let enc = pdu.encode(DigestConfig::NONE);
+    stream.write_all(&enc.to_bytes()).await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn login(
+    shared: &Arc<ServerShared>,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    portal: SocketAddr,
+    conn_id: u64,
+    tpgt: u16,
+    depth: u32,
+) -> Result<Established, LoginFailure> {
+    let cfg = TargetLoginConfig {
+        target_portal_group_tag: tpgt,
+        initial_stat_sn: rand::random::<u32>() >> 8,
+        cmd_window: depth.max(1),
+        ..TargetLoginConfig::default()
+    };
+    let mut machine = TargetLogin::new(cfg);
+    let mut policy = Policy {
+        shared,
+        portal,
+        target: None,
+        join: None,
+        new_tsih: None,
+    };
+    let (resp, outcome) = loop {
+        let req = match read_pdu(stream, buf).await? {
+            Pdu::LoginRequest(r) => r,
+            other => {
+                return Err(LoginFailure::UnexpectedPdu(format!("{:?}", other.opcode())));
+            }
+        };
+        match machine.handle_request(req, &mut policy) {
+            TargetStep::Send(resp) => write_pdu(stream, Pdu::LoginResponse(resp)).await?,
+            TargetStep::Complete(resp, outcome) => break (resp, outcome),
+            TargetStep::Fail(resp, err) => {
+                // RFC 7143 §11.13.5: the reject status is sent, then the
+                // connection closes.
+                debug!(status = ?LoginStatus::of(&resp), "login refused");
+                let _ = write_pdu(stream, Pdu::LoginResponse(resp)).await;
+                let _ = stream.shutdown().await;
+                return Err(err.into());
+            }
+        }
+    };
+    let id = machine
+        .identity()
+        .cloned()
+        .ok_or_else(|| LoginFailure::UnexpectedPdu("login without identity".into()))?;
+    let cancel = CancellationToken::new();
+    let (ntx, nrx) = mpsc::unbounded_channel();
+    let handle = ConnHandle {
+        cid: outcome.cid,
+        cancel: cancel.clone(),
+        notify: ntx,
+        id: conn_id,
+    };
+    let session = if let Some(s) = policy.join.take() {
+        if let Some(old) = s.core.add_connection(handle) {
+            // Connection reinstatement: the old connection goes away.
+            old.cancel.cancel();
+        }
+        s
+    } else {
+        let tsih = policy.new_tsih.unwrap_or(outcome.tsih);
+        let kind = match id.session_type {
+            SessionType::Discovery => SessionKind::Discovery,
+            SessionType::Normal => SessionKind::Normal,
+        };
+        let target_name = id.target_name.clone().unwrap_or_default();
+        let (max_conns, queue_depth) = match &policy.target {
+            Some(t) => {
+                let c = t.config();
+                (outcome.session.max_connections, c.limits.queue_depth)
+            }
+            None => (1, depth),
+        };
+        let core = SessionCore::new(
+            tsih,
+            SessionKey::new(&id.initiator_name, id.isid.0, &target_name),
+            kind,
+            id.initiator_name.clone(),
+            target_name.clone(),
+            tpgt,
+            max_conns,
+            outcome.cmd_sn,
+            queue_depth,
+        );
+        let nexus = policy
+            .target
+            .as_ref()
+            .map(|_| crate::device::nexus(&id.initiator_name, id.isid.0, &target_name, tpgt));
+        let s = Arc::new(Session::new(
+            core,
+            outcome.session.clone(),
+            policy.target.clone(),
+            nexus,
+        ));
+        s.core.add_connection(handle);
+        if let Some(old) = shared.sessions.insert(s.clone()) {
+            // Session reinstatement (RFC 7143 §6.3.5).
+            tracing::info!(old_tsih = old.core.tsih, "session reinstatement");
+            shared.end_session(&old).await;
+        }
+        s
+    };
+    write_pdu(stream, Pdu::LoginResponse(resp)).await?;
+    let (nop_interval, nop_timeout) = match &session.target {
+        Some(t) => {
+            let c = t.config();
+            (c.limits.nop_interval, c.limits.nop_timeout)
+        }
+        None => (None, Duration::from_secs(30)),
+    };
+    let p = &session.params;
+    let conn = outcome.connection;
+    Ok(Established {
+        cid: outcome.cid,
+        limits: ConnLimits {
+            conn,
+            write: WriteLimits {
+                immediate_data: p.immediate_data,
+                initial_r2t: p.initial_r2t,
+                first_burst_length: p.first_burst_length,
+                max_burst_length: p.max_burst_length,
+                max_outstanding_r2t: u32::from(p.max_outstanding_r2t),
+                max_recv_data_segment_length: conn.max_recv_data_segment_length,
+            },
+            data_in: DataInLimits {
+                max_send_data_segment_length: conn.max_send_data_segment_length,
+                max_burst_length: p.max_burst_length,
+            },
+            nop_interval,
+            nop_timeout,
+        },
+        next_stat_sn: outcome.stat_sn.wrapping_add(1),
+        cancel,
+        notices: nrx,
+        session,
+    })
+}

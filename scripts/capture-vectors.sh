@@ -14,8 +14,11 @@
 #   readcap    iscsi-readcapacity16
 #   chap       iscsi-inq with one-way CHAP (CHAP_A/I/C/N/R in login PDUs)
 #   hdigest    iscsi-inq with HeaderDigest=CRC32C (libiscsi has no data digest)
-#   write      iscsi-test-cu residual/TMF tests on a target with
-#              ImmediateData=No (R2T + Data-Out, TMF) and NOP-In pings
+#   write      iscsi-test-cu residual tests on a target with ImmediateData=No
+#              (R2T + Data-Out, residual over/underflow)
+#   tmf        iscsi-test-cu TMF tests (ABORT TASK, LOGICAL UNIT RESET)
+#   datasn     iscsi-test-cu Data-Out with a bad DataSN
+#   cmdsn      iscsi-test-cu commands with CmdSN outside the window
 #
 # Needs root (tgtd), tgt, libiscsi-bin, tshark. Usage: scripts/capture-vectors.sh
 set -euo pipefail
@@ -25,7 +28,6 @@ PORT=${CAPTURE_PORT:-3271}
 CTL=${CAPTURE_CONTROL_PORT:-3271}
 OUT=proto/tests/data
 CORPUS=fuzz/corpus
-WORK=$(mktemp -d /tmp/iscsi-capture.XXXXXX)
 IQN=iqn.2024-01.org.example:vectors
 IQN_CHAP=iqn.2024-01.org.example:vectors-chap
 IQN_W=iqn.2024-01.org.example:vectors-write
@@ -35,6 +37,33 @@ CHAP_USER=vectoruser
 CHAP_SECRET=vectorsecret12
 TGTD_PID=
 TSHARK_PID=
+
+# Fuzz seeds (small, commit-friendly): the first 4 KiB of some streams,
+# prefixed with the pdu_decode target's selector byte (0x03: 16 MiB limit,
+# no digests), and a few login/text segments for text_parse.
+write_seeds() {
+    mkdir -p "$CORPUS/pdu_decode" "$CORPUS/text_parse"
+    for f in "$OUT"/inquiry.c*.hex "$OUT"/chap.c*.hex "$OUT"/discovery.c0.*.hex \
+        "$OUT"/tmf.c1.*.hex "$OUT"/write.c1.t2i.hex; do
+        [ -e "$f" ] || continue
+        { printf '\003'; tr -d '\n' <"$f" | xxd -r -p | head -c 4096; } \
+            >"$CORPUS/pdu_decode/$(basename "$f" .hex)"
+    done
+    printf 'InitiatorName=%s\0SessionType=Discovery\0AuthMethod=None\0' "$INITIATOR" \
+        >"$CORPUS/text_parse/login-discovery"
+    printf 'SendTargets=All\0' >"$CORPUS/text_parse/sendtargets"
+    printf 'TargetName=%s\0TargetAddress=127.0.0.1:3260,1\0' "$IQN" >"$CORPUS/text_parse/targets"
+    printf 'CHAP_A=5\0CHAP_I=1\0CHAP_C=0x0123456789abcdef\0' >"$CORPUS/text_parse/chap"
+    printf 'HeaderDigest=CRC32C,None\0MaxRecvDataSegmentLength=262144\0X-vendor.key=a,b\0' \
+        >"$CORPUS/text_parse/operational"
+}
+
+if [ "${1:-}" = "--seeds-only" ]; then
+    write_seeds
+    exit 0
+fi
+
+WORK=$(mktemp -d /tmp/iscsi-capture.XXXXXX)
 
 cleanup() {
     if [ -n "$TSHARK_PID" ]; then kill "$TSHARK_PID" 2>/dev/null || true; fi
@@ -138,19 +167,10 @@ capture hdigest iscsi-inq -i "$INITIATOR" \
 capture write iscsi-test-cu -d -s -i "$INITIATOR" \
     -t 'iSCSI.iSCSIResiduals.Write10Residuals' "iscsi://127.0.0.1:$PORT/$IQN_W/1"
 capture tmf iscsi-test-cu -d -s -i "$INITIATOR" \
-    -t 'iSCSI.iSCSITMF.AbortTaskSimpleAsync' "iscsi://127.0.0.1:$PORT/$IQN_W/1"
+    -t 'iSCSI.iSCSITMF' "iscsi://127.0.0.1:$PORT/$IQN_W/1"
+capture datasn iscsi-test-cu -d -s -i "$INITIATOR" \
+    -t 'iSCSI.iSCSIdatasn' "iscsi://127.0.0.1:$PORT/$IQN_W/1"
+capture cmdsn iscsi-test-cu -d -s -i "$INITIATOR" \
+    -t 'iSCSI.iSCSIcmdsn' "iscsi://127.0.0.1:$PORT/$IQN/1"
 
-# Fuzz seeds: the first few PDUs of some streams, as raw bytes.
-if [ -d fuzz ]; then
-    mkdir -p "$CORPUS/pdu_decode" "$CORPUS/text_parse"
-    for f in "$OUT"/inquiry.c*.hex "$OUT"/chap.c*.hex "$OUT"/write.c*.t2i.hex; do
-        [ -e "$f" ] || continue
-        head -c 4096 <(tr -d '\n' <"$f" | xxd -r -p) >"$CORPUS/pdu_decode/$(basename "$f" .hex)"
-    done
-    # Login/text data segments: key=value\0 lists.
-    printf 'InitiatorName=%s\0SessionType=Discovery\0AuthMethod=None\0' "$INITIATOR" \
-        >"$CORPUS/text_parse/login-discovery"
-    printf 'SendTargets=All\0' >"$CORPUS/text_parse/sendtargets"
-    printf 'TargetName=%s\0TargetAddress=127.0.0.1:3260,1\0' "$IQN" >"$CORPUS/text_parse/targets"
-    printf 'CHAP_A=5\0CHAP_I=1\0CHAP_C=0x0123456789abcdef\0' >"$CORPUS/text_parse/chap"
-fi
+write_seeds

@@ -12,7 +12,9 @@ use clap::{Args, Subcommand};
 use initiator::device::{self, Capacity};
 use initiator::session::{ChapConfig, DataDirection, Session, SessionConfig};
 use initiator::{discovery, initiator_name, Error, ErrorKind, Portal};
-use proto::scsi::inquiry::{parse_device_identification, parse_vpd, BlockLimits, LogicalBlockProvisioning};
+use proto::scsi::inquiry::{
+    parse_device_identification, parse_vpd, BlockLimits, LogicalBlockProvisioning,
+};
 use serde_json::json;
 
 #[derive(Subcommand, Debug)]
@@ -106,7 +108,11 @@ pub enum ScsiOp {
 }
 
 pub fn run(cmd: InitiatorCmd) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("iscsi: cannot start the runtime: {e}");
@@ -141,7 +147,9 @@ fn exit_code(e: &Error) -> ExitCode {
 
 fn parse_creds(s: &str, what: &str) -> Result<(String, Vec<u8>), Error> {
     match s.split_once(':') {
-        Some((u, p)) if !u.is_empty() && !p.is_empty() => Ok((u.to_string(), p.as_bytes().to_vec())),
+        Some((u, p)) if !u.is_empty() && !p.is_empty() => {
+            Ok((u.to_string(), p.as_bytes().to_vec()))
+        }
         _ => Err(Error::Usage(format!("{what} must be USER:SECRET"))),
     }
 }
@@ -159,15 +167,31 @@ fn parse_alg(s: &str) -> Result<u8, Error> {
 fn chap_config(o: &LoginOpts) -> Result<Option<ChapConfig>, Error> {
     let Some(c) = &o.chap else { return Ok(None) };
     let (user, secret) = parse_creds(c, "--chap")?;
-    let mutual = o.mutual_chap.as_deref().map(|m| parse_creds(m, "--mutual-chap")).transpose()?;
-    let algorithms = o.chap_alg.iter().map(|a| parse_alg(a)).collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(ChapConfig { user, secret, mutual, algorithms }))
+    let mutual = o
+        .mutual_chap
+        .as_deref()
+        .map(|m| parse_creds(m, "--mutual-chap"))
+        .transpose()?;
+    let algorithms = o
+        .chap_alg
+        .iter()
+        .map(|a| parse_alg(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(ChapConfig {
+        user,
+        secret,
+        mutual,
+        algorithms,
+    }))
 }
 
 async fn discover(a: DiscoverArgs) -> Result<ExitCode, Error> {
     let o = &a.login;
     let portal = Portal::parse(&o.portal)?;
-    let mut cfg = discovery::DiscoveryConfig::new(portal, initiator_name::resolve(o.initiator_name.as_deref()));
+    let mut cfg = discovery::DiscoveryConfig::new(
+        portal,
+        initiator_name::resolve(o.initiator_name.as_deref()),
+    );
     cfg.chap = chap_config(o)?;
     cfg.connect_timeout = Duration::from_secs(o.timeout.clamp(1, 5));
     cfg.login_timeout = Duration::from_secs(o.timeout.max(1));
@@ -176,7 +200,10 @@ async fn discover(a: DiscoverArgs) -> Result<ExitCode, Error> {
         .await
         .map_err(|_| Error::Timeout(format!("discovery did not finish within {overall:?}")))??;
     if o.json {
-        println!("{}", serde_json::to_string_pretty(&targets).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&targets).unwrap_or_default()
+        );
     } else {
         for t in &targets {
             for l in t.lines() {
@@ -190,7 +217,11 @@ async fn discover(a: DiscoverArgs) -> Result<ExitCode, Error> {
 fn session_config(a: &ScsiArgs) -> Result<SessionConfig, Error> {
     let o = &a.login;
     let portal = Portal::parse(&o.portal)?;
-    let mut cfg = SessionConfig::new(portal, a.target.clone(), initiator_name::resolve(o.initiator_name.as_deref()));
+    let mut cfg = SessionConfig::new(
+        portal,
+        a.target.clone(),
+        initiator_name::resolve(o.initiator_name.as_deref()),
+    );
     cfg.chap = chap_config(o)?;
     cfg.connections = a.connections.max(1);
     cfg.offer.header_digest = a.digests;
@@ -210,15 +241,24 @@ async fn scsi(a: ScsiArgs) -> Result<ExitCode, Error> {
     let cfg = session_config(&a)?;
     // Parse the operation's arguments before connecting (usage errors first).
     let raw = match &a.op {
-        ScsiOp::Raw { cdb, read, write_file } => {
+        ScsiOp::Raw {
+            cdb,
+            read,
+            write_file,
+        } => {
             let bytes = parse_hex(&cdb.join(""))?;
             if bytes.is_empty() || bytes.len() > 16 {
-                return Err(Error::Usage(format!("CDB must be 1..16 bytes, got {}", bytes.len())));
+                return Err(Error::Usage(format!(
+                    "CDB must be 1..16 bytes, got {}",
+                    bytes.len()
+                )));
             }
             let dir = match (read, write_file) {
                 (Some(n), _) => DataDirection::Read(*n),
                 (None, Some(f)) => DataDirection::Write(
-                    std::fs::read(f).map_err(|e| Error::Usage(format!("cannot read {}: {e}", f.display())))?.into(),
+                    std::fs::read(f)
+                        .map_err(|e| Error::Usage(format!("cannot read {}: {e}", f.display())))?
+                        .into(),
                 ),
                 (None, None) => DataDirection::None,
             };
@@ -275,11 +315,18 @@ async fn run_op(
                 println!("Vendor:      {}", ascii(&i.vendor));
                 println!("Product:     {}", ascii(&i.product));
                 println!("Revision:    {}", ascii(&i.revision));
-                println!("Device type: {} ({:#04x})", device_type_name(i.device_type), i.device_type);
+                println!(
+                    "Device type: {} ({:#04x})",
+                    device_type_name(i.device_type),
+                    i.device_type
+                );
                 println!("Qualifier:   {}", i.peripheral_qualifier);
                 println!("Version:     {:#04x}", i.version);
                 println!("Removable:   {}", i.rmb);
-                println!("CmdQue:      {}  HiSup: {}  TPGS: {}", i.cmdque, i.hisup, i.tpgs);
+                println!(
+                    "CmdQue:      {}  HiSup: {}  TPGS: {}",
+                    i.cmdque, i.hisup, i.tpgs
+                );
             }
         }
         ScsiOp::Readcap => {
@@ -287,7 +334,12 @@ async fn run_op(
             print_capacity(&c, json);
         }
         ScsiOp::Tur => {
-            s.execute(lun, proto::scsi::cdb::test_unit_ready().as_bytes(), DataDirection::None).await?;
+            s.execute(
+                lun,
+                proto::scsi::cdb::test_unit_ready().as_bytes(),
+                DataDirection::None,
+            )
+            .await?;
             if json {
                 println!("{}", json!({"ready": true}));
             } else {
@@ -297,13 +349,26 @@ async fn run_op(
         ScsiOp::ReportLuns => {
             let luns = device::scan_luns(s).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&luns).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&luns).unwrap_or_default()
+                );
             } else {
                 for l in &luns {
-                    let n = l.number.map(|n| n.to_string()).unwrap_or_else(|| format!("{:#018x}", l.lun));
+                    let n = l
+                        .number
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| format!("{:#018x}", l.lun));
                     let cap = l
                         .capacity
-                        .map(|c| format!(" {} blocks x {} bytes ({})", c.blocks, c.block_size, human(c.bytes())))
+                        .map(|c| {
+                            format!(
+                                " {} blocks x {} bytes ({})",
+                                c.blocks,
+                                c.block_size,
+                                human(c.bytes())
+                            )
+                        })
                         .unwrap_or_default();
                     println!(
                         "LUN {n}: {} {} {} [{}]{cap}",
@@ -321,10 +386,18 @@ async fn run_op(
             print_vpd(page, &data, json);
         }
         ScsiOp::Raw { .. } => {
-            let Some((cdb, dir)) = raw else { return Err(Error::Usage("no CDB".into())) };
+            let Some((cdb, dir)) = raw else {
+                return Err(Error::Usage("no CDB".into()));
+            };
             // Consume the unit attention a new I_T nexus reports (SPC-5
             // §5.14) so that the raw command shows its own status.
-            let _ = s.execute(lun, proto::scsi::cdb::test_unit_ready().as_bytes(), DataDirection::None).await;
+            let _ = s
+                .execute(
+                    lun,
+                    proto::scsi::cdb::test_unit_ready().as_bytes(),
+                    DataDirection::None,
+                )
+                .await;
             let r = s.execute_raw(lun, &cdb, dir).await?;
             let good = r.status == 0 || r.status == 4;
             if json {
@@ -342,7 +415,11 @@ async fn run_op(
                     })
                 );
             } else {
-                println!("status: {} ({:#04x})", initiator::error::status::name(r.status), r.status);
+                println!(
+                    "status: {} ({:#04x})",
+                    initiator::error::status::name(r.status),
+                    r.status
+                );
                 if !r.raw_sense.is_empty() {
                     print!("sense: {}", hex(&r.raw_sense));
                     if let Some(sn) = &r.sense {
@@ -384,7 +461,9 @@ fn print_capacity(c: &Capacity, json: bool) {
 fn print_vpd(page: u8, data: &[u8], json: bool) {
     let body = parse_vpd(data).map(|(_, b)| b).unwrap_or(&[]);
     let decoded = match page {
-        0x00 => json!({"supported_pages": body.iter().map(|p| format!("{p:#04x}")).collect::<Vec<_>>()}),
+        0x00 => {
+            json!({"supported_pages": body.iter().map(|p| format!("{p:#04x}")).collect::<Vec<_>>()})
+        }
         0x80 => json!({"unit_serial_number": ascii(body)}),
         0x83 => json!({"designators": parse_device_identification(body).iter().map(|d| json!({
             "type": d.designator_type, "association": d.association, "code_set": d.code_set,
@@ -403,13 +482,18 @@ fn print_vpd(page: u8, data: &[u8], json: bool) {
             })
         }
         0xB2 => match LogicalBlockProvisioning::parse(body) {
-            Some(l) => json!({"lbpu": l.lbpu, "lbpws": l.lbpws, "lbpws10": l.lbpws10, "lbprz": l.lbprz, "provisioning_type": l.provisioning_type}),
+            Some(l) => {
+                json!({"lbpu": l.lbpu, "lbpws": l.lbpws, "lbpws10": l.lbpws10, "lbprz": l.lbprz, "provisioning_type": l.provisioning_type})
+            }
             None => json!(null),
         },
         _ => json!(null),
     };
     if json {
-        println!("{:#}", json!({"page": page, "raw": hex(data), "decoded": decoded}));
+        println!(
+            "{:#}",
+            json!({"page": page, "raw": hex(data), "decoded": decoded})
+        );
     } else {
         println!("VPD page {page:#04x} ({} bytes):", data.len());
         if !decoded.is_null() {
@@ -447,30 +531,48 @@ fn human(b: u64) -> String {
 }
 
 fn ascii(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string()
+    String::from_utf8_lossy(b)
+        .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+        .to_string()
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn hexdump(b: &[u8]) {
     for (i, chunk) in b.chunks(16).enumerate() {
-        let asc: String = chunk.iter().map(|&c| if (0x20..0x7f).contains(&c) { c as char } else { '.' }).collect();
+        let asc: String = chunk
+            .iter()
+            .map(|&c| {
+                if (0x20..0x7f).contains(&c) {
+                    c as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
         println!("  {:04x}: {:<48} {asc}", i * 16, hex(chunk));
     }
 }
 
 fn parse_hex(s: &str) -> Result<Vec<u8>, Error> {
-    let clean: String = s.chars().filter(|c| !c.is_whitespace() && *c != ':' && *c != ',').collect();
+    let clean: String = s
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ':' && *c != ',')
+        .collect();
     let clean = clean.strip_prefix("0x").unwrap_or(&clean);
-    if clean.len() % 2 != 0 {
+    if !clean.len().is_multiple_of(2) {
         return Err(Error::Usage(format!("odd number of hex digits in {s:?}")));
     }
     (0..clean.len())
         .step_by(2)
         .map(|i| {
-            u8::from_str_radix(&clean[i..i + 2], 16).map_err(|_| Error::Usage(format!("invalid hex in {s:?}")))
+            u8::from_str_radix(&clean[i..i + 2], 16)
+                .map_err(|_| Error::Usage(format!("invalid hex in {s:?}")))
         })
         .collect()
 }
@@ -489,8 +591,14 @@ mod tests {
 
     #[test]
     fn hex_parsing() {
-        assert_eq!(parse_hex("12 00 00 00 24 00").unwrap(), vec![0x12, 0, 0, 0, 0x24, 0]);
-        assert_eq!(parse_hex("120000002400").unwrap(), vec![0x12, 0, 0, 0, 0x24, 0]);
+        assert_eq!(
+            parse_hex("12 00 00 00 24 00").unwrap(),
+            vec![0x12, 0, 0, 0, 0x24, 0]
+        );
+        assert_eq!(
+            parse_hex("120000002400").unwrap(),
+            vec![0x12, 0, 0, 0, 0x24, 0]
+        );
         assert!(parse_hex("123").is_err());
         assert!(parse_hex("zz").is_err());
         assert_eq!(parse_u8("0xb0").unwrap(), 0xb0);
@@ -500,7 +608,10 @@ mod tests {
 
     #[test]
     fn creds_and_algs() {
-        assert_eq!(parse_creds("u:p:q", "x").unwrap(), ("u".to_string(), b"p:q".to_vec()));
+        assert_eq!(
+            parse_creds("u:p:q", "x").unwrap(),
+            ("u".to_string(), b"p:q".to_vec())
+        );
         assert!(parse_creds("nocolon", "x").is_err());
         assert_eq!(parse_alg("md5").unwrap(), 5);
         assert_eq!(parse_alg("8").unwrap(), 8);

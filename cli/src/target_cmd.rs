@@ -11,8 +11,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use iscsi_target::config::{
-    parse_portal, AuthConfig, ChapCredentials, LunConfig, PortalGroup, ServerConfig,
-    SessionLimits, TargetConfig,
+    parse_portal, AuthConfig, ChapCredentials, LunConfig, PortalGroup, ServerConfig, SessionLimits,
+    TargetConfig,
 };
 
 #[derive(Subcommand, Debug)]
@@ -149,7 +149,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_logging(&args.log);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("iscsi target serve: cannot start the runtime: {e}");
@@ -183,7 +186,10 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(mut int), Ok(mut term)) => {
             tokio::select! {
                 _ = int.recv() => {}

@@ -34,7 +34,9 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn discover_prints_iscsiadm_lines_and_json() {
-    let Some(t) = tgtd(TgtdConfig::default()) else { return };
+    let Some(t) = tgtd(TgtdConfig::default()) else {
+        return;
+    };
     let portal = t.addr().to_string();
     let o = iscsi(&["discover", "--portal", &portal]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -47,10 +49,21 @@ fn discover_prints_iscsiadm_lines_and_json() {
 
 #[test]
 fn scsi_inquiry_readcap_vpd_raw() {
-    let cfg = TgtdConfig { lun_size: 4 << 20, ..TgtdConfig::default() };
+    let cfg = TgtdConfig {
+        lun_size: 4 << 20,
+        ..TgtdConfig::default()
+    };
     let Some(t) = tgtd(cfg) else { return };
     let portal = t.addr().to_string();
-    let base = ["scsi", "--portal", &portal, "--target", t.target_name(), "--lun", "1"];
+    let base = [
+        "scsi",
+        "--portal",
+        &portal,
+        "--target",
+        t.target_name(),
+        "--lun",
+        "1",
+    ];
     let run = |extra: &[&str]| {
         let mut a: Vec<&str> = base.to_vec();
         a.extend_from_slice(extra);
@@ -70,12 +83,21 @@ fn scsi_inquiry_readcap_vpd_raw() {
     // Raw INQUIRY: GOOD and 36 bytes of data.
     let o = run(&["raw", "12 00 00 00 24 00", "--read", "36"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("GOOD") && stdout(&o).contains("36 bytes"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("GOOD") && stdout(&o).contains("36 bytes"),
+        "{}",
+        stdout(&o)
+    );
     // Raw WRITE(10) of one block from a file, then READ(10) it back.
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("blk");
     std::fs::write(&f, vec![0xabu8; 512]).unwrap();
-    let o = run(&["raw", "2a 00 00 00 00 05 00 00 01 00", "--write-file", f.to_str().unwrap()]);
+    let o = run(&[
+        "raw",
+        "2a 00 00 00 00 05 00 00 01 00",
+        "--write-file",
+        f.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let o = run(&["--json", "raw", "28000000000500000100", "--read", "512"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -83,7 +105,11 @@ fn scsi_inquiry_readcap_vpd_raw() {
     // An unsupported opcode: CHECK CONDITION, sense printed, exit 1.
     let o = run(&["raw", "ff", "00", "00", "00", "00", "00"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stdout(&o).contains("CHECK CONDITION") && stdout(&o).contains("ILLEGAL"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("CHECK CONDITION") && stdout(&o).contains("ILLEGAL"),
+        "{}",
+        stdout(&o)
+    );
     // report-luns lists the controller and the disk.
     let o = run(&["report-luns"]);
     assert!(o.status.success());
@@ -92,20 +118,50 @@ fn scsi_inquiry_readcap_vpd_raw() {
 
 #[test]
 fn error_paths_have_distinct_exit_codes_and_one_line() {
-    let cfg = TgtdConfig { incoming: vec![("bob".into(), "bobsecret123".into())], ..TgtdConfig::default() };
+    let cfg = TgtdConfig {
+        incoming: vec![("bob".into(), "bobsecret123".into())],
+        ..TgtdConfig::default()
+    };
     let Some(t) = tgtd(cfg) else { return };
     let portal = t.addr().to_string();
     // Unknown target: refused, exit 1.
-    let o = iscsi(&["scsi", "--portal", &portal, "--target", "iqn.2026-01.x:none", "inquiry"]);
+    let o = iscsi(&[
+        "scsi",
+        "--portal",
+        &portal,
+        "--target",
+        "iqn.2026-01.x:none",
+        "inquiry",
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("target not found"), "{}", stderr(&o));
     assert_eq!(stderr(&o).trim().lines().count(), 1);
     // Wrong CHAP secret: refused, exit 1.
-    let o = iscsi(&["scsi", "--portal", &portal, "--target", t.target_name(), "--chap", "bob:wrongsecret1", "inquiry"]);
+    let o = iscsi(&[
+        "scsi",
+        "--portal",
+        &portal,
+        "--target",
+        t.target_name(),
+        "--chap",
+        "bob:wrongsecret1",
+        "inquiry",
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("authentication"), "{}", stderr(&o));
     // Right secret works.
-    let o = iscsi(&["scsi", "--portal", &portal, "--target", t.target_name(), "--chap", "bob:bobsecret123", "--lun", "1", "readcap"]);
+    let o = iscsi(&[
+        "scsi",
+        "--portal",
+        &portal,
+        "--target",
+        t.target_name(),
+        "--chap",
+        "bob:bobsecret123",
+        "--lun",
+        "1",
+        "readcap",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     // Connection refused: exit 3.
     let closed = testbed::free_port().unwrap();
@@ -115,25 +171,50 @@ fn error_paths_have_distinct_exit_codes_and_one_line() {
     // Usage errors: exit 2.
     let o = iscsi(&["discover", "--portal", "host:notaport"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    let o = iscsi(&["scsi", "--portal", &portal, "--target", t.target_name(), "raw", "zz"]);
+    let o = iscsi(&[
+        "scsi",
+        "--portal",
+        &portal,
+        "--target",
+        t.target_name(),
+        "raw",
+        "zz",
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_target_times_out_with_exit_3() {
-    let Some(t) = tgtd(TgtdConfig::default()) else { return };
-    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), t.addr()).await.unwrap();
+    let Some(t) = tgtd(TgtdConfig::default()) else {
+        return;
+    };
+    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), t.addr())
+        .await
+        .unwrap();
     proxy.set_blackhole(Direction::ToClient, true);
     let portal = proxy.local_addr().to_string();
     let target = t.target_name().to_string();
     let start = Instant::now();
     let o = tokio::task::spawn_blocking(move || {
-        iscsi(&["scsi", "--portal", &portal, "--target", &target, "--timeout", "2", "inquiry"])
+        iscsi(&[
+            "scsi",
+            "--portal",
+            &portal,
+            "--target",
+            &target,
+            "--timeout",
+            "2",
+            "inquiry",
+        ])
     })
     .await
     .unwrap();
     let took = start.elapsed();
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("timed out") || stderr(&o).contains("Login Response"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("timed out") || stderr(&o).contains("Login Response"),
+        "{}",
+        stderr(&o)
+    );
     assert!(took < Duration::from_secs(15), "took {took:?}");
 }

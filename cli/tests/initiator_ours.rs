@@ -7,7 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use initiator::session::ChapConfig;
-use initiator::{discover, DiscoveryConfig, Portal, ScsiDevice, Session, SessionConfig, SessionEvent};
+use initiator::{
+    discover, DiscoveryConfig, Portal, ScsiDevice, Session, SessionConfig, SessionEvent,
+};
 use rand::{Rng, SeedableRng};
 use testbed::{Direction, Proxy, ServerProcess, Unwritten, Verifier};
 
@@ -17,7 +19,18 @@ const INITIATOR: &str = "iqn.2026-01.rs.iscsi-rs:test-initiator";
 
 fn serve(extra: &[&str]) -> ServerProcess {
     let mut c = Command::new(BIN);
-    c.args(["target", "serve", "--portal", "127.0.0.1:0", "--target", TARGET, "--lun", "mem:16M", "--log", "warn"]);
+    c.args([
+        "target",
+        "serve",
+        "--portal",
+        "127.0.0.1:0",
+        "--target",
+        TARGET,
+        "--lun",
+        "mem:16M",
+        "--log",
+        "warn",
+    ]);
     c.args(extra);
     ServerProcess::spawn(c, "listening on", Duration::from_secs(10)).expect("target starts")
 }
@@ -51,15 +64,20 @@ async fn workload(dev: &ScsiDevice, seed: u64, total: usize, max_io: usize) {
             done += data.len();
             batch.push((lba, n, data));
         }
-        let futs = batch.iter().map(|(l, _, d)| dev.write(*l, d.clone().into(), false));
+        let futs = batch
+            .iter()
+            .map(|(l, _, d)| dev.write(*l, d.clone().into(), false));
         for r in futures::future::join_all(futs).await {
             r.expect("write");
         }
         ranges.extend(batch.into_iter().map(|(l, n, _)| (l, n)));
     }
-    let futs = ranges.iter().map(|&(l, n)| async move { (l, dev.read(l, n as u32).await.expect("read")) });
+    let futs = ranges
+        .iter()
+        .map(|&(l, n)| async move { (l, dev.read(l, n as u32).await.expect("read")) });
     for (l, got) in futures::future::join_all(futs).await {
-        v.check(l * bs as u64, &got).unwrap_or_else(|m| panic!("mismatch at lba {l}: {m:?}"));
+        v.check(l * bs as u64, &got)
+            .unwrap_or_else(|m| panic!("mismatch at lba {l}: {m:?}"));
     }
 }
 
@@ -67,9 +85,12 @@ async fn workload(dev: &ScsiDevice, seed: u64, total: usize, max_io: usize) {
 async fn discovery_and_mcs_with_four_connections() {
     let srv = serve(&[]);
     let addr = srv.addr().expect("address");
-    let found = discover(&DiscoveryConfig::new(Portal::parse(&addr.to_string()).unwrap(), INITIATOR))
-        .await
-        .expect("discovery");
+    let found = discover(&DiscoveryConfig::new(
+        Portal::parse(&addr.to_string()).unwrap(),
+        INITIATOR,
+    ))
+    .await
+    .expect("discovery");
     assert!(found.iter().any(|t| t.name == TARGET), "{found:?}");
 
     let mut c = config(addr);
@@ -81,7 +102,12 @@ async fn discovery_and_mcs_with_four_connections() {
     let stats = s.stats();
     assert_eq!(stats.len(), 4);
     for st in &stats {
-        assert!(st.commands >= 5, "connection {} carried only {} commands: {stats:?}", st.cid, st.commands);
+        assert!(
+            st.commands >= 5,
+            "connection {} carried only {} commands: {stats:?}",
+            st.cid,
+            st.commands
+        );
         assert!(st.bytes_out > 0 && st.bytes_in > 0, "{stats:?}");
     }
     s.logout().await.expect("logout");
@@ -89,10 +115,19 @@ async fn discovery_and_mcs_with_four_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chap_against_our_target() {
-    let srv = serve(&["--chap", "carol:carolsecret12", "--mutual-chap", "ours:targetsecret12"]);
+    let srv = serve(&[
+        "--chap",
+        "carol:carolsecret12",
+        "--mutual-chap",
+        "ours:targetsecret12",
+    ]);
     let addr = srv.addr().unwrap();
     let mut c = config(addr);
-    c.chap = Some(ChapConfig { user: "carol".into(), secret: b"carolsecret12".to_vec(), ..Default::default() });
+    c.chap = Some(ChapConfig {
+        user: "carol".into(),
+        secret: b"carolsecret12".to_vec(),
+        ..Default::default()
+    });
     let s = Session::connect(c.clone()).await.expect("one-way CHAP");
     ScsiDevice::open(&s, 0).await.expect("LUN 0");
     s.logout().await.unwrap();
@@ -100,14 +135,29 @@ async fn chap_against_our_target() {
     let s = Session::connect(c.clone()).await.expect("mutual CHAP");
     s.logout().await.unwrap();
     c.chap.as_mut().unwrap().secret = b"wrong-secret".to_vec();
-    let e = Session::connect(c).await.err().expect("wrong secret refused");
-    assert!(matches!(e, initiator::Error::LoginRefused { class: 2, detail: 1, .. }), "{e:?}");
+    let e = Session::connect(c)
+        .await
+        .err()
+        .expect("wrong secret refused");
+    assert!(
+        matches!(
+            e,
+            initiator::Error::LoginRefused {
+                class: 2,
+                detail: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cuts_mid_io_against_our_target() {
     let srv = serve(&[]);
-    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), srv.addr().unwrap()).await.unwrap();
+    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), srv.addr().unwrap())
+        .await
+        .unwrap();
     let mut c = config(proxy.local_addr());
     c.connections = 2;
     let s = Session::connect(c).await.expect("login");
@@ -119,7 +169,11 @@ async fn cuts_mid_io_against_our_target() {
         // (a new connection reached the proxy), arm the next one.
         for i in 0..4u64 {
             let before = p.stats().accepted;
-            let d = if i % 2 == 0 { Direction::ToServer } else { Direction::ToClient };
+            let d = if i % 2 == 0 {
+                Direction::ToServer
+            } else {
+                Direction::ToClient
+            };
             p.cut_after(d, 100_000 + i * 50_001);
             let t0 = std::time::Instant::now();
             while p.stats().accepted == before && t0.elapsed() < Duration::from_secs(5) {
@@ -127,7 +181,13 @@ async fn cuts_mid_io_against_our_target() {
             }
         }
     };
-    tokio::join!(cutter, workload(&dev, 5, 6 << 20, 1 << 20));
+    let work = workload(&dev, 5, 6 << 20, 1 << 20);
+    tokio::pin!(work);
+    // Stop arming cuts once the workload is done.
+    tokio::select! {
+        _ = &mut work => {}
+        _ = cutter => work.await,
+    }
     let mut recovered = 0;
     while let Ok(e) = ev.try_recv() {
         if matches!(e, SessionEvent::Recovered { .. }) {
@@ -137,5 +197,20 @@ async fn cuts_mid_io_against_our_target() {
     assert!(recovered >= 1);
     // A one-shot cut that did not fire yet must not hit the logout.
     proxy.clear_faults();
+    s.logout().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crc32c_digests_when_offered() {
+    let srv = serve(&[]);
+    let mut c = config(srv.addr().unwrap());
+    c.offer.header_digest = true;
+    c.offer.data_digest = true;
+    let s = Session::connect(c).await.expect("login with digests");
+    let n = s.negotiated();
+    eprintln!("negotiated: {n:?}");
+    assert!(n.header_digest && n.data_digest, "{n:?}");
+    let dev = ScsiDevice::open(&s, 0).await.unwrap();
+    workload(&dev, 3, 2 << 20, 512 << 10).await;
     s.logout().await.unwrap();
 }

@@ -7,11 +7,13 @@
 use std::time::Duration;
 
 use proto::login::params::Digest;
-use proto::login::{OperationalConfig, SessionType};
+use proto::login::{
+    InitiatorLogin, InitiatorLoginConfig, InitiatorStep, LoginError, LoginOutcome,
+    OperationalConfig,
+};
 use proto::pdu::{DecodeLimits, DigestConfig, Isid, LoginResponse, Pdu};
 
 use crate::error::{Error, Result};
-use crate::login_fsm::{InitiatorLogin, InitiatorLoginConfig, InitiatorStep, LoginFsmError, LoginOutcome};
 use crate::portal::Portal;
 use crate::session::{ChapConfig, Offer};
 pub use crate::transport::{set_exp_stat_sn, PduReader, PduWriter};
@@ -97,7 +99,13 @@ fn operational(offer: &Offer, max_connections: u16) -> OperationalConfig {
     let mut op = OperationalConfig::default();
     // Digests on request are preferred, not required: targets such as tgtd
     // do not implement them (and answer None even to a CRC32C-only offer).
-    let pref = |on: bool| if on { vec![Digest::Crc32c, Digest::None] } else { vec![Digest::None, Digest::Crc32c] };
+    let pref = |on: bool| {
+        if on {
+            vec![Digest::Crc32c, Digest::None]
+        } else {
+            vec![Digest::None, Digest::Crc32c]
+        }
+    };
     op.header_digest = pref(offer.header_digest);
     op.data_digest = pref(offer.data_digest);
     op.max_connections = max_connections.max(1);
@@ -109,10 +117,15 @@ fn operational(offer: &Offer, max_connections: u16) -> OperationalConfig {
     op
 }
 
-fn authenticator(chap: &Option<ChapConfig>) -> Result<Option<Box<dyn proto::login::auth::Authenticator>>> {
+fn authenticator(
+    chap: &Option<ChapConfig>,
+) -> Result<Option<Box<dyn proto::login::auth::Authenticator>>> {
     let Some(c) = chap else { return Ok(None) };
     let creds = chap::Credentials::new(c.user.clone(), c.secret.clone());
-    let mutual = c.mutual.as_ref().map(|(u, s)| chap::Credentials::new(u.clone(), s.clone()));
+    let mutual = c
+        .mutual
+        .as_ref()
+        .map(|(u, s)| chap::Credentials::new(u.clone(), s.clone()));
     // Operators commonly use short secrets with tgtd; the RFC 7143 §9.2.1
     // minimum is for networks without IPsec. Accept them, as iscsiadm does.
     let mut a = chap::InitiatorChap::with_policy(creds, mutual, chap::SecretPolicy::AllowShort)
@@ -121,9 +134,14 @@ fn authenticator(chap: &Option<ChapConfig>) -> Result<Option<Box<dyn proto::logi
         let prefs = c
             .algorithms
             .iter()
-            .map(|&v| chap::Algorithm::from_code(v.into()).ok_or_else(|| Error::Usage(format!("unknown CHAP_A {v}"))))
+            .map(|&v| {
+                chap::Algorithm::from_code(v.into())
+                    .ok_or_else(|| Error::Usage(format!("unknown CHAP_A {v}")))
+            })
             .collect::<Result<Vec<_>>>()?;
-        a = a.with_algorithm_preference(prefs).map_err(|e| Error::Usage(format!("CHAP: {e}")))?;
+        a = a
+            .with_algorithm_preference(prefs)
+            .map_err(|e| Error::Usage(format!("CHAP: {e}")))?;
     }
     Ok(Some(Box::new(a)))
 }
@@ -144,24 +162,28 @@ pub async fn login(spec: &LoginSpec) -> Result<Established> {
 }
 
 /// `Ok(Err(portal))` means "redirected there".
-async fn login_once(spec: &LoginSpec, portal: &Portal) -> Result<std::result::Result<Established, Portal>> {
+async fn login_once(
+    spec: &LoginSpec,
+    portal: &Portal,
+) -> Result<std::result::Result<Established, Portal>> {
     let stream = portal.connect(spec.connect_timeout).await?;
     let (rd, wr) = stream.into_split();
     // RFC 7143 §13.12: until declared, the default 8192 applies to login PDUs.
     let mut reader = PduReader::new(rd, DecodeLimits::default());
     let mut writer = PduWriter::new(wr, DigestConfig::NONE);
-    let cfg = InitiatorLoginConfig {
-        initiator_name: spec.initiator_name.clone(),
-        target_name: spec.target_name.clone(),
-        session_type: if spec.target_name.is_some() { SessionType::Normal } else { SessionType::Discovery },
-        isid: Isid(spec.isid),
-        tsih: spec.tsih,
-        cid: spec.cid,
-        cmd_sn: spec.cmd_sn,
-        exp_stat_sn: 0,
-        operational: operational(&spec.offer, spec.max_connections),
-        authenticator: authenticator(&spec.chap)?,
-    };
+    let mut cfg = InitiatorLoginConfig::new(
+        spec.initiator_name.clone(),
+        spec.target_name.clone(),
+        Isid(spec.isid),
+    );
+    cfg.tsih = spec.tsih;
+    cfg.cid = spec.cid;
+    cfg.cmd_sn = spec.cmd_sn;
+    cfg.operational = operational(&spec.offer, spec.max_connections);
+    cfg.authenticator = authenticator(&spec.chap)?;
+    // One-way CHAP may fall back to None if the target does not ask for
+    // authentication; mutual CHAP must not be skippable.
+    cfg.allow_no_auth = spec.chap.as_ref().is_some_and(|c| c.mutual.is_none());
     let mut login = InitiatorLogin::new(cfg);
     let mut req = login.start();
     let outcome: LoginOutcome;
@@ -178,7 +200,10 @@ async fn login_once(spec: &LoginSpec, portal: &Portal) -> Result<std::result::Re
             Ok(Err(e)) => return Err(e),
             Ok(Ok((Pdu::LoginResponse(r), _))) => r,
             Ok(Ok((other, _))) => {
-                return Err(Error::Login(format!("expected a Login Response, got opcode {:?}", other.opcode())))
+                return Err(Error::Login(format!(
+                    "expected a Login Response, got opcode {:?}",
+                    other.opcode()
+                )))
             }
         };
         if resp.status_class == 1 {
@@ -205,14 +230,29 @@ async fn login_once(spec: &LoginSpec, portal: &Portal) -> Result<std::result::Re
                 last = keep;
                 break;
             }
-            Err(LoginFsmError::Auth(m)) => return Err(Error::Login(format!("authentication failed: {m}"))),
+            Err(LoginError::Refused { status }) | Err(LoginError::Denied { status, .. }) => {
+                return Err(Error::LoginRefused {
+                    class: status.class,
+                    detail: status.detail,
+                    message: login_status_message(status.class, status.detail),
+                })
+            }
+            Err(LoginError::Auth(a)) => {
+                return Err(Error::Login(format!("authentication failed: {a}")))
+            }
             Err(e) => return Err(Error::Login(e.to_string())),
         }
     }
     let s = &outcome.session;
     let c = &outcome.connection;
-    let digests = DigestConfig { header: c.header_digest, data: c.data_digest };
-    reader.set_limits(DecodeLimits { max_data_segment_length: c.max_recv_data_segment_length, digests });
+    let digests = DigestConfig {
+        header: c.header_digest,
+        data: c.data_digest,
+    };
+    reader.set_limits(DecodeLimits {
+        max_data_segment_length: c.max_recv_data_segment_length,
+        digests,
+    });
     writer.set_digests(digests);
     let negotiated = Negotiated {
         max_connections: s.max_connections,
@@ -254,9 +294,11 @@ mod tests {
 
     #[test]
     fn offer_maps_to_operational_config() {
-        let mut o = Offer::default();
-        o.header_digest = true;
-        o.first_burst_length = 10 << 20;
+        let o = Offer {
+            header_digest: true,
+            first_burst_length: 10 << 20,
+            ..Offer::default()
+        };
         let op = operational(&o, 4);
         assert_eq!(op.header_digest, vec![Digest::Crc32c, Digest::None]);
         assert_eq!(op.data_digest, vec![Digest::None, Digest::Crc32c]);

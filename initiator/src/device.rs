@@ -10,7 +10,9 @@
 use bytes::Bytes;
 use futures::future::try_join_all;
 use proto::scsi::cdb::{self, CdbSize, Command};
-use proto::scsi::inquiry::{parse_vpd, BlockLimits, LogicalBlockProvisioning, ReadCapacity16, StandardInquiry};
+use proto::scsi::inquiry::{
+    parse_vpd, BlockLimits, LogicalBlockProvisioning, ReadCapacity16, StandardInquiry,
+};
 use proto::scsi::lun::{parse_report_luns, Lun};
 
 use crate::error::{status, Error, Result};
@@ -59,9 +61,15 @@ fn ascii(b: &[u8]) -> String {
 pub async fn report_luns(s: &Session) -> Result<Vec<Lun>> {
     let mut alloc = 4096u32;
     loop {
-        let r = s.execute(0, cdb::report_luns(alloc).as_bytes(), DataDirection::Read(alloc)).await?;
-        let (luns, total) =
-            parse_report_luns(&r.data).ok_or_else(|| Error::Protocol("short REPORT LUNS data".into()))?;
+        let r = s
+            .execute(
+                0,
+                cdb::report_luns(alloc).as_bytes(),
+                DataDirection::Read(alloc),
+            )
+            .await?;
+        let (luns, total) = parse_report_luns(&r.data)
+            .ok_or_else(|| Error::Protocol("short REPORT LUNS data".into()))?;
         if (total as u64 + 8) <= alloc as u64 || alloc >= 1 << 20 {
             return Ok(luns);
         }
@@ -71,41 +79,76 @@ pub async fn report_luns(s: &Session) -> Result<Vec<Lun>> {
 
 /// Standard INQUIRY.
 pub async fn inquiry(s: &Session, lun: u64) -> Result<StandardInquiry> {
-    let r = s.execute(lun, cdb::inquiry(false, 0, 255).as_bytes(), DataDirection::Read(255)).await?;
+    let r = s
+        .execute(
+            lun,
+            cdb::inquiry(false, 0, 255).as_bytes(),
+            DataDirection::Read(255),
+        )
+        .await?;
     StandardInquiry::parse(&r.data).ok_or_else(|| Error::Protocol("short INQUIRY data".into()))
 }
 
 /// One VPD page, raw (header included).
 pub async fn vpd(s: &Session, lun: u64, page: u8) -> Result<Bytes> {
     let alloc = 4096u16;
-    let r = s.execute(lun, cdb::inquiry(true, page, alloc).as_bytes(), DataDirection::Read(alloc as u32)).await?;
+    let r = s
+        .execute(
+            lun,
+            cdb::inquiry(true, page, alloc).as_bytes(),
+            DataDirection::Read(alloc as u32),
+        )
+        .await?;
     // SPC-5 §7.8.1: byte 1 is the page code; anything else is not the page asked for.
     match r.data.get(1) {
         Some(&p) if p == page && r.data.len() >= 4 => Ok(r.data),
-        _ => Err(Error::Protocol(format!("the target did not return VPD page {page:#04x}"))),
+        _ => Err(Error::Protocol(format!(
+            "the target did not return VPD page {page:#04x}"
+        ))),
     }
 }
 
 /// READ CAPACITY (16), falling back to READ CAPACITY (10) when the target
 /// does not support it (SBC-4 §5.20, §5.21).
 pub async fn read_capacity(s: &Session, lun: u64) -> Result<Capacity> {
-    match s.execute(lun, cdb::read_capacity16(32).as_bytes(), DataDirection::Read(32)).await {
+    match s
+        .execute(
+            lun,
+            cdb::read_capacity16(32).as_bytes(),
+            DataDirection::Read(32),
+        )
+        .await
+    {
         Ok(r) => {
             if let Some(c) = ReadCapacity16::parse(&r.data) {
-                return Ok(Capacity { blocks: c.last_lba + 1, block_size: c.block_len, lbpme: c.lbpme });
+                return Ok(Capacity {
+                    blocks: c.last_lba + 1,
+                    block_size: c.block_len,
+                    lbpme: c.lbpme,
+                });
             }
         }
         Err(Error::Scsi(e)) if e.status == status::CHECK_CONDITION => {}
         Err(e) => return Err(e),
     }
-    let r = s.execute(lun, Command::ReadCapacity10.encode().as_bytes(), DataDirection::Read(8)).await?;
+    let r = s
+        .execute(
+            lun,
+            Command::ReadCapacity10.encode().as_bytes(),
+            DataDirection::Read(8),
+        )
+        .await?;
     let d = &r.data;
     if d.len() < 8 {
         return Err(Error::Protocol("short READ CAPACITY (10) data".into()));
     }
     let last = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
     let bs = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
-    Ok(Capacity { blocks: last as u64 + 1, block_size: bs, lbpme: false })
+    Ok(Capacity {
+        blocks: last as u64 + 1,
+        block_size: bs,
+        lbpme: false,
+    })
 }
 
 /// REPORT LUNS, then INQUIRY and (for disks) READ CAPACITY on each.
@@ -145,7 +188,10 @@ pub struct ScsiDevice {
 
 impl std::fmt::Debug for ScsiDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScsiDevice").field("lun", &self.lun).field("capacity", &self.capacity).finish()
+        f.debug_struct("ScsiDevice")
+            .field("lun", &self.lun)
+            .field("capacity", &self.capacity)
+            .finish()
     }
 }
 
@@ -177,12 +223,20 @@ impl ScsiDevice {
                 }
             }
         }
-        let default_blocks = (DEFAULT_MAX_TRANSFER_BYTES / capacity.block_size as u64).max(1) as u32;
+        let default_blocks =
+            (DEFAULT_MAX_TRANSFER_BYTES / capacity.block_size as u64).max(1) as u32;
         let max_transfer_blocks = match limits.as_ref().map(|l| l.max_transfer_length) {
             Some(m) if m > 0 => m.min(default_blocks),
             _ => default_blocks,
         };
-        Ok(ScsiDevice { session: session.clone(), lun, capacity, limits, lbp, max_transfer_blocks })
+        Ok(ScsiDevice {
+            session: session.clone(),
+            lun,
+            capacity,
+            limits,
+            lbp,
+            max_transfer_blocks,
+        })
     }
 
     pub fn session(&self) -> &Session {
@@ -212,7 +266,10 @@ impl ScsiDevice {
     /// WRITE SAME (16) may be used to write zeroes (Block Limits lists a
     /// MAXIMUM WRITE SAME LENGTH, or LBP allows WRITE SAME with UNMAP).
     pub fn supports_write_same(&self) -> bool {
-        self.limits.as_ref().map(|l| l.max_write_same_length > 0).unwrap_or(false)
+        self.limits
+            .as_ref()
+            .map(|l| l.max_write_same_length > 0)
+            .unwrap_or(false)
             || self.lbp.as_ref().map(|l| l.lbpws).unwrap_or(false)
     }
 
@@ -247,9 +304,19 @@ impl ScsiDevice {
         let parts = self.pieces(lba, blocks as u64);
         let futs = parts.iter().map(|&(l, n)| async move {
             let len = n * bs;
-            let r = self.session.execute(self.lun, cdb::read16(l, n, false).as_bytes(), DataDirection::Read(len)).await?;
+            let r = self
+                .session
+                .execute(
+                    self.lun,
+                    cdb::read16(l, n, false).as_bytes(),
+                    DataDirection::Read(len),
+                )
+                .await?;
             if r.data.len() != len as usize {
-                return Err(Error::Protocol(format!("READ returned {} of {len} bytes", r.data.len())));
+                return Err(Error::Protocol(format!(
+                    "READ returned {} of {len} bytes",
+                    r.data.len()
+                )));
             }
             Ok(r.data)
         });
@@ -268,8 +335,11 @@ impl ScsiDevice {
     /// the target writes through to the medium before answering.
     pub async fn write(&self, lba: u64, data: Bytes, fua: bool) -> Result<()> {
         let bs = self.capacity.block_size as usize;
-        if data.len() % bs != 0 {
-            return Err(Error::Usage(format!("write of {} bytes is not a multiple of the {bs}-byte block", data.len())));
+        if !data.len().is_multiple_of(bs) {
+            return Err(Error::Usage(format!(
+                "write of {} bytes is not a multiple of the {bs}-byte block",
+                data.len()
+            )));
         }
         let blocks = (data.len() / bs) as u64;
         self.check_range(lba, blocks)?;
@@ -278,7 +348,13 @@ impl ScsiDevice {
             let off = ((l - lba) as usize) * bs;
             let chunk = data.slice(off..off + n as usize * bs);
             async move {
-                self.session.execute(self.lun, cdb::write16(l, n, fua).as_bytes(), DataDirection::Write(chunk)).await
+                self.session
+                    .execute(
+                        self.lun,
+                        cdb::write16(l, n, fua).as_bytes(),
+                        DataDirection::Write(chunk),
+                    )
+                    .await
             }
         });
         try_join_all(futs).await?;
@@ -287,12 +363,29 @@ impl ScsiDevice {
 
     /// SYNCHRONIZE CACHE (16) over the whole LUN.
     pub async fn flush(&self) -> Result<()> {
-        match self.session.execute(self.lun, cdb::synchronize_cache16(0, 0).as_bytes(), DataDirection::None).await {
+        match self
+            .session
+            .execute(
+                self.lun,
+                cdb::synchronize_cache16(0, 0).as_bytes(),
+                DataDirection::None,
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(Error::Scsi(e)) if e.status == status::CHECK_CONDITION => {
                 // Some targets only know SYNCHRONIZE CACHE (10).
-                let c = Command::SynchronizeCache { size: CdbSize::Ten, lba: 0, blocks: 0, immed: false }.encode();
-                self.session.execute(self.lun, c.as_bytes(), DataDirection::None).await.map(|_| ())
+                let c = Command::SynchronizeCache {
+                    size: CdbSize::Ten,
+                    lba: 0,
+                    blocks: 0,
+                    immed: false,
+                }
+                .encode();
+                self.session
+                    .execute(self.lun, c.as_bytes(), DataDirection::None)
+                    .await
+                    .map(|_| ())
             }
             Err(e) => Err(e),
         }
@@ -313,7 +406,12 @@ impl ScsiDevice {
             .filter(|&c| c > 0)
             .unwrap_or(1)
             .min(4095) as usize;
-        let max_lbas = self.limits.as_ref().map(|l| l.max_unmap_lba_count).filter(|&c| c > 0).unwrap_or(u32::MAX);
+        let max_lbas = self
+            .limits
+            .as_ref()
+            .map(|l| l.max_unmap_lba_count)
+            .filter(|&c| c > 0)
+            .unwrap_or(u32::MAX);
         let mut split = Vec::new();
         for &(mut l, mut n) in ranges {
             while n > 0 {
@@ -326,7 +424,13 @@ impl ScsiDevice {
         for group in split.chunks(max_desc) {
             let params = cdb::encode_unmap_params(group);
             let c = cdb::unmap(params.len() as u16);
-            self.session.execute(self.lun, c.as_bytes(), DataDirection::Write(Bytes::from(params))).await?;
+            self.session
+                .execute(
+                    self.lun,
+                    c.as_bytes(),
+                    DataDirection::Write(Bytes::from(params)),
+                )
+                .await?;
         }
         Ok(())
     }
@@ -352,12 +456,16 @@ impl ScsiDevice {
             while at < end {
                 let n = (end - at).min(max) as u32;
                 let c = cdb::write_same16(at, n, unmap, false);
-                self.session.execute(self.lun, c.as_bytes(), DataDirection::Write(zero.clone())).await?;
+                self.session
+                    .execute(self.lun, c.as_bytes(), DataDirection::Write(zero.clone()))
+                    .await?;
                 at += n as u64;
             }
             return Ok(());
         }
-        let chunk_blocks = (self.max_transfer_blocks as u64).min((1 << 20) / bs as u64).max(1);
+        let chunk_blocks = (self.max_transfer_blocks as u64)
+            .min((1 << 20) / bs as u64)
+            .max(1);
         let zero = Bytes::from(vec![0u8; chunk_blocks as usize * bs]);
         let mut at = lba;
         let end = lba + blocks;
@@ -381,7 +489,11 @@ mod tests {
 
     #[test]
     fn capacity_bytes() {
-        let c = Capacity { blocks: 2048, block_size: 512, lbpme: false };
+        let c = Capacity {
+            blocks: 2048,
+            block_size: 512,
+            lbpme: false,
+        };
         assert_eq!(c.bytes(), 1 << 20);
     }
 

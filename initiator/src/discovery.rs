@@ -77,7 +77,13 @@ pub async fn discover(cfg: &DiscoveryConfig) -> Result<Vec<DiscoveredTarget>> {
     let mut ttt = RESERVED_TAG;
     let mut data = send_targets_text(&SendTargetsQuery::All);
     let mut acc = TextAccumulator::new(MAX_TEXT);
-    let pairs = loop {
+    let mut pairs = Vec::new();
+    let mut rounds = 0u32;
+    loop {
+        rounds += 1;
+        if rounds > 1000 {
+            return Err(Error::Protocol("SendTargets exchange did not end".into()));
+        }
         let req = Pdu::TextRequest(TextRequest {
             immediate: false,
             final_: true,
@@ -96,8 +102,18 @@ pub async fn discover(cfg: &DiscoveryConfig) -> Result<Vec<DiscoveredTarget>> {
         };
         let t = match resp {
             Pdu::TextResponse(t) => t,
-            Pdu::Reject(r) => return Err(Error::Rejected(format!("SendTargets rejected: {:?}", r.reason))),
-            other => return Err(Error::Protocol(format!("unexpected {:?} during discovery", other.opcode()))),
+            Pdu::Reject(r) => {
+                return Err(Error::Rejected(format!(
+                    "SendTargets rejected: {:?}",
+                    r.reason
+                )))
+            }
+            other => {
+                return Err(Error::Protocol(format!(
+                    "unexpected {:?} during discovery",
+                    other.opcode()
+                )))
+            }
         };
         exp_stat_sn = t.stat_sn.wrapping_add(1);
         if proto::serial::SerialNumber(t.exp_cmd_sn).gt(proto::serial::SerialNumber(cmd_sn)) {
@@ -105,15 +121,23 @@ pub async fn discover(cfg: &DiscoveryConfig) -> Result<Vec<DiscoveredTarget>> {
         }
         // RFC 7143 §11.11.2: C=1 means more text follows; we answer with an
         // empty Text Request carrying the target's TTT.
-        let done = acc.push(&t.data, t.continue_).map_err(|e| Error::Protocol(format!("SendTargets text: {e}")))?;
-        match done {
-            Some(p) if t.final_ => break p,
-            Some(_) | None => {
-                ttt = t.ttt;
-            }
+        let done = acc
+            .push(&t.data, t.continue_)
+            .map_err(|e| Error::Protocol(format!("SendTargets text: {e}")))?;
+        if let Some(p) = done {
+            pairs.extend(p);
         }
-    };
-    let targets = parse_send_targets(&pairs).map_err(|e| Error::Protocol(format!("SendTargets answer: {e}")))?;
+        if t.final_ && !t.continue_ {
+            break;
+        }
+        // RFC 7143 §11.11.1: F=0 means the target has more records for us.
+        ttt = t.ttt;
+        if pairs.len() > 100_000 {
+            return Err(Error::Protocol("SendTargets answer too long".into()));
+        }
+    }
+    let targets = parse_send_targets(&pairs)
+        .map_err(|e| Error::Protocol(format!("SendTargets answer: {e}")))?;
     // Best-effort logout (RFC 7143 §11.14); the answer is already in hand.
     let logout = Pdu::LogoutRequest(LogoutRequest {
         immediate: true,
@@ -130,14 +154,21 @@ pub async fn discover(cfg: &DiscoveryConfig) -> Result<Vec<DiscoveredTarget>> {
     est.writer.shutdown().await;
     Ok(targets
         .into_iter()
-        .map(|t| DiscoveredTarget { name: t.name, alias: t.alias, portals: t.addresses })
+        .map(|t| DiscoveredTarget {
+            name: t.name,
+            alias: t.alias,
+            portals: t.addresses,
+        })
         .collect())
 }
 
 impl DiscoveredTarget {
     /// iscsiadm-style lines: `HOST:PORT,TPGT IQN`.
     pub fn lines(&self) -> Vec<String> {
-        self.portals.iter().map(|(a, t)| format!("{a},{t} {}", self.name)).collect()
+        self.portals
+            .iter()
+            .map(|(a, t)| format!("{a},{t} {}", self.name))
+            .collect()
     }
 }
 
@@ -154,7 +185,10 @@ mod tests {
         };
         assert_eq!(
             t.lines(),
-            vec!["10.0.0.1:3260,1 iqn.2001-04.com.example:disk", "[::1]:3261,2 iqn.2001-04.com.example:disk"]
+            vec![
+                "10.0.0.1:3260,1 iqn.2001-04.com.example:disk",
+                "[::1]:3261,2 iqn.2001-04.com.example:disk"
+            ]
         );
     }
 }

@@ -47,7 +47,12 @@ pub struct ScsiError {
 
 impl fmt::Display for ScsiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SCSI status {} ({:#04x})", status::name(self.status), self.status)?;
+        write!(
+            f,
+            "SCSI status {} ({:#04x})",
+            status::name(self.status),
+            self.status
+        )?;
         if let Some(s) = &self.sense {
             write!(f, ", sense key {:?}, {:?}", s.key, s.asc)?;
         }
@@ -84,8 +89,14 @@ pub enum Error {
     #[error("connection lost: {0}")]
     ConnectionLost(String),
     /// Login Response with a non-success status (RFC 7143 §11.13.5).
-    #[error("login refused by the target: {message} (status class {class:#04x} detail {detail:#04x})")]
-    LoginRefused { class: u8, detail: u8, message: String },
+    #[error(
+        "login refused by the target: {message} (status class {class:#04x} detail {detail:#04x})"
+    )]
+    LoginRefused {
+        class: u8,
+        detail: u8,
+        message: String,
+    },
     /// Authentication failed on our side (e.g. mutual CHAP: the target did
     /// not prove the secret) or the negotiation broke the protocol.
     #[error("login failed: {0}")]
@@ -119,9 +130,10 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Usage(_) => ErrorKind::Usage,
-            Error::Unreachable(_) | Error::Timeout(_) | Error::ConnectionLost(_) | Error::SessionFailed(_) => {
-                ErrorKind::Unreachable
-            }
+            Error::Unreachable(_)
+            | Error::Timeout(_)
+            | Error::ConnectionLost(_)
+            | Error::SessionFailed(_) => ErrorKind::Unreachable,
             _ => ErrorKind::Failed,
         }
     }
@@ -136,10 +148,17 @@ mod tests {
 
     #[test]
     fn kinds() {
-        assert_eq!(Error::Unreachable("x".into()).kind(), ErrorKind::Unreachable);
+        assert_eq!(
+            Error::Unreachable("x".into()).kind(),
+            ErrorKind::Unreachable
+        );
         assert_eq!(Error::Timeout("x".into()).kind(), ErrorKind::Unreachable);
         assert_eq!(Error::Usage("x".into()).kind(), ErrorKind::Usage);
-        let e = Error::LoginRefused { class: 2, detail: 3, message: "not found".into() };
+        let e = Error::LoginRefused {
+            class: 2,
+            detail: 3,
+            message: "not found".into(),
+        };
         assert_eq!(e.kind(), ErrorKind::Failed);
         assert!(e.to_string().contains("not found"));
     }

@@ -35,7 +35,10 @@ pub fn generate() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".to_string());
     let r: u64 = rand::thread_rng().gen();
-    format!("iqn.2026-01.rs.iscsi-rs:{host}-{:012x}", r & 0xffff_ffff_ffff)
+    format!(
+        "iqn.2026-01.rs.iscsi-rs:{host}-{:012x}",
+        r & 0xffff_ffff_ffff
+    )
 }
 
 /// Lower-case and keep only characters allowed in an IQN (RFC 3722 subset).
@@ -55,7 +58,12 @@ fn parse_file(text: &str) -> Option<String> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| l.strip_prefix("InitiatorName=").unwrap_or(l).trim().to_string())
+        .map(|l| {
+            l.strip_prefix("InitiatorName=")
+                .unwrap_or(l)
+                .trim()
+                .to_string()
+        })
         .find(|l| !l.is_empty())
 }
 
@@ -71,13 +79,20 @@ pub fn resolve(explicit: Option<&str>) -> String {
 /// [`resolve`] over an explicit candidate list (for tests).
 pub fn resolve_in(paths: &[PathBuf]) -> String {
     for p in paths {
-        if let Some(n) = std::fs::read_to_string(p).ok().as_deref().and_then(parse_file) {
+        if let Some(n) = std::fs::read_to_string(p)
+            .ok()
+            .as_deref()
+            .and_then(parse_file)
+        {
             return n;
         }
     }
     let name = generate();
     for p in paths {
-        let ok = p.parent().map(|d| std::fs::create_dir_all(d).is_ok()).unwrap_or(true)
+        let ok = p
+            .parent()
+            .map(|d| std::fs::create_dir_all(d).is_ok())
+            .unwrap_or(true)
             && std::fs::write(p, format!("InitiatorName={name}\n")).is_ok();
         if ok {
             tracing::info!(path = %p.display(), %name, "stored new initiator name");
@@ -98,13 +113,20 @@ mod tests {
         let b = generate();
         assert!(a.starts_with("iqn.2026-01.rs.iscsi-rs:"), "{a}");
         assert_ne!(a, b);
-        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c)), "{a}");
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c)),
+            "{a}"
+        );
     }
 
     #[test]
     fn generated_then_stable() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = vec![dir.path().join("ro/x/initiatorname"), dir.path().join("b/initiatorname")];
+        let paths = vec![
+            dir.path().join("ro/x/initiatorname"),
+            dir.path().join("b/initiatorname"),
+        ];
         // Make the first candidate unwritable by putting a file where its directory should be.
         std::fs::write(dir.path().join("ro"), b"not a dir").unwrap();
         let first = resolve_in(&paths);
@@ -115,7 +137,10 @@ mod tests {
 
     #[test]
     fn parses_open_iscsi_style_and_comments() {
-        assert_eq!(parse_file("# c\n\nInitiatorName=iqn.x:y\n").as_deref(), Some("iqn.x:y"));
+        assert_eq!(
+            parse_file("# c\n\nInitiatorName=iqn.x:y\n").as_deref(),
+            Some("iqn.x:y")
+        );
         assert_eq!(parse_file("iqn.a:b").as_deref(), Some("iqn.a:b"));
         assert_eq!(parse_file("# only\n"), None);
     }

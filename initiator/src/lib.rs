@@ -3,7 +3,7 @@
 //! - [`portal`]: `HOST[:PORT]` parsing and bounded TCP connects.
 //! - [`initiator_name`]: a stable, stored initiator name.
 //! - [`transport`]: PDU framing over TCP (vectored writes, bounded reads).
-//! - [`login_fsm`] + [`connection`]: the login phase of one connection.
+//! - [`connection`]: the login phase of one connection (via `proto::login`).
 //! - [`discovery`]: SendTargets discovery sessions.
 //! - [`session`]: normal sessions (MC/S, CmdSN window, R2T, NOPs, TMF,
 //!   async messages, recovery).
@@ -16,7 +16,6 @@ pub mod device;
 pub mod discovery;
 pub mod error;
 pub mod initiator_name;
-pub mod login_fsm;
 pub mod portal;
 pub mod session;
 pub mod transport;
@@ -26,4 +25,6 @@ pub use device::{Capacity, LunInfo, ScsiDevice};
 pub use discovery::{discover, DiscoveredTarget, DiscoveryConfig};
 pub use error::{Error, ErrorKind, Result, ScsiError};
 pub use portal::Portal;
-pub use session::{ChapConfig, ConnectionStats, DataDirection, RawResult, Session, SessionConfig, SessionEvent};
+pub use session::{
+    ChapConfig, ConnectionStats, DataDirection, RawResult, Session, SessionConfig, SessionEvent,
+};

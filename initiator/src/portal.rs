@@ -51,20 +51,32 @@ impl Portal {
             if host.is_empty() {
                 return Err(bad());
             }
-            return Ok(Portal { host: host.to_string(), port });
+            return Ok(Portal {
+                host: host.to_string(),
+                port,
+            });
         }
         match s.matches(':').count() {
-            0 => Ok(Portal { host: s.to_string(), port: DEFAULT_PORT }),
+            0 => Ok(Portal {
+                host: s.to_string(),
+                port: DEFAULT_PORT,
+            }),
             1 => {
                 let (h, p) = s.split_once(':').ok_or_else(bad)?;
                 let port = p.parse().map_err(|_| bad())?;
                 if h.is_empty() {
                     return Err(bad());
                 }
-                Ok(Portal { host: h.to_string(), port })
+                Ok(Portal {
+                    host: h.to_string(),
+                    port,
+                })
             }
             // A bare IPv6 literal without brackets or port.
-            _ => Ok(Portal { host: s.to_string(), port: DEFAULT_PORT }),
+            _ => Ok(Portal {
+                host: s.to_string(),
+                port: DEFAULT_PORT,
+            }),
         }
     }
 
@@ -72,13 +84,22 @@ impl Portal {
     /// `timeout` (so an unresponsive host cannot hang the caller).
     pub async fn connect(&self, timeout: Duration) -> Result<TcpStream, Error> {
         let target = (self.host.as_str(), self.port);
-        let addrs: Vec<SocketAddr> = match tokio::time::timeout(timeout, tokio::net::lookup_host(target)).await {
-            Ok(Ok(a)) => a.collect(),
-            Ok(Err(e)) => {
-                return Err(Error::Unreachable(format!("cannot resolve {}: {e}", self.host)));
-            }
-            Err(_) => return Err(Error::Unreachable(format!("timed out resolving {}", self.host))),
-        };
+        let addrs: Vec<SocketAddr> =
+            match tokio::time::timeout(timeout, tokio::net::lookup_host(target)).await {
+                Ok(Ok(a)) => a.collect(),
+                Ok(Err(e)) => {
+                    return Err(Error::Unreachable(format!(
+                        "cannot resolve {}: {e}",
+                        self.host
+                    )));
+                }
+                Err(_) => {
+                    return Err(Error::Unreachable(format!(
+                        "timed out resolving {}",
+                        self.host
+                    )))
+                }
+            };
         let mut last = format!("no address found for {}", self.host);
         for addr in addrs {
             match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -117,18 +138,44 @@ mod tests {
 
     #[test]
     fn parse_forms() {
-        assert_eq!(Portal::parse("10.0.0.1").unwrap(), Portal { host: "10.0.0.1".into(), port: 3260 });
-        assert_eq!(Portal::parse("host:3261").unwrap(), Portal { host: "host".into(), port: 3261 });
-        assert_eq!(Portal::parse("[::1]:900").unwrap(), Portal { host: "::1".into(), port: 900 });
+        assert_eq!(
+            Portal::parse("10.0.0.1").unwrap(),
+            Portal {
+                host: "10.0.0.1".into(),
+                port: 3260
+            }
+        );
+        assert_eq!(
+            Portal::parse("host:3261").unwrap(),
+            Portal {
+                host: "host".into(),
+                port: 3261
+            }
+        );
+        assert_eq!(
+            Portal::parse("[::1]:900").unwrap(),
+            Portal {
+                host: "::1".into(),
+                port: 900
+            }
+        );
         assert_eq!(Portal::parse("[fe80::1]").unwrap().port, 3260);
         assert_eq!(Portal::parse("fe80::1").unwrap().host, "fe80::1");
-        assert_eq!(Portal::parse("1.2.3.4:3260,1").unwrap(), Portal { host: "1.2.3.4".into(), port: 3260 });
+        assert_eq!(
+            Portal::parse("1.2.3.4:3260,1").unwrap(),
+            Portal {
+                host: "1.2.3.4".into(),
+                port: 3260
+            }
+        );
         assert_eq!(Portal::parse("[::1]:3260,12").unwrap().host, "::1");
     }
 
     #[test]
     fn parse_rejects() {
-        for bad in ["", "host:", "host:x", ":3260", "[::1", "[]:1", "[::1]x", "h:99999"] {
+        for bad in [
+            "", "host:", "host:x", ":3260", "[::1", "[]:1", "[::1]x", "h:99999",
+        ] {
             assert!(Portal::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -146,7 +193,10 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         drop(l);
-        let p = Portal { host: "127.0.0.1".into(), port };
+        let p = Portal {
+            host: "127.0.0.1".into(),
+            port,
+        };
         let e = p.connect(Duration::from_secs(2)).await.unwrap_err();
         assert!(matches!(e, Error::Unreachable(_)), "{e:?}");
     }

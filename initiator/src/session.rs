@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use proto::pdu::{
-    AsyncEvent, AsyncMessage, DataIn, DataOut, LogoutReason, LogoutRequest, LogoutResponse, LogoutResponseCode, NopIn,
-    NopOut, Pdu, R2t, Reject, ScsiCommand, ScsiResponse, TaskAttr, TaskMgmtRequest, TaskMgmtResponse, TmfFunction,
-    TmfResponse,
+    AsyncEvent, AsyncMessage, DataIn, DataOut, LogoutReason, LogoutRequest, LogoutResponse,
+    LogoutResponseCode, NopIn, NopOut, Pdu, R2t, Reject, ScsiCommand, ScsiResponse, TaskAttr,
+    TaskMgmtRequest, TaskMgmtResponse, TmfFunction, TmfResponse,
 };
 use proto::scsi::sense::{Asc, Sense, SenseKey};
 use proto::serial::SerialNumber;
@@ -131,7 +131,11 @@ pub struct SessionConfig {
 }
 
 impl SessionConfig {
-    pub fn new(portal: Portal, target_name: impl Into<String>, initiator_name: impl Into<String>) -> Self {
+    pub fn new(
+        portal: Portal,
+        target_name: impl Into<String>,
+        initiator_name: impl Into<String>,
+    ) -> Self {
         SessionConfig {
             portal,
             target_name: target_name.into(),
@@ -183,7 +187,11 @@ impl RawResult {
         if self.status == status::GOOD || self.status == status::CONDITION_MET {
             Ok(self)
         } else {
-            Err(Error::Scsi(ScsiError { status: self.status, sense: self.sense, raw_sense: self.raw_sense }))
+            Err(Error::Scsi(ScsiError {
+                status: self.status,
+                sense: self.sense,
+                raw_sense: self.raw_sense,
+            }))
         }
     }
 }
@@ -350,7 +358,9 @@ impl Session {
         let isid = cfg.isid.unwrap_or_else(random_isid);
         let initial_cmd_sn: u32 = rand::random::<u32>() & 0x7fff_ffff;
         let (established, neg) = establish(&cfg, isid, initial_cmd_sn).await?;
-        let counters = (0..cfg.connections.max(1)).map(|_| Arc::new(Counters::default())).collect();
+        let counters = (0..cfg.connections.max(1))
+            .map(|_| Arc::new(Counters::default()))
+            .collect();
         let (events, _) = broadcast::channel(64);
         let inner = Arc::new(Inner {
             cfg,
@@ -381,7 +391,9 @@ impl Session {
         inner.install(established, neg);
         let t = tokio::spawn(ticker(Arc::downgrade(&inner)));
         *inner.ticker.lock().unwrap_or_else(|e| e.into_inner()) = Some(t.abort_handle());
-        Ok(Session { handle: Arc::new(Handle { inner }) })
+        Ok(Session {
+            handle: Arc::new(Handle { inner }),
+        })
     }
 
     fn inner(&self) -> &Arc<Inner> {
@@ -446,7 +458,10 @@ impl Session {
     /// timeout); the error cases are iSCSI-level failures.
     pub async fn execute_raw(&self, lun: u64, cdb: &[u8], dir: DataDirection) -> Result<RawResult> {
         if cdb.is_empty() || cdb.len() > 16 {
-            return Err(Error::Usage(format!("CDB length {} not supported (1..=16 bytes)", cdb.len())));
+            return Err(Error::Usage(format!(
+                "CDB length {} not supported (1..=16 bytes)",
+                cdb.len()
+            )));
         }
         let (tx, rx) = oneshot::channel();
         {
@@ -459,7 +474,13 @@ impl Session {
             }
             let seq = st.next_seq;
             st.next_seq += 1;
-            st.queue.push_back(Pending { lun, cdb: Bytes::copy_from_slice(cdb), dir, reply: tx, seq });
+            st.queue.push_back(Pending {
+                lun,
+                cdb: Bytes::copy_from_slice(cdb),
+                dir,
+                reply: tx,
+                seq,
+            });
             inner.pump(&mut st);
         }
         rx.await.unwrap_or(Err(Error::Closed))
@@ -473,7 +494,10 @@ impl Session {
         loop {
             let r = self.execute_raw(lun, cdb, dir.clone()).await?;
             let ua = r.status == status::CHECK_CONDITION
-                && r.sense.as_ref().map(|s| s.key == SenseKey::UNIT_ATTENTION).unwrap_or(false);
+                && r.sense
+                    .as_ref()
+                    .map(|s| s.key == SenseKey::UNIT_ATTENTION)
+                    .unwrap_or(false);
             if ua && attempts < 5 {
                 attempts += 1;
                 if let Some(s) = &r.sense {
@@ -487,17 +511,28 @@ impl Session {
 
     /// ABORT TASK for a command (by ITT), on the connection it was issued on.
     pub async fn abort_task(&self, itt: u32) -> Result<TmfResponse> {
-        let r = self.inner().clone().task_management(TmfFunction::ABORT_TASK, None, Some(itt)).await?;
+        let r = self
+            .inner()
+            .clone()
+            .task_management(TmfFunction::ABORT_TASK, None, Some(itt))
+            .await?;
         Ok(r.response)
     }
 
     /// LOGICAL UNIT RESET.
     pub async fn lun_reset(&self, lun: u64) -> Result<()> {
-        let r = self.inner().clone().task_management(TmfFunction::LOGICAL_UNIT_RESET, Some(lun), None).await?;
+        let r = self
+            .inner()
+            .clone()
+            .task_management(TmfFunction::LOGICAL_UNIT_RESET, Some(lun), None)
+            .await?;
         if r.response == TmfResponse::FUNCTION_COMPLETE {
             Ok(())
         } else {
-            Err(Error::TaskManagement(format!("LOGICAL UNIT RESET: {:?}", r.response)))
+            Err(Error::TaskManagement(format!(
+                "LOGICAL UNIT RESET: {:?}",
+                r.response
+            )))
         }
     }
 
@@ -513,7 +548,10 @@ impl Session {
                 if st.tasks.is_empty() && st.queue.is_empty() {
                     break;
                 }
-                if st.phase != Phase::Up && st.phase != Phase::Recovering && st.phase != Phase::Draining {
+                if st.phase != Phase::Up
+                    && st.phase != Phase::Recovering
+                    && st.phase != Phase::Draining
+                {
                     break;
                 }
             }
@@ -531,7 +569,14 @@ impl Session {
             }
             up
         };
-        let res = if up { inner.send_logout(LogoutReason::CLOSE_SESSION).await.map(|_| ()) } else { Ok(()) };
+        let res = if up {
+            inner
+                .send_logout(LogoutReason::CLOSE_SESSION)
+                .await
+                .map(|_| ())
+        } else {
+            Ok(())
+        };
         inner.shutdown(Error::Closed);
         res
     }
@@ -546,7 +591,11 @@ fn random_isid() -> [u8; 6] {
 
 /// Log in the leading connection and then as many more as requested and
 /// allowed (MC/S), all in one session.
-async fn establish(cfg: &SessionConfig, isid: [u8; 6], cmd_sn: u32) -> Result<(Vec<Established>, Negotiated)> {
+async fn establish(
+    cfg: &SessionConfig,
+    isid: [u8; 6],
+    cmd_sn: u32,
+) -> Result<(Vec<Established>, Negotiated)> {
     let spec = |cid: u16, tsih: u16, cmd_sn: u32| LoginSpec {
         portal: cfg.portal.clone(),
         initiator_name: cfg.initiator_name.clone(),
@@ -566,7 +615,11 @@ async fn establish(cfg: &SessionConfig, isid: [u8; 6], cmd_sn: u32) -> Result<(V
     let tsih = lead.tsih;
     let want = cfg.connections.min(neg.max_connections.max(1));
     if want < cfg.connections {
-        tracing::warn!(requested = cfg.connections, allowed = neg.max_connections, "target limits MaxConnections");
+        tracing::warn!(
+            requested = cfg.connections,
+            allowed = neg.max_connections,
+            "target limits MaxConnections"
+        );
     }
     let mut all = vec![lead];
     for cid in 1..want {
@@ -620,7 +673,13 @@ impl Inner {
                 exp_stat_sn.clone(),
                 counters.clone(),
             ));
-            let r = tokio::spawn(reader_task(Arc::downgrade(self), epoch, idx, reader, counters));
+            let r = tokio::spawn(reader_task(
+                Arc::downgrade(self),
+                epoch,
+                idx,
+                reader,
+                counters,
+            ));
             st.drivers.push(w.abort_handle());
             st.drivers.push(r.abort_handle());
             st.conns.push(Conn {
@@ -638,7 +697,11 @@ impl Inner {
         // The session's next CmdSN is what the target expects.
         st.cmd_sn = last_exp;
         st.phase = Phase::Up;
-        tracing::info!(tsih = st.tsih, conns = st.conns.len(), "session in full-feature phase");
+        tracing::info!(
+            tsih = st.tsih,
+            conns = st.conns.len(),
+            "session in full-feature phase"
+        );
         self.pump(&mut st);
     }
 
@@ -668,7 +731,11 @@ impl Inner {
                     };
                     // RFC 7143 §13.10: InitialR2T=No allows unsolicited
                     // Data-Out up to FirstBurstLength (immediate data included).
-                    let unsol = if neg.initial_r2t { imm } else { len.min(first_burst).max(imm) };
+                    let unsol = if neg.initial_r2t {
+                        imm
+                    } else {
+                        len.min(first_burst).max(imm)
+                    };
                     (false, true, len as u32, d.slice(..imm), unsol)
                 }
             };
@@ -692,11 +759,23 @@ impl Inner {
             }));
             if follows {
                 if let DataDirection::Write(d) = &p.dir {
-                    data_out_pdus(&mut pdus, d, p.lun, itt, RESERVED_TAG, imm_len, unsolicited_end, conn.max_send_dsl);
+                    data_out_pdus(
+                        &mut pdus,
+                        d,
+                        p.lun,
+                        itt,
+                        RESERVED_TAG,
+                        imm_len,
+                        unsolicited_end,
+                        conn.max_send_dsl,
+                    );
                 }
             }
             conn.in_flight += 1;
-            let _ = self.counters.get(ci).map(|c| c.commands.fetch_add(1, Ordering::Relaxed));
+            let _ = self
+                .counters
+                .get(ci)
+                .map(|c| c.commands.fetch_add(1, Ordering::Relaxed));
             for pdu in pdus {
                 let _ = conn.tx.send(pdu);
             }
@@ -793,7 +872,10 @@ impl Inner {
                 self.update_window(&mut st, t.exp_cmd_sn, t.max_cmd_sn);
                 Ok(())
             }
-            other => Err(Error::Protocol(format!("unexpected PDU from target: {}", pdu_name(&other)))),
+            other => Err(Error::Protocol(format!(
+                "unexpected PDU from target: {}",
+                pdu_name(&other)
+            ))),
         }
     }
 
@@ -803,10 +885,17 @@ impl Inner {
             None => None,
             Some(t) => {
                 if r.response != 0 {
-                    Some(Err(Error::Rejected(format!("target failure (iSCSI response {:#04x})", r.response))))
+                    Some(Err(Error::Rejected(format!(
+                        "target failure (iSCSI response {:#04x})",
+                        r.response
+                    ))))
                 } else {
                     let raw_sense = r.sense().unwrap_or_default();
-                    let sense = if raw_sense.is_empty() { None } else { Sense::parse(&raw_sense).ok() };
+                    let sense = if raw_sense.is_empty() {
+                        None
+                    } else {
+                        Sense::parse(&raw_sense).ok()
+                    };
                     let data = take_data(t);
                     Some(Ok(RawResult {
                         status: r.status,
@@ -841,14 +930,17 @@ impl Inner {
             _ => 0,
         };
         let off = d.buffer_offset as usize;
-        let end = off.checked_add(d.data.len()).unwrap_or(usize::MAX);
+        let end = off.saturating_add(d.data.len());
         if end > expected {
             // RFC 7143 §11.7.4: data beyond the expected length is a target error.
             let itt = d.itt;
             self.finish(
                 st,
                 itt,
-                Err(Error::Protocol(format!("Data-In offset {off}+{} beyond expected {expected}", d.data.len()))),
+                Err(Error::Protocol(format!(
+                    "Data-In offset {off}+{} beyond expected {expected}",
+                    d.data.len()
+                ))),
             );
             return Ok(());
         }
@@ -883,10 +975,22 @@ impl Inner {
                 let off = r.buffer_offset as usize;
                 let end = off.saturating_add(r.desired_data_transfer_length as usize);
                 if end > d.len() || r.desired_data_transfer_length == 0 {
-                    bad = Some(format!("R2T for {off}..{end} beyond the {} bytes of the command", d.len()));
+                    bad = Some(format!(
+                        "R2T for {off}..{end} beyond the {} bytes of the command",
+                        d.len()
+                    ));
                 } else if let Some(conn) = st.conns.get(t.conn) {
                     let mut pdus = Vec::new();
-                    data_out_pdus(&mut pdus, d, t.p.lun, r.itt, r.ttt, off, end, conn.max_send_dsl);
+                    data_out_pdus(
+                        &mut pdus,
+                        d,
+                        t.p.lun,
+                        r.itt,
+                        r.ttt,
+                        off,
+                        end,
+                        conn.max_send_dsl,
+                    );
                     for p in pdus {
                         let _ = conn.tx.send(p);
                     }
@@ -938,11 +1042,9 @@ impl Inner {
         if let Some(itt) = r.rejected_itt() {
             if st.tasks.contains_key(&itt) {
                 self.finish(st, itt, Err(Error::Rejected(format!("{:?}", r.reason))));
-            } else if let Some(c) = st.control.remove(&itt) {
-                if let Control::Ping { conn, .. } = c {
-                    if let Some(c) = st.conns.get_mut(conn) {
-                        c.ping_outstanding = false;
-                    }
+            } else if let Some(Control::Ping { conn, .. }) = st.control.remove(&itt) {
+                if let Some(c) = st.conns.get_mut(conn) {
+                    c.ping_outstanding = false;
                 }
             }
         }
@@ -974,11 +1076,18 @@ impl Inner {
                 tracing::info!(within_s = m.parameter3, "target requests logout");
                 self.emit(SessionEvent::LogoutRequested);
                 let me = self.clone();
-                tokio::spawn(async move { me.graceful_reconnect(epoch, Duration::from_secs(m.parameter3.into())).await });
+                tokio::spawn(async move {
+                    me.graceful_reconnect(epoch, Duration::from_secs(m.parameter3.into()))
+                        .await
+                });
             }
             AsyncEvent::CONNECTION_DROP | AsyncEvent::SESSION_DROP => {
                 let wait = Duration::from_secs(m.parameter2.into());
-                self.fail_session(epoch, format!("target dropping connection ({:?})", m.async_event), wait);
+                self.fail_session(
+                    epoch,
+                    format!("target dropping connection ({:?})", m.async_event),
+                    wait,
+                );
             }
             other => tracing::info!(event = ?other, "async message ignored"),
         }
@@ -1033,7 +1142,9 @@ impl Inner {
         match tokio::time::timeout(self.cfg.login_timeout, rx).await {
             Ok(Ok(r)) if r.response == LogoutResponseCode::CLOSED_SUCCESSFULLY => Ok(r),
             Ok(Ok(r)) => Err(Error::Protocol(format!("logout refused: {:?}", r.response))),
-            Ok(Err(_)) => Err(Error::ConnectionLost("connection closed during logout".into())),
+            Ok(Err(_)) => Err(Error::ConnectionLost(
+                "connection closed during logout".into(),
+            )),
             Err(_) => Err(Error::Timeout("no Logout Response".into())),
         }
     }
@@ -1072,7 +1183,9 @@ impl Inner {
         }
         match tokio::time::timeout(self.cfg.login_timeout, rx).await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(_)) => Err(Error::ConnectionLost("connection closed during task management".into())),
+            Ok(Err(_)) => Err(Error::ConnectionLost(
+                "connection closed during task management".into(),
+            )),
             Err(_) => Err(Error::Timeout(format!("no response to {function:?}"))),
         }
     }
@@ -1087,7 +1200,12 @@ impl Inner {
     /// queue (original order) and start recovery.
     fn fail_session(self: &Arc<Self>, epoch: u64, reason: String, min_wait: Duration) {
         let mut st = lock(&self.st);
-        if st.epoch != epoch || matches!(st.phase, Phase::Closed | Phase::Closing | Phase::Failed(_) | Phase::Recovering) {
+        if st.epoch != epoch
+            || matches!(
+                st.phase,
+                Phase::Closed | Phase::Closing | Phase::Failed(_) | Phase::Recovering
+            )
+        {
             return;
         }
         tracing::warn!(%reason, tsih = st.tsih, "session failed, recovering");
@@ -1164,7 +1282,10 @@ impl Inner {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
-        let why = format!("could not recover within {:?}: {last_err}", self.cfg.recovery_timeout);
+        let why = format!(
+            "could not recover within {:?}: {last_err}",
+            self.cfg.recovery_timeout
+        );
         let mut st = lock(&self.st);
         if st.phase != Phase::Recovering {
             return;
@@ -1217,14 +1338,18 @@ impl Inner {
             for (&itt, c) in st.control.iter() {
                 if let Control::Ping { conn, sent } = c {
                     if now.duration_since(*sent) > self.cfg.nop_timeout {
-                        failed = Some((epoch, format!("no NOP-In answer on connection {conn} (ping {itt:#x})")));
+                        failed = Some((
+                            epoch,
+                            format!("no NOP-In answer on connection {conn} (ping {itt:#x})"),
+                        ));
                     }
                 }
             }
             if failed.is_none() {
                 let mut pings = Vec::new();
                 for (i, c) in st.conns.iter().enumerate() {
-                    if !c.ping_outstanding && now.duration_since(c.last_rx) >= self.cfg.nop_interval {
+                    if !c.ping_outstanding && now.duration_since(c.last_rx) >= self.cfg.nop_interval
+                    {
                         pings.push(i);
                     }
                 }
@@ -1262,11 +1387,20 @@ impl Inner {
             let me = self.clone();
             tokio::spawn(async move {
                 tracing::warn!(itt, "command timed out, sending ABORT TASK");
-                let r = me.clone().task_management(TmfFunction::ABORT_TASK, None, Some(itt)).await;
+                let r = me
+                    .clone()
+                    .task_management(TmfFunction::ABORT_TASK, None, Some(itt))
+                    .await;
                 let mut st = lock(&me.st);
                 let why = match r {
-                    Ok(r) => format!("command timed out after {:?}; aborted ({:?})", me.cfg.command_timeout, r.response),
-                    Err(e) => format!("command timed out after {:?}; abort failed: {e}", me.cfg.command_timeout),
+                    Ok(r) => format!(
+                        "command timed out after {:?}; aborted ({:?})",
+                        me.cfg.command_timeout, r.response
+                    ),
+                    Err(e) => format!(
+                        "command timed out after {:?}; abort failed: {e}",
+                        me.cfg.command_timeout
+                    ),
                 };
                 me.finish(&mut st, itt, Err(Error::Timeout(why)));
             });
@@ -1277,7 +1411,8 @@ impl Inner {
 async fn ticker(inner: std::sync::Weak<Inner>) {
     let period = {
         let Some(i) = inner.upgrade() else { return };
-        (i.cfg.nop_interval.min(i.cfg.nop_timeout) / 4).clamp(Duration::from_millis(50), Duration::from_millis(500))
+        (i.cfg.nop_interval.min(i.cfg.nop_timeout) / 4)
+            .clamp(Duration::from_millis(50), Duration::from_millis(500))
     };
     let mut iv = tokio::time::interval(period);
     iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1301,7 +1436,9 @@ async fn reader_task(
         match res {
             Ok((pdu, wire_len)) => {
                 counters.pdus_in.fetch_add(1, Ordering::Relaxed);
-                counters.bytes_in.fetch_add(wire_len as u64, Ordering::Relaxed);
+                counters
+                    .bytes_in
+                    .fetch_add(wire_len as u64, Ordering::Relaxed);
                 if let Err(e) = i.handle_pdu(epoch, ci, pdu) {
                     i.conn_failed(epoch, e.to_string());
                     return;
@@ -1339,7 +1476,9 @@ async fn writer_task(
         }
         match writer.write_batch(&batch).await {
             Ok(n) => {
-                counters.pdus_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                counters
+                    .pdus_out
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
             }
             Err(e) => {
@@ -1366,7 +1505,16 @@ fn take_data(t: &mut Issued) -> Bytes {
 /// Split `data[from..to]` into Data-Out PDUs of at most `max_dsl` bytes,
 /// DataSN from 0, F on the last (RFC 7143 §11.7).
 #[allow(clippy::too_many_arguments)]
-fn data_out_pdus(out: &mut Vec<Pdu>, data: &Bytes, lun: u64, itt: u32, ttt: u32, from: usize, to: usize, max_dsl: u32) {
+fn data_out_pdus(
+    out: &mut Vec<Pdu>,
+    data: &Bytes,
+    lun: u64,
+    itt: u32,
+    ttt: u32,
+    from: usize,
+    to: usize,
+    max_dsl: u32,
+) {
     let step = (max_dsl as usize).max(1);
     let mut off = from;
     let mut data_sn = 0u32;
@@ -1438,9 +1586,17 @@ mod tests {
             .collect();
         assert_eq!(pdus.len(), 3);
         assert_eq!(pdus.iter().map(|d| d.data.len()).sum::<usize>(), 8000);
-        assert!(pdus.iter().all(|d| d.data.len() <= 3000 && d.ttt == 9 && d.itt == 7 && d.lun == 5));
-        assert_eq!(pdus.iter().map(|d| d.data_sn).collect::<Vec<_>>(), vec![0, 1, 2]);
-        assert_eq!(pdus.iter().map(|d| d.final_).collect::<Vec<_>>(), vec![false, false, true]);
+        assert!(pdus
+            .iter()
+            .all(|d| d.data.len() <= 3000 && d.ttt == 9 && d.itt == 7 && d.lun == 5));
+        assert_eq!(
+            pdus.iter().map(|d| d.data_sn).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        assert_eq!(
+            pdus.iter().map(|d| d.final_).collect::<Vec<_>>(),
+            vec![false, false, true]
+        );
         assert_eq!(pdus[1].buffer_offset, 4000);
         assert_eq!(&pdus[1].data[..], &data[4000..7000]);
     }

@@ -22,7 +22,11 @@ pub struct PduReader {
 
 impl PduReader {
     pub fn new(rd: OwnedReadHalf, limits: DecodeLimits) -> Self {
-        PduReader { rd, buf: BytesMut::with_capacity(64 * 1024), limits }
+        PduReader {
+            rd,
+            buf: BytesMut::with_capacity(64 * 1024),
+            limits,
+        }
     }
 
     /// Switch limits/digests after login (RFC 7143 §13.1: digests start
@@ -49,7 +53,9 @@ impl PduReader {
                 .await
                 .map_err(|e| Error::ConnectionLost(format!("read: {e}")))?;
             if n == 0 {
-                return Err(Error::ConnectionLost("connection closed by the target".into()));
+                return Err(Error::ConnectionLost(
+                    "connection closed by the target".into(),
+                ));
             }
         }
     }
@@ -155,7 +161,10 @@ mod tests {
         let (_ra, wa) = a.into_split();
         let (rb, _wb) = b.into_split();
         let mut w = PduWriter::new(wa, DigestConfig::BOTH);
-        let limits = DecodeLimits { max_data_segment_length: 1 << 20, digests: DigestConfig::BOTH };
+        let limits = DecodeLimits {
+            max_data_segment_length: 1 << 20,
+            digests: DigestConfig::BOTH,
+        };
         let mut r = PduReader::new(rb, limits);
         let big = Bytes::from((0..300_001u32).map(|i| (i * 7) as u8).collect::<Vec<_>>());
         let mut pdus = Vec::new();

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use proto::login::auth::{AuthFailure, AuthStep, Authenticator, KeyValue};
 use proto::login::{
-    Admission, Digest, InitiatorLogin, InitiatorLoginConfig, InitiatorStep, LoginError, LoginIdentity, LoginOutcome,
-    LoginStatus, OperationalConfig, SessionJoin, SessionParams, SessionType, TargetLogin, TargetLoginConfig,
-    TargetLoginPolicy, TargetStep,
+    Admission, Digest, InitiatorLogin, InitiatorLoginConfig, InitiatorStep, LoginError,
+    LoginIdentity, LoginOutcome, LoginStatus, OperationalConfig, SessionJoin, SessionParams,
+    SessionType, TargetLogin, TargetLoginConfig, TargetLoginPolicy, TargetStep,
 };
 use proto::pdu::{DigestConfig, Isid, LoginRequest, LoginResponse, Pdu, Stage};
 use proto::text::discovery::{encode_send_targets, parse_send_targets, DiscoveredTarget};
@@ -27,6 +27,8 @@ struct ToyInitiatorAuth {
     user: String,
     secret: String,
     state: u8,
+    /// Mutual: also challenge the target, expect `target_secret` + our challenge.
+    target_secret: Option<String>,
 }
 
 impl Authenticator for ToyInitiatorAuth {
@@ -38,12 +40,34 @@ impl Authenticator for ToyInitiatorAuth {
         match self.state {
             1 if received.is_empty() => AuthStep::Continue(vec![kv("CHAP_A", "5")]),
             2 => match received.iter().find(|(k, _)| k == "CHAP_C") {
-                Some((_, c)) => AuthStep::Done(vec![
-                    kv("CHAP_N", &self.user),
-                    kv("CHAP_R", &format!("{}{}", self.secret, c)),
-                ]),
+                Some((_, c)) => {
+                    let mut out = vec![
+                        kv("CHAP_N", &self.user),
+                        kv("CHAP_R", &format!("{}{}", self.secret, c)),
+                    ];
+                    if self.target_secret.is_none() {
+                        return AuthStep::Done(out);
+                    }
+                    out.push(kv("CHAP_I", "9"));
+                    out.push(kv("CHAP_C", "0xfeed"));
+                    AuthStep::Continue(out)
+                }
                 None => AuthStep::Failed(AuthFailure::Protocol("no CHAP_C".into())),
             },
+            3 => {
+                let expected = format!(
+                    "{}0xfeed",
+                    self.target_secret.as_deref().unwrap_or_default()
+                );
+                if received
+                    .iter()
+                    .any(|(k, v)| k == "CHAP_R" && *v == expected)
+                {
+                    AuthStep::Done(vec![])
+                } else {
+                    AuthStep::Failed(AuthFailure::AuthenticationFailed("target proof".into()))
+                }
+            }
             _ => AuthStep::Failed(AuthFailure::Protocol("unexpected step".into())),
         }
     }
@@ -52,6 +76,7 @@ impl Authenticator for ToyInitiatorAuth {
 struct ToyTargetAuth {
     user: String,
     secret: String,
+    target_secret: String,
     challenge: String,
     state: u8,
 }
@@ -62,7 +87,12 @@ impl Authenticator for ToyTargetAuth {
     }
     fn step(&mut self, received: &[KeyValue]) -> AuthStep {
         self.state += 1;
-        let get = |k: &str| received.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.clone());
+        let get = |k: &str| {
+            received
+                .iter()
+                .find(|(kk, _)| kk == k)
+                .map(|(_, v)| v.clone())
+        };
         match self.state {
             1 if get("CHAP_A").is_some() => AuthStep::Continue(vec![
                 kv("CHAP_A", "5"),
@@ -71,8 +101,17 @@ impl Authenticator for ToyTargetAuth {
             ]),
             2 => {
                 let expected = format!("{}{}", self.secret, self.challenge);
-                if get("CHAP_N").as_deref() == Some(self.user.as_str()) && get("CHAP_R") == Some(expected) {
-                    AuthStep::Done(vec![])
+                if get("CHAP_N").as_deref() == Some(self.user.as_str())
+                    && get("CHAP_R") == Some(expected)
+                {
+                    match get("CHAP_C") {
+                        // Mutual: prove ourselves with the target secret.
+                        Some(c) => AuthStep::Done(vec![
+                            kv("CHAP_N", "target"),
+                            kv("CHAP_R", &format!("{}{}", self.target_secret, c)),
+                        ]),
+                        None => AuthStep::Done(vec![]),
+                    }
                 } else {
                     AuthStep::Failed(AuthFailure::AuthenticationFailed("bad response".into()))
                 }
@@ -116,7 +155,9 @@ impl TestPolicy {
 impl TargetLoginPolicy for TestPolicy {
     fn admit(&mut self, id: &LoginIdentity) -> Result<Admission, LoginStatus> {
         match (&id.target_name, id.session_type) {
-            (_, SessionType::Discovery) if !self.allow_discovery => return Err(LoginStatus::SESSION_TYPE_NOT_SUPPORTED),
+            (_, SessionType::Discovery) if !self.allow_discovery => {
+                return Err(LoginStatus::SESSION_TYPE_NOT_SUPPORTED)
+            }
             (Some(t), _) if !self.targets.contains(t) => return Err(LoginStatus::NOT_FOUND),
             _ => {}
         }
@@ -128,6 +169,7 @@ impl TargetLoginPolicy for TestPolicy {
                 Box::new(ToyTargetAuth {
                     user: "alice".into(),
                     secret: s.clone(),
+                    target_secret: "tsecret".into(),
                     challenge: "0x0123456789".into(),
                     state: 0,
                 }) as Box<dyn Authenticator>
@@ -138,7 +180,10 @@ impl TargetLoginPolicy for TestPolicy {
     }
 
     fn join_session(&mut self, id: &LoginIdentity) -> Result<SessionJoin, LoginStatus> {
-        let s = self.sessions.get(&id.tsih).ok_or(LoginStatus::SESSION_DOES_NOT_EXIST)?;
+        let s = self
+            .sessions
+            .get(&id.tsih)
+            .ok_or(LoginStatus::SESSION_DOES_NOT_EXIST)?;
         Ok(SessionJoin {
             session: s.clone(),
             exp_cmd_sn: 100,
@@ -146,7 +191,11 @@ impl TargetLoginPolicy for TestPolicy {
         })
     }
 
-    fn new_session(&mut self, _id: &LoginIdentity, session: &SessionParams) -> Result<u16, LoginStatus> {
+    fn new_session(
+        &mut self,
+        _id: &LoginIdentity,
+        session: &SessionParams,
+    ) -> Result<u16, LoginStatus> {
         let tsih = self.next_tsih;
         self.next_tsih += 1;
         self.sessions.insert(tsih, session.clone());
@@ -197,9 +246,21 @@ fn run(mut init: InitiatorLogin, cfg: TargetLoginConfig, policy: &mut TestPolicy
         match (init.handle_response(resp), tres) {
             (Ok(InitiatorStep::Send(next)), None) => req = next,
             (Ok(InitiatorStep::Complete(o)), Some(t)) => {
-                return Run { initiator: Ok(o), target: t, requests, responses }
+                return Run {
+                    initiator: Ok(o),
+                    target: t,
+                    requests,
+                    responses,
+                }
             }
-            (Err(e), Some(t)) => return Run { initiator: Err(e), target: t, requests, responses },
+            (Err(e), Some(t)) => {
+                return Run {
+                    initiator: Err(e),
+                    target: t,
+                    requests,
+                    responses,
+                }
+            }
             (Err(e), None) => {
                 return Run {
                     initiator: Err(e),
@@ -226,6 +287,21 @@ fn with_toy_auth(mut c: InitiatorLoginConfig, secret: &str) -> InitiatorLoginCon
         user: "alice".into(),
         secret: secret.into(),
         state: 0,
+        target_secret: None,
+    }));
+    c
+}
+
+fn with_mutual_toy_auth(
+    mut c: InitiatorLoginConfig,
+    secret: &str,
+    target_secret: &str,
+) -> InitiatorLoginConfig {
+    c.authenticator = Some(Box::new(ToyInitiatorAuth {
+        user: "alice".into(),
+        secret: secret.into(),
+        state: 0,
+        target_secret: Some(target_secret.into()),
     }));
     c
 }
@@ -267,8 +343,14 @@ fn no_auth_login_agrees_on_everything() {
     assert_eq!(i.session.first_burst_length, 262_144);
     assert_eq!(i.session.max_connections, 8);
     // Declarations cross over.
-    assert_eq!(i.connection.max_send_data_segment_length, t.connection.max_recv_data_segment_length);
-    assert_eq!(t.connection.max_send_data_segment_length, i.connection.max_recv_data_segment_length);
+    assert_eq!(
+        i.connection.max_send_data_segment_length,
+        t.connection.max_recv_data_segment_length
+    );
+    assert_eq!(
+        t.connection.max_send_data_segment_length,
+        i.connection.max_recv_data_segment_length
+    );
     assert_eq!(i.connection.digests(), DigestConfig::NONE);
     // Sequence numbers: StatSN starts at the configured value; CmdSN does not move.
     assert_eq!(r.responses[0].stat_sn, 5000);
@@ -283,7 +365,9 @@ fn no_auth_login_agrees_on_everything() {
     // TSIH only in the final response.
     let last = r.responses.last().unwrap();
     assert!(last.transit && last.nsg == Stage::FullFeaturePhase);
-    assert!(r.responses[..r.responses.len() - 1].iter().all(|p| p.tsih == 0));
+    assert!(r.responses[..r.responses.len() - 1]
+        .iter()
+        .all(|p| p.tsih == 0));
     assert_eq!(i.auth_method, None);
 }
 
@@ -305,7 +389,87 @@ fn toy_chap_login_succeeds() {
     assert!(first.contains(&kv("AuthMethod", "CHAP")));
     assert!(first.contains(&kv("SessionType", "Normal")));
     // Security → Operational → FFP.
-    assert!(r.requests.iter().any(|q| q.csg == Stage::LoginOperationalNegotiation));
+    assert!(r
+        .requests
+        .iter()
+        .any(|q| q.csg == Stage::LoginOperationalNegotiation));
+}
+
+#[test]
+fn mutual_toy_chap_transits_with_the_target_proof() {
+    let mut policy = TestPolicy::new();
+    policy.chap_secret = Some("s3cret".into());
+    let r = run(
+        InitiatorLogin::new(with_mutual_toy_auth(normal_cfg(), "s3cret", "tsecret")),
+        TargetLoginConfig::default(),
+        &mut policy,
+    );
+    let (i, t) = (r.initiator.unwrap(), r.target.unwrap());
+    assert_eq!(i.session, t.session);
+    assert_eq!(i.auth_method.as_deref(), Some("CHAP"));
+    // Like open-iscsi (and as tgt requires): T=1 on the PDU carrying
+    // CHAP_R, none on the opening CHAP_A; the target transits in the
+    // response that carries its own CHAP_R.
+    let with_r = r
+        .requests
+        .iter()
+        .position(|q| has_key(&keys_of(q), "CHAP_R"))
+        .unwrap();
+    assert!(r.requests[with_r].transit);
+    let with_a = r
+        .requests
+        .iter()
+        .position(|q| has_key(&keys_of(q), "CHAP_A"))
+        .unwrap();
+    assert!(!r.requests[with_a].transit);
+    let proof = &r.responses[with_r];
+    assert!(proof.transit && proof.nsg == Stage::LoginOperationalNegotiation);
+    assert!(parse_kv(&proof.data)
+        .unwrap()
+        .contains(&kv("CHAP_R", "tsecret0xfeed")));
+}
+
+#[test]
+fn mutual_toy_chap_bad_target_proof_fails_on_the_initiator() {
+    let mut policy = TestPolicy::new();
+    policy.chap_secret = Some("s3cret".into());
+    let r = run(
+        InitiatorLogin::new(with_mutual_toy_auth(
+            normal_cfg(),
+            "s3cret",
+            "not-the-target-secret",
+        )),
+        TargetLoginConfig::default(),
+        &mut policy,
+    );
+    assert!(matches!(
+        r.initiator,
+        Err(LoginError::Auth(AuthFailure::AuthenticationFailed(_)))
+    ));
+}
+
+#[test]
+fn error_response_without_isid_still_reports_the_status() {
+    // tgt sends error responses with ISID and ITT zero.
+    let mut init = InitiatorLogin::new(normal_cfg());
+    let req = init.start();
+    let mut resp = response_to(
+        &req,
+        false,
+        Stage::LoginOperationalNegotiation,
+        Bytes::new(),
+        0,
+    );
+    resp.isid = Isid::default();
+    resp.itt = 0;
+    resp.status_class = 2;
+    resp.status_detail = 1;
+    assert_eq!(
+        init.handle_response(resp),
+        Err(LoginError::Refused {
+            status: LoginStatus::AUTHENTICATION_FAILURE
+        })
+    );
 }
 
 #[test]
@@ -317,7 +481,10 @@ fn toy_chap_wrong_secret_is_authentication_failure() {
         TargetLoginConfig::default(),
         &mut policy,
     );
-    assert!(matches!(r.target, Err(LoginError::Auth(AuthFailure::AuthenticationFailed(_)))));
+    assert!(matches!(
+        r.target,
+        Err(LoginError::Auth(AuthFailure::AuthenticationFailed(_)))
+    ));
     assert_eq!(
         r.initiator,
         Err(LoginError::Refused {
@@ -334,11 +501,20 @@ fn toy_chap_wrong_secret_is_authentication_failure() {
 fn auth_required_but_not_offered() {
     let mut policy = TestPolicy::new();
     policy.chap_secret = Some("s3cret".into());
-    let r = run(InitiatorLogin::new(normal_cfg()), TargetLoginConfig::default(), &mut policy);
-    assert_eq!(r.target.unwrap_err().login_status(), LoginStatus::AUTHENTICATION_FAILURE);
+    let r = run(
+        InitiatorLogin::new(normal_cfg()),
+        TargetLoginConfig::default(),
+        &mut policy,
+    );
+    assert_eq!(
+        r.target.unwrap_err().login_status(),
+        LoginStatus::AUTHENTICATION_FAILURE
+    );
     assert_eq!(r.responses.last().unwrap().status_class, 2);
     assert_eq!(r.responses.last().unwrap().status_detail, 1);
-    assert!(matches!(r.initiator, Err(LoginError::Refused { status }) if status == LoginStatus::AUTHENTICATION_FAILURE));
+    assert!(
+        matches!(r.initiator, Err(LoginError::Refused { status }) if status == LoginStatus::AUTHENTICATION_FAILURE)
+    );
 }
 
 #[test]
@@ -346,10 +522,17 @@ fn initiator_offering_chap_or_none_gets_none_from_an_open_target() {
     let mut policy = TestPolicy::new();
     let mut c = with_toy_auth(normal_cfg(), "whatever");
     c.allow_no_auth = true;
-    let r = run(InitiatorLogin::new(c), TargetLoginConfig::default(), &mut policy);
+    let r = run(
+        InitiatorLogin::new(c),
+        TargetLoginConfig::default(),
+        &mut policy,
+    );
     assert!(keys_of(&r.requests[0]).contains(&kv("AuthMethod", "CHAP,None")));
     assert!(r.requests[0].transit);
-    assert!(r.responses[0].data.windows(15).any(|w| w == b"AuthMethod=None"));
+    assert!(r.responses[0]
+        .data
+        .windows(15)
+        .any(|w| w == b"AuthMethod=None"));
     let i = r.initiator.unwrap();
     assert_eq!(i.auth_method, None);
     assert_eq!(i.session, r.target.unwrap().session);
@@ -371,7 +554,11 @@ fn restrictive_target_limits_are_respected_by_both() {
     });
     let mut c = normal_cfg();
     c.operational.data_digest = vec![Digest::Crc32c, Digest::None];
-    let r = run(InitiatorLogin::new(c), TargetLoginConfig::default(), &mut policy);
+    let r = run(
+        InitiatorLogin::new(c),
+        TargetLoginConfig::default(),
+        &mut policy,
+    );
     let (i, t) = (r.initiator.unwrap(), r.target.unwrap());
     assert_eq!(i.session, t.session);
     let s = &i.session;
@@ -380,8 +567,15 @@ fn restrictive_target_limits_are_respected_by_both() {
     assert!(!s.immediate_data, "AND: the target's No wins");
     // RFC 7143 §13.14: with InitialR2T=Yes and ImmediateData=No,
     // FirstBurstLength is Irrelevant and keeps its default.
-    let answers: Vec<KeyValue> = r.responses.iter().flat_map(|p| parse_kv(&p.data).unwrap()).collect();
-    assert!(answers.contains(&kv("FirstBurstLength", "Irrelevant")), "{answers:?}");
+    let answers: Vec<KeyValue> = r
+        .responses
+        .iter()
+        .flat_map(|p| parse_kv(&p.data).unwrap())
+        .collect();
+    assert!(
+        answers.contains(&kv("FirstBurstLength", "Irrelevant")),
+        "{answers:?}"
+    );
     assert_eq!(s.first_burst_length, 65536);
     assert_eq!(s.max_connections, 1);
     assert_eq!(i.connection.max_send_data_segment_length, 16384);
@@ -403,18 +597,31 @@ fn target_offers_keys_the_initiator_did_not() {
     });
     let mut target = TargetLogin::new(TargetLoginConfig::default());
     let names = encode_kv(&[("InitiatorName", INITIATOR), ("TargetName", TARGET)]);
-    let req = request(Stage::LoginOperationalNegotiation, true, Stage::FullFeaturePhase, names);
+    let req = request(
+        Stage::LoginOperationalNegotiation,
+        true,
+        Stage::FullFeaturePhase,
+        names,
+    );
     let TargetStep::Send(resp) = target.handle_request(req, &mut policy) else {
         panic!()
     };
-    assert!(!resp.transit, "offers pending: the target may not transit yet");
+    assert!(
+        !resp.transit,
+        "offers pending: the target may not transit yet"
+    );
     let kvs = parse_kv(&resp.data).unwrap();
     assert!(kvs.contains(&kv("MaxBurstLength", "4096")), "{kvs:?}");
     assert!(has_key(&kvs, "MaxRecvDataSegmentLength"));
     // FirstBurstLength default (65536) is above 4096 too.
     assert!(kvs.contains(&kv("FirstBurstLength", "4096")));
     let answers = encode_kv(&[("MaxBurstLength", "2048"), ("FirstBurstLength", "2048")]);
-    let req = request(Stage::LoginOperationalNegotiation, true, Stage::FullFeaturePhase, answers);
+    let req = request(
+        Stage::LoginOperationalNegotiation,
+        true,
+        Stage::FullFeaturePhase,
+        answers,
+    );
     let TargetStep::Complete(resp, out) = target.handle_request(req, &mut policy) else {
         panic!()
     };
@@ -428,12 +635,24 @@ fn skipping_the_operational_stage() {
     // Nothing to negotiate: Security → FFP directly.
     let mut policy = TestPolicy::new();
     let mut target = TargetLogin::new(TargetLoginConfig::default());
-    let data = encode_kv(&[("InitiatorName", INITIATOR), ("TargetName", TARGET), ("AuthMethod", "None")]);
-    let req = request(Stage::SecurityNegotiation, true, Stage::FullFeaturePhase, data.clone());
+    let data = encode_kv(&[
+        ("InitiatorName", INITIATOR),
+        ("TargetName", TARGET),
+        ("AuthMethod", "None"),
+    ]);
+    let req = request(
+        Stage::SecurityNegotiation,
+        true,
+        Stage::FullFeaturePhase,
+        data.clone(),
+    );
     let TargetStep::Complete(resp, out) = target.handle_request(req, &mut policy) else {
         panic!()
     };
-    assert_eq!((resp.csg, resp.nsg), (Stage::SecurityNegotiation, Stage::FullFeaturePhase));
+    assert_eq!(
+        (resp.csg, resp.nsg),
+        (Stage::SecurityNegotiation, Stage::FullFeaturePhase)
+    );
     assert_eq!(out.session.max_burst_length, 262_144, "RFC default");
     let kvs = parse_kv(&resp.data).unwrap();
     assert!(kvs.contains(&kv("AuthMethod", "None")));
@@ -445,7 +664,12 @@ fn skipping_the_operational_stage() {
         ..OperationalConfig::default()
     });
     let mut target = TargetLogin::new(TargetLoginConfig::default());
-    let req = request(Stage::SecurityNegotiation, true, Stage::FullFeaturePhase, data);
+    let req = request(
+        Stage::SecurityNegotiation,
+        true,
+        Stage::FullFeaturePhase,
+        data,
+    );
     let TargetStep::Send(resp) = target.handle_request(req, &mut policy) else {
         panic!()
     };
@@ -482,7 +706,11 @@ fn tiny_segments_use_continuation_both_ways() {
 fn discovery_session_then_send_targets() {
     let mut policy = TestPolicy::new();
     let c = InitiatorLoginConfig::new(INITIATOR, None, ISID);
-    let r = run(InitiatorLogin::new(c), TargetLoginConfig::default(), &mut policy);
+    let r = run(
+        InitiatorLogin::new(c),
+        TargetLoginConfig::default(),
+        &mut policy,
+    );
     let (i, t) = (r.initiator.unwrap(), r.target.unwrap());
     assert_eq!(i.session.session_type, SessionType::Discovery);
     assert_eq!(i.session, t.session);
@@ -502,7 +730,10 @@ fn discovery_session_then_send_targets() {
         addresses: vec![("127.0.0.1:3260".into(), 1)],
     }];
     let text = encode_kv(&encode_send_targets(&targets));
-    assert_eq!(parse_send_targets(&parse_kv(&text).unwrap()).unwrap(), targets);
+    assert_eq!(
+        parse_send_targets(&parse_kv(&text).unwrap()).unwrap(),
+        targets
+    );
 }
 
 #[test]
@@ -525,7 +756,11 @@ fn failure_statuses_reach_the_initiator() {
     let mut policy = TestPolicy::new();
     let mut c = normal_cfg();
     c.target_name = Some("iqn.2024-01.org.example:nope".into());
-    let r = run(InitiatorLogin::new(c), TargetLoginConfig::default(), &mut policy);
+    let r = run(
+        InitiatorLogin::new(c),
+        TargetLoginConfig::default(),
+        &mut policy,
+    );
     let e = r.initiator.unwrap_err();
     assert_eq!(e.login_status(), LoginStatus::NOT_FOUND);
     assert!(e.to_string().contains("target not found"), "{e}");
@@ -533,36 +768,74 @@ fn failure_statuses_reach_the_initiator() {
     // ACL.
     let mut policy = TestPolicy::new();
     policy.denied.push(INITIATOR.into());
-    let r = run(InitiatorLogin::new(normal_cfg()), TargetLoginConfig::default(), &mut policy);
-    assert_eq!(r.initiator.unwrap_err().login_status(), LoginStatus::AUTHORIZATION_FAILURE);
+    let r = run(
+        InitiatorLogin::new(normal_cfg()),
+        TargetLoginConfig::default(),
+        &mut policy,
+    );
+    assert_eq!(
+        r.initiator.unwrap_err().login_status(),
+        LoginStatus::AUTHORIZATION_FAILURE
+    );
     // Normal session without TargetName.
     let mut policy = TestPolicy::new();
     let mut c = normal_cfg();
     c.target_name = None;
     c.session_type = SessionType::Normal;
-    let r = run(InitiatorLogin::new(c), TargetLoginConfig::default(), &mut policy);
-    assert_eq!(r.target.unwrap_err(), LoginError::MissingParameter("TargetName"));
-    assert_eq!(r.initiator.unwrap_err().login_status(), LoginStatus::MISSING_PARAMETER);
+    let r = run(
+        InitiatorLogin::new(c),
+        TargetLoginConfig::default(),
+        &mut policy,
+    );
+    assert_eq!(
+        r.target.unwrap_err(),
+        LoginError::MissingParameter("TargetName")
+    );
+    assert_eq!(
+        r.initiator.unwrap_err().login_status(),
+        LoginStatus::MISSING_PARAMETER
+    );
     // Joining a session that does not exist.
     let mut policy = TestPolicy::new();
     let mut c = normal_cfg();
     c.tsih = 0x99;
-    let r = run(InitiatorLogin::new(c), TargetLoginConfig::default(), &mut policy);
-    assert_eq!(r.initiator.unwrap_err().login_status(), LoginStatus::SESSION_DOES_NOT_EXIST);
+    let r = run(
+        InitiatorLogin::new(c),
+        TargetLoginConfig::default(),
+        &mut policy,
+    );
+    assert_eq!(
+        r.initiator.unwrap_err().login_status(),
+        LoginStatus::SESSION_DOES_NOT_EXIST
+    );
 }
 
 #[test]
 fn second_connection_joins_without_leading_only_keys() {
     let mut policy = TestPolicy::new();
-    let first = run(InitiatorLogin::new(normal_cfg()), TargetLoginConfig::default(), &mut policy);
+    let first = run(
+        InitiatorLogin::new(normal_cfg()),
+        TargetLoginConfig::default(),
+        &mut policy,
+    );
     let lead = first.initiator.unwrap();
     let mut c = normal_cfg();
     c.tsih = lead.tsih;
     c.cid = 1;
-    let r = run(InitiatorLogin::new(c), TargetLoginConfig::default(), &mut policy);
+    let r = run(
+        InitiatorLogin::new(c),
+        TargetLoginConfig::default(),
+        &mut policy,
+    );
     let kvs = keys_of(&r.requests[0]);
     assert!(has_key(&kvs, "InitiatorName") && has_key(&kvs, "TargetName"));
-    for lo in ["SessionType", "MaxBurstLength", "InitialR2T", "MaxConnections", "ErrorRecoveryLevel"] {
+    for lo in [
+        "SessionType",
+        "MaxBurstLength",
+        "InitialR2T",
+        "MaxConnections",
+        "ErrorRecoveryLevel",
+    ] {
         assert!(!has_key(&kvs, lo), "{lo} sent on a non-leading connection");
     }
     assert!(has_key(&kvs, "HeaderDigest") && has_key(&kvs, "MaxRecvDataSegmentLength"));
@@ -586,7 +859,12 @@ fn duplicate_key_in_request_is_initiator_error() {
         ("MaxBurstLength", "4096"),
         ("MaxBurstLength", "8192"),
     ]);
-    let req = request(Stage::LoginOperationalNegotiation, true, Stage::FullFeaturePhase, data);
+    let req = request(
+        Stage::LoginOperationalNegotiation,
+        true,
+        Stage::FullFeaturePhase,
+        data,
+    );
     match target.handle_request(req, &mut policy) {
         TargetStep::Fail(resp, e) => {
             assert_eq!((resp.status_class, resp.status_detail), (2, 0));
@@ -608,7 +886,12 @@ fn unknown_and_obsolete_keys_are_answered() {
         ("OFMarker", "No"),
         ("IFMarkInt", "2048"),
     ]);
-    let req = request(Stage::LoginOperationalNegotiation, false, Stage::LoginOperationalNegotiation, data);
+    let req = request(
+        Stage::LoginOperationalNegotiation,
+        false,
+        Stage::LoginOperationalNegotiation,
+        data,
+    );
     let TargetStep::Send(resp) = target.handle_request(req, &mut policy) else {
         panic!()
     };
@@ -626,7 +909,12 @@ fn unknown_and_obsolete_keys_are_answered() {
 fn unsupported_version_and_bad_stage() {
     let mut policy = TestPolicy::new();
     let mut target = TargetLogin::new(TargetLoginConfig::default());
-    let mut req = request(Stage::SecurityNegotiation, false, Stage::SecurityNegotiation, Bytes::new());
+    let mut req = request(
+        Stage::SecurityNegotiation,
+        false,
+        Stage::SecurityNegotiation,
+        Bytes::new(),
+    );
     req.version_min = 1;
     req.version_max = 2;
     let TargetStep::Fail(resp, _) = target.handle_request(req, &mut policy) else {
@@ -635,14 +923,30 @@ fn unsupported_version_and_bad_stage() {
     assert_eq!((resp.status_class, resp.status_detail), (2, 5));
 
     let mut target = TargetLogin::new(TargetLoginConfig::default());
-    let req = request(Stage::FullFeaturePhase, false, Stage::FullFeaturePhase, Bytes::new());
-    assert!(matches!(target.handle_request(req, &mut policy), TargetStep::Fail(..)));
+    let req = request(
+        Stage::FullFeaturePhase,
+        false,
+        Stage::FullFeaturePhase,
+        Bytes::new(),
+    );
+    assert!(matches!(
+        target.handle_request(req, &mut policy),
+        TargetStep::Fail(..)
+    ));
 
     // T and C together.
     let mut target = TargetLogin::new(TargetLoginConfig::default());
-    let mut req = request(Stage::SecurityNegotiation, true, Stage::LoginOperationalNegotiation, Bytes::new());
+    let mut req = request(
+        Stage::SecurityNegotiation,
+        true,
+        Stage::LoginOperationalNegotiation,
+        Bytes::new(),
+    );
     req.continue_ = true;
-    assert!(matches!(target.handle_request(req, &mut policy), TargetStep::Fail(..)));
+    assert!(matches!(
+        target.handle_request(req, &mut policy),
+        TargetStep::Fail(..)
+    ));
 }
 
 #[test]
@@ -656,7 +960,12 @@ fn initiator_that_never_transits_is_bounded() {
     let first = encode_kv(&[("InitiatorName", INITIATOR), ("TargetName", TARGET)]);
     let mut data = first;
     for n in 1..=11 {
-        let req = request(Stage::LoginOperationalNegotiation, false, Stage::FullFeaturePhase, data.clone());
+        let req = request(
+            Stage::LoginOperationalNegotiation,
+            false,
+            Stage::FullFeaturePhase,
+            data.clone(),
+        );
         data = Bytes::new();
         match target.handle_request(req, &mut policy) {
             TargetStep::Send(r) => assert!(!r.transit && n <= 10),
@@ -679,7 +988,13 @@ fn target_that_never_transits_is_bounded() {
     let mut init = InitiatorLogin::new(c);
     let mut req = init.start();
     for n in 1..=9 {
-        let resp = response_to(&req, false, Stage::LoginOperationalNegotiation, Bytes::new(), n);
+        let resp = response_to(
+            &req,
+            false,
+            Stage::LoginOperationalNegotiation,
+            Bytes::new(),
+            n,
+        );
         match init.handle_response(resp) {
             Ok(InitiatorStep::Send(r)) => {
                 assert!(n <= 8);
@@ -705,23 +1020,40 @@ fn redirect_is_reported_with_addresses() {
         &req,
         false,
         Stage::LoginOperationalNegotiation,
-        encode_kv(&[("TargetAddress", "10.0.0.2:3260,1"), ("TargetAddress", "[fd00::2]:3260,1")]),
+        encode_kv(&[
+            ("TargetAddress", "10.0.0.2:3260,1"),
+            ("TargetAddress", "[fd00::2]:3260,1"),
+        ]),
         1,
     );
     resp.status_class = 1;
     resp.status_detail = 1;
     match init.handle_response(resp) {
         Err(LoginError::Redirect {
-            permanent, addresses, ..
+            permanent,
+            addresses,
+            ..
         }) => {
             assert!(!permanent);
-            assert_eq!(addresses, vec!["10.0.0.2:3260,1".to_string(), "[fd00::2]:3260,1".to_string()]);
+            assert_eq!(
+                addresses,
+                vec![
+                    "10.0.0.2:3260,1".to_string(),
+                    "[fd00::2]:3260,1".to_string()
+                ]
+            );
         }
         r => panic!("{r:?}"),
     }
     // The login is over.
     assert!(init
-        .handle_response(response_to(&req, false, Stage::LoginOperationalNegotiation, Bytes::new(), 2))
+        .handle_response(response_to(
+            &req,
+            false,
+            Stage::LoginOperationalNegotiation,
+            Bytes::new(),
+            2
+        ))
         .is_err());
 }
 
@@ -738,12 +1070,21 @@ fn initiator_rejects_target_protocol_violations() {
         encode_kv(&[("AuthMethod", "CHAP")]),
         1,
     );
-    assert!(matches!(init.handle_response(resp), Err(LoginError::Protocol(_))));
+    assert!(matches!(
+        init.handle_response(resp),
+        Err(LoginError::Protocol(_))
+    ));
 
     // A method we did not offer.
     let mut init = InitiatorLogin::new(with_toy_auth(normal_cfg(), "x"));
     let req = init.start();
-    let resp = response_to(&req, false, Stage::SecurityNegotiation, encode_kv(&[("AuthMethod", "None")]), 1);
+    let resp = response_to(
+        &req,
+        false,
+        Stage::SecurityNegotiation,
+        encode_kv(&[("AuthMethod", "None")]),
+        1,
+    );
     assert!(init.handle_response(resp).is_err());
 
     // An answer outside the result function (MaxBurstLength above our offer).
@@ -756,14 +1097,20 @@ fn initiator_rejects_target_protocol_violations() {
         encode_kv(&[("MaxBurstLength", "16777215")]),
         1,
     );
-    assert!(matches!(init.handle_response(resp), Err(LoginError::Negotiation(_))));
+    assert!(matches!(
+        init.handle_response(resp),
+        Err(LoginError::Negotiation(_))
+    ));
 
     // Final response of a new session without a TSIH.
     let mut init = InitiatorLogin::new(normal_cfg());
     let req = init.start();
     let mut resp = response_to(&req, true, Stage::FullFeaturePhase, Bytes::new(), 1);
     resp.tsih = 0;
-    assert!(matches!(init.handle_response(resp), Err(LoginError::Protocol(_))));
+    assert!(matches!(
+        init.handle_response(resp),
+        Err(LoginError::Protocol(_))
+    ));
 }
 
 #[test]
@@ -773,13 +1120,25 @@ fn target_leaving_security_before_mutual_auth_completes_is_refused() {
     let mut init = InitiatorLogin::new(c);
     let req = init.start();
     // The target agrees on CHAP...
-    let resp = response_to(&req, false, Stage::SecurityNegotiation, encode_kv(&[("AuthMethod", "CHAP")]), 1);
+    let resp = response_to(
+        &req,
+        false,
+        Stage::SecurityNegotiation,
+        encode_kv(&[("AuthMethod", "CHAP")]),
+        1,
+    );
     let Ok(InitiatorStep::Send(req)) = init.handle_response(resp) else {
         panic!()
     };
     assert!(keys_of(&req).contains(&kv("CHAP_A", "5")));
     // ...then jumps to the operational stage without a challenge.
-    let resp = response_to(&req, true, Stage::LoginOperationalNegotiation, Bytes::new(), 2);
+    let resp = response_to(
+        &req,
+        true,
+        Stage::LoginOperationalNegotiation,
+        Bytes::new(),
+        2,
+    );
     assert!(init.handle_response(resp).is_err());
 }
 
@@ -804,7 +1163,13 @@ fn request(csg: Stage, transit: bool, nsg: Stage, data: Bytes) -> LoginRequest {
 }
 
 /// A hand-made response to `req`, for driving the initiator alone.
-fn response_to(req: &LoginRequest, transit: bool, nsg: Stage, data: Bytes, stat_sn: u32) -> LoginResponse {
+fn response_to(
+    req: &LoginRequest,
+    transit: bool,
+    nsg: Stage,
+    data: Bytes,
+    stat_sn: u32,
+) -> LoginResponse {
     LoginResponse {
         transit,
         continue_: false,
@@ -813,7 +1178,11 @@ fn response_to(req: &LoginRequest, transit: bool, nsg: Stage, data: Bytes, stat_
         version_max: 0,
         version_active: 0,
         isid: req.isid,
-        tsih: if transit && nsg == Stage::FullFeaturePhase { 1 } else { 0 },
+        tsih: if transit && nsg == Stage::FullFeaturePhase {
+            1
+        } else {
+            0
+        },
         itt: req.itt,
         stat_sn,
         exp_cmd_sn: req.cmd_sn,

@@ -131,7 +131,8 @@ fn text_has(data: &[u8], needle: &str) -> bool {
 }
 
 fn text_has_prefix(data: &[u8], prefix: &str) -> bool {
-    data.split(|b| *b == 0).any(|kv| kv.starts_with(prefix.as_bytes()))
+    data.split(|b| *b == 0)
+        .any(|kv| kv.starts_with(prefix.as_bytes()))
 }
 
 fn all<'a>(d: &'a [Decoded]) -> impl Iterator<Item = &'a Pdu> {
@@ -149,9 +150,9 @@ fn discovery_login_sendtargets_and_auth_failure() {
     let disc = d
         .iter()
         .find(|c| {
-            c.i2t.iter().any(|p| {
-                matches!(p, Pdu::LoginRequest(r) if text_has(&r.data, "SessionType=Discovery"))
-            })
+            c.i2t.iter().any(
+                |p| matches!(p, Pdu::LoginRequest(r) if text_has(&r.data, "SessionType=Discovery")),
+            )
         })
         .expect("a discovery session");
     let Pdu::LoginRequest(login) = &disc.i2t[0] else {
@@ -371,4 +372,50 @@ fn task_management() {
         })
         .expect("TMF response");
     assert!(resp.response.is_known());
+}
+
+#[test]
+fn check_condition_with_sense_data() {
+    // The first command of a new session gets a UNIT ATTENTION from tgtd.
+    let d = decode_scenario("cmdsn");
+    let rsp = all(&d)
+        .find_map(|p| match p {
+            Pdu::ScsiResponse(r) if r.status == 0x02 => Some(r),
+            _ => None,
+        })
+        .expect("CHECK CONDITION");
+    assert_eq!(rsp.response, 0);
+    let sense = rsp.sense().expect("sense data");
+    assert_eq!(sense.len(), 18);
+    assert_eq!(sense[0] & 0x7f, 0x70, "fixed format, current");
+    assert_eq!(sense[2] & 0x0f, 0x06, "UNIT ATTENTION");
+    assert_eq!(
+        sense[12], 0x29,
+        "POWER ON, RESET, OR BUS DEVICE RESET OCCURRED"
+    );
+}
+
+#[test]
+fn data_out_with_invalid_data_sn() {
+    // libiscsi's iSCSIDataSnInvalid test sends Data-Out PDUs whose DataSN is
+    // not the expected one (RFC 7143 §11.7.5: DataSN starts at 0 for each R2T).
+    let d = decode_scenario("datasn");
+    let outs: Vec<_> = all(&d)
+        .filter_map(|p| match p {
+            Pdu::DataOut(o) => Some(o),
+            _ => None,
+        })
+        .collect();
+    assert!(outs.iter().any(|o| o.data_sn == 0xffff_ffff));
+    assert!(outs.iter().any(|o| o.buffer_offset == 0 && o.data_sn != 0));
+    assert!(outs.iter().all(|o| o.data.len() == 512));
+    for o in &outs {
+        let r2t_ttts: Vec<u32> = all(&d)
+            .filter_map(|p| match p {
+                Pdu::R2t(r) if r.itt == o.itt => Some(r.ttt),
+                _ => None,
+            })
+            .collect();
+        assert!(r2t_ttts.contains(&o.ttt), "Data-Out answers an R2T");
+    }
 }

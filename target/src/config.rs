@@ -204,7 +204,10 @@ impl LunConfig {
             if size < u64::from(self.block_size) {
                 return Err(ConfigError::Invalid {
                     field: format!("lun {}.size", self.lun),
-                    reason: format!("{size} bytes is less than one {}-byte block", self.block_size),
+                    reason: format!(
+                        "{size} bytes is less than one {}-byte block",
+                        self.block_size
+                    ),
                 });
             }
         }
@@ -392,7 +395,9 @@ impl ServerConfig {
         }
         for (i, t) in self.targets.iter().enumerate() {
             let lower = t.name.to_ascii_lowercase();
-            if !(lower.starts_with("iqn.") || lower.starts_with("eui.") || lower.starts_with("naa."))
+            if !(lower.starts_with("iqn.")
+                || lower.starts_with("eui.")
+                || lower.starts_with("naa."))
             {
                 return Err(ConfigError::Invalid {
                     field: format!("targets[{i}].name"),
@@ -479,8 +484,8 @@ mod tests {
         let l = LunConfig::parse_spec(1, "null:10M,sector=4096").unwrap();
         assert_eq!(l.backend, BackendConfig::Null { size: 10 << 20 });
         assert_eq!(l.block_size, 4096);
-        let l = LunConfig::parse_spec(2, "file:/tmp/a.img,size=1G,sector=4096,mode=wt,thin")
-            .unwrap();
+        let l =
+            LunConfig::parse_spec(2, "file:/tmp/a.img,size=1G,sector=4096,mode=wt,thin").unwrap();
         assert_eq!(
             l.backend,
             BackendConfig::File {

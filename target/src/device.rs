@@ -64,8 +64,16 @@ pub fn lu_config(target: &str, l: &LunConfig) -> Result<LuConfig, String> {
         .ok_or_else(|| format!("LUN number {} out of range (0..=16383)", l.lun))?;
     let ro = l.mode == IoMode::ReadOnly;
     let (backend, thin, ident): (Arc<dyn Backend>, bool, String) = match &l.backend {
-        BackendConfig::Memory { size } => (Arc::new(MemoryBackend::new(*size)), true, format!("mem{lun}")),
-        BackendConfig::Null { size } => (Arc::new(NullBackend::new(*size)), false, format!("null{lun}")),
+        BackendConfig::Memory { size } => (
+            Arc::new(MemoryBackend::new(*size)),
+            true,
+            format!("mem{lun}"),
+        ),
+        BackendConfig::Null { size } => (
+            Arc::new(NullBackend::new(*size)),
+            false,
+            format!("null{lun}"),
+        ),
         BackendConfig::File { path, size, thin } => {
             let opts = FileOptions {
                 size: *size,
@@ -73,12 +81,14 @@ pub fn lu_config(target: &str, l: &LunConfig) -> Result<LuConfig, String> {
                 write_through: l.mode == IoMode::WriteThrough,
                 read_only: ro,
             };
-            let b = FileBackend::open(path, &opts).map_err(|e| format!("{}: {e}", path.display()))?;
+            let b =
+                FileBackend::open(path, &opts).map_err(|e| format!("{}: {e}", path.display()))?;
             let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
             (Arc::new(b), *thin, abs.display().to_string())
         }
         BackendConfig::Block { path } => {
-            let b = BlockBackend::open(path, true, ro).map_err(|e| format!("{}: {e}", path.display()))?;
+            let b = BlockBackend::open(path, true, ro)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             (Arc::new(b), false, path.display().to_string())
         }
     };

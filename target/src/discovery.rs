@@ -10,8 +10,8 @@
 
 use std::net::SocketAddr;
 
-pub use proto::text::discovery::SendTargetsQuery;
 use proto::text::discovery::DiscoveredTarget;
+pub use proto::text::discovery::SendTargetsQuery;
 
 use crate::config::TargetConfig;
 
@@ -135,7 +135,10 @@ mod tests {
             None,
             local,
         ));
-        assert_eq!(r, "TargetName=iqn.2024-01.t:b\nTargetAddress=127.0.0.1:3260,1\n");
+        assert_eq!(
+            r,
+            "TargetName=iqn.2024-01.t:b\nTargetAddress=127.0.0.1:3260,1\n"
+        );
         let r = text(send_targets(
             &SendTargetsQuery::All,
             &[&a, &b],
@@ -143,7 +146,10 @@ mod tests {
             Some("iqn.2024-01.t:a"),
             local,
         ));
-        assert_eq!(r, "TargetName=iqn.2024-01.t:a\nTargetAddress=127.0.0.1:3260,1\n");
+        assert_eq!(
+            r,
+            "TargetName=iqn.2024-01.t:a\nTargetAddress=127.0.0.1:3260,1\n"
+        );
         let r = send_targets(
             &SendTargetsQuery::parse("iqn.2024-01.t:b"),
             &[&a, &b],

@@ -13,3 +13,4 @@ pub mod server;
 pub mod session;
 pub mod tmf;
 pub mod window;
+pub mod config_file;

@@ -119,7 +119,7 @@ fn tpgt_for(t: &TargetRuntime, portal: SocketAddr) -> Option<u16> {
     let cfg = t.config();
     cfg.portal_groups
         .iter()
-        .find(|g| g.portals.iter().any(|p| *p == portal))
+        .find(|g| g.portals.contains(&portal))
         .map(|g| g.tpgt)
 }
 
@@ -148,7 +148,10 @@ impl TargetLoginPolicy for Policy<'_> {
                 })
             }
             SessionType::Normal => {
-                let name = id.target_name.as_deref().ok_or(LoginStatus::MISSING_PARAMETER)?;
+                let name = id
+                    .target_name
+                    .as_deref()
+                    .ok_or(LoginStatus::MISSING_PARAMETER)?;
                 let t = self.shared.target(name).ok_or(LoginStatus::NOT_FOUND)?;
                 if tpgt_for(&t, self.portal).is_none() {
                     // Not exported through this portal.

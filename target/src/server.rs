@@ -50,7 +50,9 @@ pub struct TargetRuntime {
 
 impl std::fmt::Debug for TargetRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TargetRuntime").field("name", &self.name).finish()
+        f.debug_struct("TargetRuntime")
+            .field("name", &self.name)
+            .finish()
     }
 }
 

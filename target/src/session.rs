@@ -348,7 +348,11 @@ impl SessionCore {
 
     /// Tasks matching a predicate.
     pub fn tasks_where(&self, f: impl Fn(&TaskShared) -> bool) -> Vec<Arc<TaskShared>> {
-        lock(&self.tasks).values().filter(|t| f(t)).cloned().collect()
+        lock(&self.tasks)
+            .values()
+            .filter(|t| f(t))
+            .cloned()
+            .collect()
     }
 }
 

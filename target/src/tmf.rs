@@ -89,7 +89,10 @@ pub async fn handle(
     let f = req.function;
     info!(function = ?f, lun = req.lun, rtt = req.referenced_task_tag, "task management");
     let Some(target) = session.target.clone() else {
-        return (response(req, TmfResponse::FUNCTION_AUTHORIZATION_FAILED), None);
+        return (
+            response(req, TmfResponse::FUNCTION_AUTHORIZATION_FAILED),
+            None,
+        );
     };
     let lun_ok = device::has_lun(&target.device, req.lun);
     let r = match f {

@@ -49,14 +49,19 @@ pub async fn write_read_verify(dev: &ScsiDevice, seed: u64, total: usize, max_io
         for _ in 0..4 {
             let blocks = rng.gen_range(1..=max_io / bs) as u64;
             let lba = rng.gen_range(0..dev.blocks() - blocks);
-            if batch.iter().any(|&(l, n, _): &(u64, u64, Vec<u8>)| lba < l + n && l < lba + blocks) {
+            if batch
+                .iter()
+                .any(|&(l, n, _): &(u64, u64, Vec<u8>)| lba < l + n && l < lba + blocks)
+            {
                 continue;
             }
             let data = v.write(lba * bs as u64, (blocks as usize) * bs);
             done += data.len();
             batch.push((lba, blocks, data));
         }
-        let futs = batch.iter().map(|(lba, _, data)| dev.write(*lba, data.clone().into(), false));
+        let futs = batch
+            .iter()
+            .map(|(lba, _, data)| dev.write(*lba, data.clone().into(), false));
         for r in futures::future::join_all(futs).await {
             r.expect("write");
         }

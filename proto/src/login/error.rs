@@ -52,7 +52,9 @@ impl LoginError {
             LoginError::Redirect { status, .. }
             | LoginError::Refused { status }
             | LoginError::Denied { status, .. } => *status,
-            LoginError::Auth(AuthFailure::AuthenticationFailed(_)) => LoginStatus::AUTHENTICATION_FAILURE,
+            LoginError::Auth(AuthFailure::AuthenticationFailed(_)) => {
+                LoginStatus::AUTHENTICATION_FAILURE
+            }
             LoginError::Auth(AuthFailure::Protocol(_)) => LoginStatus::INITIATOR_ERROR,
             LoginError::MissingParameter(_) => LoginStatus::MISSING_PARAMETER,
             LoginError::Negotiation(_)

@@ -48,7 +48,9 @@ use super::LoginOutcome;
 use crate::pdu::{Isid, LoginRequest, LoginResponse, Stage};
 use crate::text::keys::{self, lookup, parse_number};
 use crate::text::negotiate::{Negotiator, Processed, Role};
-use crate::text::{encode_kv, parse_kv, KeyValue, TextAccumulator, TextSender, DEFAULT_MAX_TEXT_LEN};
+use crate::text::{
+    encode_kv, parse_kv, KeyValue, TextAccumulator, TextSender, DEFAULT_MAX_TEXT_LEN,
+};
 
 /// The only iSCSI version (RFC 7143 §11.12.4: "the version number ... is 0x00").
 pub const ISCSI_VERSION: u8 = 0;
@@ -126,7 +128,10 @@ impl core::fmt::Debug for InitiatorLoginConfig {
             .field("isid", &self.isid)
             .field("tsih", &self.tsih)
             .field("cid", &self.cid)
-            .field("auth", &self.authenticator.as_ref().map(|a| a.method().to_string()))
+            .field(
+                "auth",
+                &self.authenticator.as_ref().map(|a| a.method().to_string()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -240,9 +245,7 @@ impl InitiatorLogin {
         self.exp_stat_sn
     }
 
-    /// The first Login Request. Calling it again restarts nothing and
-    /// returns the same first segment only on the first call; later calls
-    /// give an error-free but empty request (do not).
+    /// The first Login Request. Call it once, before any response.
     pub fn start(&mut self) -> LoginRequest {
         self.started = true;
         let mut kvs: Vec<KeyValue> = Vec::new();
@@ -264,7 +267,11 @@ impl InitiatorLogin {
         }
         // SessionType is LO: only on the leading connection.
         if self.tsih == 0 {
-            declare(&mut self.neg, keys::SESSION_TYPE, self.session_type.as_str());
+            declare(
+                &mut self.neg,
+                keys::SESSION_TYPE,
+                self.session_type.as_str(),
+            );
         }
         if let Some(a) = &self.authenticator {
             // Security stage with our method offered.
@@ -388,7 +395,9 @@ impl InitiatorLogin {
             )));
         }
         if resp.transit && resp.continue_ {
-            return Err(LoginError::Protocol("response with both T and C set".into()));
+            return Err(LoginError::Protocol(
+                "response with both T and C set".into(),
+            ));
         }
         if self.outgoing.has_more() {
             // The target acknowledges a segment of our continued text.
@@ -402,7 +411,12 @@ impl InitiatorLogin {
         let Some(kvs) = self.incoming.push(&resp.data, resp.continue_)? else {
             // RFC 7143 §11.13: more text follows; ask for it with an empty request.
             let nsg = self.last_nsg;
-            return Ok(InitiatorStep::Send(self.request(Bytes::new(), false, false, nsg)));
+            return Ok(InitiatorStep::Send(self.request(
+                Bytes::new(),
+                false,
+                false,
+                nsg,
+            )));
         };
         if resp.transit {
             if !self.last_transit {
@@ -422,7 +436,9 @@ impl InitiatorLogin {
         match self.stage {
             Stage::SecurityNegotiation => self.security_stage(&resp, processed),
             Stage::LoginOperationalNegotiation => self.operational_stage(&resp, processed),
-            s => Err(LoginError::Protocol(format!("login response in stage {s:?}"))),
+            s => Err(LoginError::Protocol(format!(
+                "login response in stage {s:?}"
+            ))),
         }
     }
 
@@ -430,7 +446,8 @@ impl InitiatorLogin {
         for (k, v) in &p.declarations {
             match k.as_str() {
                 keys::TARGET_PORTAL_GROUP_TAG => {
-                    self.target_portal_group_tag = parse_number(v).and_then(|n| u16::try_from(n).ok());
+                    self.target_portal_group_tag =
+                        parse_number(v).and_then(|n| u16::try_from(n).ok());
                 }
                 keys::TARGET_ALIAS => self.target_alias = Some(v.clone()),
                 _ => {}
@@ -439,7 +456,11 @@ impl InitiatorLogin {
         Ok(())
     }
 
-    fn security_stage(&mut self, resp: &LoginResponse, p: Processed) -> Result<InitiatorStep, LoginError> {
+    fn security_stage(
+        &mut self,
+        resp: &LoginResponse,
+        p: Processed,
+    ) -> Result<InitiatorStep, LoginError> {
         let mut out = p.answers;
         let mut first_step = false;
         if self.auth == AuthState::Offered && !self.neg.is_pending(keys::AUTH_METHOD) {
@@ -459,7 +480,9 @@ impl InitiatorLogin {
             }
         }
         if !p.auth.is_empty() && (self.auth != AuthState::Running || first_step) {
-            return Err(LoginError::Protocol("unexpected authentication keys".into()));
+            return Err(LoginError::Protocol(
+                "unexpected authentication keys".into(),
+            ));
         }
         if self.auth == AuthState::Running {
             let Some(a) = self.authenticator.as_mut() else {
@@ -491,7 +514,11 @@ impl InitiatorLogin {
                 return self.complete(resp);
             }
             out.extend(self.neg.operational_offers());
-            return Ok(InitiatorStep::Send(self.send_text(out, true, Stage::FullFeaturePhase)));
+            return Ok(InitiatorStep::Send(self.send_text(
+                out,
+                true,
+                Stage::FullFeaturePhase,
+            )));
         }
         // Ready to transit once authentication is done or not used, and also
         // while it runs, from our first answer to the target on: the target
@@ -509,7 +536,11 @@ impl InitiatorLogin {
         )))
     }
 
-    fn operational_stage(&mut self, resp: &LoginResponse, p: Processed) -> Result<InitiatorStep, LoginError> {
+    fn operational_stage(
+        &mut self,
+        resp: &LoginResponse,
+        p: Processed,
+    ) -> Result<InitiatorStep, LoginError> {
         if !p.auth.is_empty() {
             return Err(LoginError::Protocol(
                 "authentication keys in the operational stage".into(),
@@ -523,7 +554,11 @@ impl InitiatorLogin {
         }
         let mut out = p.answers;
         out.extend(self.neg.operational_offers());
-        Ok(InitiatorStep::Send(self.send_text(out, true, Stage::FullFeaturePhase)))
+        Ok(InitiatorStep::Send(self.send_text(
+            out,
+            true,
+            Stage::FullFeaturePhase,
+        )))
     }
 
     fn complete(&mut self, resp: &LoginResponse) -> Result<InitiatorStep, LoginError> {

@@ -24,7 +24,8 @@ pub use initiator::{InitiatorLogin, InitiatorLoginConfig, InitiatorStep, ISCSI_V
 pub use params::{ConnectionParams, Digest, OperationalConfig, SessionParams, SessionType};
 pub use status::LoginStatus;
 pub use target::{
-    Admission, LoginIdentity, SessionJoin, TargetLogin, TargetLoginConfig, TargetLoginPolicy, TargetStep,
+    Admission, LoginIdentity, SessionJoin, TargetLogin, TargetLoginConfig, TargetLoginPolicy,
+    TargetStep,
 };
 
 use crate::pdu::Isid;

@@ -264,16 +264,31 @@ mod tests {
         let boolean = |k: &str| parse_bool(lookup(k).unwrap().default.unwrap()).unwrap();
         assert_eq!(u64::from(s.max_connections), num(keys::MAX_CONNECTIONS));
         assert_eq!(u64::from(s.max_burst_length), num(keys::MAX_BURST_LENGTH));
-        assert_eq!(u64::from(s.first_burst_length), num(keys::FIRST_BURST_LENGTH));
+        assert_eq!(
+            u64::from(s.first_burst_length),
+            num(keys::FIRST_BURST_LENGTH)
+        );
         assert_eq!(u64::from(s.default_time2wait), num(keys::DEFAULT_TIME2WAIT));
-        assert_eq!(u64::from(s.default_time2retain), num(keys::DEFAULT_TIME2RETAIN));
-        assert_eq!(u64::from(s.max_outstanding_r2t), num(keys::MAX_OUTSTANDING_R2T));
-        assert_eq!(u64::from(s.error_recovery_level), num(keys::ERROR_RECOVERY_LEVEL));
+        assert_eq!(
+            u64::from(s.default_time2retain),
+            num(keys::DEFAULT_TIME2RETAIN)
+        );
+        assert_eq!(
+            u64::from(s.max_outstanding_r2t),
+            num(keys::MAX_OUTSTANDING_R2T)
+        );
+        assert_eq!(
+            u64::from(s.error_recovery_level),
+            num(keys::ERROR_RECOVERY_LEVEL)
+        );
         assert_eq!(u64::from(s.protocol_level), num(keys::ISCSI_PROTOCOL_LEVEL));
         assert_eq!(s.initial_r2t, boolean(keys::INITIAL_R2T));
         assert_eq!(s.immediate_data, boolean(keys::IMMEDIATE_DATA));
         assert_eq!(s.data_pdu_in_order, boolean(keys::DATA_PDU_IN_ORDER));
-        assert_eq!(s.data_sequence_in_order, boolean(keys::DATA_SEQUENCE_IN_ORDER));
+        assert_eq!(
+            s.data_sequence_in_order,
+            boolean(keys::DATA_SEQUENCE_IN_ORDER)
+        );
         let c = ConnectionParams::default();
         assert_eq!(
             u64::from(c.max_recv_data_segment_length),
@@ -286,7 +301,9 @@ mod tests {
     fn local_values_are_in_range() {
         let cfg = OperationalConfig::default();
         for k in crate::text::keys::KEYS {
-            let Some(v) = cfg.local_value(k.name) else { continue };
+            let Some(v) = cfg.local_value(k.name) else {
+                continue;
+            };
             if let Some((lo, hi)) = k.range {
                 let n = parse_number(&v).unwrap();
                 assert!(lo <= n && n <= hi, "{} = {v}", k.name);
@@ -297,10 +314,15 @@ mod tests {
         }
         assert_eq!(cfg.local_value(keys::HEADER_DIGEST).unwrap(), "None,CRC32C");
         assert_eq!(
-            cfg.with_digests_required().local_value(keys::DATA_DIGEST).unwrap(),
+            cfg.with_digests_required()
+                .local_value(keys::DATA_DIGEST)
+                .unwrap(),
             "CRC32C"
         );
-        assert_eq!(SessionType::parse("Discovery"), Some(SessionType::Discovery));
+        assert_eq!(
+            SessionType::parse("Discovery"),
+            Some(SessionType::Discovery)
+        );
         assert_eq!(SessionType::parse("discovery"), None);
         assert_eq!(Digest::parse(Digest::Crc32c.as_str()), Some(Digest::Crc32c));
     }

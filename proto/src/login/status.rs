@@ -107,13 +107,25 @@ impl LoginStatus {
 
 impl core::fmt::Debug for LoginStatus {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "LoginStatus({:#04x}{:02x} {})", self.class, self.detail, self.message())
+        write!(
+            f,
+            "LoginStatus({:#04x}{:02x} {})",
+            self.class,
+            self.detail,
+            self.message()
+        )
     }
 }
 
 impl core::fmt::Display for LoginStatus {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{} (status {:02x}{:02x})", self.message(), self.class, self.detail)
+        write!(
+            f,
+            "{} (status {:02x}{:02x})",
+            self.message(),
+            self.class,
+            self.detail
+        )
     }
 }
 
@@ -123,11 +135,23 @@ mod tests {
 
     #[test]
     fn codes_and_messages() {
-        assert_eq!(LoginStatus::SESSION_DOES_NOT_EXIST, LoginStatus { class: 2, detail: 0x0a });
-        assert_eq!(LoginStatus::NOT_FOUND.to_string(), "target not found (status 0203)");
+        assert_eq!(
+            LoginStatus::SESSION_DOES_NOT_EXIST,
+            LoginStatus {
+                class: 2,
+                detail: 0x0a
+            }
+        );
+        assert_eq!(
+            LoginStatus::NOT_FOUND.to_string(),
+            "target not found (status 0203)"
+        );
         assert!(LoginStatus::TARGET_MOVED_PERMANENTLY.is_redirect());
         assert!(LoginStatus::OUT_OF_RESOURCES.is_target_error());
-        let unknown = LoginStatus { class: 2, detail: 0x7f };
+        let unknown = LoginStatus {
+            class: 2,
+            detail: 0x7f,
+        };
         assert_eq!(unknown.known_message(), None);
         assert_eq!(unknown.message(), "initiator error");
         assert!(unknown.is_initiator_error());

@@ -33,7 +33,7 @@
 //!   is the initiator's or lower (Operational instead of FFP when we still
 //!   have keys to negotiate).
 //! - §11.13.3: T and C never both set.
-//! - §13.9: "The iSCSI target returns this key [TargetPortalGroupTag] to the
+//! - §13.9: "The iSCSI target returns this key (TargetPortalGroupTag) to the
 //!   initiator in the Login Response PDU to the first Login Request PDU that
 //!   has the C bit set to 0 when TargetName is given by the initiator."
 //! - §11.13.4: "For a new session, the target MUST generate a non-zero TSIH
@@ -48,7 +48,9 @@ use bytes::Bytes;
 use super::auth::{AuthFailure, AuthStep, Authenticator};
 use super::error::LoginError;
 use super::initiator::ISCSI_VERSION;
-use super::params::{OperationalConfig, SessionParams, SessionType, DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH};
+use super::params::{
+    OperationalConfig, SessionParams, SessionType, DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH,
+};
 use super::status::LoginStatus;
 use super::LoginOutcome;
 use crate::pdu::{Isid, LoginRequest, LoginResponse, Stage};
@@ -119,7 +121,10 @@ pub struct Admission {
 impl core::fmt::Debug for Admission {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Admission")
-            .field("auth", &self.authenticator.as_ref().map(|a| a.method().to_string()))
+            .field(
+                "auth",
+                &self.authenticator.as_ref().map(|a| a.method().to_string()),
+            )
             .field("target_alias", &self.target_alias)
             .finish_non_exhaustive()
     }
@@ -153,7 +158,11 @@ pub trait TargetLoginPolicy {
     /// A new session (TSIH 0) is about to enter the full-feature phase:
     /// return its non-zero TSIH (and reinstate any old session with the
     /// same initiator name and ISID).
-    fn new_session(&mut self, id: &LoginIdentity, session: &SessionParams) -> Result<u16, LoginStatus>;
+    fn new_session(
+        &mut self,
+        id: &LoginIdentity,
+        session: &SessionParams,
+    ) -> Result<u16, LoginStatus>;
 }
 
 /// What to do with a Login Request.
@@ -255,7 +264,11 @@ impl TargetLogin {
     }
 
     /// Feed one Login Request.
-    pub fn handle_request(&mut self, req: LoginRequest, policy: &mut dyn TargetLoginPolicy) -> TargetStep {
+    pub fn handle_request(
+        &mut self,
+        req: LoginRequest,
+        policy: &mut dyn TargetLoginPolicy,
+    ) -> TargetStep {
         if self.finished {
             let e = LoginError::Protocol("Login Request after the login ended".into());
             return TargetStep::Fail(self.error_response(e.login_status()), e);
@@ -275,7 +288,14 @@ impl TargetLogin {
     }
 
     /// A response with the next StatSN.
-    fn response(&mut self, data: Bytes, continue_: bool, transit: bool, nsg: Stage, tsih: u16) -> LoginResponse {
+    fn response(
+        &mut self,
+        data: Bytes,
+        continue_: bool,
+        transit: bool,
+        nsg: Stage,
+        tsih: u16,
+    ) -> LoginResponse {
         let stat_sn = self.stat_sn;
         self.stat_sn = self.stat_sn.wrapping_add(1);
         LoginResponse {
@@ -312,7 +332,11 @@ impl TargetLogin {
         }
     }
 
-    fn handle_inner(&mut self, req: LoginRequest, policy: &mut dyn TargetLoginPolicy) -> Result<TargetStep, LoginError> {
+    fn handle_inner(
+        &mut self,
+        req: LoginRequest,
+        policy: &mut dyn TargetLoginPolicy,
+    ) -> Result<TargetStep, LoginError> {
         self.pdus += 1;
         if self.pdus > self.cfg.max_pdus {
             return Err(LoginError::TooManyRoundTrips(self.cfg.max_pdus));
@@ -331,12 +355,20 @@ impl TargetLogin {
             if req.version_min > ISCSI_VERSION {
                 return Err(Self::denied(LoginStatus::UNSUPPORTED_VERSION));
             }
-            if !matches!(req.csg, Stage::SecurityNegotiation | Stage::LoginOperationalNegotiation) {
-                return Err(LoginError::Protocol(format!("login starts in stage {:?}", req.csg)));
+            if !matches!(
+                req.csg,
+                Stage::SecurityNegotiation | Stage::LoginOperationalNegotiation
+            ) {
+                return Err(LoginError::Protocol(format!(
+                    "login starts in stage {:?}",
+                    req.csg
+                )));
             }
         } else {
             if req.isid != self.isid || req.tsih != self.tsih || req.cid != self.cid {
-                return Err(LoginError::Protocol("ISID, TSIH or CID changed during login".into()));
+                return Err(LoginError::Protocol(
+                    "ISID, TSIH or CID changed during login".into(),
+                ));
             }
             if req.csg != self.stage {
                 return Err(LoginError::Protocol(format!(
@@ -365,7 +397,13 @@ impl TargetLogin {
         let Some(kvs) = self.incoming.push(&req.data, req.continue_)? else {
             // More text follows: acknowledge with an empty response.
             let (stage, tsih) = (self.stage, self.tsih);
-            return Ok(TargetStep::Send(self.response(Bytes::new(), false, false, stage, tsih)));
+            return Ok(TargetStep::Send(self.response(
+                Bytes::new(),
+                false,
+                false,
+                stage,
+                tsih,
+            )));
         };
         let mut out = Vec::new();
         if self.identity.is_none() {
@@ -378,23 +416,33 @@ impl TargetLogin {
         let has_auth_method = kvs.iter().any(|(k, _)| k == keys::AUTH_METHOD);
         out.splice(0..0, processed.answers.iter().cloned());
         match self.stage {
-            Stage::SecurityNegotiation => self.security_stage(&req, processed, has_auth_method, out, policy),
-            Stage::LoginOperationalNegotiation => self.operational_stage(&req, processed, has_auth_method, out, policy),
-            s => Err(LoginError::Protocol(format!("login request in stage {s:?}"))),
+            Stage::SecurityNegotiation => {
+                self.security_stage(&req, processed, has_auth_method, out, policy)
+            }
+            Stage::LoginOperationalNegotiation => {
+                self.operational_stage(&req, processed, has_auth_method, out, policy)
+            }
+            s => Err(LoginError::Protocol(format!(
+                "login request in stage {s:?}"
+            ))),
         }
     }
 
     /// The first complete text: identity, admission, session join.
-    fn first_text(&mut self, kvs: &[KeyValue], policy: &mut dyn TargetLoginPolicy, out: &mut Vec<KeyValue>) -> Result<(), LoginError> {
+    fn first_text(
+        &mut self,
+        kvs: &[KeyValue],
+        policy: &mut dyn TargetLoginPolicy,
+        out: &mut Vec<KeyValue>,
+    ) -> Result<(), LoginError> {
         let get = |k: &str| kvs.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.clone());
         let initiator_name = get(keys::INITIATOR_NAME)
             .filter(|v| !v.is_empty())
             .ok_or(LoginError::MissingParameter(keys::INITIATOR_NAME))?;
         let session_type = match get(keys::SESSION_TYPE) {
             None => SessionType::Normal,
-            Some(v) => SessionType::parse(&v).ok_or_else(|| {
-                LoginError::Protocol(format!("invalid SessionType={v}"))
-            })?,
+            Some(v) => SessionType::parse(&v)
+                .ok_or_else(|| LoginError::Protocol(format!("invalid SessionType={v}")))?,
         };
         let target_name = get(keys::TARGET_NAME);
         // RFC 7143 §13.4: TargetName is required except in a discovery session.
@@ -417,7 +465,9 @@ impl TargetLogin {
             self.max_cmd_sn = join.max_cmd_sn;
             self.join = Some(join);
         }
-        let operational = admission.operational.unwrap_or_else(|| self.cfg.operational.clone());
+        let operational = admission
+            .operational
+            .unwrap_or_else(|| self.cfg.operational.clone());
         let mut neg = Negotiator::new(Role::Target, operational, session_type, id.tsih == 0);
         self.auth = match &admission.authenticator {
             Some(a) => {
@@ -490,7 +540,9 @@ impl TargetLogin {
                 AuthStep::Failed(f) => return Err(f.into()),
             }
         } else if !p.auth.is_empty() {
-            return Err(LoginError::Protocol("unexpected authentication keys".into()));
+            return Err(LoginError::Protocol(
+                "unexpected authentication keys".into(),
+            ));
         }
         if !req.transit {
             return Ok(self.send_text(out, false, Stage::SecurityNegotiation, None));
@@ -503,7 +555,9 @@ impl TargetLogin {
                 .into())
             }
             // Not finished: stay in the security stage.
-            AuthState::Running => return Ok(self.send_text(out, false, Stage::SecurityNegotiation, None)),
+            AuthState::Running => {
+                return Ok(self.send_text(out, false, Stage::SecurityNegotiation, None))
+            }
             AuthState::NotRequired | AuthState::Done => {}
         }
         let needs_operational = self.neg.as_ref().is_some_and(Negotiator::needs_offers);
@@ -546,7 +600,11 @@ impl TargetLogin {
     }
 
     /// Transit to the full-feature phase.
-    fn finish(&mut self, mut out: Vec<KeyValue>, policy: &mut dyn TargetLoginPolicy) -> Result<TargetStep, LoginError> {
+    fn finish(
+        &mut self,
+        mut out: Vec<KeyValue>,
+        policy: &mut dyn TargetLoginPolicy,
+    ) -> Result<TargetStep, LoginError> {
         let (Some(neg), Some(id)) = (self.neg.as_mut(), self.identity.as_ref()) else {
             return Err(LoginError::Protocol("no negotiation state".into()));
         };
@@ -563,7 +621,10 @@ impl TargetLogin {
                 s.target_name = id.target_name.clone();
                 // Declared only to an initiator that named the target.
                 s.target_alias = id.target_name.as_ref().and(self.target_alias.clone());
-                s.target_portal_group_tag = id.target_name.as_ref().map(|_| self.cfg.target_portal_group_tag);
+                s.target_portal_group_tag = id
+                    .target_name
+                    .as_ref()
+                    .map(|_| self.cfg.target_portal_group_tag);
                 let tsih = policy.new_session(id, &s).map_err(Self::denied)?;
                 if tsih == 0 {
                     return Err(LoginError::Denied {
@@ -595,7 +656,13 @@ impl TargetLogin {
 
     /// Send `kvs` (cut for C-bit continuation if needed); the last segment
     /// carries T=`transit`, `nsg`, and completes the login with `outcome`.
-    fn send_text(&mut self, kvs: Vec<KeyValue>, transit: bool, nsg: Stage, outcome: Option<LoginOutcome>) -> TargetStep {
+    fn send_text(
+        &mut self,
+        kvs: Vec<KeyValue>,
+        transit: bool,
+        nsg: Stage,
+        outcome: Option<LoginOutcome>,
+    ) -> TargetStep {
         self.outgoing = TextSender::new(encode_kv(&kvs), self.cfg.max_segment);
         self.out_transit = transit;
         self.out_nsg = nsg;

@@ -24,8 +24,11 @@
 //! * Encoding ([`Pdu::encode`]) is infallible and returns the header, the
 //!   data and the trailer (padding + data digest) separately, so that the
 //!   writer can send them with one vectored write.
-//! * Reserved fields are written as 0 and ignored on receipt
-//!   (RFC 7143 §11.2.1.1? "reserved fields ... MUST be set to 0 ... ignored").
+//! * Reserved fields and undefined bits are sent as 0 and ignored when
+//!   received; decoding then re-encoding such a PDU clears them.
+//! * Not done here (callers' concern): which opcodes a role may receive,
+//!   sequence-number checks, and the per-opcode rules on when a data
+//!   segment is allowed (a data segment on e.g. R2T is kept, not refused).
 //!
 //! Which opcodes a given role may receive is the caller's concern
 //! ([`Opcode::is_initiator`]).
@@ -170,12 +173,14 @@ pub enum DecodeError {
     /// bytes are not read, the connection must be dropped.
     #[error("DataSegmentLength {len} exceeds MaxRecvDataSegmentLength {max}")]
     DataSegmentTooLong { len: u32, max: u32 },
-    /// Header digest mismatch. Fatal: RFC 7143 §7.8 "the connection MUST be
-    /// dropped" since no field of the header can be trusted.
+    /// Header digest mismatch. Fatal: RFC 7143 §7.8 lets the receiver either
+    /// find the next PDU by other means (a sync layer, which we do not have,
+    /// since the length fields cannot be trusted) or close the connection.
     #[error("header digest mismatch: expected {expected:#010x}, received {actual:#010x}")]
     HeaderDigest { expected: u32, actual: u32 },
-    /// Data digest mismatch. The PDU was consumed; RFC 7143 §7.8: the target
-    /// discards it and sends a Reject with reason "Data (payload) Digest Error".
+    /// Data digest mismatch. The PDU was consumed; per RFC 7143 §7.8 the
+    /// target discards it and answers with a Reject, reason Data-Digest-Error
+    /// (the initiator discards it and recovers per its ErrorRecoveryLevel).
     #[error("data digest mismatch on {opcode} ITT {itt:#010x}: expected {expected:#010x}, received {actual:#010x}")]
     DataDigest {
         opcode: Opcode,
@@ -640,6 +645,11 @@ fn decode_checked(
 /// On success, or on a non-fatal error, exactly one frame has been removed
 /// from `buf`; the data segment shares the buffer's memory (no copy).
 /// On a fatal error nothing is removed and the connection must be dropped.
+///
+/// With header digests on, no field is trusted before the digest is checked,
+/// except TotalAHSLength, which says where the digest is: a corrupted
+/// TotalAHSLength makes the decoder wait for at most 1020 more bytes, after
+/// which the digest check fails (or the connection's NOP/idle timeout fires).
 pub fn decode_frame(buf: &mut BytesMut, limits: &DecodeLimits) -> Result<Option<Pdu>, DecodeError> {
     let digests = limits.digests;
     let Some(bhs) = bhs_of(buf) else {

@@ -145,6 +145,7 @@ macro_rules! spec {
 
 /// Every command the parser accepts, in opcode order. The usage masks are
 /// what REPORT SUPPORTED OPERATION CODES returns.
+#[rustfmt::skip]
 pub static COMMANDS: &[CmdSpec] = &[
     spec!(TEST_UNIT_READY, "TEST UNIT READY", [0, 0, 0, 0, 0]),
     spec!(REQUEST_SENSE, "REQUEST SENSE", [0x01, 0, 0, F, 0]),
@@ -214,9 +215,9 @@ pub static COMMANDS: &[CmdSpec] = &[
 /// Looks up the layout for `opcode` (and `service_action` for opcodes that
 /// have them).
 pub fn lookup(opcode: Opcode, service_action: Option<u16>) -> Option<&'static CmdSpec> {
-    COMMANDS
-        .iter()
-        .find(|c| c.opcode == opcode && (c.service_action.is_none() || c.service_action == service_action))
+    COMMANDS.iter().find(|c| {
+        c.opcode == opcode && (c.service_action.is_none() || c.service_action == service_action)
+    })
 }
 
 /// Why a CDB was refused. Maps to ILLEGAL REQUEST sense in
@@ -239,9 +240,12 @@ impl CdbError {
         use super::sense::{Asc, Sense};
         match *self {
             CdbError::Empty | CdbError::Unsupported(_) => {
-                Sense::illegal_request(Asc::INVALID_COMMAND_OPERATION_CODE).with_field_pointer(true, 0, None)
+                Sense::illegal_request(Asc::INVALID_COMMAND_OPERATION_CODE)
+                    .with_field_pointer(true, 0, None)
             }
-            CdbError::Truncated { .. } => Sense::illegal_request(Asc::INVALID_COMMAND_OPERATION_CODE),
+            CdbError::Truncated { .. } => {
+                Sense::illegal_request(Asc::INVALID_COMMAND_OPERATION_CODE)
+            }
             CdbError::InvalidField { byte, bit } => Sense::invalid_field_in_cdb(byte, bit),
         }
     }
@@ -272,41 +276,153 @@ pub struct Rw {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     TestUnitReady,
-    RequestSense { desc: bool, alloc_len: u8 },
-    Inquiry { evpd: bool, page_code: u8, alloc_len: u16 },
-    ReportLuns { select_report: u8, alloc_len: u32 },
+    RequestSense {
+        desc: bool,
+        alloc_len: u8,
+    },
+    Inquiry {
+        evpd: bool,
+        page_code: u8,
+        alloc_len: u16,
+    },
+    ReportLuns {
+        select_report: u8,
+        alloc_len: u32,
+    },
     ReadCapacity10,
-    ReadCapacity16 { alloc_len: u32 },
-    GetLbaStatus { lba: u64, alloc_len: u32 },
-    Read { size: CdbSize, rw: Rw },
-    Write { size: CdbSize, rw: Rw },
+    ReadCapacity16 {
+        alloc_len: u32,
+    },
+    GetLbaStatus {
+        lba: u64,
+        alloc_len: u32,
+    },
+    Read {
+        size: CdbSize,
+        rw: Rw,
+    },
+    Write {
+        size: CdbSize,
+        rw: Rw,
+    },
     /// BYTCHK: 0 = medium verification only, 1 = compare with Data-Out,
     /// 3 = compare every block with one block of Data-Out.
-    Verify { size: CdbSize, rw: Rw, bytchk: u8 },
-    WriteAndVerify { size: CdbSize, rw: Rw, bytchk: u8 },
-    WriteSame { size: CdbSize, lba: u64, blocks: u32, unmap: bool, ndob: bool, group: u8 },
-    Unmap { param_len: u16, group: u8 },
-    CompareAndWrite { rw: Rw },
-    OrWrite { rw: Rw },
-    WriteAtomic { rw: Rw, boundary: u16 },
-    SynchronizeCache { size: CdbSize, lba: u64, blocks: u32, immed: bool },
-    PreFetch { size: CdbSize, lba: u64, blocks: u32, immed: bool },
-    ModeSense { size: CdbSize, dbd: bool, llbaa: bool, pc: u8, page: u8, subpage: u8, alloc_len: u16 },
-    ModeSelect { size: CdbSize, pf: bool, sp: bool, param_len: u16 },
-    StartStopUnit { immed: bool, power_condition_modifier: u8, power_condition: u8, no_flush: bool, loej: bool, start: bool },
-    PreventAllowMediumRemoval { prevent: u8 },
+    Verify {
+        size: CdbSize,
+        rw: Rw,
+        bytchk: u8,
+    },
+    WriteAndVerify {
+        size: CdbSize,
+        rw: Rw,
+        bytchk: u8,
+    },
+    WriteSame {
+        size: CdbSize,
+        lba: u64,
+        blocks: u32,
+        unmap: bool,
+        ndob: bool,
+        group: u8,
+    },
+    Unmap {
+        param_len: u16,
+        group: u8,
+    },
+    CompareAndWrite {
+        rw: Rw,
+    },
+    OrWrite {
+        rw: Rw,
+    },
+    WriteAtomic {
+        rw: Rw,
+        boundary: u16,
+    },
+    SynchronizeCache {
+        size: CdbSize,
+        lba: u64,
+        blocks: u32,
+        immed: bool,
+    },
+    PreFetch {
+        size: CdbSize,
+        lba: u64,
+        blocks: u32,
+        immed: bool,
+    },
+    ModeSense {
+        size: CdbSize,
+        dbd: bool,
+        llbaa: bool,
+        pc: u8,
+        page: u8,
+        subpage: u8,
+        alloc_len: u16,
+    },
+    ModeSelect {
+        size: CdbSize,
+        pf: bool,
+        sp: bool,
+        param_len: u16,
+    },
+    StartStopUnit {
+        immed: bool,
+        power_condition_modifier: u8,
+        power_condition: u8,
+        no_flush: bool,
+        loej: bool,
+        start: bool,
+    },
+    PreventAllowMediumRemoval {
+        prevent: u8,
+    },
     Reserve6,
     Release6,
     Reserve10,
     Release10,
-    PersistentReserveIn { service_action: u8, alloc_len: u16 },
-    PersistentReserveOut { service_action: u8, scope: u8, pr_type: u8, param_len: u32 },
-    ReportSupportedOpcodes { rctd: bool, options: u8, opcode: u8, service_action: u16, alloc_len: u32 },
-    ReportSupportedTmfs { repd: bool, alloc_len: u32 },
-    Sanitize { immed: bool, ause: bool, service_action: u8, param_len: u16 },
-    ExtendedCopy { param_len: u32 },
-    ReceiveCopyResults { service_action: u8, list_id: u8, alloc_len: u32 },
-    ReadDefectData { size: CdbSize, req_plist: bool, req_glist: bool, format: u8, alloc_len: u32 },
+    PersistentReserveIn {
+        service_action: u8,
+        alloc_len: u16,
+    },
+    PersistentReserveOut {
+        service_action: u8,
+        scope: u8,
+        pr_type: u8,
+        param_len: u32,
+    },
+    ReportSupportedOpcodes {
+        rctd: bool,
+        options: u8,
+        opcode: u8,
+        service_action: u16,
+        alloc_len: u32,
+    },
+    ReportSupportedTmfs {
+        repd: bool,
+        alloc_len: u32,
+    },
+    Sanitize {
+        immed: bool,
+        ause: bool,
+        service_action: u8,
+        param_len: u16,
+    },
+    ExtendedCopy {
+        param_len: u32,
+    },
+    ReceiveCopyResults {
+        service_action: u8,
+        list_id: u8,
+        alloc_len: u32,
+    },
+    ReadDefectData {
+        size: CdbSize,
+        req_plist: bool,
+        req_glist: bool,
+        format: u8,
+        alloc_len: u32,
+    },
 }
 
 fn be16(b: &[u8]) -> u16 {
@@ -325,7 +441,10 @@ pub fn check_reserved(cdb: &[u8], usage: &[u8]) -> Result<(), CdbError> {
     for (i, (&b, &m)) in cdb.iter().zip(usage.iter()).enumerate().skip(1) {
         let bad = b & !m;
         if bad != 0 {
-            return Err(CdbError::InvalidField { byte: i as u16, bit: Some(7 - bad.leading_zeros() as u8) });
+            return Err(CdbError::InvalidField {
+                byte: i as u16,
+                bit: Some(7 - bad.leading_zeros() as u8),
+            });
         }
     }
     Ok(())
@@ -336,19 +455,29 @@ impl Command {
     /// ignored (iSCSI pads CDBs to 16 bytes).
     pub fn parse(cdb: &[u8]) -> Result<Command, CdbError> {
         let op = Opcode(*cdb.first().ok_or(CdbError::Empty)?);
-        let sa = if op.has_service_action() { cdb.get(1).map(|b| (b & 0x1F) as u16) } else { None };
+        let sa = if op.has_service_action() {
+            cdb.get(1).map(|b| (b & 0x1F) as u16)
+        } else {
+            None
+        };
         let spec = match lookup(op, sa) {
             Some(s) => s,
             None if COMMANDS.iter().any(|c| c.opcode == op) => {
                 // SPC-5 §4.2.5.3: an unsupported service action of a
                 // supported operation code is an INVALID FIELD IN CDB.
-                return Err(CdbError::InvalidField { byte: 1, bit: Some(4) });
+                return Err(CdbError::InvalidField {
+                    byte: 1,
+                    bit: Some(4),
+                });
             }
             None => return Err(CdbError::Unsupported(op)),
         };
         let n = spec.usage.len();
         if cdb.len() < n {
-            return Err(CdbError::Truncated { opcode: op, len: cdb.len() });
+            return Err(CdbError::Truncated {
+                opcode: op,
+                len: cdb.len(),
+            });
         }
         let c = &cdb[..n];
         check_reserved(c, spec.usage)?;
@@ -358,68 +487,197 @@ impl Command {
     fn decode(op: Opcode, c: &[u8]) -> Command {
         let dpo = c[1] & 0x10 != 0;
         let fua = c[1] & 0x08 != 0;
-        let rw10 = || Rw { lba: be32(&c[2..]) as u64, blocks: be16(&c[7..]) as u32, dpo, fua, group: c[6] & 0x3F };
-        let rw12 = || Rw { lba: be32(&c[2..]) as u64, blocks: be32(&c[6..]), dpo, fua, group: c[10] & 0x3F };
-        let rw16 = || Rw { lba: be64(&c[2..]), blocks: be32(&c[10..]), dpo, fua, group: c[14] & 0x3F };
+        let rw10 = || Rw {
+            lba: be32(&c[2..]) as u64,
+            blocks: be16(&c[7..]) as u32,
+            dpo,
+            fua,
+            group: c[6] & 0x3F,
+        };
+        let rw12 = || Rw {
+            lba: be32(&c[2..]) as u64,
+            blocks: be32(&c[6..]),
+            dpo,
+            fua,
+            group: c[10] & 0x3F,
+        };
+        let rw16 = || Rw {
+            lba: be64(&c[2..]),
+            blocks: be32(&c[10..]),
+            dpo,
+            fua,
+            group: c[14] & 0x3F,
+        };
         let rw6 = || {
             let blocks = if c[4] == 0 { 256 } else { c[4] as u32 };
-            Rw { lba: (((c[1] & 0x1F) as u64) << 16) | be16(&c[2..]) as u64, blocks, ..Rw::default() }
+            Rw {
+                lba: (((c[1] & 0x1F) as u64) << 16) | be16(&c[2..]) as u64,
+                blocks,
+                ..Rw::default()
+            }
         };
         let bytchk = (c[1] >> 1) & 0x03;
         use CdbSize::*;
         match op {
             Opcode::TEST_UNIT_READY => Command::TestUnitReady,
-            Opcode::REQUEST_SENSE => Command::RequestSense { desc: c[1] & 1 != 0, alloc_len: c[4] },
-            Opcode::INQUIRY => Command::Inquiry { evpd: c[1] & 1 != 0, page_code: c[2], alloc_len: be16(&c[3..]) },
-            Opcode::REPORT_LUNS => Command::ReportLuns { select_report: c[2], alloc_len: be32(&c[6..]) },
+            Opcode::REQUEST_SENSE => Command::RequestSense {
+                desc: c[1] & 1 != 0,
+                alloc_len: c[4],
+            },
+            Opcode::INQUIRY => Command::Inquiry {
+                evpd: c[1] & 1 != 0,
+                page_code: c[2],
+                alloc_len: be16(&c[3..]),
+            },
+            Opcode::REPORT_LUNS => Command::ReportLuns {
+                select_report: c[2],
+                alloc_len: be32(&c[6..]),
+            },
             Opcode::READ_CAPACITY_10 => Command::ReadCapacity10,
-            Opcode::READ_6 => Command::Read { size: Six, rw: rw6() },
-            Opcode::WRITE_6 => Command::Write { size: Six, rw: rw6() },
-            Opcode::READ_10 => Command::Read { size: Ten, rw: rw10() },
-            Opcode::WRITE_10 => Command::Write { size: Ten, rw: rw10() },
-            Opcode::READ_12 => Command::Read { size: Twelve, rw: rw12() },
-            Opcode::WRITE_12 => Command::Write { size: Twelve, rw: rw12() },
-            Opcode::READ_16 => Command::Read { size: Sixteen, rw: rw16() },
-            Opcode::WRITE_16 => Command::Write { size: Sixteen, rw: rw16() },
-            Opcode::VERIFY_10 => Command::Verify { size: Ten, rw: rw10(), bytchk },
-            Opcode::VERIFY_12 => Command::Verify { size: Twelve, rw: rw12(), bytchk },
-            Opcode::VERIFY_16 => Command::Verify { size: Sixteen, rw: rw16(), bytchk },
-            Opcode::WRITE_AND_VERIFY_10 => Command::WriteAndVerify { size: Ten, rw: rw10(), bytchk },
-            Opcode::WRITE_AND_VERIFY_12 => Command::WriteAndVerify { size: Twelve, rw: rw12(), bytchk },
-            Opcode::WRITE_AND_VERIFY_16 => Command::WriteAndVerify { size: Sixteen, rw: rw16(), bytchk },
+            Opcode::READ_6 => Command::Read {
+                size: Six,
+                rw: rw6(),
+            },
+            Opcode::WRITE_6 => Command::Write {
+                size: Six,
+                rw: rw6(),
+            },
+            Opcode::READ_10 => Command::Read {
+                size: Ten,
+                rw: rw10(),
+            },
+            Opcode::WRITE_10 => Command::Write {
+                size: Ten,
+                rw: rw10(),
+            },
+            Opcode::READ_12 => Command::Read {
+                size: Twelve,
+                rw: rw12(),
+            },
+            Opcode::WRITE_12 => Command::Write {
+                size: Twelve,
+                rw: rw12(),
+            },
+            Opcode::READ_16 => Command::Read {
+                size: Sixteen,
+                rw: rw16(),
+            },
+            Opcode::WRITE_16 => Command::Write {
+                size: Sixteen,
+                rw: rw16(),
+            },
+            Opcode::VERIFY_10 => Command::Verify {
+                size: Ten,
+                rw: rw10(),
+                bytchk,
+            },
+            Opcode::VERIFY_12 => Command::Verify {
+                size: Twelve,
+                rw: rw12(),
+                bytchk,
+            },
+            Opcode::VERIFY_16 => Command::Verify {
+                size: Sixteen,
+                rw: rw16(),
+                bytchk,
+            },
+            Opcode::WRITE_AND_VERIFY_10 => Command::WriteAndVerify {
+                size: Ten,
+                rw: rw10(),
+                bytchk,
+            },
+            Opcode::WRITE_AND_VERIFY_12 => Command::WriteAndVerify {
+                size: Twelve,
+                rw: rw12(),
+                bytchk,
+            },
+            Opcode::WRITE_AND_VERIFY_16 => Command::WriteAndVerify {
+                size: Sixteen,
+                rw: rw16(),
+                bytchk,
+            },
             Opcode::WRITE_SAME_10 => {
                 let r = rw10();
-                Command::WriteSame { size: Ten, lba: r.lba, blocks: r.blocks, unmap: c[1] & 0x08 != 0, ndob: false, group: r.group }
+                Command::WriteSame {
+                    size: Ten,
+                    lba: r.lba,
+                    blocks: r.blocks,
+                    unmap: c[1] & 0x08 != 0,
+                    ndob: false,
+                    group: r.group,
+                }
             }
             Opcode::WRITE_SAME_16 => {
                 let r = rw16();
-                Command::WriteSame { size: Sixteen, lba: r.lba, blocks: r.blocks, unmap: c[1] & 0x08 != 0, ndob: c[1] & 0x01 != 0, group: r.group }
+                Command::WriteSame {
+                    size: Sixteen,
+                    lba: r.lba,
+                    blocks: r.blocks,
+                    unmap: c[1] & 0x08 != 0,
+                    ndob: c[1] & 0x01 != 0,
+                    group: r.group,
+                }
             }
-            Opcode::UNMAP => Command::Unmap { param_len: be16(&c[7..]), group: c[6] & 0x3F },
-            Opcode::COMPARE_AND_WRITE => {
-                Command::CompareAndWrite { rw: Rw { lba: be64(&c[2..]), blocks: c[13] as u32, dpo, fua, group: c[14] & 0x3F } }
-            }
+            Opcode::UNMAP => Command::Unmap {
+                param_len: be16(&c[7..]),
+                group: c[6] & 0x3F,
+            },
+            Opcode::COMPARE_AND_WRITE => Command::CompareAndWrite {
+                rw: Rw {
+                    lba: be64(&c[2..]),
+                    blocks: c[13] as u32,
+                    dpo,
+                    fua,
+                    group: c[14] & 0x3F,
+                },
+            },
             Opcode::ORWRITE_16 => Command::OrWrite { rw: rw16() },
             Opcode::WRITE_ATOMIC_16 => Command::WriteAtomic {
-                rw: Rw { lba: be64(&c[2..]), blocks: be16(&c[12..]) as u32, dpo, fua, group: c[14] & 0x3F },
+                rw: Rw {
+                    lba: be64(&c[2..]),
+                    blocks: be16(&c[12..]) as u32,
+                    dpo,
+                    fua,
+                    group: c[14] & 0x3F,
+                },
                 boundary: be16(&c[10..]),
             },
             Opcode::SYNCHRONIZE_CACHE_10 | Opcode::PRE_FETCH_10 => {
                 let r = rw10();
                 let immed = c[1] & 0x02 != 0;
                 if op == Opcode::PRE_FETCH_10 {
-                    Command::PreFetch { size: Ten, lba: r.lba, blocks: r.blocks, immed }
+                    Command::PreFetch {
+                        size: Ten,
+                        lba: r.lba,
+                        blocks: r.blocks,
+                        immed,
+                    }
                 } else {
-                    Command::SynchronizeCache { size: Ten, lba: r.lba, blocks: r.blocks, immed }
+                    Command::SynchronizeCache {
+                        size: Ten,
+                        lba: r.lba,
+                        blocks: r.blocks,
+                        immed,
+                    }
                 }
             }
             Opcode::SYNCHRONIZE_CACHE_16 | Opcode::PRE_FETCH_16 => {
                 let r = rw16();
                 let immed = c[1] & 0x02 != 0;
                 if op == Opcode::PRE_FETCH_16 {
-                    Command::PreFetch { size: Sixteen, lba: r.lba, blocks: r.blocks, immed }
+                    Command::PreFetch {
+                        size: Sixteen,
+                        lba: r.lba,
+                        blocks: r.blocks,
+                        immed,
+                    }
                 } else {
-                    Command::SynchronizeCache { size: Sixteen, lba: r.lba, blocks: r.blocks, immed }
+                    Command::SynchronizeCache {
+                        size: Sixteen,
+                        lba: r.lba,
+                        blocks: r.blocks,
+                        immed,
+                    }
                 }
             }
             Opcode::MODE_SENSE_6 => Command::ModeSense {
@@ -440,12 +698,18 @@ impl Command {
                 subpage: c[3],
                 alloc_len: be16(&c[7..]),
             },
-            Opcode::MODE_SELECT_6 => {
-                Command::ModeSelect { size: Six, pf: c[1] & 0x10 != 0, sp: c[1] & 0x01 != 0, param_len: c[4] as u16 }
-            }
-            Opcode::MODE_SELECT_10 => {
-                Command::ModeSelect { size: Ten, pf: c[1] & 0x10 != 0, sp: c[1] & 0x01 != 0, param_len: be16(&c[7..]) }
-            }
+            Opcode::MODE_SELECT_6 => Command::ModeSelect {
+                size: Six,
+                pf: c[1] & 0x10 != 0,
+                sp: c[1] & 0x01 != 0,
+                param_len: c[4] as u16,
+            },
+            Opcode::MODE_SELECT_10 => Command::ModeSelect {
+                size: Ten,
+                pf: c[1] & 0x10 != 0,
+                sp: c[1] & 0x01 != 0,
+                param_len: be16(&c[7..]),
+            },
             Opcode::START_STOP_UNIT => Command::StartStopUnit {
                 immed: c[1] & 1 != 0,
                 power_condition_modifier: c[3] & 0x0F,
@@ -454,14 +718,17 @@ impl Command {
                 loej: c[4] & 0x02 != 0,
                 start: c[4] & 0x01 != 0,
             },
-            Opcode::PREVENT_ALLOW_MEDIUM_REMOVAL => Command::PreventAllowMediumRemoval { prevent: c[4] & 0x03 },
+            Opcode::PREVENT_ALLOW_MEDIUM_REMOVAL => Command::PreventAllowMediumRemoval {
+                prevent: c[4] & 0x03,
+            },
             Opcode::RESERVE_6 => Command::Reserve6,
             Opcode::RELEASE_6 => Command::Release6,
             Opcode::RESERVE_10 => Command::Reserve10,
             Opcode::RELEASE_10 => Command::Release10,
-            Opcode::PERSISTENT_RESERVE_IN => {
-                Command::PersistentReserveIn { service_action: c[1] & 0x1F, alloc_len: be16(&c[7..]) }
-            }
+            Opcode::PERSISTENT_RESERVE_IN => Command::PersistentReserveIn {
+                service_action: c[1] & 0x1F,
+                alloc_len: be16(&c[7..]),
+            },
             Opcode::PERSISTENT_RESERVE_OUT => Command::PersistentReserveOut {
                 service_action: c[1] & 0x1F,
                 scope: c[2] >> 4,
@@ -470,9 +737,14 @@ impl Command {
             },
             Opcode::SERVICE_ACTION_IN_16 => {
                 if (c[1] & 0x1F) as u16 == sa::READ_CAPACITY_16 {
-                    Command::ReadCapacity16 { alloc_len: be32(&c[10..]) }
+                    Command::ReadCapacity16 {
+                        alloc_len: be32(&c[10..]),
+                    }
                 } else {
-                    Command::GetLbaStatus { lba: be64(&c[2..]), alloc_len: be32(&c[10..]) }
+                    Command::GetLbaStatus {
+                        lba: be64(&c[2..]),
+                        alloc_len: be32(&c[10..]),
+                    }
                 }
             }
             Opcode::MAINTENANCE_IN => {
@@ -485,7 +757,10 @@ impl Command {
                         alloc_len: be32(&c[6..]),
                     }
                 } else {
-                    Command::ReportSupportedTmfs { repd: c[2] & 0x80 != 0, alloc_len: be32(&c[6..]) }
+                    Command::ReportSupportedTmfs {
+                        repd: c[2] & 0x80 != 0,
+                        alloc_len: be32(&c[6..]),
+                    }
                 }
             }
             Opcode::SANITIZE => Command::Sanitize {
@@ -494,10 +769,14 @@ impl Command {
                 service_action: c[1] & 0x1F,
                 param_len: be16(&c[7..]),
             },
-            Opcode::EXTENDED_COPY => Command::ExtendedCopy { param_len: be32(&c[10..]) },
-            Opcode::RECEIVE_COPY_RESULTS => {
-                Command::ReceiveCopyResults { service_action: c[1] & 0x1F, list_id: c[2], alloc_len: be32(&c[10..]) }
-            }
+            Opcode::EXTENDED_COPY => Command::ExtendedCopy {
+                param_len: be32(&c[10..]),
+            },
+            Opcode::RECEIVE_COPY_RESULTS => Command::ReceiveCopyResults {
+                service_action: c[1] & 0x1F,
+                list_id: c[2],
+                alloc_len: be32(&c[10..]),
+            },
             Opcode::READ_DEFECT_DATA_10 => Command::ReadDefectData {
                 size: Ten,
                 req_plist: c[2] & 0x10 != 0,
@@ -566,13 +845,20 @@ impl Command {
                 c.b[1] = *desc as u8;
                 c.b[4] = *alloc_len;
             }
-            Command::Inquiry { evpd, page_code, alloc_len } => {
+            Command::Inquiry {
+                evpd,
+                page_code,
+                alloc_len,
+            } => {
                 c.start(Opcode::INQUIRY, 6);
                 c.b[1] = *evpd as u8;
                 c.b[2] = *page_code;
                 c.put16(3, *alloc_len);
             }
-            Command::ReportLuns { select_report, alloc_len } => {
+            Command::ReportLuns {
+                select_report,
+                alloc_len,
+            } => {
                 c.start(Opcode::REPORT_LUNS, 12);
                 c.b[2] = *select_report;
                 c.put32(6, *alloc_len);
@@ -590,28 +876,89 @@ impl Command {
                 c.put32(10, *alloc_len);
             }
             Command::Read { size, rw } => {
-                let op = pick(*size, [Opcode::READ_6, Opcode::READ_10, Opcode::READ_12, Opcode::READ_16]);
+                let op = pick(
+                    *size,
+                    [
+                        Opcode::READ_6,
+                        Opcode::READ_10,
+                        Opcode::READ_12,
+                        Opcode::READ_16,
+                    ],
+                );
                 rw_cdb(&mut c, op, *size, rw, flags(rw));
             }
             Command::Write { size, rw } => {
-                let op = pick(*size, [Opcode::WRITE_6, Opcode::WRITE_10, Opcode::WRITE_12, Opcode::WRITE_16]);
+                let op = pick(
+                    *size,
+                    [
+                        Opcode::WRITE_6,
+                        Opcode::WRITE_10,
+                        Opcode::WRITE_12,
+                        Opcode::WRITE_16,
+                    ],
+                );
                 rw_cdb(&mut c, op, *size, rw, flags(rw));
             }
             Command::Verify { size, rw, bytchk } => {
-                let op = pick(*size, [Opcode::VERIFY_10, Opcode::VERIFY_10, Opcode::VERIFY_12, Opcode::VERIFY_16]);
-                let size = if *size == CdbSize::Six { CdbSize::Ten } else { *size };
-                rw_cdb(&mut c, op, size, rw, (if rw.dpo { 0x10 } else { 0 }) | ((bytchk & 3) << 1));
+                let op = pick(
+                    *size,
+                    [
+                        Opcode::VERIFY_10,
+                        Opcode::VERIFY_10,
+                        Opcode::VERIFY_12,
+                        Opcode::VERIFY_16,
+                    ],
+                );
+                let size = if *size == CdbSize::Six {
+                    CdbSize::Ten
+                } else {
+                    *size
+                };
+                rw_cdb(
+                    &mut c,
+                    op,
+                    size,
+                    rw,
+                    (if rw.dpo { 0x10 } else { 0 }) | ((bytchk & 3) << 1),
+                );
             }
             Command::WriteAndVerify { size, rw, bytchk } => {
                 let op = pick(
                     *size,
-                    [Opcode::WRITE_AND_VERIFY_10, Opcode::WRITE_AND_VERIFY_10, Opcode::WRITE_AND_VERIFY_12, Opcode::WRITE_AND_VERIFY_16],
+                    [
+                        Opcode::WRITE_AND_VERIFY_10,
+                        Opcode::WRITE_AND_VERIFY_10,
+                        Opcode::WRITE_AND_VERIFY_12,
+                        Opcode::WRITE_AND_VERIFY_16,
+                    ],
                 );
-                let size = if *size == CdbSize::Six { CdbSize::Ten } else { *size };
-                rw_cdb(&mut c, op, size, rw, (if rw.dpo { 0x10 } else { 0 }) | ((bytchk & 3) << 1));
+                let size = if *size == CdbSize::Six {
+                    CdbSize::Ten
+                } else {
+                    *size
+                };
+                rw_cdb(
+                    &mut c,
+                    op,
+                    size,
+                    rw,
+                    (if rw.dpo { 0x10 } else { 0 }) | ((bytchk & 3) << 1),
+                );
             }
-            Command::WriteSame { size, lba, blocks, unmap, ndob, group } => {
-                let rw = Rw { lba: *lba, blocks: *blocks, group: *group, ..Rw::default() };
+            Command::WriteSame {
+                size,
+                lba,
+                blocks,
+                unmap,
+                ndob,
+                group,
+            } => {
+                let rw = Rw {
+                    lba: *lba,
+                    blocks: *blocks,
+                    group: *group,
+                    ..Rw::default()
+                };
                 let b1 = (if *unmap { 0x08 } else { 0 }) | (if *ndob { 0x01 } else { 0 });
                 if *size == CdbSize::Sixteen {
                     rw_cdb(&mut c, Opcode::WRITE_SAME_16, CdbSize::Sixteen, &rw, b1);
@@ -631,7 +978,9 @@ impl Command {
                 c.b[13] = rw.blocks as u8;
                 c.b[14] = rw.group & 0x3F;
             }
-            Command::OrWrite { rw } => rw_cdb(&mut c, Opcode::ORWRITE_16, CdbSize::Sixteen, rw, flags(rw)),
+            Command::OrWrite { rw } => {
+                rw_cdb(&mut c, Opcode::ORWRITE_16, CdbSize::Sixteen, rw, flags(rw))
+            }
             Command::WriteAtomic { rw, boundary } => {
                 c.start(Opcode::WRITE_ATOMIC_16, 16);
                 c.b[1] = flags(rw);
@@ -640,9 +989,24 @@ impl Command {
                 c.put16(12, rw.blocks as u16);
                 c.b[14] = rw.group & 0x3F;
             }
-            Command::SynchronizeCache { size, lba, blocks, immed } | Command::PreFetch { size, lba, blocks, immed } => {
+            Command::SynchronizeCache {
+                size,
+                lba,
+                blocks,
+                immed,
+            }
+            | Command::PreFetch {
+                size,
+                lba,
+                blocks,
+                immed,
+            } => {
                 let sync = matches!(self, Command::SynchronizeCache { .. });
-                let rw = Rw { lba: *lba, blocks: *blocks, ..Rw::default() };
+                let rw = Rw {
+                    lba: *lba,
+                    blocks: *blocks,
+                    ..Rw::default()
+                };
                 let b1 = if *immed { 0x02 } else { 0 };
                 let (op10, op16) = if sync {
                     (Opcode::SYNCHRONIZE_CACHE_10, Opcode::SYNCHRONIZE_CACHE_16)
@@ -655,7 +1019,15 @@ impl Command {
                     rw_cdb(&mut c, op10, CdbSize::Ten, &rw, b1);
                 }
             }
-            Command::ModeSense { size, dbd, llbaa, pc, page, subpage, alloc_len } => {
+            Command::ModeSense {
+                size,
+                dbd,
+                llbaa,
+                pc,
+                page,
+                subpage,
+                alloc_len,
+            } => {
                 if *size == CdbSize::Six {
                     c.start(Opcode::MODE_SENSE_6, 6);
                     c.b[4] = *alloc_len as u8;
@@ -672,7 +1044,12 @@ impl Command {
                 c.b[2] = (pc << 6) | (page & 0x3F);
                 c.b[3] = *subpage;
             }
-            Command::ModeSelect { size, pf, sp, param_len } => {
+            Command::ModeSelect {
+                size,
+                pf,
+                sp,
+                param_len,
+            } => {
                 if *size == CdbSize::Six {
                     c.start(Opcode::MODE_SELECT_6, 6);
                     c.b[4] = *param_len as u8;
@@ -682,7 +1059,14 @@ impl Command {
                 }
                 c.b[1] = (if *pf { 0x10 } else { 0 }) | (*sp as u8);
             }
-            Command::StartStopUnit { immed, power_condition_modifier, power_condition, no_flush, loej, start } => {
+            Command::StartStopUnit {
+                immed,
+                power_condition_modifier,
+                power_condition,
+                no_flush,
+                loej,
+                start,
+            } => {
                 c.start(Opcode::START_STOP_UNIT, 6);
                 c.b[1] = *immed as u8;
                 c.b[3] = power_condition_modifier & 0x0F;
@@ -699,18 +1083,32 @@ impl Command {
             Command::Release6 => c.start(Opcode::RELEASE_6, 6),
             Command::Reserve10 => c.start(Opcode::RESERVE_10, 10),
             Command::Release10 => c.start(Opcode::RELEASE_10, 10),
-            Command::PersistentReserveIn { service_action, alloc_len } => {
+            Command::PersistentReserveIn {
+                service_action,
+                alloc_len,
+            } => {
                 c.start(Opcode::PERSISTENT_RESERVE_IN, 10);
                 c.b[1] = service_action & 0x1F;
                 c.put16(7, *alloc_len);
             }
-            Command::PersistentReserveOut { service_action, scope, pr_type, param_len } => {
+            Command::PersistentReserveOut {
+                service_action,
+                scope,
+                pr_type,
+                param_len,
+            } => {
                 c.start(Opcode::PERSISTENT_RESERVE_OUT, 10);
                 c.b[1] = service_action & 0x1F;
                 c.b[2] = (scope << 4) | (pr_type & 0x0F);
                 c.put32(5, *param_len);
             }
-            Command::ReportSupportedOpcodes { rctd, options, opcode, service_action, alloc_len } => {
+            Command::ReportSupportedOpcodes {
+                rctd,
+                options,
+                opcode,
+                service_action,
+                alloc_len,
+            } => {
                 c.start(Opcode::MAINTENANCE_IN, 12);
                 c.b[1] = sa::REPORT_SUPPORTED_OPCODES as u8;
                 c.b[2] = (if *rctd { 0x80 } else { 0 }) | (options & 0x07);
@@ -724,23 +1122,42 @@ impl Command {
                 c.b[2] = if *repd { 0x80 } else { 0 };
                 c.put32(6, *alloc_len);
             }
-            Command::Sanitize { immed, ause, service_action, param_len } => {
+            Command::Sanitize {
+                immed,
+                ause,
+                service_action,
+                param_len,
+            } => {
                 c.start(Opcode::SANITIZE, 10);
-                c.b[1] = (if *immed { 0x80 } else { 0 }) | (if *ause { 0x20 } else { 0 }) | (service_action & 0x1F);
+                c.b[1] = (if *immed { 0x80 } else { 0 })
+                    | (if *ause { 0x20 } else { 0 })
+                    | (service_action & 0x1F);
                 c.put16(7, *param_len);
             }
             Command::ExtendedCopy { param_len } => {
                 c.start(Opcode::EXTENDED_COPY, 16);
                 c.put32(10, *param_len);
             }
-            Command::ReceiveCopyResults { service_action, list_id, alloc_len } => {
+            Command::ReceiveCopyResults {
+                service_action,
+                list_id,
+                alloc_len,
+            } => {
                 c.start(Opcode::RECEIVE_COPY_RESULTS, 16);
                 c.b[1] = service_action & 0x1F;
                 c.b[2] = *list_id;
                 c.put32(10, *alloc_len);
             }
-            Command::ReadDefectData { size, req_plist, req_glist, format, alloc_len } => {
-                let f = (if *req_plist { 0x10 } else { 0 }) | (if *req_glist { 0x08 } else { 0 }) | (format & 7);
+            Command::ReadDefectData {
+                size,
+                req_plist,
+                req_glist,
+                format,
+                alloc_len,
+            } => {
+                let f = (if *req_plist { 0x10 } else { 0 })
+                    | (if *req_glist { 0x08 } else { 0 })
+                    | (format & 7);
                 if *size == CdbSize::Twelve {
                     c.start(Opcode::READ_DEFECT_DATA_12, 12);
                     c.b[1] = f;
@@ -760,7 +1177,9 @@ impl Command {
     pub fn data_out_length(&self, block_size: u32) -> u64 {
         let bs = block_size as u64;
         match self {
-            Command::Write { rw, .. } | Command::OrWrite { rw } | Command::WriteAtomic { rw, .. } => rw.blocks as u64 * bs,
+            Command::Write { rw, .. }
+            | Command::OrWrite { rw }
+            | Command::WriteAtomic { rw, .. } => rw.blocks as u64 * bs,
             Command::WriteAndVerify { rw, .. } => rw.blocks as u64 * bs,
             Command::Verify { rw, bytchk, .. } => match bytchk {
                 1 => rw.blocks as u64 * bs,
@@ -845,34 +1264,97 @@ impl AsRef<[u8]> for Cdb {
 
 /// Convenience builders with the argument order initiators use.
 pub fn read16(lba: u64, blocks: u32, fua: bool) -> Cdb {
-    Command::Read { size: CdbSize::Sixteen, rw: Rw { lba, blocks, fua, ..Rw::default() } }.encode()
+    Command::Read {
+        size: CdbSize::Sixteen,
+        rw: Rw {
+            lba,
+            blocks,
+            fua,
+            ..Rw::default()
+        },
+    }
+    .encode()
 }
 pub fn write16(lba: u64, blocks: u32, fua: bool) -> Cdb {
-    Command::Write { size: CdbSize::Sixteen, rw: Rw { lba, blocks, fua, ..Rw::default() } }.encode()
+    Command::Write {
+        size: CdbSize::Sixteen,
+        rw: Rw {
+            lba,
+            blocks,
+            fua,
+            ..Rw::default()
+        },
+    }
+    .encode()
 }
 pub fn read10(lba: u32, blocks: u16, fua: bool) -> Cdb {
-    Command::Read { size: CdbSize::Ten, rw: Rw { lba: lba as u64, blocks: blocks as u32, fua, ..Rw::default() } }.encode()
+    Command::Read {
+        size: CdbSize::Ten,
+        rw: Rw {
+            lba: lba as u64,
+            blocks: blocks as u32,
+            fua,
+            ..Rw::default()
+        },
+    }
+    .encode()
 }
 pub fn write10(lba: u32, blocks: u16, fua: bool) -> Cdb {
-    Command::Write { size: CdbSize::Ten, rw: Rw { lba: lba as u64, blocks: blocks as u32, fua, ..Rw::default() } }.encode()
+    Command::Write {
+        size: CdbSize::Ten,
+        rw: Rw {
+            lba: lba as u64,
+            blocks: blocks as u32,
+            fua,
+            ..Rw::default()
+        },
+    }
+    .encode()
 }
 pub fn synchronize_cache16(lba: u64, blocks: u32) -> Cdb {
-    Command::SynchronizeCache { size: CdbSize::Sixteen, lba, blocks, immed: false }.encode()
+    Command::SynchronizeCache {
+        size: CdbSize::Sixteen,
+        lba,
+        blocks,
+        immed: false,
+    }
+    .encode()
 }
 pub fn write_same16(lba: u64, blocks: u32, unmap: bool, ndob: bool) -> Cdb {
-    Command::WriteSame { size: CdbSize::Sixteen, lba, blocks, unmap, ndob, group: 0 }.encode()
+    Command::WriteSame {
+        size: CdbSize::Sixteen,
+        lba,
+        blocks,
+        unmap,
+        ndob,
+        group: 0,
+    }
+    .encode()
 }
 pub fn unmap(param_len: u16) -> Cdb {
-    Command::Unmap { param_len, group: 0 }.encode()
+    Command::Unmap {
+        param_len,
+        group: 0,
+    }
+    .encode()
 }
 pub fn inquiry(evpd: bool, page_code: u8, alloc_len: u16) -> Cdb {
-    Command::Inquiry { evpd, page_code, alloc_len }.encode()
+    Command::Inquiry {
+        evpd,
+        page_code,
+        alloc_len,
+    }
+    .encode()
 }
 pub fn read_capacity16(alloc_len: u32) -> Cdb {
     Command::ReadCapacity16 { alloc_len }.encode()
 }
 pub fn report_luns(alloc_len: u32) -> Cdb {
-    Command::ReportLuns { select_report: 0, alloc_len }.encode()
+    Command::ReportLuns {
+        select_report: 0,
+        alloc_len,
+    }
+    .encode()
 }
 pub fn test_unit_ready() -> Cdb {
     Command::TestUnitReady.encode()
@@ -927,44 +1409,182 @@ mod tests {
         let b = c.encode();
         assert_eq!(Command::parse(b.as_bytes()), Ok(c.clone()), "{b:?}");
         // Every built CDB must match its own usage mask.
-        let spec = lookup(Opcode(b.as_bytes()[0]), Opcode(b.as_bytes()[0]).has_service_action().then(|| (b.as_bytes()[1] & 0x1F) as u16)).unwrap();
+        let spec = lookup(
+            Opcode(b.as_bytes()[0]),
+            Opcode(b.as_bytes()[0])
+                .has_service_action()
+                .then(|| (b.as_bytes()[1] & 0x1F) as u16),
+        )
+        .unwrap();
         assert_eq!(spec.usage.len(), b.as_bytes().len());
     }
 
     #[test]
     fn round_trips() {
-        let rw = Rw { lba: 0x1234, blocks: 7, dpo: true, fua: true, group: 3 };
+        let rw = Rw {
+            lba: 0x1234,
+            blocks: 7,
+            dpo: true,
+            fua: true,
+            group: 3,
+        };
         for size in [CdbSize::Ten, CdbSize::Twelve, CdbSize::Sixteen] {
             rt(Command::Read { size, rw });
             rt(Command::Write { size, rw });
-            rt(Command::Verify { size, rw: Rw { fua: false, ..rw }, bytchk: 1 });
-            rt(Command::WriteAndVerify { size, rw: Rw { fua: false, ..rw }, bytchk: 0 });
+            rt(Command::Verify {
+                size,
+                rw: Rw { fua: false, ..rw },
+                bytchk: 1,
+            });
+            rt(Command::WriteAndVerify {
+                size,
+                rw: Rw { fua: false, ..rw },
+                bytchk: 0,
+            });
         }
-        rt(Command::Read { size: CdbSize::Six, rw: Rw { lba: 0x1F_FFFF, blocks: 256, ..Rw::default() } });
-        rt(Command::Write { size: CdbSize::Six, rw: Rw { lba: 5, blocks: 1, ..Rw::default() } });
-        rt(Command::WriteSame { size: CdbSize::Sixteen, lba: 9, blocks: 100, unmap: true, ndob: true, group: 0 });
-        rt(Command::WriteSame { size: CdbSize::Ten, lba: 9, blocks: 100, unmap: true, ndob: false, group: 1 });
-        rt(Command::CompareAndWrite { rw: Rw { lba: u64::MAX, blocks: 1, dpo: false, fua: true, group: 0 } });
+        rt(Command::Read {
+            size: CdbSize::Six,
+            rw: Rw {
+                lba: 0x1F_FFFF,
+                blocks: 256,
+                ..Rw::default()
+            },
+        });
+        rt(Command::Write {
+            size: CdbSize::Six,
+            rw: Rw {
+                lba: 5,
+                blocks: 1,
+                ..Rw::default()
+            },
+        });
+        rt(Command::WriteSame {
+            size: CdbSize::Sixteen,
+            lba: 9,
+            blocks: 100,
+            unmap: true,
+            ndob: true,
+            group: 0,
+        });
+        rt(Command::WriteSame {
+            size: CdbSize::Ten,
+            lba: 9,
+            blocks: 100,
+            unmap: true,
+            ndob: false,
+            group: 1,
+        });
+        rt(Command::CompareAndWrite {
+            rw: Rw {
+                lba: u64::MAX,
+                blocks: 1,
+                dpo: false,
+                fua: true,
+                group: 0,
+            },
+        });
         rt(Command::OrWrite { rw });
-        rt(Command::WriteAtomic { rw: Rw { blocks: 8, ..rw }, boundary: 0 });
-        rt(Command::Inquiry { evpd: true, page_code: 0x83, alloc_len: 255 });
+        rt(Command::WriteAtomic {
+            rw: Rw { blocks: 8, ..rw },
+            boundary: 0,
+        });
+        rt(Command::Inquiry {
+            evpd: true,
+            page_code: 0x83,
+            alloc_len: 255,
+        });
         rt(Command::ReadCapacity16 { alloc_len: 32 });
-        rt(Command::GetLbaStatus { lba: 77, alloc_len: 24 });
-        rt(Command::ReportLuns { select_report: 2, alloc_len: 4096 });
-        rt(Command::ModeSense { size: CdbSize::Six, dbd: true, llbaa: false, pc: 1, page: 0x3F, subpage: 0, alloc_len: 255 });
-        rt(Command::ModeSense { size: CdbSize::Ten, dbd: false, llbaa: true, pc: 0, page: 8, subpage: 0, alloc_len: 1000 });
-        rt(Command::ModeSelect { size: CdbSize::Ten, pf: true, sp: false, param_len: 28 });
-        rt(Command::StartStopUnit { immed: true, power_condition_modifier: 0, power_condition: 0, no_flush: false, loej: true, start: false });
-        rt(Command::PersistentReserveOut { service_action: 1, scope: 0, pr_type: 3, param_len: 24 });
-        rt(Command::PersistentReserveIn { service_action: 3, alloc_len: 8192 });
-        rt(Command::ReportSupportedOpcodes { rctd: true, options: 2, opcode: 0x9E, service_action: 0x10, alloc_len: 512 });
-        rt(Command::SynchronizeCache { size: CdbSize::Sixteen, lba: 0, blocks: 0, immed: true });
-        rt(Command::PreFetch { size: CdbSize::Ten, lba: 1, blocks: 2, immed: false });
-        rt(Command::Sanitize { immed: false, ause: true, service_action: 1, param_len: 8 });
-        rt(Command::Unmap { param_len: 24, group: 0 });
+        rt(Command::GetLbaStatus {
+            lba: 77,
+            alloc_len: 24,
+        });
+        rt(Command::ReportLuns {
+            select_report: 2,
+            alloc_len: 4096,
+        });
+        rt(Command::ModeSense {
+            size: CdbSize::Six,
+            dbd: true,
+            llbaa: false,
+            pc: 1,
+            page: 0x3F,
+            subpage: 0,
+            alloc_len: 255,
+        });
+        rt(Command::ModeSense {
+            size: CdbSize::Ten,
+            dbd: false,
+            llbaa: true,
+            pc: 0,
+            page: 8,
+            subpage: 0,
+            alloc_len: 1000,
+        });
+        rt(Command::ModeSelect {
+            size: CdbSize::Ten,
+            pf: true,
+            sp: false,
+            param_len: 28,
+        });
+        rt(Command::StartStopUnit {
+            immed: true,
+            power_condition_modifier: 0,
+            power_condition: 0,
+            no_flush: false,
+            loej: true,
+            start: false,
+        });
+        rt(Command::PersistentReserveOut {
+            service_action: 1,
+            scope: 0,
+            pr_type: 3,
+            param_len: 24,
+        });
+        rt(Command::PersistentReserveIn {
+            service_action: 3,
+            alloc_len: 8192,
+        });
+        rt(Command::ReportSupportedOpcodes {
+            rctd: true,
+            options: 2,
+            opcode: 0x9E,
+            service_action: 0x10,
+            alloc_len: 512,
+        });
+        rt(Command::SynchronizeCache {
+            size: CdbSize::Sixteen,
+            lba: 0,
+            blocks: 0,
+            immed: true,
+        });
+        rt(Command::PreFetch {
+            size: CdbSize::Ten,
+            lba: 1,
+            blocks: 2,
+            immed: false,
+        });
+        rt(Command::Sanitize {
+            immed: false,
+            ause: true,
+            service_action: 1,
+            param_len: 8,
+        });
+        rt(Command::Unmap {
+            param_len: 24,
+            group: 0,
+        });
         rt(Command::TestUnitReady);
-        rt(Command::RequestSense { desc: true, alloc_len: 252 });
-        rt(Command::ReadDefectData { size: CdbSize::Ten, req_plist: true, req_glist: false, format: 5, alloc_len: 32 });
+        rt(Command::RequestSense {
+            desc: true,
+            alloc_len: 252,
+        });
+        rt(Command::ReadDefectData {
+            size: CdbSize::Ten,
+            req_plist: true,
+            req_glist: false,
+            format: 5,
+            alloc_len: 32,
+        });
     }
 
     #[test]
@@ -973,7 +1593,10 @@ mod tests {
             read16(0x0102_0304_0506_0708, 0x10, true).as_bytes(),
             &[0x88, 0x08, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0x10, 0, 0]
         );
-        assert_eq!(write10(0xAABBCCDD, 2, false).as_bytes(), &[0x2A, 0, 0xAA, 0xBB, 0xCC, 0xDD, 0, 0, 2, 0]);
+        assert_eq!(
+            write10(0xAABBCCDD, 2, false).as_bytes(),
+            &[0x2A, 0, 0xAA, 0xBB, 0xCC, 0xDD, 0, 0, 2, 0]
+        );
     }
 
     #[test]
@@ -981,11 +1604,23 @@ mod tests {
         // RDPROTECT = 1 on READ(10): byte 1 bit 5.
         let mut c = read10(0, 1, false);
         c.set_byte(1, 0x20);
-        assert_eq!(Command::parse(c.as_bytes()), Err(CdbError::InvalidField { byte: 1, bit: Some(5) }));
+        assert_eq!(
+            Command::parse(c.as_bytes()),
+            Err(CdbError::InvalidField {
+                byte: 1,
+                bit: Some(5)
+            })
+        );
         // NACA in the control byte.
         let mut c = read16(0, 1, false);
         c.set_byte(15, 0x04);
-        assert_eq!(Command::parse(c.as_bytes()), Err(CdbError::InvalidField { byte: 15, bit: Some(2) }));
+        assert_eq!(
+            Command::parse(c.as_bytes()),
+            Err(CdbError::InvalidField {
+                byte: 15,
+                bit: Some(2)
+            })
+        );
         // FUA_NV is accepted (obsolete, ignored).
         let mut c = read10(0, 1, false);
         c.set_byte(1, 0x02);
@@ -994,17 +1629,35 @@ mod tests {
 
     #[test]
     fn unsupported_and_bad_service_action() {
-        assert_eq!(Command::parse(&[0xC0, 0, 0, 0, 0, 0]), Err(CdbError::Unsupported(Opcode(0xC0))));
+        assert_eq!(
+            Command::parse(&[0xC0, 0, 0, 0, 0, 0]),
+            Err(CdbError::Unsupported(Opcode(0xC0)))
+        );
         assert_eq!(Command::parse(&[]), Err(CdbError::Empty));
         let mut c = [0u8; 16];
         c[0] = 0x9E;
         c[1] = 0x11;
-        assert_eq!(Command::parse(&c), Err(CdbError::InvalidField { byte: 1, bit: Some(4) }));
-        assert_eq!(Command::parse(&[0x28, 0, 0]), Err(CdbError::Truncated { opcode: Opcode::READ_10, len: 3 }));
+        assert_eq!(
+            Command::parse(&c),
+            Err(CdbError::InvalidField {
+                byte: 1,
+                bit: Some(4)
+            })
+        );
+        assert_eq!(
+            Command::parse(&[0x28, 0, 0]),
+            Err(CdbError::Truncated {
+                opcode: Opcode::READ_10,
+                len: 3
+            })
+        );
         let mut c = [0u8; 10];
         c[0] = 0x5E;
         c[1] = 0x04;
-        assert!(matches!(Command::parse(&c), Err(CdbError::InvalidField { byte: 1, .. })));
+        assert!(matches!(
+            Command::parse(&c),
+            Err(CdbError::InvalidField { byte: 1, .. })
+        ));
     }
 
     #[test]
@@ -1047,8 +1700,27 @@ mod tests {
     fn data_out_lengths() {
         let c = Command::parse(write10(0, 4, false).as_bytes()).unwrap();
         assert_eq!(c.data_out_length(512), 2048);
-        assert_eq!(Command::parse(write_same16(0, 100, false, false).as_bytes()).unwrap().data_out_length(4096), 4096);
-        assert_eq!(Command::parse(write_same16(0, 100, false, true).as_bytes()).unwrap().data_out_length(4096), 0);
-        assert_eq!(Command::CompareAndWrite { rw: Rw { blocks: 2, ..Rw::default() } }.data_out_length(512), 2048);
+        assert_eq!(
+            Command::parse(write_same16(0, 100, false, false).as_bytes())
+                .unwrap()
+                .data_out_length(4096),
+            4096
+        );
+        assert_eq!(
+            Command::parse(write_same16(0, 100, false, true).as_bytes())
+                .unwrap()
+                .data_out_length(4096),
+            0
+        );
+        assert_eq!(
+            Command::CompareAndWrite {
+                rw: Rw {
+                    blocks: 2,
+                    ..Rw::default()
+                }
+            }
+            .data_out_length(512),
+            2048
+        );
     }
 }

@@ -50,7 +50,10 @@ pub struct StandardInquiry {
 /// Space-pads (and truncates) an ASCII identifier field.
 pub fn ascii_field<const N: usize>(s: &str) -> [u8; N] {
     let mut out = [b' '; N];
-    for (o, c) in out.iter_mut().zip(s.bytes().filter(|c| (0x20..0x7F).contains(c))) {
+    for (o, c) in out
+        .iter_mut()
+        .zip(s.bytes().filter(|c| (0x20..0x7F).contains(c)))
+    {
         *o = c;
     }
     out
@@ -73,7 +76,12 @@ impl StandardInquiry {
             vendor: ascii_field(vendor),
             product: ascii_field(product),
             revision: ascii_field(revision),
-            version_descriptors: vec![version::SAM_5, version::ISCSI, version::SPC_4, version::SBC_3],
+            version_descriptors: vec![
+                version::SAM_5,
+                version::ISCSI,
+                version::SPC_4,
+                version::SBC_3,
+            ],
         }
     }
 
@@ -239,7 +247,11 @@ impl Designator {
 
     fn encode_into(&self, out: &mut Vec<u8>) {
         out.push((self.protocol_id << 4) | (self.code_set & 0x0F));
-        out.push(if self.piv { 0x80 } else { 0 } | ((self.association & 3) << 4) | (self.designator_type & 0x0F));
+        out.push(
+            if self.piv { 0x80 } else { 0 }
+                | ((self.association & 3) << 4)
+                | (self.designator_type & 0x0F),
+        );
         out.push(0);
         out.push(self.value.len().min(255) as u8);
         out.extend_from_slice(&self.value[..self.value.len().min(255)]);
@@ -355,6 +367,11 @@ pub struct BlockDeviceCharacteristics {
     /// 1 = non-rotating medium (solid state).
     pub medium_rotation_rate: u16,
     pub product_type: u8,
+    /// WABEREQ: what reads return after a SANITIZE BLOCK ERASE (01b: data
+    /// as the erase left it, GOOD status).
+    pub wabereq: u8,
+    /// WACEREQ: the same after a CRYPTOGRAPHIC ERASE.
+    pub wacereq: u8,
     pub nominal_form_factor: u8,
     pub fuab: bool,
     pub vbuls: bool,
@@ -365,7 +382,9 @@ impl BlockDeviceCharacteristics {
         let mut b = vec![0u8; 0x3C];
         b[0..2].copy_from_slice(&self.medium_rotation_rate.to_be_bytes());
         b[2] = self.product_type;
-        b[3] = self.nominal_form_factor & 0x0F;
+        b[3] = ((self.wabereq & 3) << 6)
+            | ((self.wacereq & 3) << 4)
+            | (self.nominal_form_factor & 0x0F);
         b[4] = if self.fuab { 0x02 } else { 0 } | self.vbuls as u8;
         b
     }
@@ -376,6 +395,8 @@ impl BlockDeviceCharacteristics {
         Some(Self {
             medium_rotation_rate: u16::from_be_bytes([body[0], body[1]]),
             product_type: body[2],
+            wabereq: body[3] >> 6,
+            wacereq: (body[3] >> 4) & 3,
             nominal_form_factor: body[3] & 0x0F,
             fuab: body[4] & 0x02 != 0,
             vbuls: body[4] & 1 != 0,
@@ -460,7 +481,8 @@ impl ReadCapacity16 {
         b[12] = ((self.p_type & 7) << 1) | self.prot_en as u8;
         b[13] = (self.p_i_exponent << 4) | (self.lbppbe & 0x0F);
         let la = self.lowest_aligned_lba & 0x3FFF;
-        b[14] = if self.lbpme { 0x80 } else { 0 } | if self.lbprz { 0x40 } else { 0 } | (la >> 8) as u8;
+        b[14] =
+            if self.lbpme { 0x80 } else { 0 } | if self.lbprz { 0x40 } else { 0 } | (la >> 8) as u8;
         b[15] = la as u8;
         b
     }
@@ -580,13 +602,29 @@ mod tests {
 
     #[test]
     fn lbp_and_capacity() {
-        let l = LogicalBlockProvisioning { lbpu: true, lbpws: true, lbpws10: true, lbprz: 1, provisioning_type: 2, ..Default::default() };
+        let l = LogicalBlockProvisioning {
+            lbpu: true,
+            lbpws: true,
+            lbpws10: true,
+            lbprz: 1,
+            provisioning_type: 2,
+            ..Default::default()
+        };
         let b = l.encode();
         assert_eq!(b[1], 0xE4);
         assert_eq!(LogicalBlockProvisioning::parse(&b).unwrap(), l);
-        let rc = ReadCapacity16 { last_lba: 1 << 33, block_len: 4096, lbpme: true, lbprz: true, ..Default::default() };
+        let rc = ReadCapacity16 {
+            last_lba: 1 << 33,
+            block_len: 4096,
+            lbpme: true,
+            lbprz: true,
+            ..Default::default()
+        };
         assert_eq!(ReadCapacity16::parse(&rc.encode()).unwrap(), rc);
-        assert_eq!(encode_read_capacity10(1 << 33, 512), [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 2, 0]);
+        assert_eq!(
+            encode_read_capacity10(1 << 33, 512),
+            [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 2, 0]
+        );
         let s = encode_lba_status(&[(0, 8, 0), (8, 100, 1)]);
         assert_eq!(&s[0..4], &[0, 0, 0, 36]);
         assert_eq!(parse_lba_status(&s).unwrap(), vec![(0, 8, 0), (8, 100, 1)]);

@@ -92,7 +92,10 @@ mod tests {
     fn peripheral_and_flat() {
         assert_eq!(Lun::from_number(0).to_wire(), [0; 8]);
         assert_eq!(Lun::from_number(5).to_wire(), [0, 5, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(Lun::from_number(300).to_wire(), [0x41, 0x2C, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            Lun::from_number(300).to_wire(),
+            [0x41, 0x2C, 0, 0, 0, 0, 0, 0]
+        );
         for n in [0u16, 1, 255, 256, 1000, 16383] {
             assert_eq!(Lun::from_number(n).number(), Some(n));
         }
@@ -103,7 +106,11 @@ mod tests {
 
     #[test]
     fn report_luns_round_trip() {
-        let luns = [Lun::from_number(0), Lun::from_number(3), Lun::from_number(400)];
+        let luns = [
+            Lun::from_number(0),
+            Lun::from_number(3),
+            Lun::from_number(400),
+        ];
         let b = encode_report_luns(&luns);
         assert_eq!(b.len(), 32);
         assert_eq!(&b[..4], &[0, 0, 0, 24]);

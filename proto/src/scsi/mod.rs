@@ -75,7 +75,10 @@ mod tests {
 
     #[test]
     fn status_names_and_unknowns() {
-        assert_eq!(format!("{:?}", Status::RESERVATION_CONFLICT), "RESERVATION CONFLICT");
+        assert_eq!(
+            format!("{:?}", Status::RESERVATION_CONFLICT),
+            "RESERVATION CONFLICT"
+        );
         assert_eq!(format!("{:?}", Status(0x22)), "Status(0x22)");
         assert_eq!(Status::CHECK_CONDITION.0, 2);
     }

@@ -34,7 +34,12 @@ pub struct ModePage {
 
 impl ModePage {
     pub fn new(page: u8, body: Vec<u8>) -> Self {
-        Self { page, subpage: 0, ps: false, body }
+        Self {
+            page,
+            subpage: 0,
+            ps: false,
+            body,
+        }
     }
 
     pub fn encode_into(&self, out: &mut Vec<u8>) {
@@ -102,7 +107,10 @@ impl Caching {
     }
     pub fn parse(body: &[u8]) -> Option<Self> {
         let b0 = *body.first()?;
-        Some(Self { wce: b0 & 0x04 != 0, rcd: b0 & 0x01 != 0 })
+        Some(Self {
+            wce: b0 & 0x04 != 0,
+            rcd: b0 & 0x01 != 0,
+        })
     }
 }
 
@@ -122,7 +130,9 @@ pub struct Control {
 impl Control {
     pub fn page(&self) -> ModePage {
         let mut b = vec![0u8; 0x0A];
-        b[0] = ((self.tst & 7) << 5) | if self.d_sense { 0x04 } else { 0 } | if self.gltsd { 0x02 } else { 0 };
+        b[0] = ((self.tst & 7) << 5)
+            | if self.d_sense { 0x04 } else { 0 }
+            | if self.gltsd { 0x02 } else { 0 };
         b[1] = ((self.queue_algorithm_modifier & 0x0F) << 4) | ((self.qerr & 3) << 1);
         b[2] = if self.swp { 0x08 } else { 0 };
         b[3] = if self.tas { 0x40 } else { 0 };
@@ -141,7 +151,10 @@ impl Control {
             qerr: (body[1] >> 1) & 3,
             swp: body[2] & 0x08 != 0,
             tas: body[3] & 0x40 != 0,
-            busy_timeout_period: body.get(6..8).map(|s| u16::from_be_bytes([s[0], s[1]])).unwrap_or(0),
+            busy_timeout_period: body
+                .get(6..8)
+                .map(|s| u16::from_be_bytes([s[0], s[1]]))
+                .unwrap_or(0),
         })
     }
 }
@@ -189,7 +202,14 @@ pub fn encode_mode_sense(
     }
     let mut out = Vec::new();
     if ten {
-        out.extend_from_slice(&[0, 0, 0, device_specific, (long_lba && !bd.is_empty()) as u8, 0]);
+        out.extend_from_slice(&[
+            0,
+            0,
+            0,
+            device_specific,
+            (long_lba && !bd.is_empty()) as u8,
+            0,
+        ]);
         out.extend_from_slice(&(bd.len() as u16).to_be_bytes());
     } else {
         out.extend_from_slice(&[0, 0, device_specific, bd.len() as u8]);
@@ -237,14 +257,23 @@ pub fn parse_mode_parameters(ten: bool, b: &[u8]) -> Result<ModeParameters, Mode
         (b[2], b[3] as usize)
     };
     if hdr + bdl > b.len() {
-        return Err(ModeParamError { byte: if ten { 6 } else { 3 } });
+        return Err(ModeParamError {
+            byte: if ten { 6 } else { 3 },
+        });
     }
     let pages = parse_pages(&b[hdr + bdl..])
-        .map_err(|o| ModeParamError { byte: hdr + bdl + o })?
+        .map_err(|o| ModeParamError {
+            byte: hdr + bdl + o,
+        })?
         .into_iter()
         .map(|(o, p)| (o + hdr + bdl, p))
         .collect();
-    Ok(ModeParameters { device_specific: dsp, block_descriptors: b[hdr..hdr + bdl].to_vec(), pages_offset: hdr + bdl, pages })
+    Ok(ModeParameters {
+        device_specific: dsp,
+        block_descriptors: b[hdr..hdr + bdl].to_vec(),
+        pages_offset: hdr + bdl,
+        pages,
+    })
 }
 
 #[cfg(test)]
@@ -253,7 +282,18 @@ mod tests {
 
     #[test]
     fn sense6_layout() {
-        let pages = [Caching { wce: true, rcd: false }.page(), Control { d_sense: true, ..Default::default() }.page()];
+        let pages = [
+            Caching {
+                wce: true,
+                rcd: false,
+            }
+            .page(),
+            Control {
+                d_sense: true,
+                ..Default::default()
+            }
+            .page(),
+        ];
         let b = encode_mode_sense(false, DSP_DPOFUA, Some((1000, 512)), false, &pages);
         assert_eq!(b[0] as usize, b.len() - 1);
         assert_eq!(b[2], 0x10);
@@ -264,8 +304,14 @@ mod tests {
         let p = parse_mode_parameters(false, &b).unwrap();
         assert_eq!(p.pages.len(), 2);
         assert_eq!(p.pages[1].0, 12 + 20);
-        assert_eq!(Control::parse(&p.pages[1].1.body).unwrap().d_sense, true);
-        assert_eq!(Caching::parse(&p.pages[0].1.body).unwrap(), Caching { wce: true, rcd: false });
+        assert!(Control::parse(&p.pages[1].1.body).unwrap().d_sense);
+        assert_eq!(
+            Caching::parse(&p.pages[0].1.body).unwrap(),
+            Caching {
+                wce: true,
+                rcd: false
+            }
+        );
     }
 
     #[test]
@@ -282,10 +328,22 @@ mod tests {
     #[test]
     fn truncated_rejected() {
         let b = encode_mode_sense(false, 0, None, false, &[Caching::default().page()]);
-        assert_eq!(parse_mode_parameters(false, &b[..10]), Err(ModeParamError { byte: 4 }));
-        assert_eq!(parse_mode_parameters(false, &b[..3]), Err(ModeParamError { byte: 0 }));
+        assert_eq!(
+            parse_mode_parameters(false, &b[..10]),
+            Err(ModeParamError { byte: 4 })
+        );
+        assert_eq!(
+            parse_mode_parameters(false, &b[..3]),
+            Err(ModeParamError { byte: 0 })
+        );
         let mut sub = Vec::new();
-        ModePage { page: 0x0A, subpage: 1, ps: false, body: vec![1, 2] }.encode_into(&mut sub);
+        ModePage {
+            page: 0x0A,
+            subpage: 1,
+            ps: false,
+            body: vec![1, 2],
+        }
+        .encode_into(&mut sub);
         assert_eq!(parse_pages(&sub).unwrap()[0].1.subpage, 1);
         assert!(parse_pages(&sub[..3]).is_err());
     }

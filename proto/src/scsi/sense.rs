@@ -136,7 +136,11 @@ impl fmt::Debug for Asc {
 pub enum SenseKeySpecific {
     /// Field pointer (ILLEGAL REQUEST): which byte (and optionally bit) of the
     /// CDB (`cdb == true`, C/D = 1) or of the parameter list is wrong.
-    FieldPointer { cdb: bool, bit: Option<u8>, field: u16 },
+    FieldPointer {
+        cdb: bool,
+        bit: Option<u8>,
+        field: u16,
+    },
     /// Progress indication (NOT READY, NO SENSE): 0..=65535 of 65536.
     Progress(u16),
     /// Any other content, kept raw (3 bytes, SKSV bit included).
@@ -223,15 +227,17 @@ impl Sense {
     /// ILLEGAL REQUEST / INVALID FIELD IN CDB with a field pointer at `byte`
     /// (and `bit` when known).
     pub fn invalid_field_in_cdb(byte: u16, bit: Option<u8>) -> Self {
-        Self::new(SenseKey::ILLEGAL_REQUEST, Asc::INVALID_FIELD_IN_CDB).with_field_pointer(
-            true, byte, bit,
-        )
+        Self::new(SenseKey::ILLEGAL_REQUEST, Asc::INVALID_FIELD_IN_CDB)
+            .with_field_pointer(true, byte, bit)
     }
 
     /// ILLEGAL REQUEST / INVALID FIELD IN PARAMETER LIST with a field pointer.
     pub fn invalid_field_in_parameter_list(byte: u16, bit: Option<u8>) -> Self {
-        Self::new(SenseKey::ILLEGAL_REQUEST, Asc::INVALID_FIELD_IN_PARAMETER_LIST)
-            .with_field_pointer(false, byte, bit)
+        Self::new(
+            SenseKey::ILLEGAL_REQUEST,
+            Asc::INVALID_FIELD_IN_PARAMETER_LIST,
+        )
+        .with_field_pointer(false, byte, bit)
     }
 
     pub fn illegal_request(asc: Asc) -> Self {
@@ -328,7 +334,8 @@ impl Sense {
                 let end = (8 + add_len).min(buf.len());
                 let get = |i: usize| if i < end { buf[i] } else { 0 };
                 if first & 0x80 != 0 && end >= 7 {
-                    s.information = Some(u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as u64);
+                    s.information =
+                        Some(u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as u64);
                 }
                 if end >= 12 {
                     let cs = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
@@ -441,7 +448,10 @@ mod tests {
         }
         assert!(Sense::parse(&[]).is_err());
         assert!(Sense::parse(&[0x70, 0]).is_err());
-        assert_eq!(Sense::parse(&[0x05]), Err(SenseError::UnknownResponseCode(5)));
+        assert_eq!(
+            Sense::parse(&[0x05]),
+            Err(SenseError::UnknownResponseCode(5))
+        );
     }
 
     #[test]

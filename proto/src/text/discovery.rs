@@ -162,7 +162,10 @@ pub fn encode_send_targets(targets: &[DiscoveredTarget]) -> Vec<KeyValue> {
 /// [`encode_send_targets`]; `answers` holds the rest (e.g. `NotUnderstood`
 /// for unknown keys, `Reject` for login-only keys). A re-declared
 /// MaxRecvDataSegmentLength is applied to `neg.connection_params()`.
-pub fn process_text_request(neg: &mut Negotiator, keys: &[KeyValue]) -> Result<Processed, NegotiationError> {
+pub fn process_text_request(
+    neg: &mut Negotiator,
+    keys: &[KeyValue],
+) -> Result<Processed, NegotiationError> {
     neg.begin_exchange();
     neg.process(keys)
 }
@@ -184,7 +187,10 @@ mod tests {
             parse_target_address("10.0.0.1:3261,2").unwrap(),
             ("10.0.0.1:3261".into(), Some(2))
         );
-        assert_eq!(parse_target_address("host.example").unwrap(), ("host.example:3260".into(), None));
+        assert_eq!(
+            parse_target_address("host.example").unwrap(),
+            ("host.example:3260".into(), None)
+        );
         assert_eq!(
             parse_target_address("[2001:db8::1]:3262,7").unwrap(),
             ("[2001:db8::1]:3262".into(), Some(7))
@@ -193,7 +199,9 @@ mod tests {
             parse_target_address("[2001:db8::1],1").unwrap(),
             ("[2001:db8::1]:3260".into(), Some(1))
         );
-        for bad in ["", "h:x", "h:0", "[::1", "[::1]x", "h,99999", ":3260", "[]:1"] {
+        for bad in [
+            "", "h:x", "h:0", "[::1", "[::1]x", "h,99999", ":3260", "[]:1",
+        ] {
             assert!(parse_target_address(bad).is_err(), "{bad}");
         }
     }
@@ -213,20 +221,27 @@ mod tests {
             },
         ];
         let text = encode_kv(&encode_send_targets(&targets));
-        assert_eq!(parse_send_targets(&parse_kv(&text).unwrap()).unwrap(), targets);
+        assert_eq!(
+            parse_send_targets(&parse_kv(&text).unwrap()).unwrap(),
+            targets
+        );
     }
 
     #[test]
     fn send_targets_response_errors_and_defaults() {
         assert!(parse_send_targets(&[kv("TargetAddress", "1.2.3.4")]).is_err());
-        let t = parse_send_targets(&[kv("TargetName", "iqn.x"), kv("TargetAddress", "1.2.3.4")]).unwrap();
+        let t = parse_send_targets(&[kv("TargetName", "iqn.x"), kv("TargetAddress", "1.2.3.4")])
+            .unwrap();
         assert_eq!(t[0].addresses, vec![("1.2.3.4:3260".to_string(), 1)]);
         assert!(parse_send_targets(&[kv("TargetName", "")]).is_err());
     }
 
     #[test]
     fn request_text_and_query() {
-        assert_eq!(&send_targets_text(&SendTargetsQuery::All)[..], b"SendTargets=All\0");
+        assert_eq!(
+            &send_targets_text(&SendTargetsQuery::All)[..],
+            b"SendTargets=All\0"
+        );
         assert_eq!(SendTargetsQuery::parse("All"), SendTargetsQuery::All);
         assert_eq!(SendTargetsQuery::parse(""), SendTargetsQuery::SessionTarget);
         assert_eq!(
@@ -245,11 +260,18 @@ mod tests {
         );
         let p = process_text_request(
             &mut neg,
-            &[kv("SendTargets", "All"), kv("X-foo", "1"), kv("InitialR2T", "No")],
+            &[
+                kv("SendTargets", "All"),
+                kv("X-foo", "1"),
+                kv("InitialR2T", "No"),
+            ],
         )
         .unwrap();
         assert_eq!(p.send_targets.as_deref(), Some("All"));
-        assert_eq!(p.answers, vec![kv("X-foo", "NotUnderstood"), kv("InitialR2T", "Reject")]);
+        assert_eq!(
+            p.answers,
+            vec![kv("X-foo", "NotUnderstood"), kv("InitialR2T", "Reject")]
+        );
         // A second exchange may re-declare MaxRecvDataSegmentLength.
         process_text_request(&mut neg, &[kv("MaxRecvDataSegmentLength", "4096")]).unwrap();
         process_text_request(&mut neg, &[kv("MaxRecvDataSegmentLength", "8192")]).unwrap();

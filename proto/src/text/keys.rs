@@ -98,7 +98,9 @@ impl KeyDef {
         use crate::text::negotiate::Role;
         matches!(
             (self.senders, role),
-            (Senders::Both, _) | (Senders::Initiator, Role::Initiator) | (Senders::Target, Role::Target)
+            (Senders::Both, _)
+                | (Senders::Initiator, Role::Initiator)
+                | (Senders::Target, Role::Target)
         )
     }
 
@@ -221,43 +223,139 @@ pub static KEYS: &[KeyDef] = &[
     // HeaderDigest = <list-of-values>; DataDigest = <list-of-values>;
     // Default is None for both HeaderDigest and DataDigest."
     listed(
-        key(HEADER_DIGEST, T::List, Io, Both, CO, Some(NONE), "RFC 7143 §13.1"),
+        key(
+            HEADER_DIGEST,
+            T::List,
+            Io,
+            Both,
+            CO,
+            Some(NONE),
+            "RFC 7143 §13.1",
+        ),
         &["CRC32C", NONE],
     ),
     listed(
-        key(DATA_DIGEST, T::List, Io, Both, CO, Some(NONE), "RFC 7143 §13.1"),
+        key(
+            DATA_DIGEST,
+            T::List,
+            Io,
+            Both,
+            CO,
+            Some(NONE),
+            "RFC 7143 §13.1",
+        ),
         &["CRC32C", NONE],
     ),
     // §13.2: "MaxConnections=<numerical-value-from-1-to-65535>; Default is 1;
     // Result function is Minimum." Irrelevant when SessionType=Discovery.
     no_discovery(ranged(
-        key(MAX_CONNECTIONS, T::NumMin, Lo, Both, SW, Some("1"), "RFC 7143 §13.2"),
+        key(
+            MAX_CONNECTIONS,
+            T::NumMin,
+            Lo,
+            Both,
+            SW,
+            Some("1"),
+            "RFC 7143 §13.2",
+        ),
         1,
         65535,
     )),
     // §13.3: "Use: FFPO; Senders: Initiator; Scope: SW".
-    key(SEND_TARGETS, T::Query, Ffpo, Initiator, SW, None, "RFC 7143 §13.3"),
+    key(
+        SEND_TARGETS,
+        T::Query,
+        Ffpo,
+        Initiator,
+        SW,
+        None,
+        "RFC 7143 §13.3",
+    ),
     // §13.4: "Use: IO by initiator, FFPO by target -- only as response to a
     // SendTargets; Senders: Initiator and target; Scope: SW". Declarative.
-    key(TARGET_NAME, T::Declarative, Io, Initiator, SW, None, "RFC 7143 §13.4"),
+    key(
+        TARGET_NAME,
+        T::Declarative,
+        Io,
+        Initiator,
+        SW,
+        None,
+        "RFC 7143 §13.4",
+    ),
     // §13.5: "Use: IO, Declarative; Senders: Initiator; Scope: SW".
-    key(INITIATOR_NAME, T::Declarative, Io, Initiator, SW, None, "RFC 7143 §13.5"),
+    key(
+        INITIATOR_NAME,
+        T::Declarative,
+        Io,
+        Initiator,
+        SW,
+        None,
+        "RFC 7143 §13.5",
+    ),
     // §13.6/§13.7: "Use: ALL, Declarative, Any-Stage".
-    key(TARGET_ALIAS, T::Declarative, All, Target, SW, None, "RFC 7143 §13.6"),
-    key(INITIATOR_ALIAS, T::Declarative, All, Initiator, SW, None, "RFC 7143 §13.7"),
+    key(
+        TARGET_ALIAS,
+        T::Declarative,
+        All,
+        Target,
+        SW,
+        None,
+        "RFC 7143 §13.6",
+    ),
+    key(
+        INITIATOR_ALIAS,
+        T::Declarative,
+        All,
+        Initiator,
+        SW,
+        None,
+        "RFC 7143 §13.7",
+    ),
     // §13.8: "Use: ALL, Declarative; Senders: Target; Scope: SW".
-    key(TARGET_ADDRESS, T::Declarative, All, Target, SW, None, "RFC 7143 §13.8"),
+    key(
+        TARGET_ADDRESS,
+        T::Declarative,
+        All,
+        Target,
+        SW,
+        None,
+        "RFC 7143 §13.8",
+    ),
     // §13.9: "Use: IO by target, Declarative, Any-Stage; Senders: Target;
     // TargetPortalGroupTag=<16-bit-binary-value>".
     ranged(
-        key(TARGET_PORTAL_GROUP_TAG, T::Declarative, Io, Target, SW, None, "RFC 7143 §13.9"),
+        key(
+            TARGET_PORTAL_GROUP_TAG,
+            T::Declarative,
+            Io,
+            Target,
+            SW,
+            None,
+            "RFC 7143 §13.9",
+        ),
         0,
         65535,
     ),
     // §13.10: "InitialR2T=<boolean-value> ... Default is Yes. Result function is OR."
-    no_discovery(key(INITIAL_R2T, T::BoolOr, Lo, Both, SW, Some(YES), "RFC 7143 §13.10")),
+    no_discovery(key(
+        INITIAL_R2T,
+        T::BoolOr,
+        Lo,
+        Both,
+        SW,
+        Some(YES),
+        "RFC 7143 §13.10",
+    )),
     // §13.11: "ImmediateData=<boolean-value> ... Default is Yes. Result function is AND."
-    no_discovery(key(IMMEDIATE_DATA, T::BoolAnd, Lo, Both, SW, Some(YES), "RFC 7143 §13.11")),
+    no_discovery(key(
+        IMMEDIATE_DATA,
+        T::BoolAnd,
+        Lo,
+        Both,
+        SW,
+        Some(YES),
+        "RFC 7143 §13.11",
+    )),
     // §13.12: "Use: ALL, Declarative; Scope: CO;
     // MaxRecvDataSegmentLength=<numerical-value-512-to-(2**24-1)>; Default is 8192 bytes."
     ranged(
@@ -275,39 +373,87 @@ pub static KEYS: &[KeyDef] = &[
     ),
     // §13.13: "Default is 262144 (256 KB). Result function is Minimum."
     no_discovery(ranged(
-        key(MAX_BURST_LENGTH, T::NumMin, Lo, Both, SW, Some("262144"), "RFC 7143 §13.13"),
+        key(
+            MAX_BURST_LENGTH,
+            T::NumMin,
+            Lo,
+            Both,
+            SW,
+            Some("262144"),
+            "RFC 7143 §13.13",
+        ),
         SEGMENT_RANGE.0,
         SEGMENT_RANGE.1,
     )),
     // §13.14: "Irrelevant when: ( InitialR2T=Yes and ImmediateData=No );
     // Default is 65536 (64 KB). Result function is Minimum."
     no_discovery(ranged(
-        key(FIRST_BURST_LENGTH, T::NumMin, Lo, Both, SW, Some("65536"), "RFC 7143 §13.14"),
+        key(
+            FIRST_BURST_LENGTH,
+            T::NumMin,
+            Lo,
+            Both,
+            SW,
+            Some("65536"),
+            "RFC 7143 §13.14",
+        ),
         SEGMENT_RANGE.0,
         SEGMENT_RANGE.1,
     )),
     // §13.15: "DefaultTime2Wait=<numerical-value-0-to-3600>; Default is 2.
     // Result function is Maximum."
     ranged(
-        key(DEFAULT_TIME2WAIT, T::NumMax, Lo, Both, SW, Some("2"), "RFC 7143 §13.15"),
+        key(
+            DEFAULT_TIME2WAIT,
+            T::NumMax,
+            Lo,
+            Both,
+            SW,
+            Some("2"),
+            "RFC 7143 §13.15",
+        ),
         0,
         3600,
     ),
     // §13.16: "Default is 20. Result function is Minimum."
     ranged(
-        key(DEFAULT_TIME2RETAIN, T::NumMin, Lo, Both, SW, Some("20"), "RFC 7143 §13.16"),
+        key(
+            DEFAULT_TIME2RETAIN,
+            T::NumMin,
+            Lo,
+            Both,
+            SW,
+            Some("20"),
+            "RFC 7143 §13.16",
+        ),
         0,
         3600,
     ),
     // §13.17: "MaxOutstandingR2T=<numerical-value-from-1-to-65535>; Default is 1.
     // Result function is Minimum."
     no_discovery(ranged(
-        key(MAX_OUTSTANDING_R2T, T::NumMin, Lo, Both, SW, Some("1"), "RFC 7143 §13.17"),
+        key(
+            MAX_OUTSTANDING_R2T,
+            T::NumMin,
+            Lo,
+            Both,
+            SW,
+            Some("1"),
+            "RFC 7143 §13.17",
+        ),
         1,
         65535,
     )),
     // §13.18/§13.19: "Default is Yes. Result function is OR."
-    no_discovery(key(DATA_PDU_IN_ORDER, T::BoolOr, Lo, Both, SW, Some(YES), "RFC 7143 §13.18")),
+    no_discovery(key(
+        DATA_PDU_IN_ORDER,
+        T::BoolOr,
+        Lo,
+        Both,
+        SW,
+        Some(YES),
+        "RFC 7143 §13.18",
+    )),
     no_discovery(key(
         DATA_SEQUENCE_IN_ORDER,
         T::BoolOr,
@@ -320,25 +466,57 @@ pub static KEYS: &[KeyDef] = &[
     // §13.20: "ErrorRecoveryLevel=<numerical-value-0-to-2>; Default is 0.
     // Result function is Minimum."
     ranged(
-        key(ERROR_RECOVERY_LEVEL, T::NumMin, Lo, Both, SW, Some("0"), "RFC 7143 §13.20"),
+        key(
+            ERROR_RECOVERY_LEVEL,
+            T::NumMin,
+            Lo,
+            Both,
+            SW,
+            Some("0"),
+            "RFC 7143 §13.20",
+        ),
         0,
         2,
     ),
     // §13.21: "Use: LO, Declarative; Senders: Initiator; SessionType=
     // <Discovery|Normal>; Default is Normal."
     listed(
-        key(SESSION_TYPE, T::Declarative, Lo, Initiator, SW, Some("Normal"), "RFC 7143 §13.21"),
+        key(
+            SESSION_TYPE,
+            T::Declarative,
+            Lo,
+            Initiator,
+            SW,
+            Some("Normal"),
+            "RFC 7143 §13.21",
+        ),
         &["Discovery", "Normal"],
     ),
     // §13.23: "TaskReporting=<list-of-values>; Default is RFC3720."
     no_discovery(listed(
-        key(TASK_REPORTING, T::List, Lo, Both, SW, Some("RFC3720"), "RFC 7143 §13.23"),
+        key(
+            TASK_REPORTING,
+            T::List,
+            Lo,
+            Both,
+            SW,
+            Some("RFC3720"),
+            "RFC 7143 §13.23",
+        ),
         &["RFC3720", "ResponseFence", "FastAbort"],
     )),
     // RFC 7144 §4.1: "iSCSIProtocolLevel=<numerical-value-from-0-to-31>;
     // Default is 1; Result function is Minimum."
     no_discovery(ranged(
-        key(ISCSI_PROTOCOL_LEVEL, T::NumMin, Lo, Both, SW, Some("1"), "RFC 7144 §4.1"),
+        key(
+            ISCSI_PROTOCOL_LEVEL,
+            T::NumMin,
+            Lo,
+            Both,
+            SW,
+            Some("1"),
+            "RFC 7144 §4.1",
+        ),
         0,
         31,
     )),
@@ -346,17 +524,65 @@ pub static KEYS: &[KeyDef] = &[
     // iSCSI implementation SHOULD respond with the constant "Reject" value
     // ... when an IFMarkInt or OFMarkInt key is received, a compliant iSCSI
     // implementation MUST respond with the constant "Reject" value."
-    key("OFMarker", T::Obsolete(REJECT), Io, Both, CO, None, "RFC 7143 §13.25"),
-    key("IFMarker", T::Obsolete(REJECT), Io, Both, CO, None, "RFC 7143 §13.25"),
-    key("OFMarkInt", T::Obsolete(REJECT), Io, Both, CO, None, "RFC 7143 §13.25"),
-    key("IFMarkInt", T::Obsolete(REJECT), Io, Both, CO, None, "RFC 7143 §13.25"),
+    key(
+        "OFMarker",
+        T::Obsolete(REJECT),
+        Io,
+        Both,
+        CO,
+        None,
+        "RFC 7143 §13.25",
+    ),
+    key(
+        "IFMarker",
+        T::Obsolete(REJECT),
+        Io,
+        Both,
+        CO,
+        None,
+        "RFC 7143 §13.25",
+    ),
+    key(
+        "OFMarkInt",
+        T::Obsolete(REJECT),
+        Io,
+        Both,
+        CO,
+        None,
+        "RFC 7143 §13.25",
+    ),
+    key(
+        "IFMarkInt",
+        T::Obsolete(REJECT),
+        Io,
+        Both,
+        CO,
+        None,
+        "RFC 7143 §13.25",
+    ),
     // §13.26: "Use: LO, Declarative; Senders: Initiator and target".
-    key(NODE_ARCHITECTURE, T::Declarative, Lo, Both, SW, None, "RFC 7143 §13.26"),
+    key(
+        NODE_ARCHITECTURE,
+        T::Declarative,
+        Lo,
+        Both,
+        SW,
+        None,
+        "RFC 7143 §13.26",
+    ),
     // §12: "AuthMethod: Use: During Login - Security Negotiation; Senders:
     // Initiator and target; Scope: connection; AuthMethod = <list-of-values>".
     // Default None (§12: absence means no authentication is required).
     listed(
-        key(AUTH_METHOD, T::List, Sec, Both, CO, Some(NONE), "RFC 7143 §12"),
+        key(
+            AUTH_METHOD,
+            T::List,
+            Sec,
+            Both,
+            CO,
+            Some(NONE),
+            "RFC 7143 §12",
+        ),
         &["CHAP", "SRP", "KRB5", "SPKM1", "SPKM2", NONE],
     ),
     // §12.1.3 CHAP, §12.1.2 SRP, §12.1.1 Kerberos items.
@@ -366,15 +592,47 @@ pub static KEYS: &[KeyDef] = &[
     key("CHAP_N", T::Auth, Sec, Both, CO, None, "RFC 7143 §12.1.3"),
     key("CHAP_R", T::Auth, Sec, Both, CO, None, "RFC 7143 §12.1.3"),
     key("SRP_U", T::Auth, Sec, Both, CO, None, "RFC 7143 §12.1.2"),
-    key("SRP_GROUP", T::Auth, Sec, Both, CO, None, "RFC 7143 §12.1.2"),
+    key(
+        "SRP_GROUP",
+        T::Auth,
+        Sec,
+        Both,
+        CO,
+        None,
+        "RFC 7143 §12.1.2",
+    ),
     key("SRP_A", T::Auth, Sec, Both, CO, None, "RFC 7143 §12.1.2"),
     key("SRP_B", T::Auth, Sec, Both, CO, None, "RFC 7143 §12.1.2"),
     key("SRP_M", T::Auth, Sec, Both, CO, None, "RFC 7143 §12.1.2"),
     key("SRP_HM", T::Auth, Sec, Both, CO, None, "RFC 7143 §12.1.2"),
     key("SRP_s", T::Auth, Sec, Both, CO, None, "RFC 7143 §12.1.2"),
-    key("TargetAuth", T::Auth, Sec, Both, CO, None, "RFC 7143 §12.1.2"),
-    key("KRB_AP_REQ", T::Auth, Sec, Both, CO, None, "RFC 7143 §12.1.1"),
-    key("KRB_AP_REP", T::Auth, Sec, Both, CO, None, "RFC 7143 §12.1.1"),
+    key(
+        "TargetAuth",
+        T::Auth,
+        Sec,
+        Both,
+        CO,
+        None,
+        "RFC 7143 §12.1.2",
+    ),
+    key(
+        "KRB_AP_REQ",
+        T::Auth,
+        Sec,
+        Both,
+        CO,
+        None,
+        "RFC 7143 §12.1.1",
+    ),
+    key(
+        "KRB_AP_REP",
+        T::Auth,
+        Sec,
+        Both,
+        CO,
+        None,
+        "RFC 7143 §12.1.1",
+    ),
 ];
 
 /// The table entry of `name` (case-sensitive, RFC 7143 §6.1).
@@ -469,9 +727,21 @@ mod tests {
     fn table_is_consistent() {
         for (i, k) in KEYS.iter().enumerate() {
             assert!(crate::text::is_valid_key(k.name), "{}", k.name);
-            assert!(KEYS[..i].iter().all(|o| o.name != k.name), "duplicate {}", k.name);
-            let numeric = matches!(k.ty, KeyType::NumMin | KeyType::NumMax | KeyType::NumDeclarative);
-            assert_eq!(numeric, k.range.is_some() && k.name != TARGET_PORTAL_GROUP_TAG, "{}", k.name);
+            assert!(
+                KEYS[..i].iter().all(|o| o.name != k.name),
+                "duplicate {}",
+                k.name
+            );
+            let numeric = matches!(
+                k.ty,
+                KeyType::NumMin | KeyType::NumMax | KeyType::NumDeclarative
+            );
+            assert_eq!(
+                numeric,
+                k.range.is_some() && k.name != TARGET_PORTAL_GROUP_TAG,
+                "{}",
+                k.name
+            );
             if let (Some((lo, hi)), Some(d)) = (k.range, k.default) {
                 let d = parse_number(d).unwrap();
                 assert!(lo <= d && d <= hi, "{} default out of range", k.name);
@@ -493,7 +763,9 @@ mod tests {
         assert_eq!(lookup(DEFAULT_TIME2RETAIN).unwrap().ty, KeyType::NumMin);
         assert!(lookup(MAX_BURST_LENGTH).unwrap().leading_only());
         assert!(!lookup(HEADER_DIGEST).unwrap().leading_only());
-        assert!(lookup(MAX_RECV_DATA_SEGMENT_LENGTH).unwrap().allowed_in_full_feature());
+        assert!(lookup(MAX_RECV_DATA_SEGMENT_LENGTH)
+            .unwrap()
+            .allowed_in_full_feature());
         assert!(!lookup(SEND_TARGETS).unwrap().allowed_in_login());
         assert!(is_auth_key("CHAP_C"));
         assert!(!is_auth_key(AUTH_METHOD));

@@ -101,7 +101,11 @@ pub fn is_valid_key(key: &str) -> bool {
     if b.is_empty() || b.len() > MAX_KEY_LEN || !b[0].is_ascii_alphabetic() {
         return false;
     }
-    let rest = if b.starts_with(b"X#") { &b[2..] } else { &b[1..] };
+    let rest = if b.starts_with(b"X#") {
+        &b[2..]
+    } else {
+        &b[1..]
+    };
     rest.iter()
         .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'+' | b'@' | b'_'))
 }
@@ -279,7 +283,11 @@ impl TextAccumulator {
     /// Add one PDU's data segment. With `continued` (C bit) set, returns
     /// `Ok(None)`: wait for more. Otherwise returns the parsed complete text
     /// and resets for the next one. On error the accumulator is reset too.
-    pub fn push(&mut self, segment: &[u8], continued: bool) -> Result<Option<Vec<KeyValue>>, TextError> {
+    pub fn push(
+        &mut self,
+        segment: &[u8],
+        continued: bool,
+    ) -> Result<Option<Vec<KeyValue>>, TextError> {
         let len = self.buf.len().saturating_add(segment.len());
         if len > self.max {
             self.buf.clear();
@@ -327,7 +335,10 @@ mod tests {
         let p = parse_kv(b"InitiatorName=iqn.2024-01.x:y\0SessionType=Normal\0").unwrap();
         assert_eq!(
             p,
-            vec![kv("InitiatorName", "iqn.2024-01.x:y"), kv("SessionType", "Normal")]
+            vec![
+                kv("InitiatorName", "iqn.2024-01.x:y"),
+                kv("SessionType", "Normal")
+            ]
         );
     }
 
@@ -353,9 +364,18 @@ mod tests {
         );
         assert_eq!(parse_kv(b"=x\0"), Err(TextError::EmptyKey { offset: 0 }));
         assert!(matches!(parse_kv(b"1a=x\0"), Err(TextError::InvalidKey(_))));
-        assert!(matches!(parse_kv(b"A#B=x\0"), Err(TextError::InvalidKey(_))));
-        assert!(matches!(parse_kv(b"A B=x\0"), Err(TextError::InvalidKey(_))));
-        assert!(matches!(parse_kv(b"A=\xff\xfe\0"), Err(TextError::InvalidUtf8 { offset: 2 })));
+        assert!(matches!(
+            parse_kv(b"A#B=x\0"),
+            Err(TextError::InvalidKey(_))
+        ));
+        assert!(matches!(
+            parse_kv(b"A B=x\0"),
+            Err(TextError::InvalidKey(_))
+        ));
+        assert!(matches!(
+            parse_kv(b"A=\xff\xfe\0"),
+            Err(TextError::InvalidUtf8 { offset: 2 })
+        ));
     }
 
     #[test]
@@ -376,7 +396,11 @@ mod tests {
         assert!(parse_kv(format!("A={v255}\0").as_bytes()).is_ok());
         assert!(matches!(
             parse_kv(format!("A={v256}\0").as_bytes()),
-            Err(TextError::ValueTooLong { len: 256, max: 255, .. })
+            Err(TextError::ValueTooLong {
+                len: 256,
+                max: 255,
+                ..
+            })
         ));
         // Lists are limited per element.
         assert!(parse_kv(format!("A={v255},{v255}\0").as_bytes()).is_ok());
@@ -402,7 +426,10 @@ mod tests {
 
     #[test]
     fn encode_round_trip() {
-        let pairs = vec![kv("HeaderDigest", "CRC32C,None"), kv("MaxBurstLength", "262144")];
+        let pairs = vec![
+            kv("HeaderDigest", "CRC32C,None"),
+            kv("MaxBurstLength", "262144"),
+        ];
         let b = encode_kv(&pairs);
         assert_eq!(&b[..], b"HeaderDigest=CRC32C,None\0MaxBurstLength=262144\0");
         assert_eq!(encoded_len(&pairs), b.len());
@@ -411,7 +438,9 @@ mod tests {
 
     #[test]
     fn split_and_accumulate_round_trip() {
-        let pairs: Vec<KeyValue> = (0..50).map(|i| kv(&format!("X-k{i}"), &format!("value{i}"))).collect();
+        let pairs: Vec<KeyValue> = (0..50)
+            .map(|i| kv(&format!("X-k{i}"), &format!("value{i}")))
+            .collect();
         let text = encode_kv(&pairs);
         for max in [1, 7, 48, 512, 100_000] {
             let segs = split_text(&text, max);
@@ -444,7 +473,10 @@ mod tests {
     #[test]
     fn text_sender_sets_continue_bit() {
         let mut s = TextSender::new(Bytes::from_static(b"A=1\0B=2\0"), 5);
-        assert_eq!(s.next_segment(), Some((Bytes::from_static(b"A=1\0B"), true)));
+        assert_eq!(
+            s.next_segment(),
+            Some((Bytes::from_static(b"A=1\0B"), true))
+        );
         assert_eq!(s.next_segment(), Some((Bytes::from_static(b"=2\0"), false)));
         assert_eq!(s.next_segment(), None);
     }

@@ -68,7 +68,7 @@ impl Role {
 pub enum Phase {
     /// Login (security or operational stage).
     Login,
-    /// Text Request/Response in the full-feature phase (§6.5? "Operational
+    /// Text Request/Response in the full-feature phase (§6.5 "Operational
     /// parameter negotiation outside the login phase").
     FullFeature,
 }
@@ -130,7 +130,11 @@ pub fn answer_offer(def: &KeyDef, offered: &str, local: &str) -> String {
             let (Some(o), Some(l)) = (parse_bool(offered), parse_bool(local)) else {
                 return REJECT.to_string();
             };
-            let r = if def.ty == KeyType::BoolAnd { o && l } else { o || l };
+            let r = if def.ty == KeyType::BoolAnd {
+                o && l
+            } else {
+                o || l
+            };
             bool_str(r).to_string()
         }
         KeyType::NumMin | KeyType::NumMax => {
@@ -138,7 +142,11 @@ pub fn answer_offer(def: &KeyDef, offered: &str, local: &str) -> String {
                 return REJECT.to_string();
             };
             let l = num_in_range(def, local).unwrap_or(o);
-            let r = if def.ty == KeyType::NumMin { o.min(l) } else { o.max(l) };
+            let r = if def.ty == KeyType::NumMin {
+                o.min(l)
+            } else {
+                o.max(l)
+            };
             r.to_string()
         }
         KeyType::Obsolete(answer) => answer.to_string(),
@@ -242,7 +250,12 @@ pub struct Negotiator {
 impl Negotiator {
     /// A login negotiation for `role` with local preferences `local`.
     /// `leading`: no TSIH yet (LO keys are negotiated).
-    pub fn new(role: Role, local: OperationalConfig, session_type: SessionType, leading: bool) -> Self {
+    pub fn new(
+        role: Role,
+        local: OperationalConfig,
+        session_type: SessionType,
+        leading: bool,
+    ) -> Self {
         Negotiator {
             role,
             local,
@@ -261,13 +274,22 @@ impl Negotiator {
 
     /// A full-feature-phase Text negotiation on a connection whose login
     /// gave `conn` (keeps the declared MaxRecvDataSegmentLength values).
-    pub fn full_feature(role: Role, local: OperationalConfig, session_type: SessionType, conn: ConnectionParams) -> Self {
+    pub fn full_feature(
+        role: Role,
+        local: OperationalConfig,
+        session_type: SessionType,
+        conn: ConnectionParams,
+    ) -> Self {
         let mut n = Negotiator::new(role, local, session_type, false);
         n.phase = Phase::FullFeature;
         n.our_mrdsl = Some(conn.max_recv_data_segment_length);
         n.peer_mrdsl = Some(conn.max_send_data_segment_length);
-        n.results.insert(keys::HEADER_DIGEST, digest_str(conn.header_digest).to_string());
-        n.results.insert(keys::DATA_DIGEST, digest_str(conn.data_digest).to_string());
+        n.results.insert(
+            keys::HEADER_DIGEST,
+            digest_str(conn.header_digest).to_string(),
+        );
+        n.results
+            .insert(keys::DATA_DIGEST, digest_str(conn.data_digest).to_string());
         n
     }
 
@@ -327,7 +349,8 @@ impl Negotiator {
 
     /// RFC 7143 §13.14: "Irrelevant when: ( InitialR2T=Yes and ImmediateData=No )".
     fn first_burst_irrelevant(&self) -> bool {
-        self.value(keys::INITIAL_R2T) == Some(keys::YES) && self.value(keys::IMMEDIATE_DATA) == Some(keys::NO)
+        self.value(keys::INITIAL_R2T) == Some(keys::YES)
+            && self.value(keys::IMMEDIATE_DATA) == Some(keys::NO)
     }
 
     /// Record an offer (or declaration) of ours and return the pair to send.
@@ -359,7 +382,10 @@ impl Negotiator {
             return None;
         }
         let def = lookup(keys::MAX_RECV_DATA_SEGMENT_LENGTH)?;
-        let v = self.local.max_recv_data_segment_length.clamp(512, MAX_SEGMENT_VALUE);
+        let v = self
+            .local
+            .max_recv_data_segment_length
+            .clamp(512, MAX_SEGMENT_VALUE);
         Some(self.offer(def, v.to_string()))
     }
 
@@ -399,7 +425,9 @@ impl Negotiator {
             {
                 continue;
             }
-            let Some(local) = self.local_value(def) else { continue };
+            let Some(local) = self.local_value(def) else {
+                continue;
+            };
             let classic = CLASSIC.contains(&def.name);
             if classic || Some(local.as_str()) != def.default {
                 out.push(self.offer(def, local));
@@ -441,8 +469,11 @@ impl Negotiator {
         !self.unsolicited_candidates().is_empty()
     }
 
-    /// Make the offers of [`Self::unsolicited_candidates`], plus our
-    /// MaxRecvDataSegmentLength declaration if not yet sent.
+    /// Offer every relevant key not yet exchanged whose RFC default is not
+    /// acceptable to us (e.g. our MaxBurstLength is below 262144, or we
+    /// want ImmediateData=No), plus our MaxRecvDataSegmentLength
+    /// declaration if not yet sent. Used by the target before it leaves the
+    /// operational stage.
     pub fn unsolicited_offers(&mut self) -> Vec<KeyValue> {
         let mut out = Vec::new();
         if let Some(kv) = self.declare_mrdsl() {
@@ -490,6 +521,15 @@ impl Negotiator {
             } else {
                 self.received.insert(k.clone(), v.clone());
             }
+            // A special value for a key we declared (or already answered),
+            // e.g. a target answering InitiatorAlias=NotUnderstood: nothing
+            // to negotiate, the key keeps its value.
+            if is_special(v)
+                && self.sent.contains(k.as_str())
+                && !self.pending.contains_key(k.as_str())
+            {
+                continue;
+            }
             let Some(def) = def else {
                 // RFC 7143 §6.2: "NotUnderstood" for keys we do not know
                 // (including private X- and X# extension keys).
@@ -527,12 +567,12 @@ impl Negotiator {
                     // Declarative: "the receiving party does not respond".
                     // Below 512 is illegal; above 2**24-1 is clamped (it is
                     // the peer's receive capability; sending less is safe).
-                    let n = parse_number(v)
-                        .filter(|&n| n >= 512)
-                        .ok_or_else(|| NegotiationError::IllegalValue {
+                    let n = parse_number(v).filter(|&n| n >= 512).ok_or_else(|| {
+                        NegotiationError::IllegalValue {
                             key: k.clone(),
                             value: v.clone(),
-                        })?;
+                        }
+                    })?;
                     self.peer_mrdsl = Some(n.min(u64::from(MAX_SEGMENT_VALUE)) as u32);
                 }
                 _ => {
@@ -610,8 +650,9 @@ impl Negotiator {
         let max_burst_length = num(keys::MAX_BURST_LENGTH, d.max_burst_length.into()) as u32;
         // RFC 7143 §13.14: "FirstBurstLength MUST NOT exceed MaxBurstLength."
         // Both sides clamp the same way, so they agree.
-        let first_burst_length =
-            (num(keys::FIRST_BURST_LENGTH, d.first_burst_length.into()) as u32).min(max_burst_length);
+        let first_burst_length = (num(keys::FIRST_BURST_LENGTH, d.first_burst_length.into())
+            as u32)
+            .min(max_burst_length);
         SessionParams {
             session_type: self.session_type,
             max_connections: num(keys::MAX_CONNECTIONS, d.max_connections.into()) as u16,
@@ -620,11 +661,14 @@ impl Negotiator {
             max_burst_length,
             first_burst_length,
             default_time2wait: num(keys::DEFAULT_TIME2WAIT, d.default_time2wait.into()) as u16,
-            default_time2retain: num(keys::DEFAULT_TIME2RETAIN, d.default_time2retain.into()) as u16,
-            max_outstanding_r2t: num(keys::MAX_OUTSTANDING_R2T, d.max_outstanding_r2t.into()) as u16,
+            default_time2retain: num(keys::DEFAULT_TIME2RETAIN, d.default_time2retain.into())
+                as u16,
+            max_outstanding_r2t: num(keys::MAX_OUTSTANDING_R2T, d.max_outstanding_r2t.into())
+                as u16,
             data_pdu_in_order: boolean(keys::DATA_PDU_IN_ORDER, d.data_pdu_in_order),
             data_sequence_in_order: boolean(keys::DATA_SEQUENCE_IN_ORDER, d.data_sequence_in_order),
-            error_recovery_level: num(keys::ERROR_RECOVERY_LEVEL, d.error_recovery_level.into()) as u8,
+            error_recovery_level: num(keys::ERROR_RECOVERY_LEVEL, d.error_recovery_level.into())
+                as u8,
             protocol_level: num(keys::ISCSI_PROTOCOL_LEVEL, d.protocol_level.into()) as u8,
             ..d
         }
@@ -677,7 +721,10 @@ mod tests {
     #[test]
     fn list_responses() {
         let d = def(keys::DATA_DIGEST);
-        assert_eq!(accept_response(d, "CRC32C,None", "None"), Ok(Some("None".into())));
+        assert_eq!(
+            accept_response(d, "CRC32C,None", "None"),
+            Ok(Some("None".into()))
+        );
         assert!(accept_response(d, "None", "CRC32C").is_err());
         assert!(accept_response(d, "CRC32C,None", "CRC32C,None").is_err());
         assert_eq!(accept_response(d, "CRC32C", "Reject"), Ok(None));
@@ -717,7 +764,10 @@ mod tests {
         assert_eq!(answer_offer(min, "lots", "262144"), "Reject");
         assert_eq!(answer_offer(max, "3601", "2"), "Reject");
         // Responses must respect the result function and range.
-        assert_eq!(accept_response(min, "65536", "8192"), Ok(Some("8192".into())));
+        assert_eq!(
+            accept_response(min, "65536", "8192"),
+            Ok(Some("8192".into()))
+        );
         assert!(accept_response(min, "65536", "131072").is_err());
         assert!(accept_response(min, "65536", "100").is_err());
         assert!(accept_response(max, "2", "1").is_err());
@@ -727,18 +777,35 @@ mod tests {
 
     #[test]
     fn obsolete_markers_are_rejected() {
-        let mut t = Negotiator::new(Role::Target, OperationalConfig::default(), SessionType::Normal, true);
+        let mut t = Negotiator::new(
+            Role::Target,
+            OperationalConfig::default(),
+            SessionType::Normal,
+            true,
+        );
         let p = t
             .process(&[kv("OFMarker", "No"), kv("IFMarkInt", "2048~8192")])
             .unwrap();
-        assert_eq!(p.answers, vec![kv("OFMarker", "Reject"), kv("IFMarkInt", "Reject")]);
+        assert_eq!(
+            p.answers,
+            vec![kv("OFMarker", "Reject"), kv("IFMarkInt", "Reject")]
+        );
     }
 
     #[test]
     fn unknown_keys_not_understood() {
-        let mut t = Negotiator::new(Role::Target, OperationalConfig::default(), SessionType::Normal, true);
+        let mut t = Negotiator::new(
+            Role::Target,
+            OperationalConfig::default(),
+            SessionType::Normal,
+            true,
+        );
         let p = t
-            .process(&[kv("X-com.example.foo", "1"), kv("FooBar", "x"), kv("X#Bar", "y")])
+            .process(&[
+                kv("X-com.example.foo", "1"),
+                kv("FooBar", "x"),
+                kv("X#Bar", "y"),
+            ])
             .unwrap();
         assert_eq!(
             p.answers,
@@ -752,43 +819,87 @@ mod tests {
 
     #[test]
     fn duplicates_are_errors() {
-        let mut t = Negotiator::new(Role::Target, OperationalConfig::default(), SessionType::Normal, true);
+        let mut t = Negotiator::new(
+            Role::Target,
+            OperationalConfig::default(),
+            SessionType::Normal,
+            true,
+        );
         assert_eq!(
             t.process(&[kv("MaxBurstLength", "4096"), kv("MaxBurstLength", "8192")]),
             Err(NegotiationError::Duplicate("MaxBurstLength".into()))
         );
         // Across texts too.
-        let mut t = Negotiator::new(Role::Target, OperationalConfig::default(), SessionType::Normal, true);
+        let mut t = Negotiator::new(
+            Role::Target,
+            OperationalConfig::default(),
+            SessionType::Normal,
+            true,
+        );
         t.process(&[kv("ImmediateData", "Yes")]).unwrap();
         assert!(t.process(&[kv("ImmediateData", "Yes")]).is_err());
         // A declarative repeated with the same value is tolerated, a
         // different one is not.
-        let mut t = Negotiator::new(Role::Target, OperationalConfig::default(), SessionType::Normal, true);
+        let mut t = Negotiator::new(
+            Role::Target,
+            OperationalConfig::default(),
+            SessionType::Normal,
+            true,
+        );
         t.process(&[kv("InitiatorName", "iqn.a")]).unwrap();
         let p = t.process(&[kv("InitiatorName", "iqn.a")]).unwrap();
         assert!(p.declarations.is_empty());
         assert!(t.process(&[kv("InitiatorName", "iqn.b")]).is_err());
         // TargetAddress may repeat.
-        let mut i = Negotiator::new(Role::Initiator, OperationalConfig::default(), SessionType::Normal, true);
+        let mut i = Negotiator::new(
+            Role::Initiator,
+            OperationalConfig::default(),
+            SessionType::Normal,
+            true,
+        );
         let p = i
-            .process(&[kv("TargetAddress", "10.0.0.1:3260,1"), kv("TargetAddress", "10.0.0.2:3260,1")])
+            .process(&[
+                kv("TargetAddress", "10.0.0.1:3260,1"),
+                kv("TargetAddress", "10.0.0.2:3260,1"),
+            ])
             .unwrap();
         assert_eq!(p.declarations.len(), 2);
     }
 
     #[test]
     fn irrelevant_in_discovery_and_non_leading() {
-        let mut t = Negotiator::new(Role::Target, OperationalConfig::default(), SessionType::Discovery, true);
+        let mut t = Negotiator::new(
+            Role::Target,
+            OperationalConfig::default(),
+            SessionType::Discovery,
+            true,
+        );
         let p = t
-            .process(&[kv("MaxBurstLength", "4096"), kv("HeaderDigest", "None"), kv("DefaultTime2Wait", "0")])
+            .process(&[
+                kv("MaxBurstLength", "4096"),
+                kv("HeaderDigest", "None"),
+                kv("DefaultTime2Wait", "0"),
+            ])
             .unwrap();
         assert_eq!(
             p.answers,
-            vec![kv("MaxBurstLength", "Irrelevant"), kv("HeaderDigest", "None"), kv("DefaultTime2Wait", "2")]
+            vec![
+                kv("MaxBurstLength", "Irrelevant"),
+                kv("HeaderDigest", "None"),
+                kv("DefaultTime2Wait", "2")
+            ]
         );
-        let mut t = Negotiator::new(Role::Target, OperationalConfig::default(), SessionType::Normal, false);
+        let mut t = Negotiator::new(
+            Role::Target,
+            OperationalConfig::default(),
+            SessionType::Normal,
+            false,
+        );
         let p = t
-            .process(&[kv("MaxConnections", "4"), kv("MaxRecvDataSegmentLength", "4096")])
+            .process(&[
+                kv("MaxConnections", "4"),
+                kv("MaxRecvDataSegmentLength", "4096"),
+            ])
             .unwrap();
         assert_eq!(p.answers, vec![kv("MaxConnections", "Irrelevant")]);
         assert_eq!(t.connection_params().max_send_data_segment_length, 4096);
@@ -803,21 +914,37 @@ mod tests {
         let mut t = Negotiator::new(Role::Target, cfg.clone(), SessionType::Normal, true);
         // FirstBurstLength comes first; its relevance depends on the keys after it.
         let p = t
-            .process(&[kv("FirstBurstLength", "4096"), kv("InitialR2T", "Yes"), kv("ImmediateData", "No")])
+            .process(&[
+                kv("FirstBurstLength", "4096"),
+                kv("InitialR2T", "Yes"),
+                kv("ImmediateData", "No"),
+            ])
             .unwrap();
         assert_eq!(p.answers[0], kv("FirstBurstLength", "Irrelevant"));
         let mut t = Negotiator::new(Role::Target, cfg, SessionType::Normal, true);
         let p = t
-            .process(&[kv("FirstBurstLength", "4096"), kv("InitialR2T", "Yes"), kv("ImmediateData", "Yes")])
+            .process(&[
+                kv("FirstBurstLength", "4096"),
+                kv("InitialR2T", "Yes"),
+                kv("ImmediateData", "Yes"),
+            ])
             .unwrap();
         assert_eq!(p.answers[0], kv("FirstBurstLength", "4096"));
     }
 
     #[test]
     fn first_burst_never_exceeds_max_burst() {
-        let mut t = Negotiator::new(Role::Target, OperationalConfig::default(), SessionType::Normal, true);
-        t.process(&[kv("MaxBurstLength", "8192"), kv("FirstBurstLength", "65536")])
-            .unwrap();
+        let mut t = Negotiator::new(
+            Role::Target,
+            OperationalConfig::default(),
+            SessionType::Normal,
+            true,
+        );
+        t.process(&[
+            kv("MaxBurstLength", "8192"),
+            kv("FirstBurstLength", "65536"),
+        ])
+        .unwrap();
         let s = t.session_params();
         assert_eq!(s.max_burst_length, 8192);
         assert_eq!(s.first_burst_length, 8192);
@@ -825,24 +952,53 @@ mod tests {
 
     #[test]
     fn illegal_declarations() {
-        let mut t = Negotiator::new(Role::Target, OperationalConfig::default(), SessionType::Normal, true);
+        let mut t = Negotiator::new(
+            Role::Target,
+            OperationalConfig::default(),
+            SessionType::Normal,
+            true,
+        );
         assert!(t.process(&[kv("MaxRecvDataSegmentLength", "100")]).is_err());
-        let mut t = Negotiator::new(Role::Target, OperationalConfig::default(), SessionType::Normal, true);
+        let mut t = Negotiator::new(
+            Role::Target,
+            OperationalConfig::default(),
+            SessionType::Normal,
+            true,
+        );
         assert!(t.process(&[kv("SessionType", "Bogus")]).is_err());
-        let mut t = Negotiator::new(Role::Target, OperationalConfig::default(), SessionType::Normal, true);
+        let mut t = Negotiator::new(
+            Role::Target,
+            OperationalConfig::default(),
+            SessionType::Normal,
+            true,
+        );
         // Huge declarations are clamped to 2**24-1.
-        t.process(&[kv("MaxRecvDataSegmentLength", "99999999")]).unwrap();
-        assert_eq!(t.connection_params().max_send_data_segment_length, MAX_SEGMENT_VALUE);
+        t.process(&[kv("MaxRecvDataSegmentLength", "99999999")])
+            .unwrap();
+        assert_eq!(
+            t.connection_params().max_send_data_segment_length,
+            MAX_SEGMENT_VALUE
+        );
     }
 
     #[test]
     fn wrong_sender_and_phase() {
-        let mut t = Negotiator::new(Role::Target, OperationalConfig::default(), SessionType::Normal, true);
+        let mut t = Negotiator::new(
+            Role::Target,
+            OperationalConfig::default(),
+            SessionType::Normal,
+            true,
+        );
         assert!(matches!(
             t.process(&[kv("TargetPortalGroupTag", "1")]),
             Err(NegotiationError::WrongSender(..))
         ));
-        let mut t = Negotiator::new(Role::Target, OperationalConfig::default(), SessionType::Normal, true);
+        let mut t = Negotiator::new(
+            Role::Target,
+            OperationalConfig::default(),
+            SessionType::Normal,
+            true,
+        );
         let p = t.process(&[kv("SendTargets", "All")]).unwrap();
         assert_eq!(p.answers, vec![kv("SendTargets", "Reject")]);
         let mut t = Negotiator::full_feature(
@@ -852,7 +1008,11 @@ mod tests {
             ConnectionParams::default(),
         );
         let p = t
-            .process(&[kv("SendTargets", "All"), kv("MaxBurstLength", "512"), kv("MaxRecvDataSegmentLength", "65536")])
+            .process(&[
+                kv("SendTargets", "All"),
+                kv("MaxBurstLength", "512"),
+                kv("MaxRecvDataSegmentLength", "65536"),
+            ])
             .unwrap();
         assert_eq!(p.send_targets.as_deref(), Some("All"));
         assert_eq!(p.answers, vec![kv("MaxBurstLength", "Reject")]);
@@ -860,8 +1020,36 @@ mod tests {
     }
 
     #[test]
+    fn special_answers_to_our_declarations_are_ignored() {
+        let mut i = Negotiator::new(
+            Role::Initiator,
+            OperationalConfig::default(),
+            SessionType::Normal,
+            true,
+        );
+        let _ = i.operational_offers();
+        let alias = lookup(keys::INITIATOR_ALIAS).unwrap();
+        i.offer(alias, "host".into());
+        let p = i
+            .process(&[
+                kv("InitiatorAlias", "NotUnderstood"),
+                kv("MaxRecvDataSegmentLength", "Irrelevant"),
+                kv("MaxBurstLength", "Reject"),
+            ])
+            .unwrap();
+        assert!(p.answers.is_empty() && p.declarations.is_empty());
+        assert_eq!(i.session_params().max_burst_length, 262_144);
+        assert_eq!(i.connection_params().max_send_data_segment_length, 8192);
+    }
+
+    #[test]
     fn unsolicited_answers_are_errors() {
-        let mut i = Negotiator::new(Role::Initiator, OperationalConfig::default(), SessionType::Normal, true);
+        let mut i = Negotiator::new(
+            Role::Initiator,
+            OperationalConfig::default(),
+            SessionType::Normal,
+            true,
+        );
         assert!(matches!(
             i.process(&[kv("MaxBurstLength", "Reject")]),
             Err(NegotiationError::UnsolicitedAnswer { .. })
@@ -895,8 +1083,14 @@ mod tests {
         assert!(!s.immediate_data);
         assert!(!s.initial_r2t);
         let (ic, tc) = (i.connection_params(), t.connection_params());
-        assert_eq!(ic.max_send_data_segment_length, tc.max_recv_data_segment_length);
-        assert_eq!(tc.max_send_data_segment_length, ic.max_recv_data_segment_length);
+        assert_eq!(
+            ic.max_send_data_segment_length,
+            tc.max_recv_data_segment_length
+        );
+        assert_eq!(
+            tc.max_send_data_segment_length,
+            ic.max_recv_data_segment_length
+        );
         assert_eq!(ic.max_send_data_segment_length, 65536);
         // The initiator preferred None first; the target accepted it.
         assert!(!ic.header_digest && !tc.header_digest);
@@ -920,7 +1114,12 @@ mod tests {
         assert!(!names.contains(&"DataDigest"));
         assert!(!names.contains(&"InitialR2T"));
         // The initiator answers them.
-        let mut i = Negotiator::new(Role::Initiator, OperationalConfig::default(), SessionType::Normal, true);
+        let mut i = Negotiator::new(
+            Role::Initiator,
+            OperationalConfig::default(),
+            SessionType::Normal,
+            true,
+        );
         let p = i.process(&offers).unwrap();
         t.process(&p.answers).unwrap();
         assert!(!t.has_pending());

@@ -85,7 +85,12 @@ impl BlockBackend {
             // Not a block device (e.g. a regular file in tests): use its length.
             size = file.metadata()?.len();
         }
-        Ok(Self { file, size: AtomicU64::new(size), direct, read_only })
+        Ok(Self {
+            file,
+            size: AtomicU64::new(size),
+            direct,
+            read_only,
+        })
     }
 
     fn aligned(&self, offset: u64, len: usize) -> bool {
@@ -110,7 +115,8 @@ impl Backend for BlockBackend {
         // O_DIRECT: read the covering aligned span into a bounce buffer.
         let start = offset - offset % ALIGN as u64;
         let end = (offset + buf.len() as u64).next_multiple_of(ALIGN as u64);
-        let mut b = Aligned::new((end - start) as usize).ok_or(BackendError::Io(std::io::ErrorKind::OutOfMemory.into()))?;
+        let mut b = Aligned::new((end - start) as usize)
+            .ok_or(BackendError::Io(std::io::ErrorKind::OutOfMemory.into()))?;
         let span = &mut b.as_mut()[..(end - start) as usize];
         self.file.read_exact_at(span, start)?;
         let s = (offset - start) as usize;
@@ -130,7 +136,8 @@ impl Backend for BlockBackend {
             // Read-modify-write of the covering span (512-byte LUNs).
             let start = offset - offset % ALIGN as u64;
             let end = (offset + buf.len() as u64).next_multiple_of(ALIGN as u64);
-            let mut b = Aligned::new((end - start) as usize).ok_or(BackendError::Io(std::io::ErrorKind::OutOfMemory.into()))?;
+            let mut b = Aligned::new((end - start) as usize)
+                .ok_or(BackendError::Io(std::io::ErrorKind::OutOfMemory.into()))?;
             let span = &mut b.as_mut()[..(end - start) as usize];
             self.file.read_exact_at(span, start)?;
             let s = (offset - start) as usize;
@@ -138,7 +145,8 @@ impl Backend for BlockBackend {
             self.file.write_all_at(span, start)?;
             return Ok(());
         }
-        let mut b = Aligned::new(buf.len()).ok_or(BackendError::Io(std::io::ErrorKind::OutOfMemory.into()))?;
+        let mut b = Aligned::new(buf.len())
+            .ok_or(BackendError::Io(std::io::ErrorKind::OutOfMemory.into()))?;
         let span = &mut b.as_mut()[..buf.len()];
         span.copy_from_slice(buf);
         self.file.write_all_at(span, offset)?;

@@ -84,7 +84,13 @@ impl FileBackend {
             Some(s) if !exists => s,
             _ => cur,
         };
-        Ok(Self { file, path: path.to_path_buf(), size: AtomicU64::new(size), thin: opts.thin, read_only: opts.read_only })
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            size: AtomicU64::new(size),
+            thin: opts.thin,
+            read_only: opts.read_only,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -142,9 +148,16 @@ impl Backend for FileBackend {
         if len == 0 {
             return Ok(());
         }
-        match fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, offset, len) {
+        match fallocate(
+            self.file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        ) {
             Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => self.write_zeroes_plain(offset, len),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                self.write_zeroes_plain(offset, len)
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -233,7 +246,15 @@ mod tests {
     fn thin_file_behaviour() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("lun0.img");
-        let b = FileBackend::open(&p, &FileOptions { size: Some(4 << 20), thin: true, ..Default::default() }).unwrap();
+        let b = FileBackend::open(
+            &p,
+            &FileOptions {
+                size: Some(4 << 20),
+                thin: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(b.size(), 4 << 20);
         super::super::tests::exercise(&b, true);
         // Sparse: data only where written.
@@ -250,11 +271,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("d.img");
         {
-            let b = FileBackend::open(&p, &FileOptions { size: Some(1 << 20), ..Default::default() }).unwrap();
+            let b = FileBackend::open(
+                &p,
+                &FileOptions {
+                    size: Some(1 << 20),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             b.write_at(b"hello", 512).unwrap();
             b.flush().unwrap();
         }
-        let b = FileBackend::open(&p, &FileOptions { size: Some(1 << 20), write_through: true, ..Default::default() }).unwrap();
+        let b = FileBackend::open(
+            &p,
+            &FileOptions {
+                size: Some(1 << 20),
+                write_through: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let mut buf = [0u8; 5];
         b.read_at(&mut buf, 512).unwrap();
         assert_eq!(&buf, b"hello");
@@ -263,7 +299,14 @@ mod tests {
         assert_eq!(b.size(), 2 << 20);
         assert_eq!(std::fs::metadata(&p).unwrap().len(), 2 << 20);
         super::super::tests::exercise(&b, false);
-        let ro = FileBackend::open(&p, &FileOptions { read_only: true, ..Default::default() }).unwrap();
+        let ro = FileBackend::open(
+            &p,
+            &FileOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(matches!(ro.write_at(b"x", 0), Err(BackendError::ReadOnly)));
         assert_eq!(ro.size(), 2 << 20);
     }

@@ -23,16 +23,28 @@ fn new_chunks(n: u64) -> Vec<Chunk> {
 
 impl MemoryBackend {
     pub fn new(size: u64) -> Self {
-        Self { chunks: RwLock::new(new_chunks(size.div_ceil(CHUNK))), size: AtomicU64::new(size) }
+        Self {
+            chunks: RwLock::new(new_chunks(size.div_ceil(CHUNK))),
+            size: AtomicU64::new(size),
+        }
     }
 
     fn chunk(&self, i: u64) -> Option<Chunk> {
-        self.chunks.read().unwrap_or_else(|e| e.into_inner()).get(i as usize).cloned()
+        self.chunks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(i as usize)
+            .cloned()
     }
 
     /// Calls `f(chunk, offset in chunk, range in buf)` for each chunk the
     /// byte range touches.
-    fn for_each(&self, offset: u64, len: usize, mut f: impl FnMut(&Chunk, usize, std::ops::Range<usize>) -> Result<()>) -> Result<()> {
+    fn for_each(
+        &self,
+        offset: u64,
+        len: usize,
+        mut f: impl FnMut(&Chunk, usize, std::ops::Range<usize>) -> Result<()>,
+    ) -> Result<()> {
         let mut done = 0usize;
         while done < len {
             let pos = offset + done as u64;
@@ -51,7 +63,11 @@ impl MemoryBackend {
     /// Number of allocated chunks (for tests and stats).
     pub fn allocated_bytes(&self) -> u64 {
         let chunks = self.chunks.read().unwrap_or_else(|e| e.into_inner());
-        chunks.iter().filter(|c| c.read().map(|g| g.is_some()).unwrap_or(true)).count() as u64 * CHUNK
+        chunks
+            .iter()
+            .filter(|c| c.read().map(|g| g.is_some()).unwrap_or(true))
+            .count() as u64
+            * CHUNK
     }
 
     fn zero_range(&self, offset: u64, len: u64, free: bool) -> Result<()> {
@@ -134,7 +150,9 @@ impl Backend for MemoryBackend {
         while pos < size {
             let idx = pos / CHUNK;
             match self.chunk(idx) {
-                Some(c) if c.read().unwrap_or_else(|e| e.into_inner()).is_some() => pos = (idx + 1) * CHUNK,
+                Some(c) if c.read().unwrap_or_else(|e| e.into_inner()).is_some() => {
+                    pos = (idx + 1) * CHUNK
+                }
                 _ => return Ok(pos),
             }
         }
@@ -185,7 +203,10 @@ mod tests {
         assert_eq!(b.seek_data(2 * CHUNK).unwrap(), None);
         b.punch_hole(0, 2 * CHUNK).unwrap();
         assert_eq!(b.allocated_bytes(), 0);
-        assert!(matches!(b.read_at(&mut back, 1 << 30), Err(super::super::BackendError::OutOfRange)));
+        assert!(matches!(
+            b.read_at(&mut back, 1 << 30),
+            Err(super::super::BackendError::OutOfRange)
+        ));
     }
 
     #[test]

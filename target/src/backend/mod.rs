@@ -171,7 +171,13 @@ pub(crate) mod tests {
         assert_eq!(e.sense(IoDir::Write).asc, Asc::WRITE_ERROR);
         let e = BackendError::Io(std::io::Error::from_raw_os_error(libc::ENOSPC));
         assert_eq!(e.sense(IoDir::Write).key, SenseKey::DATA_PROTECT);
-        assert_eq!(BackendError::ReadOnly.sense(IoDir::Write).asc, Asc::WRITE_PROTECTED);
-        assert_eq!(BackendError::OutOfRange.sense(IoDir::Read).asc, Asc::LBA_OUT_OF_RANGE);
+        assert_eq!(
+            BackendError::ReadOnly.sense(IoDir::Write).asc,
+            Asc::WRITE_PROTECTED
+        );
+        assert_eq!(
+            BackendError::OutOfRange.sense(IoDir::Read).asc,
+            Asc::LBA_OUT_OF_RANGE
+        );
     }
 }

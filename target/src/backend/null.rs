@@ -11,7 +11,9 @@ pub struct NullBackend {
 
 impl NullBackend {
     pub fn new(size: u64) -> Self {
-        Self { size: AtomicU64::new(size) }
+        Self {
+            size: AtomicU64::new(size),
+        }
     }
 }
 

@@ -232,7 +232,9 @@ impl WriteCollector {
         }
         if seq.received + len > seq.len {
             if ttt == RESERVED_TAG {
-                return Err(DataOutError::FirstBurstExceeded(seq.start + seq.received + len));
+                return Err(DataOutError::FirstBurstExceeded(
+                    seq.start + seq.received + len,
+                ));
             }
             return Err(DataOutError::LongSequence(seq.received + len));
         }
@@ -328,7 +330,8 @@ mod tests {
         assert_eq!(r2ts[1].buffer_offset, 3072);
         assert_eq!(r2ts[1].r2t_sn, 1);
         // Unsolicited Data-Out 512..1024.
-        c.data_out(RESERVED_TAG, 0, 512, true, &all[512..1024]).unwrap();
+        c.data_out(RESERVED_TAG, 0, 512, true, &all[512..1024])
+            .unwrap();
         // First R2T sequence, two PDUs.
         c.data_out(101, 0, 1024, false, &all[1024..2048]).unwrap();
         assert_eq!(

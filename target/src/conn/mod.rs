@@ -112,15 +112,14 @@ pub(crate) async fn serve(
     );
     async move {
         let mut buf = BytesMut::with_capacity(64 * 1024);
-        let est = match crate::login::run(&shared, &mut stream, &mut buf, local, portal, conn_id)
-            .await
-        {
-            Ok(e) => e,
-            Err(e) => {
-                info!(error = %e, "login failed");
-                return;
-            }
-        };
+        let est =
+            match crate::login::run(&shared, &mut stream, &mut buf, local, portal, conn_id).await {
+                Ok(e) => e,
+                Err(e) => {
+                    info!(error = %e, "login failed");
+                    return;
+                }
+            };
         let span = tracing::Span::current();
         span.record(
             "isid",
@@ -200,7 +199,10 @@ async fn full_feature(
     // Let the writer flush what is queued (e.g. a Logout Response).
     let _ = conn.tx.try_send(Outbound::Close);
     drop(conn.tx);
-    if tokio::time::timeout(Duration::from_secs(2), writer).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(2), writer)
+        .await
+        .is_err()
+    {
         writer_cancel.cancel();
     }
     let left = session.core.remove_connection(conn_id);
@@ -275,7 +277,11 @@ impl Conn {
             .map_err(|_| ConnError::WriterGone)
     }
 
-    async fn read_loop(&mut self, mut rd: OwnedReadHalf, mut buf: BytesMut) -> Result<(), ConnError> {
+    async fn read_loop(
+        &mut self,
+        mut rd: OwnedReadHalf,
+        mut buf: BytesMut,
+    ) -> Result<(), ConnError> {
         let limits = DecodeLimits {
             max_data_segment_length: self.limits.conn.max_recv_data_segment_length,
             digests: DigestConfig {
@@ -471,22 +477,26 @@ impl Conn {
         };
         // A stale entry (aborted task whose ITT is reused) is dropped.
         self.pending.remove(&c.itt);
-        let task = match self.session.core.register_task(c.itt, c.lun, self.conn_id, c.cmd_sn, counted)
-        {
-            Ok(t) => t,
-            Err(e) => {
-                if counted {
-                    self.session.core.complete_command();
+        let task =
+            match self
+                .session
+                .core
+                .register_task(c.itt, c.lun, self.conn_id, c.cmd_sn, counted)
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    if counted {
+                        self.session.core.complete_command();
+                    }
+                    if e == RegisterError::TaskInProgress {
+                        drop(_g);
+                        return self
+                            .reject_pdu(RejectReason::TASK_IN_PROGRESS, &Pdu::ScsiCommand(c))
+                            .await;
+                    }
+                    return Ok(());
                 }
-                if e == RegisterError::TaskInProgress {
-                    drop(_g);
-                    return self
-                        .reject_pdu(RejectReason::TASK_IN_PROGRESS, &Pdu::ScsiCommand(c))
-                        .await;
-                }
-                return Ok(());
-            }
-        };
+            };
         let cmd = CmdInfo {
             itt: c.itt,
             lun: c.lun,
@@ -496,7 +506,11 @@ impl Conn {
             edtl: c.expected_data_transfer_length,
             attr: c.attr.0,
         };
-        let write_len = if c.write { c.expected_data_transfer_length } else { 0 };
+        let write_len = if c.write {
+            c.expected_data_transfer_length
+        } else {
+            0
+        };
         if write_len == 0 {
             if !c.data.is_empty() {
                 // Data without the W bit: RFC 7143 §11.3.1 protocol error.
@@ -511,13 +525,28 @@ impl Conn {
             return Ok(());
         }
         if write_len > MAX_WRITE_BUFFER {
-            warn!(edtl = write_len, "write larger than the per-command buffer limit");
+            warn!(
+                edtl = write_len,
+                "write larger than the per-command buffer limit"
+            );
             drop(_g);
             self.fail_command(task, &cmd, response::sense_invalid_field_in_cdb())
                 .await;
             return Ok(());
         }
-        let mut collector = WriteCollector::new(write_len, c.data, c.final_, self.write_limits())?;
+        let mut collector =
+            match WriteCollector::new(write_len, c.data, c.final_, self.write_limits()) {
+                Ok(col) => col,
+                Err(e) => {
+                    // ERL 0 without dropping the connection: the task ends with
+                    // CHECK CONDITION; later Data-Out for it is discarded.
+                    warn!(error = %e, itt = cmd.itt, "write data protocol error");
+                    drop(_g);
+                    self.fail_command(task, &cmd, response::sense_data_phase_error())
+                        .await;
+                    return Ok(());
+                }
+            };
         if collector.is_complete() {
             let data = collector.take_data();
             drop(_g);
@@ -537,7 +566,11 @@ impl Conn {
         self.send_r2ts(&cmd, r2ts).await
     }
 
-    async fn send_r2ts(&self, cmd: &CmdInfo, r2ts: Vec<dataout::R2tRequest>) -> Result<(), ConnError> {
+    async fn send_r2ts(
+        &self,
+        cmd: &CmdInfo,
+        r2ts: Vec<dataout::R2tRequest>,
+    ) -> Result<(), ConnError> {
         if r2ts.is_empty() {
             return Ok(());
         }
@@ -575,8 +608,20 @@ impl Conn {
             self.pending.remove(&d.itt);
             return Ok(());
         }
-        p.collector
-            .data_out(d.ttt, d.data_sn, d.buffer_offset, d.final_, &d.data)?;
+        if let Err(e) = p
+            .collector
+            .data_out(d.ttt, d.data_sn, d.buffer_offset, d.final_, &d.data)
+        {
+            // RFC 7143 §7.1.4 (ERL 0): a data sequence error terminates the
+            // task; we answer it with CHECK CONDITION (ABORTED COMMAND, DATA
+            // PHASE ERROR) and keep the connection, so other tasks go on.
+            warn!(error = %e, itt = d.itt, "Data-Out sequence error");
+            if let Some(p) = self.pending.remove(&d.itt) {
+                self.fail_command(p.task, &p.cmd, response::sense_data_phase_error())
+                    .await;
+            }
+            return Ok(());
+        }
         if p.collector.is_complete() {
             let Some(mut p) = self.pending.remove(&d.itt) else {
                 return Ok(());
@@ -767,8 +812,15 @@ impl Conn {
             answers.extend(self.send_targets(&q));
         }
         let text = proto::text::encode_kv(&answers);
-        let sender = proto::text::TextSender::new(text, self.limits.conn.max_send_data_segment_length as usize);
-        let ttt = if sender.has_more() { self.alloc_ttt() } else { RESERVED_TAG };
+        let sender = proto::text::TextSender::new(
+            text,
+            self.limits.conn.max_send_data_segment_length as usize,
+        );
+        let ttt = if sender.has_more() {
+            self.alloc_ttt()
+        } else {
+            RESERVED_TAG
+        };
         self.send_text_segment(t.itt, t.lun, ttt, sender).await
     }
 
@@ -803,7 +855,8 @@ impl Conn {
         let targets = self.shared.all_targets();
         let configs: Vec<_> = targets.iter().map(|t| t.config()).collect();
         let refs: Vec<_> = configs.iter().collect();
-        let current = (!self.session.is_discovery()).then_some(self.session.core.target_name.as_str());
+        let current =
+            (!self.session.is_discovery()).then_some(self.session.core.target_name.as_str());
         let found = crate::discovery::send_targets(
             &q,
             &refs,
@@ -893,7 +946,7 @@ async fn sleep_until_opt(t: Option<Instant>) {
 pub(crate) async fn execute(
     session: Arc<Session>,
     task: Arc<TaskShared>,
-    cmd: CmdInfo,
+    mut cmd: CmdInfo,
     mut data_out: Bytes,
     tx: mpsc::Sender<Outbound>,
     limits: DataInLimits,
@@ -914,23 +967,17 @@ pub(crate) async fn execute(
     let mut write_residual = None;
     if spdtl_out > 0 || edtl_out > 0 {
         if edtl_out < spdtl_out {
-            // The initiator offers less data than the command needs: fail
-            // without touching the medium (FCP-4 §9.4.2 / SAM-5: "INVALID
-            // FIELD IN COMMAND INFORMATION UNIT"), residual overflow.
-            let resid = Residual::compute(edtl_out, spdtl_out);
-            let mut c = Completion {
-                itt: cmd.itt,
-                lun: cmd.lun,
-                status: response::STATUS_CHECK_CONDITION,
-                sense: Some(response::sense_invalid_field_in_iu()),
-                data_in: Bytes::new(),
-                residual: resid,
-            };
-            if cmd.read {
-                c.residual = resid;
+            // EDTL below what the CDB asks for: residual overflow. For the
+            // WRITE / WRITE AND VERIFY family the command runs on the whole
+            // blocks the initiator did send (SAM-5 §5.4.3: "data beyond the
+            // [expected] length shall not be ... transferred"); other
+            // commands get the short buffer and the device server answers
+            // INVALID FIELD IN COMMAND INFORMATION UNIT.
+            write_residual = Some(Residual::compute(edtl_out, spdtl_out));
+            if let Some((cdb, len)) = shorten_write_cdb(&cmd.cdb, spdtl_out, edtl_out) {
+                cmd.cdb = cdb;
+                data_out.truncate(len as usize);
             }
-            respond(&session, &task, &c, limits, &tx).await;
-            return;
         }
         if edtl_out > spdtl_out {
             data_out.truncate(spdtl_out as usize);
@@ -945,8 +992,11 @@ pub(crate) async fn execute(
         task_attr: cmd.attr,
     };
     let out = device::execute(dev, &nexus, req).await;
-    let produced = out.data_in.len() as u32;
-    let spdtl_in = out.transfer_length.unwrap_or(produced);
+    // SPDTL of the read direction is what the device server actually
+    // produced (at most the CDB's allocation/transfer length): less data
+    // than EDTL is an underflow (libiscsi ModeSense6.Residuals), more is an
+    // overflow and is cut at EDTL (RFC 7143 §11.4.5.1).
+    let spdtl_in = out.data_in.len() as u32;
     let mut data_in = out.data_in;
     if data_in.len() > edtl_in as usize {
         data_in.truncate(edtl_in as usize);
@@ -972,6 +1022,29 @@ pub(crate) async fn execute(
     respond(&session, &task, &c, limits, &tx).await;
 }
 
+/// For WRITE(10/12/16) and WRITE AND VERIFY(10/12/16) whose data-out
+/// length `spdtl` exceeds `edtl`: the CDB with its TRANSFER LENGTH cut to the
+/// whole blocks within `edtl`, and that many bytes.
+pub(crate) fn shorten_write_cdb(cdb: &[u8], spdtl: u32, edtl: u32) -> Option<(Bytes, u32)> {
+    let (off, width) = match *cdb.first()? {
+        0x2a | 0x2e => (7usize, 2usize),
+        0xaa | 0xae => (6, 4),
+        0x8a | 0x8e => (10, 4),
+        _ => return None,
+    };
+    let field = cdb.get(off..off + width)?;
+    let blocks = field.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b));
+    if blocks == 0 || !spdtl.is_multiple_of(blocks) {
+        return None;
+    }
+    let bs = spdtl / blocks;
+    let new_blocks = edtl / bs;
+    let mut out = cdb.to_vec();
+    let be = new_blocks.to_be_bytes();
+    out[off..off + width].copy_from_slice(&be[4 - width..]);
+    Some((Bytes::from(out), new_blocks * bs))
+}
+
 async fn respond(
     session: &Session,
     task: &TaskShared,
@@ -994,4 +1067,37 @@ async fn respond(
     session.core.retire_task(task);
     let _ = tx.send(Outbound::Pdus(pdus)).await;
     task.set_done();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shorten_write_cdbs() {
+        // WRITE(10) of 2 blocks, EDTL one block.
+        let cdb = [0x2a, 0, 0, 0, 0, 0, 0, 0, 2, 0];
+        let (c, len) = shorten_write_cdb(&cdb, 1024, 512).unwrap();
+        assert_eq!(len, 512);
+        assert_eq!(&c[7..9], &[0, 1]);
+        assert_eq!(c[0], 0x2a);
+        // WRITE(16) with EDTL 200 of one 512-byte block: zero blocks.
+        let mut cdb16 = [0u8; 16];
+        cdb16[0] = 0x8a;
+        cdb16[13] = 1;
+        let (c, len) = shorten_write_cdb(&cdb16, 512, 200).unwrap();
+        assert_eq!(len, 0);
+        assert_eq!(&c[10..14], &[0, 0, 0, 0]);
+        // WRITE AND VERIFY(12), 4096-byte blocks.
+        let mut cdb12 = [0u8; 12];
+        cdb12[0] = 0xae;
+        cdb12[9] = 3;
+        let (c, len) = shorten_write_cdb(&cdb12, 3 * 4096, 2 * 4096 + 5).unwrap();
+        assert_eq!(len, 8192);
+        assert_eq!(c[9], 2);
+        // Not a write, or inconsistent lengths: untouched.
+        assert!(shorten_write_cdb(&[0x15, 0, 0, 0, 24, 0], 24, 10).is_none());
+        assert!(shorten_write_cdb(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 0, 0], 512, 0).is_none());
+        assert!(shorten_write_cdb(&[0x2a, 0, 0], 512, 0).is_none());
+    }
 }

@@ -85,8 +85,10 @@ pub enum ResponsePdu {
 /// MaxBurstLength (§13.13), its last PDU carrying the F bit (§11.7.1).
 pub fn build(c: &Completion, limits: DataInLimits) -> Vec<ResponsePdu> {
     let seg = limits.max_send_data_segment_length.max(512) as usize;
-    let burst = (limits.max_burst_length.max(limits.max_send_data_segment_length).max(512))
-        as usize;
+    let burst = (limits
+        .max_burst_length
+        .max(limits.max_send_data_segment_length)
+        .max(512)) as usize;
     let collapse = c.status == STATUS_GOOD && c.sense.is_none() && !c.data_in.is_empty();
     let total = c.data_in.len();
     let mut out = Vec::with_capacity(total / seg + 2);
@@ -152,14 +154,26 @@ pub fn build(c: &Completion, limits: DataInLimits) -> Vec<ResponsePdu> {
 
 /// Fixed-format sense: ILLEGAL REQUEST, INVALID FIELD IN CDB (SPC-5).
 pub fn sense_invalid_field_in_cdb() -> Bytes {
-    Bytes::copy_from_slice(&Sense::new(SenseKey::ILLEGAL_REQUEST, Asc::INVALID_FIELD_IN_CDB).encode_fixed())
+    Bytes::copy_from_slice(
+        &Sense::new(SenseKey::ILLEGAL_REQUEST, Asc::INVALID_FIELD_IN_CDB).encode_fixed(),
+    )
 }
 
 /// Fixed-format sense: ILLEGAL REQUEST, INVALID FIELD IN COMMAND
 /// INFORMATION UNIT (0x0E/0x03), used when EDTL is smaller than the
 /// command's data-out length (SAM-5 §5.3.4, libiscsi's residual tests).
 pub fn sense_invalid_field_in_iu() -> Bytes {
-    Bytes::copy_from_slice(&Sense::new(SenseKey::ILLEGAL_REQUEST, Asc::new(0x0e, 0x03)).encode_fixed())
+    Bytes::copy_from_slice(
+        &Sense::new(SenseKey::ILLEGAL_REQUEST, Asc::new(0x0e, 0x03)).encode_fixed(),
+    )
+}
+
+/// Fixed-format sense: ABORTED COMMAND, DATA PHASE ERROR (4Bh/00h), for a
+/// write whose Data-Out sequence broke the rules (DataSN, offsets, bursts).
+pub fn sense_data_phase_error() -> Bytes {
+    Bytes::copy_from_slice(
+        &Sense::new(SenseKey::ABORTED_COMMAND, Asc::new(0x4b, 0x00)).encode_fixed(),
+    )
 }
 
 /// A SCSI Response carrying only a status and optional sense data (no
@@ -277,7 +291,8 @@ mod tests {
 
     #[test]
     fn sense_forces_a_separate_response() {
-        let sense = Bytes::from_static(&[0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0, 0, 0]);
+        let sense =
+            Bytes::from_static(&[0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0, 0, 0]);
         let mut c = completion(0, STATUS_CHECK_CONDITION, Some(sense.clone()));
         c.residual = Residual::compute(512, 0);
         let pdus = build(&c, LIM);
@@ -294,7 +309,11 @@ mod tests {
 
     #[test]
     fn data_with_check_condition_gets_both() {
-        let c = completion(100, STATUS_CHECK_CONDITION, Some(Bytes::from_static(&[0x70; 18])));
+        let c = completion(
+            100,
+            STATUS_CHECK_CONDITION,
+            Some(Bytes::from_static(&[0x70; 18])),
+        );
         let pdus = build(&c, LIM);
         assert_eq!(pdus.len(), 2);
         let ResponsePdu::DataIn(d) = &pdus[0] else {

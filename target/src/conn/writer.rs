@@ -116,11 +116,25 @@ pub async fn run<W: AsyncWrite + Unpin>(
         };
         let Some(first) = first else { break };
         let mut queued = 0usize;
-        let mut close = enqueue(first, &mut bufs, &mut next_stat_sn, &*window, digests, &mut queued);
+        let mut close = enqueue(
+            first,
+            &mut bufs,
+            &mut next_stat_sn,
+            &*window,
+            digests,
+            &mut queued,
+        );
         while !close && bufs.len() < MAX_IOV * 4 && queued < BATCH_BYTES {
             match rx.try_recv() {
                 Ok(m) => {
-                    close |= enqueue(m, &mut bufs, &mut next_stat_sn, &*window, digests, &mut queued)
+                    close |= enqueue(
+                        m,
+                        &mut bufs,
+                        &mut next_stat_sn,
+                        &*window,
+                        digests,
+                        &mut queued,
+                    )
                 }
                 Err(_) => break,
             }
@@ -274,7 +288,9 @@ mod tests {
             cancel.clone(),
         ));
         tx.send(Outbound::Pdu(nop_in(1))).await.unwrap();
-        tx.send(Outbound::Pdus(vec![nop_in(2), nop_in(3)])).await.unwrap();
+        tx.send(Outbound::Pdus(vec![nop_in(2), nop_in(3)]))
+            .await
+            .unwrap();
         tx.send(Outbound::Close).await.unwrap();
         let next = h.await.unwrap().unwrap();
         assert_eq!(next, 103);

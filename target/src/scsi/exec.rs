@@ -47,12 +47,18 @@ fn param_list_length_error() -> Fail {
 /// Commands neither blocked nor cleared by a pending unit attention
 /// (SAM-5 §5.14: INQUIRY, REPORT LUNS, REQUEST SENSE).
 fn ua_exempt(op: u8) -> bool {
-    matches!(Opcode(op), Opcode::INQUIRY | Opcode::REPORT_LUNS | Opcode::REQUEST_SENSE)
+    matches!(
+        Opcode(op),
+        Opcode::INQUIRY | Opcode::REPORT_LUNS | Opcode::REQUEST_SENSE
+    )
 }
 
 /// Commands the target implements (a subset of what proto parses).
 pub(super) fn implemented(c: &cdb::CmdSpec) -> bool {
-    !matches!(c.opcode, Opcode::EXTENDED_COPY | Opcode::RECEIVE_COPY_RESULTS)
+    !matches!(
+        c.opcode,
+        Opcode::EXTENDED_COPY | Opcode::RECEIVE_COPY_RESULTS
+    )
 }
 
 /// Persistent-reservation class of a command (SPC-5 table 63).
@@ -60,10 +66,17 @@ fn pr_access(c: &Command) -> Access {
     use Command::*;
     match c {
         Read { .. } | Verify { .. } | PreFetch { .. } | GetLbaStatus { .. } => Access::Read,
-        Write { .. } | WriteAndVerify { .. } | WriteSame { .. } | Unmap { .. } | CompareAndWrite { .. } | OrWrite { .. }
-        | WriteAtomic { .. } | SynchronizeCache { .. } | ModeSelect { .. } | Sanitize { .. } | ExtendedCopy { .. } => {
-            Access::Write
-        }
+        Write { .. }
+        | WriteAndVerify { .. }
+        | WriteSame { .. }
+        | Unmap { .. }
+        | CompareAndWrite { .. }
+        | OrWrite { .. }
+        | WriteAtomic { .. }
+        | SynchronizeCache { .. }
+        | ModeSelect { .. }
+        | Sanitize { .. }
+        | ExtendedCopy { .. } => Access::Write,
         StartStopUnit { .. } => Access::Write,
         PreventAllowMediumRemoval { prevent } if *prevent != 0 => Access::Write,
         _ => Access::Always,
@@ -122,7 +135,9 @@ fn transfer_length(c: &Command, bs: u32) -> Option<u32> {
         Read { rw, .. } => rw.blocks as u64 * bs as u64,
         ModeSense { alloc_len, .. } => *alloc_len as u64,
         PersistentReserveIn { alloc_len, .. } => *alloc_len as u64,
-        ReportSupportedOpcodes { alloc_len, .. } | ReportSupportedTmfs { alloc_len, .. } => *alloc_len as u64,
+        ReportSupportedOpcodes { alloc_len, .. } | ReportSupportedTmfs { alloc_len, .. } => {
+            *alloc_len as u64
+        }
         ReceiveCopyResults { alloc_len, .. } => *alloc_len as u64,
         ReadDefectData { alloc_len, .. } => *alloc_len as u64,
         other => other.data_out_length(bs),
@@ -164,9 +179,26 @@ pub(super) async fn execute(srv: &DeviceServer, nexus: &Nexus, req: ScsiRequest)
         }
     };
     let tl = transfer_length(&cmd, lu.block_size());
-    let mut ctx = Ctx { srv, lu: &lu, nexus, req: &req };
+    let mut ctx = Ctx {
+        srv,
+        lu: &lu,
+        nexus,
+        req: &req,
+    };
+    let data_in_cmd = cmd.data_out_length(lu.block_size()) == 0;
     let mut r = match ctx.run(cmd).await {
-        Ok(data) => ScsiResult::good(data),
+        Ok(data) => {
+            // Allocation-length commands move what they have, up to the
+            // allocation length: the residual counts from the real length.
+            let tl = if data_in_cmd {
+                Some(data.len() as u32)
+            } else {
+                tl
+            };
+            let mut r = ScsiResult::good(data);
+            r.transfer_length = tl;
+            return r;
+        }
         Err(Fail::Check(s)) => ScsiResult::check(&s, lu.state().modes.d_sense),
         Err(Fail::Status(s)) => ScsiResult::status(s),
     };
@@ -176,7 +208,11 @@ pub(super) async fn execute(srv: &DeviceServer, nexus: &Nexus, req: ScsiRequest)
 
 /// Commands addressed to a LUN with no logical unit (SPC-5 §4.6.4.2 /
 /// SAM-5 §5.9.5).
-fn no_lu(srv: &DeviceServer, _req: &ScsiRequest, parsed: Result<Command, cdb::CdbError>) -> ScsiResult {
+fn no_lu(
+    srv: &DeviceServer,
+    _req: &ScsiRequest,
+    parsed: Result<Command, cdb::CdbError>,
+) -> ScsiResult {
     let not_supported = Sense::illegal_request(Asc::LOGICAL_UNIT_NOT_SUPPORTED);
     let cmd = match parsed {
         Ok(c) => c,
@@ -184,14 +220,21 @@ fn no_lu(srv: &DeviceServer, _req: &ScsiRequest, parsed: Result<Command, cdb::Cd
     };
     let tl = transfer_length(&cmd, 512);
     let mut r = match cmd {
-        Command::Inquiry { evpd: false, page_code: 0, alloc_len } => {
+        Command::Inquiry {
+            evpd: false,
+            page_code: 0,
+            alloc_len,
+        } => {
             let mut s = StandardInquiry::block_device("", "", "");
             s.peripheral_qualifier = inq::PQ_NOT_CAPABLE;
             s.device_type = 0x1F;
             s.version_descriptors.clear();
             ScsiResult::good(truncate(s.encode(), alloc_len as usize))
         }
-        Command::ReportLuns { select_report, alloc_len } => match report_luns(srv, select_report, alloc_len) {
+        Command::ReportLuns {
+            select_report,
+            alloc_len,
+        } => match report_luns(srv, select_report, alloc_len) {
             Ok(b) => ScsiResult::good(b),
             Err(Fail::Check(s)) => ScsiResult::check(&s, false),
             Err(Fail::Status(s)) => ScsiResult::status(s),
@@ -211,7 +254,11 @@ fn report_luns(srv: &DeviceServer, select_report: u8, alloc_len: u32) -> R {
         return Err(invalid_cdb(6, None));
     }
     let luns: Vec<Lun> = match select_report {
-        0 | 2 => srv.luns().into_iter().map(|n| Lun::from_number(n as u16)).collect(),
+        0 | 2 => srv
+            .luns()
+            .into_iter()
+            .map(|n| Lun::from_number(n as u16))
+            .collect(),
         1 => Vec::new(),
         _ => return Err(invalid_cdb(2, None)),
     };
@@ -231,6 +278,7 @@ impl Ctx<'_> {
     }
 
     async fn run(&mut self, cmd: Command) -> R {
+        use Command::*;
         // Reservations (SPC-5 §5.13.1, SPC-2 §5.5.1).
         {
             let st = self.lu.state();
@@ -240,16 +288,30 @@ impl Ctx<'_> {
             if st.res.conflicts(self.nexus, pr_access(&cmd)) {
                 return Err(Fail::Status(Status::RESERVATION_CONFLICT));
             }
+            if st.sanitizing
+                && !matches!(
+                    cmd,
+                    Inquiry { .. } | ReportLuns { .. } | RequestSense { .. }
+                )
+            {
+                return Err(Sense::new(SenseKey::NOT_READY, Asc::SANITIZE_IN_PROGRESS).into());
+            }
             if self.lu.cfg.removable && !st.medium_present && needs_medium(&cmd) {
                 return Err(Sense::new(SenseKey::NOT_READY, Asc::MEDIUM_NOT_PRESENT).into());
             }
         }
-        use Command::*;
         match cmd {
             TestUnitReady => Ok(Bytes::new()),
             RequestSense { desc, alloc_len } => self.request_sense(desc, alloc_len),
-            Inquiry { evpd, page_code, alloc_len } => self.inquiry(evpd, page_code, alloc_len),
-            ReportLuns { select_report, alloc_len } => {
+            Inquiry {
+                evpd,
+                page_code,
+                alloc_len,
+            } => self.inquiry(evpd, page_code, alloc_len),
+            ReportLuns {
+                select_report,
+                alloc_len,
+            } => {
                 let r = report_luns(self.srv, select_report, alloc_len)?;
                 // SPC-5 §6.33: REPORT LUNS clears REPORTED LUNS DATA HAS CHANGED.
                 if let Some(q) = self.lu.state().ua.get_mut(self.nexus) {
@@ -259,7 +321,10 @@ impl Ctx<'_> {
             }
             ReadCapacity10 => {
                 let last = self.lu.num_blocks().saturating_sub(1);
-                Ok(Bytes::copy_from_slice(&inq::encode_read_capacity10(last, self.lu.block_size())))
+                Ok(Bytes::copy_from_slice(&inq::encode_read_capacity10(
+                    last,
+                    self.lu.block_size(),
+                )))
             }
             ReadCapacity16 { alloc_len } => {
                 let thin = self.lu.thin();
@@ -268,6 +333,7 @@ impl Ctx<'_> {
                     block_len: self.lu.block_size(),
                     lbpme: thin,
                     lbprz: thin,
+                    lbppbe: self.lu.lbppbe(),
                     ..Default::default()
                 };
                 Ok(truncate(rc.encode().to_vec(), alloc_len as usize))
@@ -276,28 +342,63 @@ impl Ctx<'_> {
             Write { size, rw } => self.write(size, rw).await,
             Verify { size, rw, bytchk } => self.verify(size, rw, bytchk).await,
             WriteAndVerify { size, rw, bytchk } => self.write_and_verify(size, rw, bytchk).await,
-            WriteSame { size, lba, blocks, unmap, ndob, .. } => self.write_same(size, lba, blocks, unmap, ndob).await,
+            WriteSame {
+                size,
+                lba,
+                blocks,
+                unmap,
+                ndob,
+                ..
+            } => self.write_same(size, lba, blocks, unmap, ndob).await,
             Unmap { param_len, .. } => self.unmap(param_len).await,
             GetLbaStatus { lba, alloc_len } => self.get_lba_status(lba, alloc_len).await,
             CompareAndWrite { rw } => self.compare_and_write(rw).await,
             OrWrite { rw } => self.or_write(rw).await,
             WriteAtomic { rw, boundary } => self.write_atomic(rw, boundary).await,
-            SynchronizeCache { size, lba, blocks, .. } => {
+            SynchronizeCache {
+                size, lba, blocks, ..
+            } => {
                 self.check_range(size, lba, blocks, true)?;
                 self.flush().await?;
                 Ok(Bytes::new())
             }
-            PreFetch { size, lba, blocks, .. } => {
+            PreFetch {
+                size, lba, blocks, ..
+            } => {
                 // No cache to load: GOOD (SBC-4 §5.9: CONDITION MET only when
                 // the blocks fit a cache).
                 self.check_range(size, lba, blocks, true)?;
                 Ok(Bytes::new())
             }
-            ModeSense { size, dbd, llbaa, pc, page, subpage, alloc_len } => {
-                self.mode_sense(size == CdbSize::Ten, dbd, llbaa, pc, page, subpage, alloc_len)
-            }
-            ModeSelect { size, pf, sp, param_len } => self.mode_select(size == CdbSize::Ten, pf, sp, param_len),
-            StartStopUnit { power_condition, loej, start, .. } => self.start_stop(power_condition, loej, start).await,
+            ModeSense {
+                size,
+                dbd,
+                llbaa,
+                pc,
+                page,
+                subpage,
+                alloc_len,
+            } => self.mode_sense(
+                size == CdbSize::Ten,
+                dbd,
+                llbaa,
+                pc,
+                page,
+                subpage,
+                alloc_len,
+            ),
+            ModeSelect {
+                size,
+                pf,
+                sp,
+                param_len,
+            } => self.mode_select(size == CdbSize::Ten, pf, sp, param_len),
+            StartStopUnit {
+                power_condition,
+                loej,
+                start,
+                ..
+            } => self.start_stop(power_condition, loej, start).await,
             PreventAllowMediumRemoval { prevent } => {
                 let mut st = self.lu.state();
                 match prevent {
@@ -313,20 +414,38 @@ impl Ctx<'_> {
                 Ok(Bytes::new())
             }
             Reserve6 | Reserve10 => {
-                self.lu.state().res.reserve_legacy(self.nexus).map_err(|_| Fail::Status(Status::RESERVATION_CONFLICT))?;
+                self.lu
+                    .state()
+                    .res
+                    .reserve_legacy(self.nexus)
+                    .map_err(|_| Fail::Status(Status::RESERVATION_CONFLICT))?;
                 Ok(Bytes::new())
             }
             Release6 | Release10 => {
-                self.lu.state().res.release_legacy(self.nexus).map_err(|_| Fail::Status(Status::RESERVATION_CONFLICT))?;
+                self.lu
+                    .state()
+                    .res
+                    .release_legacy(self.nexus)
+                    .map_err(|_| Fail::Status(Status::RESERVATION_CONFLICT))?;
                 Ok(Bytes::new())
             }
-            PersistentReserveIn { service_action, alloc_len } => self.prin(service_action, alloc_len),
-            PersistentReserveOut { service_action, scope, pr_type, param_len } => {
-                self.prout(service_action, scope, pr_type, param_len)
-            }
-            ReportSupportedOpcodes { rctd, options, opcode, service_action, alloc_len } => {
-                report_supported_opcodes(rctd, options, opcode, service_action, alloc_len)
-            }
+            PersistentReserveIn {
+                service_action,
+                alloc_len,
+            } => self.prin(service_action, alloc_len),
+            PersistentReserveOut {
+                service_action,
+                scope,
+                pr_type,
+                param_len,
+            } => self.prout(service_action, scope, pr_type, param_len),
+            ReportSupportedOpcodes {
+                rctd,
+                options,
+                opcode,
+                service_action,
+                alloc_len,
+            } => report_supported_opcodes(rctd, options, opcode, service_action, alloc_len),
             ReportSupportedTmfs { repd, alloc_len } => {
                 // ABORT TASK, ABORT TASK SET, LOGICAL UNIT RESET, TARGET RESET.
                 let mut v = vec![0x80 | 0x40 | 0x08 | 0x02, 0, 0, 0];
@@ -336,14 +455,30 @@ impl Ctx<'_> {
                 }
                 Ok(truncate(v, alloc_len as usize))
             }
-            Sanitize { service_action, param_len, ause, .. } => self.sanitize(service_action, param_len, ause).await,
-            ReadDefectData { size, format, alloc_len, .. } => {
+            Sanitize {
+                service_action,
+                param_len,
+                ause,
+                immed,
+            } => self.sanitize(service_action, param_len, ause, immed).await,
+            ReadDefectData {
+                size,
+                format,
+                alloc_len,
+                ..
+            } => {
                 // No defects: an empty list in the requested format.
-                let v = if size == CdbSize::Twelve { vec![0, format & 7, 0, 0, 0, 0, 0, 0] } else { vec![0, format & 7, 0, 0] };
+                let v = if size == CdbSize::Twelve {
+                    vec![0, format & 7, 0, 0, 0, 0, 0, 0]
+                } else {
+                    vec![0, format & 7, 0, 0]
+                };
                 Ok(truncate(v, alloc_len as usize))
             }
             ExtendedCopy { .. } | ReceiveCopyResults { .. } => {
-                Err(Sense::illegal_request(Asc::INVALID_COMMAND_OPERATION_CODE).with_field_pointer(true, 0, None).into())
+                Err(Sense::illegal_request(Asc::INVALID_COMMAND_OPERATION_CODE)
+                    .with_field_pointer(true, 0, None)
+                    .into())
             }
         }
     }
@@ -352,9 +487,15 @@ impl Ctx<'_> {
 
     /// SBC-4 §4.5: LBA range check; `zero_means_to_end` for SYNCHRONIZE
     /// CACHE / PRE-FETCH where 0 blocks means "through the last LBA".
-    fn check_range(&self, _size: CdbSize, lba: u64, blocks: u32, _zero_means_to_end: bool) -> Result<(), Fail> {
+    fn check_range(
+        &self,
+        _size: CdbSize,
+        lba: u64,
+        blocks: u32,
+        _zero_means_to_end: bool,
+    ) -> Result<(), Fail> {
         let n = self.lu.num_blocks();
-        if lba >= n || lba.checked_add(blocks as u64).is_none_or(|e| e > n) {
+        if lba >= n || lba.checked_add(blocks as u64).map_or(true, |e| e > n) {
             return Err(Sense::illegal_request(Asc::LBA_OUT_OF_RANGE).into());
         }
         Ok(())
@@ -412,7 +553,9 @@ impl Ctx<'_> {
                 tracing::warn!(error = %e, "backend I/O failed");
                 Err(e.sense(dir).into())
             }
-            Err(_) => Err(Sense::new(SenseKey::HARDWARE_ERROR, Asc::INTERNAL_TARGET_FAILURE).into()),
+            Err(_) => {
+                Err(Sense::new(SenseKey::HARDWARE_ERROR, Asc::INTERNAL_TARGET_FAILURE).into())
+            }
         }
     }
 
@@ -460,6 +603,8 @@ impl Ctx<'_> {
         let mut st = self.lu.state();
         let sense = if let Some(asc) = st.ua.get_mut(self.nexus).and_then(|q| q.pop_front()) {
             Sense::unit_attention(asc)
+        } else if st.sanitizing {
+            Sense::new(SenseKey::NOT_READY, Asc::SANITIZE_IN_PROGRESS)
         } else if self.lu.cfg.removable && !st.medium_present {
             Sense::new(SenseKey::NOT_READY, Asc::MEDIUM_NOT_PRESENT)
         } else {
@@ -508,7 +653,10 @@ impl Ctx<'_> {
                     Designator::naa(self.lu.naa),
                     Designator::t10_vendor(vendor, &self.lu.serial),
                     Designator::relative_target_port(self.nexus.relative_target_port),
-                    Designator::scsi_name(&self.nexus.target_port, inq::designator::ASSOC_TARGET_PORT),
+                    Designator::scsi_name(
+                        &self.nexus.target_port,
+                        inq::designator::ASSOC_TARGET_PORT,
+                    ),
                 ];
                 inq::encode_device_identification(&ds)
             }
@@ -524,10 +672,14 @@ impl Ctx<'_> {
                     optimal_transfer_length: ((128 << 10) / bs) as u32,
                     max_prefetch_length: 0,
                     max_unmap_lba_count: if thin { l.max_unmap_lba_count } else { 0 },
-                    max_unmap_block_descriptor_count: if thin { l.max_unmap_descriptors } else { 0 },
-                    optimal_unmap_granularity: if thin { 1 } else { 0 },
+                    max_unmap_block_descriptor_count: if thin {
+                        l.max_unmap_descriptors
+                    } else {
+                        0
+                    },
+                    optimal_unmap_granularity: if thin { 1 << self.lu.lbppbe() } else { 0 },
                     unmap_granularity_alignment: if thin { Some(0) } else { None },
-                    max_write_same_length: 0,
+                    max_write_same_length: l.max_write_same_blocks as u64,
                     max_atomic_transfer_length: (l.max_transfer_bytes as u64 / bs) as u32,
                     atomic_alignment: 0,
                     atomic_transfer_length_granularity: 0,
@@ -536,9 +688,16 @@ impl Ctx<'_> {
                 };
                 bl.encode()
             }
-            vpd::BLOCK_DEVICE_CHARACTERISTICS => {
-                inq::BlockDeviceCharacteristics { medium_rotation_rate: 1, fuab: true, ..Default::default() }.encode()
+            // WABEREQ/WACEREQ 01b: reads after SANITIZE succeed and return
+            // what the erase left (zeros).
+            vpd::BLOCK_DEVICE_CHARACTERISTICS => inq::BlockDeviceCharacteristics {
+                medium_rotation_rate: 1,
+                fuab: true,
+                wabereq: 1,
+                wacereq: 1,
+                ..Default::default()
             }
+            .encode(),
             vpd::LOGICAL_BLOCK_PROVISIONING if self.lu.thin() => inq::LogicalBlockProvisioning {
                 lbpu: true,
                 lbpws: true,
@@ -558,14 +717,39 @@ impl Ctx<'_> {
     fn mode_pages(&self, pc: u8) -> Vec<ModePage> {
         let st = self.lu.state();
         let (caching, control) = match pc {
-            mode::pc::CHANGEABLE => (Caching { wce: true, rcd: false }, Control { d_sense: true, swp: true, ..Default::default() }),
+            mode::pc::CHANGEABLE => (
+                Caching {
+                    wce: true,
+                    rcd: false,
+                },
+                Control {
+                    d_sense: true,
+                    swp: true,
+                    ..Default::default()
+                },
+            ),
             mode::pc::DEFAULT => (
-                Caching { wce: self.lu.cfg.mode == IoMode::WriteBack, rcd: false },
-                Control { qerr: 0, tas: true, ..Default::default() },
+                Caching {
+                    wce: self.lu.cfg.mode == IoMode::WriteBack,
+                    rcd: false,
+                },
+                Control {
+                    qerr: 0,
+                    tas: true,
+                    ..Default::default()
+                },
             ),
             _ => (
-                Caching { wce: st.modes.wce, rcd: false },
-                Control { d_sense: st.modes.d_sense, swp: st.modes.swp, tas: true, ..Default::default() },
+                Caching {
+                    wce: st.modes.wce,
+                    rcd: false,
+                },
+                Control {
+                    d_sense: st.modes.d_sense,
+                    swp: st.modes.swp,
+                    tas: true,
+                    ..Default::default()
+                },
             ),
         };
         let mut control = control;
@@ -573,7 +757,16 @@ impl Ctx<'_> {
             control.tas = false;
         }
         let changeable = pc == mode::pc::CHANGEABLE;
-        let zero = |p: ModePage| if changeable { ModePage { body: vec![0; p.body.len()], ..p } } else { p };
+        let zero = |p: ModePage| {
+            if changeable {
+                ModePage {
+                    body: vec![0; p.body.len()],
+                    ..p
+                }
+            } else {
+                p
+            }
+        };
         vec![
             zero(mode::read_write_error_recovery(true, true)),
             zero(mode::disconnect_reconnect()),
@@ -584,9 +777,20 @@ impl Ctx<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn mode_sense(&self, ten: bool, dbd: bool, llbaa: bool, pc: u8, page: u8, subpage: u8, alloc_len: u16) -> R {
+    fn mode_sense(
+        &self,
+        ten: bool,
+        dbd: bool,
+        llbaa: bool,
+        pc: u8,
+        page: u8,
+        subpage: u8,
+        alloc_len: u16,
+    ) -> R {
         if pc == mode::pc::SAVED {
-            return Err(Sense::illegal_request(Asc::SAVING_PARAMETERS_NOT_SUPPORTED).with_field_pointer(true, 2, Some(7)).into());
+            return Err(Sense::illegal_request(Asc::SAVING_PARAMETERS_NOT_SUPPORTED)
+                .with_field_pointer(true, 2, Some(7))
+                .into());
         }
         let all = self.mode_pages(pc);
         let pages: Vec<ModePage> = if page == mode::page::ALL {
@@ -645,21 +849,33 @@ impl Ctx<'_> {
                 return Err(invalid_param(if ten { 6 } else { 3 } as u16, None));
             };
             if len != 0 && len != self.lu.block_size() {
-                return Err(invalid_param((params.pages_offset - bd.len() + len_at) as u16, None));
+                return Err(invalid_param(
+                    (params.pages_offset - bd.len() + len_at) as u16,
+                    None,
+                ));
             }
         }
         let current = self.mode_pages(mode::pc::CURRENT);
         let changeable = self.mode_pages(mode::pc::CHANGEABLE);
         let mut new = self.lu.state().modes;
         for (off, p) in &params.pages {
-            let Some(idx) = current.iter().position(|c| c.page == p.page && c.subpage == p.subpage) else {
+            let Some(idx) = current
+                .iter()
+                .position(|c| c.page == p.page && c.subpage == p.subpage)
+            else {
                 return Err(invalid_param(*off as u16, None));
             };
             let (cur, chg) = (&current[idx], &changeable[idx]);
             if p.body.len() != cur.body.len() {
                 return Err(invalid_param(*off as u16 + 1, None));
             }
-            for (i, ((&n, &c), &m)) in p.body.iter().zip(cur.body.iter()).zip(chg.body.iter()).enumerate() {
+            for (i, ((&n, &c), &m)) in p
+                .body
+                .iter()
+                .zip(cur.body.iter())
+                .zip(chg.body.iter())
+                .enumerate()
+            {
                 let diff = (n ^ c) & !m;
                 if diff != 0 {
                     let bit = 7 - diff.leading_zeros() as u8;
@@ -772,7 +988,9 @@ impl Ctx<'_> {
     async fn compare(&self, lba: u64, blocks: u32, expected: &[u8], asc: Asc) -> Result<(), Fail> {
         let medium = self.read_blocks(lba, blocks).await?;
         if let Some(i) = medium.iter().zip(expected.iter()).position(|(a, b)| a != b) {
-            return Err(Sense::new(SenseKey::MISCOMPARE, asc).with_information(i as u64).into());
+            return Err(Sense::new(SenseKey::MISCOMPARE, asc)
+                .with_information(i as u64)
+                .into());
         }
         Ok(())
     }
@@ -787,13 +1005,20 @@ impl Ctx<'_> {
             }
             1 => {
                 let data = self.data_out(rw.blocks as u64 * self.bs())?;
-                self.compare(rw.lba, rw.blocks, &data, Asc::MISCOMPARE_DURING_VERIFY).await?;
+                self.compare(rw.lba, rw.blocks, &data, Asc::MISCOMPARE_DURING_VERIFY)
+                    .await?;
             }
             3 => {
                 if rw.blocks > 0 {
                     let one = self.data_out(self.bs())?;
-                    let expected: Vec<u8> = one.iter().copied().cycle().take(rw.blocks as usize * self.bs() as usize).collect();
-                    self.compare(rw.lba, rw.blocks, &expected, Asc::MISCOMPARE_DURING_VERIFY).await?;
+                    let expected: Vec<u8> = one
+                        .iter()
+                        .copied()
+                        .cycle()
+                        .take(rw.blocks as usize * self.bs() as usize)
+                        .collect();
+                    self.compare(rw.lba, rw.blocks, &expected, Asc::MISCOMPARE_DURING_VERIFY)
+                        .await?;
                 }
             }
             _ => return Err(invalid_cdb(1, Some(2))),
@@ -813,7 +1038,8 @@ impl Ctx<'_> {
         // The verification step reads back from stable storage: flush.
         self.write_blocks(rw.lba, data.clone(), true).await?;
         if bytchk == 1 {
-            self.compare(rw.lba, rw.blocks, &data, Asc::MISCOMPARE_DURING_VERIFY).await?;
+            self.compare(rw.lba, rw.blocks, &data, Asc::MISCOMPARE_DURING_VERIFY)
+                .await?;
         }
         Ok(Bytes::new())
     }
@@ -822,10 +1048,20 @@ impl Ctx<'_> {
         self.check_writable()?;
         let n = self.lu.num_blocks();
         // SBC-4 §5.50: NUMBER OF LOGICAL BLOCKS 0 means through the last LBA
-        // (WSNZ = 0, no MAXIMUM WRITE SAME LENGTH).
-        let count = if blocks == 0 { n.saturating_sub(lba) } else { blocks as u64 };
-        if lba >= n || lba.checked_add(count).is_none_or(|e| e > n) {
+        // (WSNZ = 0), bounded by MAXIMUM WRITE SAME LENGTH.
+        let count = if blocks == 0 {
+            n.saturating_sub(lba)
+        } else {
+            blocks as u64
+        };
+        if lba >= n || lba.checked_add(count).map_or(true, |e| e > n) {
             return Err(Sense::illegal_request(Asc::LBA_OUT_OF_RANGE).into());
+        }
+        if count > self.srv.limits.max_write_same_blocks as u64 {
+            return Err(invalid_cdb(
+                if size == CdbSize::Sixteen { 10 } else { 7 },
+                None,
+            ));
         }
         let bs = self.bs();
         let block = if ndob {
@@ -839,16 +1075,15 @@ impl Ctx<'_> {
             }
             self.req.data_out.clone()
         };
-        if unmap && !self.lu.thin() {
-            // LBPWS = 0: UNMAP bit set on a fully provisioned LU.
-            return Err(invalid_cdb(1, Some(3)));
-        }
         let _g = self.lu.locks.lock(lba, lba + count).await;
-        let zero = block.iter().all(|&b| b == 0);
+        let thin = self.lu.thin();
+        // UNMAP = 1 on a thin LU deallocates (LBPRZ = 1: the blocks then
+        // read as zeros) whatever the Data-Out block holds (SBC-4 §5.50);
+        // on a fully provisioned LU the bit is ignored and the data written.
+        let zero = (unmap && thin) || block.iter().all(|&b| b == 0);
         let off = lba * bs;
         let len = count * bs;
         let sync = self.must_sync(false);
-        let thin = self.lu.thin();
         self.blocking(IoDir::Write, move |b| {
             if zero && (unmap || thin) && b.supports_unmap() {
                 // LBPRZ = 1: deallocated blocks read as zeros.
@@ -875,14 +1110,15 @@ impl Ctx<'_> {
             Ok(())
         })
         .await?;
-        let _ = size;
         Ok(Bytes::new())
     }
 
     async fn unmap(&self, param_len: u16) -> R {
         self.check_writable()?;
         if !self.lu.thin() {
-            return Err(Sense::illegal_request(Asc::INVALID_COMMAND_OPERATION_CODE).with_field_pointer(true, 0, None).into());
+            return Err(Sense::illegal_request(Asc::INVALID_COMMAND_OPERATION_CODE)
+                .with_field_pointer(true, 0, None)
+                .into());
         }
         if param_len == 0 {
             return Ok(Bytes::new());
@@ -900,7 +1136,7 @@ impl Ctx<'_> {
         }
         let n = self.lu.num_blocks();
         for (i, (lba, count)) in ranges.iter().enumerate() {
-            if lba.checked_add(*count as u64).is_none_or(|e| e > n) {
+            if lba.checked_add(*count as u64).map_or(true, |e| e > n) {
                 return Err(Sense::illegal_request(Asc::LBA_OUT_OF_RANGE).into());
             }
             if *count > l.max_unmap_lba_count {
@@ -913,7 +1149,10 @@ impl Ctx<'_> {
                 continue;
             }
             let _g = self.lu.locks.lock(lba, lba + count as u64).await;
-            self.blocking(IoDir::Write, move |b| b.punch_hole(lba * bs, count as u64 * bs)).await?;
+            self.blocking(IoDir::Write, move |b| {
+                b.punch_hole(lba * bs, count as u64 * bs)
+            })
+            .await?;
         }
         Ok(Bytes::new())
     }
@@ -933,7 +1172,11 @@ impl Ctx<'_> {
                 let mut pos = lba;
                 while pos < n && v.len() < max_desc {
                     if !thin {
-                        v.push((pos, (n - pos).min(u32::MAX as u64) as u32, inq::lba_status::MAPPED));
+                        v.push((
+                            pos,
+                            (n - pos).min(u32::MAX as u64) as u32,
+                            inq::lba_status::MAPPED,
+                        ));
                         break;
                     }
                     let off = pos * bs;
@@ -961,6 +1204,10 @@ impl Ctx<'_> {
         self.check_writable()?;
         if rw.blocks == 0 {
             // SBC-4 §5.3: 0 blocks is not an error; nothing is compared.
+            // Data-Out sent anyway disagrees with the CDB.
+            if !self.req.data_out.is_empty() {
+                return Err(invalid_cdb(13, None));
+            }
             self.check_range(CdbSize::Sixteen, rw.lba, 0, false)?;
             return Ok(Bytes::new());
         }
@@ -971,11 +1218,12 @@ impl Ctx<'_> {
         let len = rw.blocks as u64 * self.bs();
         let d = &self.req.data_out;
         if d.len() as u64 != 2 * len {
-            return Err(Sense::illegal_request(Asc::new(0x0E, 0x03)).into());
+            return Err(invalid_cdb(13, None));
         }
         let (verify, write) = (d.slice(..len as usize), d.slice(len as usize..));
         let _g = self.lu.locks.lock(rw.lba, rw.lba + rw.blocks as u64).await;
-        self.compare(rw.lba, rw.blocks, &verify, Asc::MISCOMPARE_DURING_VERIFY).await?;
+        self.compare(rw.lba, rw.blocks, &verify, Asc::MISCOMPARE_DURING_VERIFY)
+            .await?;
         self.write_blocks(rw.lba, write, rw.fua).await?;
         Ok(Bytes::new())
     }
@@ -991,7 +1239,8 @@ impl Ctx<'_> {
         let _g = self.lu.locks.lock(rw.lba, rw.lba + rw.blocks as u64).await;
         let cur = self.read_blocks(rw.lba, rw.blocks).await?;
         let merged: Vec<u8> = cur.iter().zip(data.iter()).map(|(a, b)| a | b).collect();
-        self.write_blocks(rw.lba, Bytes::from(merged), rw.fua).await?;
+        self.write_blocks(rw.lba, Bytes::from(merged), rw.fua)
+            .await?;
         Ok(Bytes::new())
     }
 
@@ -1012,74 +1261,111 @@ impl Ctx<'_> {
 
     /// SANITIZE (SBC-4 §5.30): OVERWRITE with a pattern, BLOCK ERASE and
     /// CRYPTOGRAPHIC ERASE (both deallocate / zero every block), EXIT
-    /// FAILURE MODE. Runs to completion before status.
-    async fn sanitize(&self, service_action: u8, param_len: u16, _ause: bool) -> R {
+    /// FAILURE MODE. While it runs, other commands get NOT READY, SANITIZE
+    /// IN PROGRESS; it cannot be aborted (it runs on the blocking pool and
+    /// clears the state itself). IMMED = 1 returns status at once.
+    async fn sanitize(&self, service_action: u8, param_len: u16, _ause: bool, immed: bool) -> R {
         self.check_writable()?;
         let bs = self.bs();
         let size = self.lu.num_blocks() * bs;
-        match service_action as u16 {
-            sa::SANITIZE_OVERWRITE => {
-                if param_len < 5 {
-                    return Err(param_list_length_error());
-                }
-                let p = self.data_out(param_len as u64)?;
-                let pat_len = u16::from_be_bytes([p[2], p[3]]) as u64;
-                if p[1] != 0 {
-                    return Err(invalid_param(1, None));
-                }
-                if pat_len == 0 || pat_len > bs || pat_len + 4 != param_len as u64 {
-                    return Err(invalid_param(2, None));
-                }
-                let count = (p[0] & 0x1F).max(1);
-                let invert = p[0] & 0x80 != 0;
-                let pattern = p.slice(4..);
-                let _g = self.lu.locks.lock(0, u64::MAX).await;
-                self.blocking(IoDir::Write, move |b| {
-                    let chunk = 1u64 << 20;
-                    let mut buf: Vec<u8> = pattern.iter().copied().cycle().take(chunk as usize).collect();
-                    for pass in 0..count {
-                        if invert && pass % 2 == 1 {
-                            buf.iter_mut().for_each(|x| *x = !*x);
-                        }
-                        let mut off = 0;
-                        while off < size {
-                            let n = chunk.min(size - off);
-                            b.write_at(&buf[..n as usize], off)?;
-                            off += n;
-                        }
+        let job: Box<dyn FnOnce(&dyn crate::backend::Backend) -> Result<(), BackendError> + Send> =
+            match service_action as u16 {
+                sa::SANITIZE_OVERWRITE => {
+                    // SBC-4 §5.30.3: 4-byte header + pattern of 1..=block size bytes.
+                    if param_len < 5 || param_len as u64 > bs + 4 {
+                        return Err(invalid_cdb(7, None));
                     }
-                    b.flush()
-                })
-                .await?;
-            }
-            sa::SANITIZE_BLOCK_ERASE | sa::SANITIZE_CRYPTO_ERASE => {
-                if param_len != 0 {
-                    return Err(invalid_cdb(7, None));
-                }
-                let _g = self.lu.locks.lock(0, u64::MAX).await;
-                self.blocking(IoDir::Write, move |b| {
-                    if b.supports_unmap() {
-                        b.punch_hole(0, size)?;
-                    } else {
-                        b.write_zeroes(0, size)?;
+                    let p = self.data_out(param_len as u64)?;
+                    let pat_len = u16::from_be_bytes([p[2], p[3]]) as u64;
+                    let count = p[0] & 0x1F;
+                    if count == 0 {
+                        return Err(invalid_param(0, Some(4)));
                     }
-                    b.flush()
-                })
-                .await?;
-            }
-            sa::SANITIZE_EXIT_FAILURE_MODE => {
-                if param_len != 0 {
-                    return Err(invalid_cdb(7, None));
+                    if p[1] != 0 {
+                        return Err(invalid_param(1, None));
+                    }
+                    if pat_len == 0 || pat_len > bs || pat_len + 4 != param_len as u64 {
+                        return Err(invalid_param(2, None));
+                    }
+                    let invert = p[0] & 0x80 != 0;
+                    let pattern = p.slice(4..);
+                    Box::new(move |b| {
+                        let chunk = 1u64 << 20;
+                        let mut buf: Vec<u8> = pattern
+                            .iter()
+                            .copied()
+                            .cycle()
+                            .take(chunk as usize)
+                            .collect();
+                        for pass in 0..count {
+                            if invert && pass > 0 {
+                                buf.iter_mut().for_each(|x| *x = !*x);
+                            }
+                            let mut off = 0;
+                            while off < size {
+                                let n = chunk.min(size - off);
+                                b.write_at(&buf[..n as usize], off)?;
+                                off += n;
+                            }
+                        }
+                        b.flush()
+                    })
                 }
+                sa::SANITIZE_BLOCK_ERASE | sa::SANITIZE_CRYPTO_ERASE => {
+                    if param_len != 0 {
+                        return Err(invalid_cdb(7, None));
+                    }
+                    Box::new(move |b| {
+                        if b.supports_unmap() {
+                            b.punch_hole(0, size)?;
+                        } else {
+                            b.write_zeroes(0, size)?;
+                        }
+                        b.flush()
+                    })
+                }
+                sa::SANITIZE_EXIT_FAILURE_MODE => {
+                    if param_len != 0 {
+                        return Err(invalid_cdb(7, None));
+                    }
+                    return Ok(Bytes::new());
+                }
+                _ => return Err(invalid_cdb(1, Some(4))),
+            };
+        {
+            let mut st = self.lu.state();
+            if st.sanitizing {
+                return Err(Sense::new(SenseKey::NOT_READY, Asc::SANITIZE_IN_PROGRESS).into());
             }
-            _ => return Err(invalid_cdb(1, Some(4))),
+            st.sanitizing = true;
         }
-        Ok(Bytes::new())
+        let lu = self.lu.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            let r = job(lu.cfg.backend.as_ref());
+            lu.state().sanitizing = false;
+            r
+        });
+        if immed {
+            return Ok(Bytes::new());
+        }
+        match handle.await {
+            Ok(Ok(())) => Ok(Bytes::new()),
+            Ok(Err(e)) => Err(e.sense(IoDir::Write).into()),
+            Err(_) => {
+                Err(Sense::new(SenseKey::HARDWARE_ERROR, Asc::INTERNAL_TARGET_FAILURE).into())
+            }
+        }
     }
 }
 
 /// REPORT SUPPORTED OPERATION CODES (SPC-5 §6.35).
-fn report_supported_opcodes(rctd: bool, options: u8, opcode: u8, service_action: u16, alloc_len: u32) -> R {
+fn report_supported_opcodes(
+    rctd: bool,
+    options: u8,
+    opcode: u8,
+    service_action: u16,
+    alloc_len: u32,
+) -> R {
     let timeouts = |v: &mut Vec<u8>| {
         // Command timeouts descriptor: length 0Ah, nominal and recommended
         // timeouts in seconds.
@@ -1116,7 +1402,9 @@ fn report_supported_opcodes(rctd: bool, options: u8, opcode: u8, service_action:
                 2 => Some(service_action),
                 _ => has_sa.then_some(service_action),
             };
-            let found = specs.iter().find(|c| c.opcode == op && c.service_action == want_sa);
+            let found = specs
+                .iter()
+                .find(|c| c.opcode == op && c.service_action == want_sa);
             let mut v = vec![0u8; 4];
             match found {
                 Some(c) => {

@@ -29,6 +29,9 @@ pub struct LuConfig {
     pub backend: Arc<dyn Backend>,
     /// Logical block size: 512 or 4096.
     pub block_size: u32,
+    /// Physical block size reported by READ CAPACITY (16) (LOGICAL BLOCKS
+    /// PER PHYSICAL BLOCK EXPONENT) and used as the unmap granularity.
+    pub physical_block_size: u32,
     pub mode: IoMode,
     /// Thin provisioning: UNMAP, WRITE SAME with UNMAP, GET LBA STATUS.
     /// Only effective when the backend supports unmap.
@@ -54,6 +57,7 @@ impl LuConfig {
             lun,
             backend,
             block_size: 512,
+            physical_block_size: 4096,
             mode: IoMode::WriteBack,
             thin: false,
             removable: false,
@@ -120,6 +124,9 @@ pub struct LuState {
     /// Nexuses that sent PREVENT ALLOW MEDIUM REMOVAL with PREVENT = 1.
     pub prevent: HashSet<Nexus>,
     pub medium_present: bool,
+    /// A SANITIZE is running: other commands get NOT READY, SANITIZE IN
+    /// PROGRESS (SBC-4 §4.11).
+    pub sanitizing: bool,
     /// Results of the last EXTENDED COPY per (nexus, list id).
     pub copy_results: HashMap<(Nexus, u8), CopyResult>,
 }
@@ -143,7 +150,12 @@ impl LuState {
     /// Queues a unit attention for every nexus that has seen this LU,
     /// except `except`.
     pub fn push_ua_all(&mut self, asc: Asc, except: Option<&Nexus>) {
-        let all: Vec<Nexus> = self.seen.iter().filter(|n| Some(*n) != except).cloned().collect();
+        let all: Vec<Nexus> = self
+            .seen
+            .iter()
+            .filter(|n| Some(*n) != except)
+            .cloned()
+            .collect();
         for n in all {
             self.push_ua(&n, asc);
         }
@@ -167,15 +179,26 @@ impl LogicalUnit {
         let wce = cfg.mode == IoMode::WriteBack;
         let state = LuState {
             mode: cfg.mode,
-            modes: ModeState { wce, d_sense: false, swp: false },
+            modes: ModeState {
+                wce,
+                d_sense: false,
+                swp: false,
+            },
             ua: HashMap::new(),
             seen: HashSet::new(),
             res: Reservations::default(),
             prevent: HashSet::new(),
             medium_present: true,
+            sanitizing: false,
             copy_results: HashMap::new(),
         };
-        Self { cfg, serial, naa, state: Mutex::new(state), locks: RangeLocks::default() }
+        Self {
+            cfg,
+            serial,
+            naa,
+            state: Mutex::new(state),
+            locks: RangeLocks::default(),
+        }
     }
 
     pub fn state(&self) -> MutexGuard<'_, LuState> {
@@ -189,6 +212,13 @@ impl LogicalUnit {
     /// Capacity in logical blocks (from the backend's current size).
     pub fn num_blocks(&self) -> u64 {
         self.cfg.backend.size() / self.cfg.block_size as u64
+    }
+
+    /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT.
+    pub fn lbppbe(&self) -> u8 {
+        let bs = self.cfg.block_size.max(1);
+        let pbs = self.cfg.physical_block_size.max(bs);
+        (pbs / bs).checked_ilog2().unwrap_or(0).min(15) as u8
     }
 
     /// Thin provisioning is in effect.
@@ -259,7 +289,13 @@ mod tests {
         assert_eq!(s1.len(), 16);
         let n = naa_from_seed("seed", DEFAULT_COMPANY_ID);
         assert_eq!(n[0] >> 4, 6);
-        assert_eq!(((n[0] as u32 & 0xF) << 20) | ((n[1] as u32) << 12) | ((n[2] as u32) << 4) | (n[3] as u32 >> 4), DEFAULT_COMPANY_ID);
+        assert_eq!(
+            ((n[0] as u32 & 0xF) << 20)
+                | ((n[1] as u32) << 12)
+                | ((n[2] as u32) << 4)
+                | (n[3] as u32 >> 4),
+            DEFAULT_COMPANY_ID
+        );
         assert_eq!(n, naa_from_seed("seed", DEFAULT_COMPANY_ID));
         assert_ne!(n, naa_from_seed("seed2", DEFAULT_COMPANY_ID));
     }
@@ -280,6 +316,9 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(30)).await;
         assert!(!t.is_finished());
         drop(g1);
-        tokio::time::timeout(std::time::Duration::from_secs(2), t).await.unwrap().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(2), t)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

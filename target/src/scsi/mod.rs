@@ -71,7 +71,12 @@ pub struct ScsiResult {
 
 impl ScsiResult {
     pub fn good(data_in: Bytes) -> Self {
-        Self { status: Status::GOOD.0, sense: None, data_in, transfer_length: None }
+        Self {
+            status: Status::GOOD.0,
+            sense: None,
+            data_in,
+            transfer_length: None,
+        }
     }
 
     pub fn check(sense: &Sense, descriptor: bool) -> Self {
@@ -84,7 +89,12 @@ impl ScsiResult {
     }
 
     pub fn status(s: Status) -> Self {
-        Self { status: s.0, sense: None, data_in: Bytes::new(), transfer_length: None }
+        Self {
+            status: s.0,
+            sense: None,
+            data_in: Bytes::new(),
+            transfer_length: None,
+        }
     }
 
     /// Decoded sense data, if any (tests and logs).
@@ -117,11 +127,19 @@ pub struct Limits {
     pub max_unmap_descriptors: u32,
     /// MAXIMUM COMPARE AND WRITE LENGTH in blocks.
     pub max_compare_and_write: u8,
+    /// MAXIMUM WRITE SAME LENGTH in blocks (also bounds "0 = to the end").
+    pub max_write_same_blocks: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_transfer_bytes: 8 << 20, max_unmap_lba_count: 1 << 22, max_unmap_descriptors: 256, max_compare_and_write: 255 }
+        Self {
+            max_transfer_bytes: 16 << 20,
+            max_unmap_lba_count: 1 << 20,
+            max_unmap_descriptors: 256,
+            max_compare_and_write: 255,
+            max_write_same_blocks: 0xFFFF,
+        }
     }
 }
 
@@ -134,7 +152,10 @@ pub struct DeviceServer {
 
 impl DeviceServer {
     pub fn new(luns: Vec<LuConfig>) -> Result<Arc<Self>, DeviceError> {
-        let s = Self { luns: RwLock::new(BTreeMap::new()), limits: Limits::default() };
+        let s = Self {
+            luns: RwLock::new(BTreeMap::new()),
+            limits: Limits::default(),
+        };
         for cfg in luns {
             s.insert(cfg)?;
         }
@@ -158,25 +179,43 @@ impl DeviceServer {
     }
 
     fn all(&self) -> Vec<Arc<LogicalUnit>> {
-        self.luns.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.luns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// The LU addressed by a raw 8-byte LUN field.
     pub fn lu(&self, lun: u64) -> Option<Arc<LogicalUnit>> {
         let n = Lun(lun).number()?;
-        self.luns.read().unwrap_or_else(|e| e.into_inner()).get(&n).cloned()
+        self.luns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&n)
+            .cloned()
     }
 
     /// LUN numbers (not raw LUN fields) of all logical units, ascending.
     pub fn luns(&self) -> Vec<u64> {
-        self.luns.read().unwrap_or_else(|e| e.into_inner()).keys().map(|&k| k as u64).collect()
+        self.luns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .map(|&k| k as u64)
+            .collect()
     }
 
     /// Adds a LU at runtime; every nexus gets REPORTED LUNS DATA HAS
     /// CHANGED on the existing LUs (SPC-5 §6.33).
     pub fn add_lun(&self, cfg: LuConfig) -> Result<(), DeviceError> {
         let lu = self.insert(cfg)?;
-        let nexuses: Vec<Nexus> = self.all().iter().flat_map(|l| l.state().seen.iter().cloned().collect::<Vec<_>>()).collect();
+        let nexuses: Vec<Nexus> = self
+            .all()
+            .iter()
+            .flat_map(|l| l.state().seen.iter().cloned().collect::<Vec<_>>())
+            .collect();
         for l in self.all() {
             if Arc::ptr_eq(&l, &lu) {
                 continue;
@@ -191,7 +230,12 @@ impl DeviceServer {
 
     /// Removes a LU at runtime (REPORTED LUNS DATA HAS CHANGED elsewhere).
     pub fn remove_lun(&self, lun: u16) -> Result<(), DeviceError> {
-        let removed = self.luns.write().unwrap_or_else(|e| e.into_inner()).remove(&lun).ok_or(DeviceError::NoSuchLun(lun))?;
+        let removed = self
+            .luns
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&lun)
+            .ok_or(DeviceError::NoSuchLun(lun))?;
         let nexuses: Vec<Nexus> = removed.state().seen.iter().cloned().collect();
         for l in self.all() {
             let mut st = l.state();
@@ -204,7 +248,9 @@ impl DeviceServer {
 
     /// Changes the I/O mode; MODE PARAMETERS CHANGED to every nexus.
     pub fn set_mode(&self, lun: u16, mode: IoMode) -> Result<(), DeviceError> {
-        let lu = self.lu(Lun::from_number(lun).0).ok_or(DeviceError::NoSuchLun(lun))?;
+        let lu = self
+            .lu(Lun::from_number(lun).0)
+            .ok_or(DeviceError::NoSuchLun(lun))?;
         let mut st = lu.state();
         st.mode = mode;
         st.modes.wce = mode == IoMode::WriteBack;
@@ -214,7 +260,9 @@ impl DeviceServer {
 
     /// Resizes the backing store; CAPACITY DATA HAS CHANGED to every nexus.
     pub fn resize(&self, lun: u16, new_size: u64) -> Result<(), DeviceError> {
-        let lu = self.lu(Lun::from_number(lun).0).ok_or(DeviceError::NoSuchLun(lun))?;
+        let lu = self
+            .lu(Lun::from_number(lun).0)
+            .ok_or(DeviceError::NoSuchLun(lun))?;
         lu.cfg.backend.resize(new_size)?;
         lu.state().push_ua_all(Asc::CAPACITY_DATA_HAS_CHANGED, None);
         Ok(())
@@ -222,7 +270,8 @@ impl DeviceServer {
 
     /// Backend of a LUN (admin API, stats).
     pub fn backend(&self, lun: u16) -> Option<Arc<dyn Backend>> {
-        self.lu(Lun::from_number(lun).0).map(|l| l.cfg.backend.clone())
+        self.lu(Lun::from_number(lun).0)
+            .map(|l| l.cfg.backend.clone())
     }
 
     /// How many Data-Out bytes this CDB wants (0 if invalid).
@@ -255,12 +304,13 @@ impl DeviceServer {
         }
     }
 
-    fn reset_lu(l: &LogicalUnit, _by: &Nexus) {
+    fn reset_lu(l: &LogicalUnit, by: &Nexus) {
         let mut st = l.state();
         st.res.legacy = None;
         st.prevent.clear();
-        // libiscsi and Linux both expect 29h/00h after a reset.
-        st.push_ua_all(Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET, None);
+        // 29h/00h (what libiscsi and Linux expect) for every other nexus;
+        // the issuer learns of the reset from the TMF response.
+        st.push_ua_all(Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET, Some(by));
     }
 
     /// TARGET WARM/COLD RESET (RFC 7143 §11.5.1): every LU is reset. A

@@ -97,14 +97,19 @@ impl ProutParams {
         let mut b = [0u8; 24];
         b[0..8].copy_from_slice(&self.key.to_be_bytes());
         b[8..16].copy_from_slice(&self.sa_key.to_be_bytes());
-        b[20] = if self.spec_i_pt { 0x08 } else { 0 } | if self.all_tg_pt { 0x04 } else { 0 } | self.aptpl as u8;
+        b[20] = if self.spec_i_pt { 0x08 } else { 0 }
+            | if self.all_tg_pt { 0x04 } else { 0 }
+            | self.aptpl as u8;
         b
     }
 }
 
 impl Reservations {
     fn key_of(&self, n: &Nexus) -> Option<u64> {
-        self.registrations.iter().find(|r| &r.nexus == n).map(|r| r.key)
+        self.registrations
+            .iter()
+            .find(|r| &r.nexus == n)
+            .map(|r| r.key)
     }
 
     pub fn is_registered(&self, n: &Nexus) -> bool {
@@ -125,7 +130,9 @@ impl Reservations {
         if access == Access::Always {
             return false;
         }
-        let Some(r) = &self.reservation else { return false };
+        let Some(r) = &self.reservation else {
+            return false;
+        };
         if self.is_holder(n) {
             return false;
         }
@@ -133,9 +140,8 @@ impl Reservations {
         match r.pr_type {
             pr_type::WRITE_EXCLUSIVE => access == Access::Write,
             pr_type::EXCLUSIVE_ACCESS => true,
-            pr_type::WRITE_EXCLUSIVE_REGISTRANTS_ONLY | pr_type::WRITE_EXCLUSIVE_ALL_REGISTRANTS => {
-                !registered && access == Access::Write
-            }
+            pr_type::WRITE_EXCLUSIVE_REGISTRANTS_ONLY
+            | pr_type::WRITE_EXCLUSIVE_ALL_REGISTRANTS => !registered && access == Access::Write,
             _ => !registered,
         }
     }
@@ -175,7 +181,11 @@ impl Reservations {
     }
 
     fn others_registered(&self, except: &Nexus) -> Vec<Nexus> {
-        self.registrations.iter().filter(|r| &r.nexus != except).map(|r| r.nexus.clone()).collect()
+        self.registrations
+            .iter()
+            .filter(|r| &r.nexus != except)
+            .map(|r| r.nexus.clone())
+            .collect()
     }
 
     /// Removes the registration of `n`, releasing the reservation per
@@ -184,12 +194,20 @@ impl Reservations {
         self.registrations.retain(|r| &r.nexus != n);
         let mut uas = Vec::new();
         if let Some(r) = &self.reservation {
-            let release = if pr_type::all_registrants(r.pr_type) { self.registrations.is_empty() } else { &r.holder == n };
+            let release = if pr_type::all_registrants(r.pr_type) {
+                self.registrations.is_empty()
+            } else {
+                &r.holder == n
+            };
             if release {
                 let t = r.pr_type;
                 self.reservation = None;
                 if pr_type::registrants_only(t) {
-                    uas = self.others_registered(n).into_iter().map(|x| (x, Asc::RESERVATIONS_RELEASED)).collect();
+                    uas = self
+                        .others_registered(n)
+                        .into_iter()
+                        .map(|x| (x, Asc::RESERVATIONS_RELEASED))
+                        .collect();
                 }
             }
         }
@@ -204,7 +222,10 @@ impl Reservations {
             // ALL_TG_PT and SPEC_I_PT are not supported (REPORT CAPABILITIES
             // says so): INVALID FIELD IN PARAMETER LIST at byte 20.
             let bit = if p.spec_i_pt { 3 } else { 2 };
-            return Err(ProutError::Check(Sense::invalid_field_in_parameter_list(20, Some(bit))));
+            return Err(ProutError::Check(Sense::invalid_field_in_parameter_list(
+                20,
+                Some(bit),
+            )));
         }
         if self.legacy.is_some() && self.legacy.as_ref() != Some(n) {
             return Err(ProutError::Conflict);
@@ -219,7 +240,10 @@ impl Reservations {
                             return Err(ProutError::Conflict);
                         }
                         if p.sa_key != 0 {
-                            self.registrations.push(Registration { nexus: n.clone(), key: p.sa_key });
+                            self.registrations.push(Registration {
+                                nexus: n.clone(),
+                                key: p.sa_key,
+                            });
                         }
                         self.generation = self.generation.wrapping_add(1);
                         Ok(vec![])
@@ -251,7 +275,10 @@ impl Reservations {
                     Some(r) if self.is_holder(n) && r.pr_type == t => Ok(vec![]),
                     Some(_) => Err(ProutError::Conflict),
                     None => {
-                        self.reservation = Some(Persistent { holder: n.clone(), pr_type: t });
+                        self.reservation = Some(Persistent {
+                            holder: n.clone(),
+                            pr_type: t,
+                        });
                         Ok(vec![])
                     }
                 }
@@ -260,18 +287,25 @@ impl Reservations {
                 if mine != Some(p.key) {
                     return Err(ProutError::Conflict);
                 }
-                let Some(r) = self.reservation.clone() else { return Ok(vec![]) };
+                let Some(r) = self.reservation.clone() else {
+                    return Ok(vec![]);
+                };
                 if !self.is_holder(n) {
                     return Ok(vec![]);
                 }
                 if scope != 0 || r.pr_type != t {
-                    return Err(ProutError::Check(Sense::illegal_request(Asc::INVALID_RELEASE_OF_PERSISTENT_RESERVATION)));
+                    return Err(ProutError::Check(Sense::illegal_request(
+                        Asc::INVALID_RELEASE_OF_PERSISTENT_RESERVATION,
+                    )));
                 }
                 self.reservation = None;
                 // SPC-5 §5.13.11.2.2: registrants-only and all-registrants
                 // releases notify the other registrants.
                 let uas = if pr_type::registrants_only(t) || pr_type::all_registrants(t) {
-                    self.others_registered(n).into_iter().map(|x| (x, Asc::RESERVATIONS_RELEASED)).collect()
+                    self.others_registered(n)
+                        .into_iter()
+                        .map(|x| (x, Asc::RESERVATIONS_RELEASED))
+                        .collect()
                 } else {
                     vec![]
                 };
@@ -281,7 +315,11 @@ impl Reservations {
                 if mine != Some(p.key) {
                     return Err(ProutError::Conflict);
                 }
-                let uas = self.others_registered(n).into_iter().map(|x| (x, Asc::RESERVATIONS_PREEMPTED)).collect();
+                let uas = self
+                    .others_registered(n)
+                    .into_iter()
+                    .map(|x| (x, Asc::RESERVATIONS_PREEMPTED))
+                    .collect();
                 self.registrations.clear();
                 self.reservation = None;
                 self.generation = self.generation.wrapping_add(1);
@@ -301,9 +339,15 @@ impl Reservations {
                             uas.push((x, Asc::REGISTRATIONS_PREEMPTED));
                         }
                         self.registrations.retain(|r| &r.nexus == n);
-                        self.reservation = Some(Persistent { holder: n.clone(), pr_type: t });
+                        self.reservation = Some(Persistent {
+                            holder: n.clone(),
+                            pr_type: t,
+                        });
                     }
-                    Some(r) if !pr_type::all_registrants(r.pr_type) && self.key_of(&r.holder) == Some(p.sa_key) => {
+                    Some(r)
+                        if !pr_type::all_registrants(r.pr_type)
+                            && self.key_of(&r.holder) == Some(p.sa_key) =>
+                    {
                         if scope != 0 || !pr_type::valid(t) {
                             return Err(ProutError::Check(Sense::invalid_field_in_cdb(2, None)));
                         }
@@ -313,11 +357,15 @@ impl Reservations {
                             .filter(|x| x.key == p.sa_key && &x.nexus != n)
                             .map(|x| x.nexus.clone())
                             .collect();
-                        self.registrations.retain(|x| !(x.key == p.sa_key && &x.nexus != n));
+                        self.registrations
+                            .retain(|x| !(x.key == p.sa_key && &x.nexus != n));
                         for v in victims {
                             uas.push((v, Asc::REGISTRATIONS_PREEMPTED));
                         }
-                        self.reservation = Some(Persistent { holder: n.clone(), pr_type: t });
+                        self.reservation = Some(Persistent {
+                            holder: n.clone(),
+                            pr_type: t,
+                        });
                         if r.pr_type != t {
                             for x in self.others_registered(n) {
                                 if !uas.iter().any(|(u, _)| u == &x) {
@@ -331,10 +379,16 @@ impl Reservations {
                         // remove the registrations with SERVICE ACTION
                         // RESERVATION KEY.
                         if p.sa_key == 0 {
-                            return Err(ProutError::Check(Sense::invalid_field_in_parameter_list(8, None)));
+                            return Err(ProutError::Check(Sense::invalid_field_in_parameter_list(
+                                8, None,
+                            )));
                         }
-                        let victims: Vec<Nexus> =
-                            self.registrations.iter().filter(|x| x.key == p.sa_key).map(|x| x.nexus.clone()).collect();
+                        let victims: Vec<Nexus> = self
+                            .registrations
+                            .iter()
+                            .filter(|x| x.key == p.sa_key)
+                            .map(|x| x.nexus.clone())
+                            .collect();
                         if victims.is_empty() {
                             return Err(ProutError::Conflict);
                         }
@@ -372,7 +426,11 @@ impl Reservations {
             None => b.extend_from_slice(&0u32.to_be_bytes()),
             Some(r) => {
                 b.extend_from_slice(&16u32.to_be_bytes());
-                let key = if pr_type::all_registrants(r.pr_type) { 0 } else { self.key_of(&r.holder).unwrap_or(0) };
+                let key = if pr_type::all_registrants(r.pr_type) {
+                    0
+                } else {
+                    self.key_of(&r.holder).unwrap_or(0)
+                };
                 b.extend_from_slice(&key.to_be_bytes());
                 b.extend_from_slice(&[0; 4]);
                 b.push(0);
@@ -390,7 +448,7 @@ impl Reservations {
         b[1] = 8;
         b[2] = 0x00;
         b[3] = 0x80; // TMV
-        // PERSISTENT RESERVATION TYPE MASK: WR_EX_AR EX_AC_RO WR_EX_RO EX_AC WR_EX / EX_AC_AR.
+                     // PERSISTENT RESERVATION TYPE MASK: WR_EX_AR EX_AC_RO WR_EX_RO EX_AC WR_EX / EX_AC_AR.
         b[4] = 0x80 | 0x40 | 0x20 | 0x08 | 0x02;
         b[5] = 0x01;
         b
@@ -418,7 +476,12 @@ impl Reservations {
             b.extend_from_slice(&[0; 4]);
             let holder = self.is_holder(&r.nexus);
             b.push(if holder { 0x01 } else { 0 });
-            let t = self.reservation.as_ref().filter(|_| holder).map(|x| x.pr_type).unwrap_or(0);
+            let t = self
+                .reservation
+                .as_ref()
+                .filter(|_| holder)
+                .map(|x| x.pr_type)
+                .unwrap_or(0);
             b.push(t & 0x0F);
             b.extend_from_slice(&[0; 4]);
             b.extend_from_slice(&relative_port_of(&r.nexus).to_be_bytes());
@@ -444,13 +507,24 @@ mod tests {
     }
 
     fn params(key: u64, sa_key: u64) -> ProutParams {
-        ProutParams { key, sa_key, ..Default::default() }
+        ProutParams {
+            key,
+            sa_key,
+            ..Default::default()
+        }
     }
 
     use proto::scsi::cdb::sa;
 
     fn reg(r: &mut Reservations, n: &Nexus, key: u64) {
-        r.prout(n, sa::PROUT_REGISTER_AND_IGNORE_EXISTING_KEY as u8, 0, 0, &params(0, key)).unwrap();
+        r.prout(
+            n,
+            sa::PROUT_REGISTER_AND_IGNORE_EXISTING_KEY as u8,
+            0,
+            0,
+            &params(0, key),
+        )
+        .unwrap();
     }
 
     /// SPC-5 table 63 for every type: (registered non-holder read, write,
@@ -460,17 +534,30 @@ mod tests {
         let cases = [
             (pr_type::EXCLUSIVE_ACCESS, [false, false, false, false]),
             (pr_type::WRITE_EXCLUSIVE, [true, false, true, false]),
-            (pr_type::EXCLUSIVE_ACCESS_REGISTRANTS_ONLY, [true, true, false, false]),
-            (pr_type::WRITE_EXCLUSIVE_REGISTRANTS_ONLY, [true, true, true, false]),
-            (pr_type::EXCLUSIVE_ACCESS_ALL_REGISTRANTS, [true, true, false, false]),
-            (pr_type::WRITE_EXCLUSIVE_ALL_REGISTRANTS, [true, true, true, false]),
+            (
+                pr_type::EXCLUSIVE_ACCESS_REGISTRANTS_ONLY,
+                [true, true, false, false],
+            ),
+            (
+                pr_type::WRITE_EXCLUSIVE_REGISTRANTS_ONLY,
+                [true, true, true, false],
+            ),
+            (
+                pr_type::EXCLUSIVE_ACCESS_ALL_REGISTRANTS,
+                [true, true, false, false],
+            ),
+            (
+                pr_type::WRITE_EXCLUSIVE_ALL_REGISTRANTS,
+                [true, true, true, false],
+            ),
         ];
         for (t, expect) in cases {
             let mut r = Reservations::default();
             let (a, b, c) = (nx(1), nx(2), nx(3));
             reg(&mut r, &a, 1);
             reg(&mut r, &b, 2);
-            r.prout(&a, sa::PROUT_RESERVE as u8, 0, t, &params(1, 0)).unwrap();
+            r.prout(&a, sa::PROUT_RESERVE as u8, 0, t, &params(1, 0))
+                .unwrap();
             assert!(!r.conflicts(&a, Access::Read) && !r.conflicts(&a, Access::Write));
             let got = [
                 !r.conflicts(&b, Access::Read),
@@ -488,11 +575,17 @@ mod tests {
         let mut r = Reservations::default();
         let a = nx(1);
         // REGISTER with a non-zero key while unregistered: conflict.
-        assert_eq!(r.prout(&a, 0, 0, 0, &params(5, 6)), Err(ProutError::Conflict));
+        assert_eq!(
+            r.prout(&a, 0, 0, 0, &params(5, 6)),
+            Err(ProutError::Conflict)
+        );
         r.prout(&a, 0, 0, 0, &params(0, 6)).unwrap();
         assert_eq!(r.generation, 1);
         // Wrong key.
-        assert_eq!(r.prout(&a, 0, 0, 0, &params(7, 8)), Err(ProutError::Conflict));
+        assert_eq!(
+            r.prout(&a, 0, 0, 0, &params(7, 8)),
+            Err(ProutError::Conflict)
+        );
         r.prout(&a, 0, 0, 0, &params(6, 8)).unwrap();
         assert_eq!(r.read_keys()[8..16], 8u64.to_be_bytes());
         r.prout(&a, 0, 0, 0, &params(8, 0)).unwrap();
@@ -508,9 +601,14 @@ mod tests {
             let (a, b) = (nx(1), nx(2));
             reg(&mut r, &a, 1);
             reg(&mut r, &b, 2);
-            r.prout(&a, sa::PROUT_RESERVE as u8, 0, t, &params(1, 0)).unwrap();
+            r.prout(&a, sa::PROUT_RESERVE as u8, 0, t, &params(1, 0))
+                .unwrap();
             r.prout(&a, 0, 0, 0, &params(1, 0)).unwrap();
-            assert_eq!(r.reservation.is_some(), pr_type::all_registrants(t), "type {t}");
+            assert_eq!(
+                r.reservation.is_some(),
+                pr_type::all_registrants(t),
+                "type {t}"
+            );
         }
     }
 
@@ -521,15 +619,19 @@ mod tests {
         reg(&mut r, &a, 1);
         reg(&mut r, &b, 2);
         let g = r.generation;
-        let uas = r.prout(&b, sa::PROUT_PREEMPT as u8, 0, 3, &params(2, 1)).unwrap();
+        let uas = r
+            .prout(&b, sa::PROUT_PREEMPT as u8, 0, 3, &params(2, 1))
+            .unwrap();
         assert_eq!(uas, vec![(a.clone(), Asc::REGISTRATIONS_PREEMPTED)]);
         assert_eq!(r.generation, g + 1);
         assert_eq!(r.registrations.len(), 1);
         assert_eq!(r.registrations[0].key, 2);
         // Preempt of a held reservation moves it.
         reg(&mut r, &a, 1);
-        r.prout(&a, sa::PROUT_RESERVE as u8, 0, 3, &params(1, 0)).unwrap();
-        r.prout(&b, sa::PROUT_PREEMPT as u8, 0, 1, &params(2, 1)).unwrap();
+        r.prout(&a, sa::PROUT_RESERVE as u8, 0, 3, &params(1, 0))
+            .unwrap();
+        r.prout(&b, sa::PROUT_PREEMPT as u8, 0, 1, &params(2, 1))
+            .unwrap();
         assert!(r.is_holder(&b));
         assert!(!r.is_registered(&a));
     }
@@ -540,15 +642,27 @@ mod tests {
         let (a, b) = (nx(1), nx(2));
         reg(&mut r, &a, 1);
         reg(&mut r, &b, 2);
-        r.prout(&a, sa::PROUT_RESERVE as u8, 0, 5, &params(1, 0)).unwrap();
+        r.prout(&a, sa::PROUT_RESERVE as u8, 0, 5, &params(1, 0))
+            .unwrap();
         // Reserve by another while held: conflict.
-        assert_eq!(r.prout(&b, sa::PROUT_RESERVE as u8, 0, 5, &params(2, 0)), Err(ProutError::Conflict));
+        assert_eq!(
+            r.prout(&b, sa::PROUT_RESERVE as u8, 0, 5, &params(2, 0)),
+            Err(ProutError::Conflict)
+        );
         // Release with the wrong type.
-        assert!(matches!(r.prout(&a, sa::PROUT_RELEASE as u8, 0, 3, &params(1, 0)), Err(ProutError::Check(_))));
-        let uas = r.prout(&a, sa::PROUT_RELEASE as u8, 0, 5, &params(1, 0)).unwrap();
+        assert!(matches!(
+            r.prout(&a, sa::PROUT_RELEASE as u8, 0, 3, &params(1, 0)),
+            Err(ProutError::Check(_))
+        ));
+        let uas = r
+            .prout(&a, sa::PROUT_RELEASE as u8, 0, 5, &params(1, 0))
+            .unwrap();
         assert_eq!(uas, vec![(b.clone(), Asc::RESERVATIONS_RELEASED)]);
-        r.prout(&a, sa::PROUT_RESERVE as u8, 0, 3, &params(1, 0)).unwrap();
-        let uas = r.prout(&b, sa::PROUT_CLEAR as u8, 0, 0, &params(2, 0)).unwrap();
+        r.prout(&a, sa::PROUT_RESERVE as u8, 0, 3, &params(1, 0))
+            .unwrap();
+        let uas = r
+            .prout(&b, sa::PROUT_CLEAR as u8, 0, 0, &params(2, 0))
+            .unwrap();
         assert_eq!(uas, vec![(a, Asc::RESERVATIONS_PREEMPTED)]);
         assert!(r.reservation.is_none() && r.registrations.is_empty());
         assert_eq!(&r.read_reservation()[4..8], &[0, 0, 0, 0]);
@@ -571,7 +685,12 @@ mod tests {
 
     #[test]
     fn params_round_trip() {
-        let p = ProutParams { key: 1, sa_key: 2, aptpl: true, ..Default::default() };
+        let p = ProutParams {
+            key: 1,
+            sa_key: 2,
+            aptpl: true,
+            ..Default::default()
+        };
         assert_eq!(ProutParams::parse(&p.encode()), Some(p));
         assert_eq!(ProutParams::parse(&[0; 23]), None);
     }

@@ -1,0 +1,74 @@
+//! Sequential write-then-read throughput through the initiator.
+//!
+//! `seqbench PORTAL TARGET LUN [TOTAL_MIB] [IO_KIB] [QUEUE_DEPTH] [CONNECTIONS]`
+//! writes TOTAL_MIB (default 256) in IO_KIB (default 1024) requests with
+//! QUEUE_DEPTH (default 1) in flight, then reads it back the same way, and
+//! prints MiB/s for each pass.
+
+use std::time::Instant;
+
+use initiator::{Portal, ScsiDevice, Session, SessionConfig};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a: Vec<String> = std::env::args().collect();
+    if a.len() < 4 {
+        eprintln!(
+            "usage: seqbench PORTAL TARGET LUN [TOTAL_MIB] [IO_KIB] [QUEUE_DEPTH] [CONNECTIONS]"
+        );
+        std::process::exit(2);
+    }
+    let num = |i: usize, d: u64| a.get(i).and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (total_mib, io_kib, qd, conns) = (
+        num(4, 256),
+        num(5, 1024),
+        num(6, 1) as usize,
+        num(7, 1) as u16,
+    );
+    let mut cfg = SessionConfig::new(
+        Portal::parse(&a[1])?,
+        a[2].clone(),
+        "iqn.2026-01.rs.iscsi-rs:seqbench",
+    );
+    cfg.connections = conns;
+    let s = Session::connect(cfg).await?;
+    let dev = ScsiDevice::open(&s, a[3].parse()?).await?;
+    let bs = dev.block_size() as u64;
+    let io = io_kib * 1024;
+    let total = (total_mib << 20).min(dev.blocks() * bs / io * io);
+    let n = total / io;
+    let data = initiator::bytes::Bytes::from(vec![0x5au8; io as usize]);
+    for pass in ["write", "read"] {
+        let start = Instant::now();
+        let mut i = 0;
+        while i < n {
+            let batch: Vec<u64> = (i..(i + qd as u64).min(n)).collect();
+            let futs = batch.iter().map(|&k| {
+                let d = &dev;
+                let data = data.clone();
+                async move {
+                    let lba = k * io / bs;
+                    if pass == "write" {
+                        d.write(lba, data, false).await.map(|_| ())
+                    } else {
+                        d.read(lba, (io / bs) as u32).await.map(|_| ())
+                    }
+                }
+            });
+            for r in futures::future::join_all(futs).await {
+                r?;
+            }
+            i += batch.len() as u64;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "{pass}: {} MiB in {:.2}s = {:.0} MiB/s (io {} KiB, qd {qd}, conns {conns})",
+            total >> 20,
+            secs,
+            (total as f64 / (1 << 20) as f64) / secs,
+            io_kib
+        );
+    }
+    s.logout().await?;
+    Ok(())
+}

@@ -1,0 +1,1430 @@
+//! The target's JSON configuration file (`iscsi target serve --config FILE`):
+//! schema, loading with path-accurate errors, mapping onto the runtime
+//! structs of [`crate::config`], and atomic saving.
+//!
+//! # Format
+//!
+//! Plain JSON (RFC 8259), so any JSON tool can read and write it. JSON has
+//! no comments; instead every object accepts a `"_comment"` key whose value
+//! is a string or an array of strings. The loader ignores its content;
+//! `save` writes back the comments of the top level, of targets, portal
+//! groups, LUNs and ACL entries (comments elsewhere are accepted and
+//! dropped on save). Every other unknown key is an error, and so is every
+//! invalid value: the error names the JSON path of the offending field and
+//! the reason, e.g. `targets[0].luns[2].sector_size: must be 512 or 4096,
+//! got 1000`. See `examples/target.json` for a complete, commented example.
+//!
+//! # What the runtime structs cannot hold
+//!
+//! [`crate::config::TargetConfig`] is the runtime source of truth. What it
+//! has no field for lives in [`Extensions`] and is applied by
+//! [`crate::admin`] when it builds the logical units (vendor, product, WWN
+//! seed) or kept for the runtime to enforce (per-initiator LUN masking and
+//! per-initiator CHAP, see [`InitiatorAcl`]).
+//!
+//! # Saving
+//!
+//! [`save_atomic`]: serialize, write a temporary file in the same directory
+//! (mode 0600: the file holds CHAP secrets), fsync it, rename it over the
+//! target path, fsync the directory. A crash leaves either the old or the
+//! new file, never a torn one.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::config::{
+    parse_portal, parse_size, AuthConfig, BackendConfig, ChapCredentials, IoMode, LunConfig,
+    PortalGroup, ServerConfig, SessionLimits, TargetConfig,
+};
+
+/// Largest configuration file accepted (a sanity bound, not a format limit).
+pub const MAX_FILE_SIZE: u64 = 16 << 20;
+
+/// Highest LUN number (SAM-5 flat space addressing, 14 bits).
+pub const MAX_LUN: u64 = 16383;
+
+/// Errors loading or saving a configuration file.
+#[derive(Debug, Error)]
+pub enum FileError {
+    #[error("cannot read {file}: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {file}: {source}")]
+    Write {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file} is larger than {MAX_FILE_SIZE} bytes")]
+    TooLarge { file: PathBuf },
+    /// Bad JSON, an unknown key or a value of the wrong type.
+    #[error("{path}: {reason}")]
+    Syntax { path: String, reason: String },
+    /// A well-formed value that is not acceptable.
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+impl FileError {
+    fn invalid(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        FileError::Invalid {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The JSON path of the offending field, when the error has one.
+    pub fn json_path(&self) -> Option<&str> {
+        match self {
+            FileError::Syntax { path, .. } | FileError::Invalid { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Schema
+// ---------------------------------------------------------------------------
+
+/// A `"_comment"` value: one line or several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Comment {
+    Line(String),
+    Lines(Vec<String>),
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(rename = "_comment", default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<Comment>,
+    /// Admin socket path; `--admin-socket` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_socket: Option<PathBuf>,
+    /// Authentication of discovery sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryEntry>,
+    pub targets: Vec<TargetEntry>,
+}
+
+/// `discovery`: who may run SendTargets.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryEntry {
+    #[serde(rename = "_comment", default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<Comment>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap: Option<ChapEntry>,
+}
+
+/// CHAP accounts: `incoming` (initiators prove themselves with one of
+/// these) and `outgoing` (the target's own, for mutual CHAP).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChapEntry {
+    #[serde(rename = "_comment", default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<Comment>,
+    #[serde(default)]
+    pub incoming: Vec<AccountEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outgoing: Option<AccountEntry>,
+}
+
+/// One CHAP account. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountEntry {
+    #[serde(rename = "_comment", default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<Comment>,
+    pub user: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for AccountEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountEntry")
+            .field("user", &self.user)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetEntry {
+    #[serde(rename = "_comment", default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<Comment>,
+    /// iSCSI name (`iqn.`, `eui.`, `naa.`).
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    pub portal_groups: Vec<PortalGroupEntry>,
+    #[serde(default)]
+    pub luns: Vec<LunEntry>,
+    /// Target-wide CHAP; absent: AuthMethod=None.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap: Option<ChapEntry>,
+    /// Initiators allowed to log in; empty or absent: any initiator.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acl: Vec<AclEntry>,
+    /// Session parameters; absent keys take the defaults of
+    /// [`SessionLimits::default`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionEntry>,
+}
+
+/// A portal group (RFC 7143 §4.4.1): a TPGT and its addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalGroupEntry {
+    #[serde(rename = "_comment", default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<Comment>,
+    pub tpgt: u16,
+    /// `HOST:PORT`, `[V6]:PORT` or `HOST` (port 3260). Port 0 picks a free
+    /// port at start-up.
+    pub portals: Vec<String>,
+}
+
+/// A size: a number of bytes or a string with a K/M/G/T suffix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SizeEntry {
+    Bytes(u64),
+    Text(String),
+}
+
+/// One logical unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LunEntry {
+    #[serde(rename = "_comment", default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<Comment>,
+    pub lun: u64,
+    /// `file`, `block`, `mem` or `null`.
+    pub backend: String,
+    /// File or block device (file/block backends only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Required for mem/null; for file: size of a created file (an
+    /// existing file keeps its size unless given); not for block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<SizeEntry>,
+    /// 512 (default) or 4096.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sector_size: Option<u32>,
+    /// `wb` (default), `wt` or `ro`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Sparse file with UNMAP support (file backend only; mem is always
+    /// thin, null and block never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thin: Option<bool>,
+    /// Seed of the unit serial number (VPD 0x80); default: derived from the
+    /// target name and the LUN's identity, stable across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Seed of the NAA WWN (VPD 0x83); same seed, same WWN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wwn_seed: Option<String>,
+    /// INQUIRY T10 VENDOR IDENTIFICATION (at most 8 ASCII characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// INQUIRY PRODUCT IDENTIFICATION (at most 16 ASCII characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+}
+
+/// One initiator allowed to log in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclEntry {
+    #[serde(rename = "_comment", default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<Comment>,
+    pub initiator: String,
+    /// LUNs this initiator may see; absent: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub luns: Option<Vec<u64>>,
+    /// Credentials for this initiator, replacing the target-wide ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap: Option<ChapEntry>,
+}
+
+/// Session parameters (RFC 7143 §13 keys and the target's own limits).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionEntry {
+    #[serde(rename = "_comment", default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<Comment>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_recv_data_segment_length: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_burst_length: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_burst_length: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_outstanding_r2t: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub immediate_data: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_r2t: Option<bool>,
+    /// Accept HeaderDigest=CRC32C when the initiator offers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_digest: Option<bool>,
+    /// Accept DataDigest=CRC32C when the initiator offers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_digest: Option<bool>,
+    /// Idle seconds before a NOP-In ping; 0: never ping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nop_interval_secs: Option<u64>,
+    /// Seconds a ping may stay unanswered before the connection drops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nop_timeout_secs: Option<u64>,
+    /// Seconds the whole login phase may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_timeout_secs: Option<u64>,
+}
+
+// ---------------------------------------------------------------------------
+// Extensions: what the runtime structs have no field for
+// ---------------------------------------------------------------------------
+
+/// Settings the runtime structs of [`crate::config`] cannot hold, keyed by
+/// target name (lower case).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extensions {
+    pub comment: Option<Comment>,
+    pub targets: BTreeMap<String, TargetExt>,
+}
+
+/// Per-target extensions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetExt {
+    pub comment: Option<Comment>,
+    /// `_comment` of each portal group, by TPGT.
+    pub portal_group_comments: BTreeMap<u16, Comment>,
+    pub luns: BTreeMap<u64, LunExt>,
+    /// Per-initiator settings, by initiator name (lower case). The names
+    /// themselves are in [`TargetConfig::allow`], the runtime's ACL.
+    pub acl: BTreeMap<String, InitiatorAcl>,
+}
+
+/// Per-LUN extensions, applied when the logical unit is built.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LunExt {
+    pub comment: Option<Comment>,
+    pub vendor: Option<String>,
+    pub product: Option<String>,
+    pub wwn_seed: Option<String>,
+}
+
+/// Per-initiator ACL settings.
+///
+/// The runtime must enforce them: with `luns` set, REPORT LUNS lists only
+/// those LUNs to this initiator and commands to other LUNs get LOGICAL UNIT
+/// NOT SUPPORTED; with `auth` set, this initiator must log in with these
+/// accounts and the target-wide ones are not accepted for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InitiatorAcl {
+    pub comment: Option<Comment>,
+    pub luns: Option<Vec<u64>>,
+    pub auth: Option<AuthConfig>,
+}
+
+impl Extensions {
+    /// The extensions of a target, created empty when missing.
+    pub fn target_mut(&mut self, name: &str) -> &mut TargetExt {
+        self.targets.entry(name.to_ascii_lowercase()).or_default()
+    }
+
+    /// The extensions of a target.
+    pub fn target(&self, name: &str) -> Option<&TargetExt> {
+        self.targets.get(&name.to_ascii_lowercase())
+    }
+
+    /// The CHAP accounts `initiator` must use for `target`: its own when
+    /// the ACL gives it some, otherwise `target_wide`.
+    pub fn auth_for<'a>(
+        &'a self,
+        target: &str,
+        initiator: &str,
+        target_wide: &'a AuthConfig,
+    ) -> &'a AuthConfig {
+        self.target(target)
+            .and_then(|t| t.acl.get(&initiator.to_ascii_lowercase()))
+            .and_then(|a| a.auth.as_ref())
+            .unwrap_or(target_wide)
+    }
+
+    /// Whether `initiator` may see `lun` of `target` (ACL LUN masking).
+    pub fn lun_visible(&self, target: &str, initiator: &str, lun: u64) -> bool {
+        match self
+            .target(target)
+            .and_then(|t| t.acl.get(&initiator.to_ascii_lowercase()))
+            .and_then(|a| a.luns.as_ref())
+        {
+            Some(luns) => luns.contains(&lun),
+            None => true,
+        }
+    }
+
+    /// Human descriptions of configured settings the running target does
+    /// not enforce yet (logged at start-up, shown by `target show`).
+    pub fn unenforced(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for (name, t) in &self.targets {
+            for (ini, a) in &t.acl {
+                if a.luns.is_some() {
+                    v.push(format!(
+                        "{name}: LUN masking for {ini} is not enforced by this target version"
+                    ));
+                }
+                if a.auth.is_some() {
+                    v.push(format!(
+                        "{name}: per-initiator CHAP for {ini} is not enforced by this target version \
+                         (the initiator cannot use these credentials; target-wide accounts apply)"
+                    ));
+                }
+            }
+        }
+        v
+    }
+}
+
+/// A configuration file mapped onto the runtime structs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    pub server: ServerConfig,
+    pub ext: Extensions,
+    pub admin_socket: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------
+
+/// Read, parse and validate a configuration file.
+pub fn load(file: &Path) -> Result<Loaded, FileError> {
+    let meta = std::fs::metadata(file).map_err(|source| FileError::Read {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    if meta.len() > MAX_FILE_SIZE {
+        return Err(FileError::TooLarge {
+            file: file.to_path_buf(),
+        });
+    }
+    let text = std::fs::read_to_string(file).map_err(|source| FileError::Read {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    let mut loaded = parse_str(&text)?;
+    // Relative LUN paths are relative to the configuration file's
+    // directory (made absolute, so that a saved file loads back the same
+    // from anywhere).
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    for t in &mut loaded.server.targets {
+        for l in &mut t.luns {
+            if let BackendConfig::File { path, .. } | BackendConfig::Block { path } = &mut l.backend {
+                if path.is_relative() {
+                    *path = dir.join(&*path);
+                }
+            }
+        }
+    }
+    Ok(loaded)
+}
+
+/// Parse and validate configuration text.
+pub fn parse_str(text: &str) -> Result<Loaded, FileError> {
+    let file = parse_schema(text)?;
+    to_runtime(&file)
+}
+
+/// Parse the JSON into the schema only (unknown keys and wrong types are
+/// errors with their path; values are not checked).
+pub fn parse_schema(text: &str) -> Result<ConfigFile, FileError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let file: ConfigFile = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        FileError::Syntax {
+            path: if path == "." {
+                "(top level)".into()
+            } else {
+                path
+            },
+            reason: e.into_inner().to_string(),
+        }
+    })?;
+    Ok(file)
+}
+
+pub(crate) fn check_name(path: &str, name: &str) -> Result<(), FileError> {
+    proto::name::IscsiName::parse(name)
+        .map(|_| ())
+        .map_err(|e| FileError::invalid(path, format!("{name:?}: {e}")))
+}
+
+pub(crate) fn check_ascii_field(path: &str, v: &str, max: usize) -> Result<(), FileError> {
+    if v.is_empty() || v.len() > max || !v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(FileError::invalid(
+            path,
+            format!("must be 1 to {max} printable ASCII characters, got {v:?}"),
+        ));
+    }
+    Ok(())
+}
+
+fn chap_to_runtime(path: &str, c: &ChapEntry) -> Result<AuthConfig, FileError> {
+    let mut auth = AuthConfig::default();
+    for (i, a) in c.incoming.iter().enumerate() {
+        let p = format!("{path}.incoming[{i}]");
+        auth.incoming.push(account(&p, a)?);
+        if c.incoming[..i].iter().any(|o| o.user == a.user) {
+            return Err(FileError::invalid(
+                format!("{p}.user"),
+                format!("duplicate CHAP user {:?}", a.user),
+            ));
+        }
+    }
+    if let Some(o) = &c.outgoing {
+        if c.incoming.is_empty() {
+            return Err(FileError::invalid(
+                format!("{path}.outgoing"),
+                "mutual CHAP needs at least one incoming account (mutual follows one-way CHAP)",
+            ));
+        }
+        auth.outgoing = Some(account(&format!("{path}.outgoing"), o)?);
+    }
+    Ok(auth)
+}
+
+fn account(path: &str, a: &AccountEntry) -> Result<ChapCredentials, FileError> {
+    if a.user.is_empty() || a.user.len() > 255 {
+        return Err(FileError::invalid(
+            format!("{path}.user"),
+            "must be 1 to 255 bytes",
+        ));
+    }
+    if a.secret.is_empty() || a.secret.len() > 255 {
+        return Err(FileError::invalid(
+            format!("{path}.secret"),
+            "must be 1 to 255 bytes",
+        ));
+    }
+    Ok(ChapCredentials {
+        user: a.user.clone(),
+        secret: a.secret.as_bytes().to_vec(),
+    })
+}
+
+fn size_value(path: &str, s: &SizeEntry) -> Result<u64, FileError> {
+    match s {
+        SizeEntry::Bytes(n) => Ok(*n),
+        SizeEntry::Text(t) => parse_size(t).map_err(|e| FileError::invalid(path, e.to_string())),
+    }
+}
+
+fn range_u32(path: &str, v: Option<u32>, lo: u32, hi: u32, default: u32) -> Result<u32, FileError> {
+    match v {
+        None => Ok(default),
+        Some(x) if (lo..=hi).contains(&x) => Ok(x),
+        Some(x) => Err(FileError::invalid(
+            path,
+            format!("must be between {lo} and {hi}, got {x}"),
+        )),
+    }
+}
+
+fn range_secs(
+    path: &str,
+    v: Option<u64>,
+    lo: u64,
+    hi: u64,
+    default: Duration,
+) -> Result<Duration, FileError> {
+    match v {
+        None => Ok(default),
+        Some(x) if (lo..=hi).contains(&x) => Ok(Duration::from_secs(x)),
+        Some(x) => Err(FileError::invalid(
+            path,
+            format!("must be between {lo} and {hi} seconds, got {x}"),
+        )),
+    }
+}
+
+/// RFC 7143 §13.12-§13.14: data lengths are 512 to 2^24 - 1.
+const MAX_DATA_LEN: u32 = (1 << 24) - 1;
+
+fn session_to_runtime(path: &str, s: &SessionEntry) -> Result<SessionLimits, FileError> {
+    let d = SessionLimits::default();
+    let p = |k: &str| format!("{path}.{k}");
+    let max_connections = range_u32(
+        &p("max_connections"),
+        s.max_connections,
+        1,
+        65535,
+        d.max_connections.into(),
+    )?;
+    let max_outstanding_r2t = range_u32(
+        &p("max_outstanding_r2t"),
+        s.max_outstanding_r2t,
+        1,
+        65535,
+        d.max_outstanding_r2t.into(),
+    )?;
+    let max_burst_length = range_u32(
+        &p("max_burst_length"),
+        s.max_burst_length,
+        512,
+        MAX_DATA_LEN,
+        d.max_burst_length,
+    )?;
+    let first_burst_length = range_u32(
+        &p("first_burst_length"),
+        s.first_burst_length,
+        512,
+        MAX_DATA_LEN,
+        d.first_burst_length.min(max_burst_length),
+    )?;
+    if first_burst_length > max_burst_length {
+        // RFC 7143 §13.14: "FirstBurstLength MUST NOT exceed MaxBurstLength."
+        return Err(FileError::invalid(
+            p("first_burst_length"),
+            format!("{first_burst_length} exceeds max_burst_length {max_burst_length} (RFC 7143 §13.14)"),
+        ));
+    }
+    let nop_interval = match s.nop_interval_secs {
+        None => d.nop_interval,
+        Some(0) => None,
+        Some(x) if x <= 3600 => Some(Duration::from_secs(x)),
+        Some(x) => {
+            return Err(FileError::invalid(
+                p("nop_interval_secs"),
+                format!("must be between 0 (never) and 3600 seconds, got {x}"),
+            ))
+        }
+    };
+    Ok(SessionLimits {
+        max_connections: max_connections as u16,
+        queue_depth: range_u32(&p("queue_depth"), s.queue_depth, 1, 65536, d.queue_depth)?,
+        max_recv_data_segment_length: range_u32(
+            &p("max_recv_data_segment_length"),
+            s.max_recv_data_segment_length,
+            512,
+            MAX_DATA_LEN,
+            d.max_recv_data_segment_length,
+        )?,
+        max_burst_length,
+        first_burst_length,
+        immediate_data: s.immediate_data.unwrap_or(d.immediate_data),
+        initial_r2t: s.initial_r2t.unwrap_or(d.initial_r2t),
+        max_outstanding_r2t: max_outstanding_r2t as u16,
+        header_digest: s.header_digest.unwrap_or(d.header_digest),
+        data_digest: s.data_digest.unwrap_or(d.data_digest),
+        nop_interval,
+        nop_timeout: range_secs(
+            &p("nop_timeout_secs"),
+            s.nop_timeout_secs,
+            1,
+            3600,
+            d.nop_timeout,
+        )?,
+        login_timeout: range_secs(
+            &p("login_timeout_secs"),
+            s.login_timeout_secs,
+            1,
+            3600,
+            d.login_timeout,
+        )?,
+    })
+}
+
+/// Map one LUN entry; `path` is its JSON path (e.g. `targets[0].luns[2]`).
+pub fn lun_to_runtime(path: &str, l: &LunEntry) -> Result<(LunConfig, LunExt), FileError> {
+    let p = |k: &str| format!("{path}.{k}");
+    if l.lun > MAX_LUN {
+        return Err(FileError::invalid(
+            p("lun"),
+            format!("must be between 0 and {MAX_LUN}, got {}", l.lun),
+        ));
+    }
+    let block_size = match l.sector_size {
+        None => 512,
+        Some(s @ (512 | 4096)) => s,
+        Some(s) => {
+            return Err(FileError::invalid(
+                p("sector_size"),
+                format!("must be 512 or 4096, got {s}"),
+            ))
+        }
+    };
+    let mode = match &l.mode {
+        None => IoMode::WriteBack,
+        Some(m) => IoMode::parse(m).ok_or_else(|| {
+            FileError::invalid(
+                p("mode"),
+                format!("must be \"wb\", \"wt\" or \"ro\", got {m:?}"),
+            )
+        })?,
+    };
+    let size = l
+        .size
+        .as_ref()
+        .map(|s| size_value(&p("size"), s))
+        .transpose()?;
+    if let Some(size) = size {
+        if size < u64::from(block_size) || size % u64::from(block_size) != 0 {
+            return Err(FileError::invalid(
+                p("size"),
+                format!("must be a non-zero multiple of the sector size {block_size}, got {size}"),
+            ));
+        }
+    }
+    let need_path = |what: &str| -> Result<PathBuf, FileError> {
+        match &l.path {
+            Some(x) if !x.as_os_str().is_empty() => Ok(x.clone()),
+            _ => Err(FileError::invalid(
+                p("path"),
+                format!("required for a {what} LUN"),
+            )),
+        }
+    };
+    let no = |key: &str, present: bool, why: &str| -> Result<(), FileError> {
+        if present {
+            Err(FileError::invalid(p(key), why.to_string()))
+        } else {
+            Ok(())
+        }
+    };
+    let backend = match l.backend.as_str() {
+        "mem" | "null" => {
+            no("path", l.path.is_some(), "mem and null LUNs have no path")?;
+            no(
+                "thin",
+                l.thin.is_some(),
+                "only file LUNs take thin (mem is always thin, null never)",
+            )?;
+            let size = size.ok_or_else(|| {
+                FileError::invalid(p("size"), format!("required for a {} LUN", l.backend))
+            })?;
+            if l.backend == "mem" {
+                BackendConfig::Memory { size }
+            } else {
+                BackendConfig::Null { size }
+            }
+        }
+        "file" => BackendConfig::File {
+            path: need_path("file")?,
+            size,
+            thin: l.thin.unwrap_or(false),
+        },
+        "block" => {
+            no(
+                "size",
+                l.size.is_some(),
+                "a block LUN has the size of its device",
+            )?;
+            no("thin", l.thin.is_some(), "only file LUNs take thin")?;
+            BackendConfig::Block {
+                path: need_path("block")?,
+            }
+        }
+        other => {
+            return Err(FileError::invalid(
+                p("backend"),
+                format!("must be \"file\", \"block\", \"mem\" or \"null\", got {other:?}"),
+            ))
+        }
+    };
+    if let Some(s) = &l.serial {
+        check_ascii_field(&p("serial"), s, 64)?;
+    }
+    if let Some(s) = &l.wwn_seed {
+        check_ascii_field(&p("wwn_seed"), s, 255)?;
+    }
+    if let Some(s) = &l.vendor {
+        check_ascii_field(&p("vendor"), s, 8)?;
+    }
+    if let Some(s) = &l.product {
+        check_ascii_field(&p("product"), s, 16)?;
+    }
+    Ok((
+        LunConfig {
+            lun: l.lun,
+            backend,
+            block_size,
+            mode,
+            serial: l.serial.clone(),
+        },
+        LunExt {
+            comment: l.comment.clone(),
+            vendor: l.vendor.clone(),
+            product: l.product.clone(),
+            wwn_seed: l.wwn_seed.clone(),
+        },
+    ))
+}
+
+/// Validate a parsed file and map it onto the runtime structs.
+pub fn to_runtime(file: &ConfigFile) -> Result<Loaded, FileError> {
+    let mut ext = Extensions {
+        comment: file.comment.clone(),
+        ..Extensions::default()
+    };
+    let discovery_auth = match file.discovery.as_ref().and_then(|d| d.chap.as_ref()) {
+        Some(c) => chap_to_runtime("discovery.chap", c)?,
+        None => AuthConfig::default(),
+    };
+    if file.targets.is_empty() {
+        return Err(FileError::invalid(
+            "targets",
+            "at least one target is required",
+        ));
+    }
+    let mut targets: Vec<TargetConfig> = Vec::new();
+    for (i, t) in file.targets.iter().enumerate() {
+        let tp = format!("targets[{i}]");
+        check_name(&format!("{tp}.name"), &t.name)?;
+        if targets.iter().any(|o| o.name.eq_ignore_ascii_case(&t.name)) {
+            return Err(FileError::invalid(
+                format!("{tp}.name"),
+                format!("duplicate target name {:?}", t.name),
+            ));
+        }
+        if let Some(a) = &t.alias {
+            check_ascii_field(&format!("{tp}.alias"), a, 255)?;
+        }
+        let mut text = TargetExt {
+            comment: t.comment.clone(),
+            ..TargetExt::default()
+        };
+        // Portal groups.
+        if t.portal_groups.is_empty() {
+            return Err(FileError::invalid(
+                format!("{tp}.portal_groups"),
+                "at least one portal group is required",
+            ));
+        }
+        let mut groups: Vec<PortalGroup> = Vec::new();
+        let mut seen: Vec<SocketAddr> = Vec::new();
+        for (j, g) in t.portal_groups.iter().enumerate() {
+            let gp = format!("{tp}.portal_groups[{j}]");
+            if groups.iter().any(|o| o.tpgt == g.tpgt) {
+                return Err(FileError::invalid(
+                    format!("{gp}.tpgt"),
+                    format!("duplicate TPGT {}", g.tpgt),
+                ));
+            }
+            if g.portals.is_empty() {
+                return Err(FileError::invalid(
+                    format!("{gp}.portals"),
+                    "at least one portal is required",
+                ));
+            }
+            let mut portals = Vec::new();
+            for (k, s) in g.portals.iter().enumerate() {
+                let pp = format!("{gp}.portals[{k}]");
+                let a = parse_portal(s).map_err(|e| FileError::invalid(&pp, e.to_string()))?;
+                if a.port() != 0 && seen.contains(&a) {
+                    return Err(FileError::invalid(
+                        pp,
+                        format!("portal {a} appears twice in this target"),
+                    ));
+                }
+                seen.push(a);
+                portals.push(a);
+            }
+            if let Some(c) = &g.comment {
+                text.portal_group_comments.insert(g.tpgt, c.clone());
+            }
+            groups.push(PortalGroup {
+                tpgt: g.tpgt,
+                portals,
+            });
+        }
+        // LUNs.
+        let mut luns: Vec<LunConfig> = Vec::new();
+        for (j, l) in t.luns.iter().enumerate() {
+            let lp = format!("{tp}.luns[{j}]");
+            let (lc, le) = lun_to_runtime(&lp, l)?;
+            if luns.iter().any(|o| o.lun == lc.lun) {
+                return Err(FileError::invalid(
+                    format!("{lp}.lun"),
+                    format!("duplicate LUN {}", lc.lun),
+                ));
+            }
+            if le != LunExt::default() {
+                text.luns.insert(lc.lun, le);
+            }
+            luns.push(lc);
+        }
+        let auth = match &t.chap {
+            Some(c) => chap_to_runtime(&format!("{tp}.chap"), c)?,
+            None => AuthConfig::default(),
+        };
+        // ACL.
+        let mut allow: Vec<String> = Vec::new();
+        for (j, a) in t.acl.iter().enumerate() {
+            let ap = format!("{tp}.acl[{j}]");
+            check_name(&format!("{ap}.initiator"), &a.initiator)?;
+            if allow.iter().any(|o| o.eq_ignore_ascii_case(&a.initiator)) {
+                return Err(FileError::invalid(
+                    format!("{ap}.initiator"),
+                    format!("duplicate initiator {:?}", a.initiator),
+                ));
+            }
+            if let Some(ls) = &a.luns {
+                for (k, n) in ls.iter().enumerate() {
+                    if !luns.iter().any(|l| l.lun == *n) {
+                        return Err(FileError::invalid(
+                            format!("{ap}.luns[{k}]"),
+                            format!("no LUN {n} in this target"),
+                        ));
+                    }
+                    if ls[..k].contains(n) {
+                        return Err(FileError::invalid(
+                            format!("{ap}.luns[{k}]"),
+                            format!("LUN {n} listed twice"),
+                        ));
+                    }
+                }
+            }
+            let iauth = match &a.chap {
+                Some(c) => {
+                    let cp = format!("{ap}.chap");
+                    if c.incoming.is_empty() {
+                        return Err(FileError::invalid(
+                            format!("{cp}.incoming"),
+                            "per-initiator CHAP needs at least one incoming account",
+                        ));
+                    }
+                    Some(chap_to_runtime(&cp, c)?)
+                }
+                None => None,
+            };
+            let entry = InitiatorAcl {
+                comment: a.comment.clone(),
+                luns: a.luns.clone(),
+                auth: iauth,
+            };
+            if entry != InitiatorAcl::default() {
+                text.acl.insert(a.initiator.to_ascii_lowercase(), entry);
+            }
+            allow.push(a.initiator.clone());
+        }
+        let limits = match &t.session {
+            Some(s) => session_to_runtime(&format!("{tp}.session"), s)?,
+            None => SessionLimits::default(),
+        };
+        if text != TargetExt::default() {
+            ext.targets.insert(t.name.to_ascii_lowercase(), text);
+        }
+        targets.push(TargetConfig {
+            name: t.name.clone(),
+            alias: t.alias.clone(),
+            portal_groups: groups,
+            luns,
+            auth,
+            allow,
+            limits,
+        });
+    }
+    let server = ServerConfig {
+        targets,
+        discovery_auth,
+    };
+    // The runtime's own checks, as a second line of defence.
+    server
+        .validate()
+        .map_err(|e| FileError::invalid("(configuration)", e.to_string()))?;
+    Ok(Loaded {
+        server,
+        ext,
+        admin_socket: file.admin_socket.clone(),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Back to the file schema
+// ---------------------------------------------------------------------------
+
+/// `1073741824` -> `"1G"`; sizes that are not whole K/M/G/T stay numbers.
+pub fn size_entry(n: u64) -> SizeEntry {
+    for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if n != 0 && n % (1u64 << shift) == 0 {
+            return SizeEntry::Text(format!("{}{suffix}", n >> shift));
+        }
+    }
+    SizeEntry::Bytes(n)
+}
+
+fn account_entry(c: &ChapCredentials) -> AccountEntry {
+    AccountEntry {
+        comment: None,
+        user: c.user.clone(),
+        // Secrets are stored as text; non-UTF-8 bytes cannot come from
+        // this file or the admin API.
+        secret: String::from_utf8_lossy(&c.secret).into_owned(),
+    }
+}
+
+/// `None` when there is nothing to write.
+pub fn chap_entry(a: &AuthConfig) -> Option<ChapEntry> {
+    if a.incoming.is_empty() && a.outgoing.is_none() {
+        return None;
+    }
+    Some(ChapEntry {
+        comment: None,
+        incoming: a.incoming.iter().map(account_entry).collect(),
+        outgoing: a.outgoing.as_ref().map(account_entry),
+    })
+}
+
+/// The file entry of one runtime LUN.
+pub fn lun_entry(l: &LunConfig, e: Option<&LunExt>) -> LunEntry {
+    let (backend, path, size, thin) = match &l.backend {
+        BackendConfig::Memory { size } => ("mem", None, Some(size_entry(*size)), None),
+        BackendConfig::Null { size } => ("null", None, Some(size_entry(*size)), None),
+        BackendConfig::File { path, size, thin } => (
+            "file",
+            Some(path.clone()),
+            size.map(size_entry),
+            thin.then_some(true),
+        ),
+        BackendConfig::Block { path } => ("block", Some(path.clone()), None, None),
+    };
+    LunEntry {
+        comment: e.and_then(|e| e.comment.clone()),
+        lun: l.lun,
+        backend: backend.into(),
+        path,
+        size,
+        sector_size: Some(l.block_size),
+        mode: Some(l.mode.as_str().into()),
+        thin,
+        serial: l.serial.clone(),
+        wwn_seed: e.and_then(|e| e.wwn_seed.clone()),
+        vendor: e.and_then(|e| e.vendor.clone()),
+        product: e.and_then(|e| e.product.clone()),
+    }
+}
+
+/// The file entry of a session parameter set (every key written).
+pub fn session_entry(l: &SessionLimits) -> SessionEntry {
+    SessionEntry {
+        comment: None,
+        max_connections: Some(l.max_connections.into()),
+        queue_depth: Some(l.queue_depth),
+        max_recv_data_segment_length: Some(l.max_recv_data_segment_length),
+        max_burst_length: Some(l.max_burst_length),
+        first_burst_length: Some(l.first_burst_length),
+        max_outstanding_r2t: Some(l.max_outstanding_r2t.into()),
+        immediate_data: Some(l.immediate_data),
+        initial_r2t: Some(l.initial_r2t),
+        header_digest: Some(l.header_digest),
+        data_digest: Some(l.data_digest),
+        nop_interval_secs: Some(l.nop_interval.map(|d| d.as_secs()).unwrap_or(0)),
+        nop_timeout_secs: Some(l.nop_timeout.as_secs()),
+        login_timeout_secs: Some(l.login_timeout.as_secs()),
+    }
+}
+
+/// The file entry of one runtime target.
+pub fn target_entry(t: &TargetConfig, e: Option<&TargetExt>) -> TargetEntry {
+    TargetEntry {
+        comment: e.and_then(|e| e.comment.clone()),
+        name: t.name.clone(),
+        alias: t.alias.clone(),
+        portal_groups: t
+            .portal_groups
+            .iter()
+            .map(|g| PortalGroupEntry {
+                comment: e.and_then(|e| e.portal_group_comments.get(&g.tpgt).cloned()),
+                tpgt: g.tpgt,
+                portals: g.portals.iter().map(|p| p.to_string()).collect(),
+            })
+            .collect(),
+        luns: t
+            .luns
+            .iter()
+            .map(|l| lun_entry(l, e.and_then(|e| e.luns.get(&l.lun))))
+            .collect(),
+        chap: chap_entry(&t.auth),
+        acl: t
+            .allow
+            .iter()
+            .map(|ini| {
+                let a = e.and_then(|e| e.acl.get(&ini.to_ascii_lowercase()));
+                AclEntry {
+                    comment: a.and_then(|a| a.comment.clone()),
+                    initiator: ini.clone(),
+                    luns: a.and_then(|a| a.luns.clone()),
+                    chap: a.and_then(|a| a.auth.as_ref()).and_then(chap_entry),
+                }
+            })
+            .collect(),
+        session: Some(session_entry(&t.limits)),
+    }
+}
+
+/// The file describing a runtime configuration (what `save` writes).
+pub fn to_file(loaded: &Loaded) -> ConfigFile {
+    ConfigFile {
+        comment: loaded.ext.comment.clone(),
+        admin_socket: loaded.admin_socket.clone(),
+        discovery: chap_entry(&loaded.server.discovery_auth).map(|c| DiscoveryEntry {
+            comment: None,
+            chap: Some(c),
+        }),
+        targets: loaded
+            .server
+            .targets
+            .iter()
+            .map(|t| target_entry(t, loaded.ext.target(&t.name)))
+            .collect(),
+    }
+}
+
+/// Serialize a file: pretty JSON with a final newline.
+pub fn to_json(file: &ConfigFile) -> String {
+    let mut s = serde_json::to_string_pretty(file).unwrap_or_else(|_| "{}".into());
+    s.push('\n');
+    s
+}
+
+/// Write `file` to `dest` atomically (temporary file, fsync, rename, fsync
+/// of the directory). The file gets mode 0600: it holds CHAP secrets.
+pub fn save_atomic(dest: &Path, file: &ConfigFile) -> Result<(), FileError> {
+    let werr = |source: std::io::Error| FileError::Write {
+        file: dest.to_path_buf(),
+        source,
+    };
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let base = dest.file_name().ok_or_else(|| {
+        werr(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a file name",
+        ))
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}.{}",
+        base.to_string_lossy(),
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let text = to_json(file);
+    let write = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, dest)?;
+        // Make the rename itself durable.
+        std::fs::File::open(&dir)?.sync_all()?;
+        Ok(())
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        werr(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{
+        "targets": [{
+            "name": "iqn.2024-01.org.example:disk1",
+            "portal_groups": [{"tpgt": 1, "portals": ["127.0.0.1:3260"]}],
+            "luns": [{"lun": 0, "backend": "mem", "size": "64M"}]
+        }]
+    }"#;
+
+    fn err_of(text: &str) -> FileError {
+        parse_str(text).expect_err("should be rejected")
+    }
+
+    /// Replace `from` with `to` in MINIMAL, and check the error path.
+    fn bad(from: &str, to: &str, path: &str, reason_part: &str) {
+        let text = MINIMAL.replacen(from, to, 1);
+        assert_ne!(text, MINIMAL, "{from} not in MINIMAL");
+        let e = err_of(&text);
+        assert_eq!(e.json_path(), Some(path), "{e}");
+        assert!(e.to_string().contains(reason_part), "{e}");
+    }
+
+    #[test]
+    fn minimal_loads_with_defaults() {
+        let l = parse_str(MINIMAL).unwrap();
+        let t = &l.server.targets[0];
+        assert_eq!(t.luns[0].backend, BackendConfig::Memory { size: 64 << 20 });
+        assert_eq!(t.luns[0].block_size, 512);
+        assert_eq!(t.luns[0].mode, IoMode::WriteBack);
+        assert_eq!(t.limits, SessionLimits::default());
+        assert!(t.allow.is_empty());
+        assert_eq!(l.ext, Extensions::default());
+    }
+
+    #[test]
+    fn errors_carry_json_paths() {
+        bad(
+            "\"size\": \"64M\"",
+            "\"size\": \"64M\", \"sector_size\": 1000",
+            "targets[0].luns[0].sector_size",
+            "must be 512 or 4096, got 1000",
+        );
+        bad(
+            "\"size\": \"64M\"",
+            "\"size\": \"64M\", \"colour\": 1",
+            "targets[0].luns[0].colour",
+            "unknown field `colour`",
+        );
+        bad(
+            "\"backend\": \"mem\"",
+            "\"backend\": \"tape\"",
+            "targets[0].luns[0].backend",
+            "tape",
+        );
+        bad(
+            "\"64M\"",
+            "\"64Q\"",
+            "targets[0].luns[0].size",
+            "invalid size",
+        );
+        bad(
+            "\"64M\"",
+            "1000",
+            "targets[0].luns[0].size",
+            "multiple of the sector size",
+        );
+        bad(
+            "\"lun\": 0",
+            "\"lun\": 20000",
+            "targets[0].luns[0].lun",
+            "16383",
+        );
+        bad(
+            "\"lun\": 0",
+            "\"lun\": -1",
+            "targets[0].luns[0].lun",
+            "invalid value",
+        );
+        bad(
+            "\"size\": \"64M\"",
+            "\"size\": \"64M\", \"mode\": \"rw\"",
+            "targets[0].luns[0].mode",
+            "\"rw\"",
+        );
+        bad(
+            "\"size\": \"64M\"",
+            "\"size\": \"64M\", \"path\": \"/x\"",
+            "targets[0].luns[0].path",
+            "no path",
+        );
+        bad(
+            "\"backend\": \"mem\", \"size\": \"64M\"",
+            "\"backend\": \"file\"",
+            "targets[0].luns[0].path",
+            "required",
+        );
+        bad(
+            "127.0.0.1:3260",
+            "nowhere:x",
+            "targets[0].portal_groups[0].portals[0]",
+            "invalid portal",
+        );
+        bad(
+            "iqn.2024-01.org.example:disk1",
+            "disk1",
+            "targets[0].name",
+            "iqn.",
+        );
+        bad(
+            "\"tpgt\": 1",
+            "\"tpgt\": 70000",
+            "targets[0].portal_groups[0].tpgt",
+            "invalid value",
+        );
+        bad(
+            "\"luns\"",
+            "\"session\": {\"first_burst_length\": 2000000, \"max_burst_length\": 1000000}, \"luns\"",
+            "targets[0].session.first_burst_length",
+            "§13.14",
+        );
+        bad(
+            "\"luns\"",
+            "\"session\": {\"queue_depth\": 0}, \"luns\"",
+            "targets[0].session.queue_depth",
+            "between 1",
+        );
+        bad(
+            "\"luns\"",
+            "\"acl\": [{\"initiator\": \"iqn.2024-01.org.example:h\", \"luns\": [3]}], \"luns\"",
+            "targets[0].acl[0].luns[0]",
+            "no LUN 3",
+        );
+        bad(
+            "\"luns\"",
+            "\"chap\": {\"outgoing\": {\"user\": \"t\", \"secret\": \"s\"}}, \"luns\"",
+            "targets[0].chap.outgoing",
+            "incoming",
+        );
+        bad(
+            "\"luns\"",
+            "\"chap\": {\"incoming\": [{\"user\": \"u\", \"secret\": \"\"}]}, \"luns\"",
+            "targets[0].chap.incoming[0].secret",
+            "1 to 255",
+        );
+        let e = err_of("{\"targets\": [");
+        assert!(matches!(e, FileError::Syntax { .. }), "{e}");
+        let e = err_of("{\"targets\": []}");
+        assert_eq!(e.json_path(), Some("targets"));
+    }
+
+    #[test]
+    fn duplicates_rejected() {
+        let text = MINIMAL.replacen(
+            "{\"lun\": 0, \"backend\": \"mem\", \"size\": \"64M\"}",
+            "{\"lun\": 0, \"backend\": \"mem\", \"size\": \"64M\"}, {\"lun\": 0, \"backend\": \"null\", \"size\": \"1M\"}",
+            1,
+        );
+        let e = err_of(&text);
+        assert_eq!(e.json_path(), Some("targets[0].luns[1].lun"), "{e}");
+    }
+
+    #[test]
+    fn comments_accepted_and_kept() {
+        let text = MINIMAL
+            .replacen(
+                "{\n        \"targets\"",
+                "{\"_comment\": [\"a\", \"b\"], \"targets\"",
+                1,
+            )
+            .replacen("{\"lun\": 0,", "{\"_comment\": \"scratch\", \"lun\": 0,", 1)
+            .replacen(
+                "\"luns\"",
+                "\"chap\": {\"_comment\": \"x\", \"incoming\": []}, \"luns\"",
+                1,
+            );
+        let l = parse_str(&text).unwrap();
+        assert_eq!(
+            l.ext.comment,
+            Some(Comment::Lines(vec!["a".into(), "b".into()]))
+        );
+        let f = to_file(&l);
+        assert_eq!(
+            f.targets[0].luns[0].comment,
+            Some(Comment::Line("scratch".into()))
+        );
+        assert_eq!(parse_str(&to_json(&f)).unwrap(), l);
+    }
+
+    #[test]
+    fn sizes_round_trip() {
+        assert_eq!(size_entry(1 << 30), SizeEntry::Text("1G".into()));
+        assert_eq!(size_entry(3 << 20), SizeEntry::Text("3M".into()));
+        assert_eq!(size_entry(1536), SizeEntry::Bytes(1536));
+        assert_eq!(size_entry(0), SizeEntry::Bytes(0));
+    }
+
+    #[test]
+    fn acl_extensions_and_lookups() {
+        let text = MINIMAL.replacen(
+            "\"luns\"",
+            r#""chap": {"incoming": [{"user": "tw", "secret": "target-wide-secret"}]},
+               "acl": [{"initiator": "iqn.2024-01.org.example:h1", "luns": [0],
+                        "chap": {"incoming": [{"user": "h1", "secret": "h1-secret-1234"}]}},
+                       {"initiator": "iqn.2024-01.org.example:h2"}],
+               "luns""#,
+            1,
+        );
+        let l = parse_str(&text).unwrap();
+        let t = &l.server.targets[0];
+        assert_eq!(t.allow.len(), 2);
+        assert!(t.allows("IQN.2024-01.org.example:h2"));
+        let h1 = l
+            .ext
+            .auth_for(&t.name, "iqn.2024-01.org.example:H1", &t.auth);
+        assert_eq!(h1.incoming[0].user, "h1");
+        let h2 = l
+            .ext
+            .auth_for(&t.name, "iqn.2024-01.org.example:h2", &t.auth);
+        assert_eq!(h2.incoming[0].user, "tw");
+        assert!(l.ext.lun_visible(&t.name, "iqn.2024-01.org.example:h1", 0));
+        assert!(!l.ext.lun_visible(&t.name, "iqn.2024-01.org.example:h1", 1));
+        assert!(l.ext.lun_visible(&t.name, "iqn.2024-01.org.example:h2", 1));
+        assert_eq!(l.ext.unenforced().len(), 2);
+        let again = parse_str(&to_json(&to_file(&l))).unwrap();
+        assert_eq!(again, l);
+        // Secrets never in Debug output.
+        assert!(!format!("{:?}", to_file(&l)).contains("h1-secret"));
+    }
+
+    #[test]
+    fn save_is_atomic_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.json");
+        std::fs::write(&p, "old").unwrap();
+        let l = parse_str(MINIMAL).unwrap();
+        save_atomic(&p, &to_file(&l)).unwrap();
+        let back = load(&p).unwrap();
+        assert_eq!(back, l);
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // No temporary file left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+        // A directory that does not exist is an error, not a panic.
+        assert!(save_atomic(&dir.path().join("no/such/t.json"), &to_file(&l)).is_err());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.json");
+        let text = MINIMAL.replacen(
+            "\"backend\": \"mem\", \"size\": \"64M\"",
+            "\"backend\": \"file\", \"path\": \"disk.img\", \"size\": \"1M\", \"thin\": true",
+            1,
+        );
+        std::fs::write(&p, text).unwrap();
+        let l = load(&p).unwrap();
+        assert_eq!(
+            l.server.targets[0].luns[0].backend,
+            BackendConfig::File {
+                path: dir.path().join("disk.img"),
+                size: Some(1 << 20),
+                thin: true
+            }
+        );
+    }
+}

@@ -1,0 +1,391 @@
+//! A small raw iSCSI initiator for the target's integration tests, built
+//! on `proto` (login state machine, PDU codec). One command at a time per
+//! connection; enough to drive data transfers and protocol corner cases.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use iscsi_target::config::{
+    AuthConfig, LunConfig, PortalGroup, ServerConfig, SessionLimits, TargetConfig,
+};
+use iscsi_target::server::Server;
+use proto::login::{InitiatorLogin, InitiatorLoginConfig, InitiatorStep, LoginOutcome};
+use proto::pdu::{
+    DataOut, DecodeLimits, DigestConfig, Isid, LogoutReason, LogoutRequest, Pdu, ScsiCommand,
+    TaskAttr, RESERVED_TAG,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const INITIATOR: &str = "iqn.2024-01.rs.iscsi:test-initiator";
+
+/// Start an in-process server with one target.
+pub async fn start_server(target: &str, luns: &[&str], limits: SessionLimits) -> Server {
+    let luns = luns
+        .iter()
+        .enumerate()
+        .map(|(i, s)| LunConfig::parse_spec(i as u64, s).expect("lun spec"))
+        .collect();
+    let cfg = ServerConfig {
+        targets: vec![TargetConfig {
+            name: target.into(),
+            alias: None,
+            portal_groups: vec![PortalGroup {
+                tpgt: 1,
+                portals: vec!["127.0.0.1:0".parse().unwrap()],
+            }],
+            luns,
+            auth: AuthConfig::default(),
+            allow: vec![],
+            limits,
+        }],
+        discovery_auth: AuthConfig::default(),
+    };
+    Server::start(cfg).await.expect("server start")
+}
+
+/// Result of one SCSI command.
+#[derive(Debug, Clone)]
+pub struct CmdResult {
+    pub status: u8,
+    pub sense: Option<Bytes>,
+    pub data: Vec<u8>,
+    pub overflow: bool,
+    pub underflow: bool,
+    pub residual: u32,
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+    pub outcome: LoginOutcome,
+    pub cmd_sn: u32,
+    pub exp_stat_sn: u32,
+    pub itt: u32,
+    pub digests: DigestConfig,
+    pub max_cmd_sn: u32,
+}
+
+pub fn isid(n: u8) -> Isid {
+    Isid([0x80, 0x12, 0x34, 0x56, 0x00, n])
+}
+
+impl Conn {
+    /// Log in to `target` (normal session) or discovery (`None`).
+    /// For normal sessions, TEST UNIT READY is repeated until the
+    /// power-on unit attention is consumed.
+    pub async fn login(
+        addr: SocketAddr,
+        target: Option<&str>,
+        isid: Isid,
+        tsih: u16,
+        cid: u16,
+    ) -> Result<Conn, String> {
+        let mut c = Self::login_with(addr, target, isid, tsih, cid, |_| {}).await?;
+        if target.is_some() {
+            c.clear_unit_attention().await?;
+        }
+        Ok(c)
+    }
+
+    /// TEST UNIT READY until GOOD (unit attentions are reported once).
+    pub async fn clear_unit_attention(&mut self) -> Result<(), String> {
+        for _ in 0..5 {
+            if self.command(0, &[0u8; 6], &[], 0).await?.status == 0 {
+                return Ok(());
+            }
+        }
+        Err("TEST UNIT READY never succeeded".into())
+    }
+
+    pub async fn login_with(
+        addr: SocketAddr,
+        target: Option<&str>,
+        isid: Isid,
+        tsih: u16,
+        cid: u16,
+        tweak: impl FnOnce(&mut InitiatorLoginConfig),
+    ) -> Result<Conn, String> {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let mut cfg = InitiatorLoginConfig::new(INITIATOR, target.map(String::from), isid);
+        cfg.tsih = tsih;
+        cfg.cid = cid;
+        cfg.cmd_sn = 1;
+        tweak(&mut cfg);
+        let cmd_sn = cfg.cmd_sn;
+        let mut login = InitiatorLogin::new(cfg);
+        let mut buf = BytesMut::new();
+        let mut req = login.start();
+        let outcome = loop {
+            let enc = Pdu::LoginRequest(req).encode(DigestConfig::NONE);
+            stream
+                .write_all(&enc.to_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            let pdu = read_pdu(&mut stream, &mut buf, DigestConfig::NONE).await?;
+            let Pdu::LoginResponse(resp) = pdu else {
+                return Err(format!("unexpected {:?}", pdu.opcode()));
+            };
+            match login.handle_response(resp).map_err(|e| e.to_string())? {
+                InitiatorStep::Send(r) => req = r,
+                InitiatorStep::Complete(o) => break o,
+            }
+        };
+        let digests = DigestConfig {
+            header: outcome.connection.header_digest,
+            data: outcome.connection.data_digest,
+        };
+        let _ = cmd_sn;
+        Ok(Conn {
+            stream,
+            buf,
+            cmd_sn: outcome.cmd_sn,
+            exp_stat_sn: outcome.stat_sn.wrapping_add(1),
+            max_cmd_sn: outcome.max_cmd_sn,
+            itt: 0x100,
+            digests,
+            outcome,
+        })
+    }
+
+    pub async fn send(&mut self, pdu: Pdu) {
+        let enc = pdu.encode(self.digests);
+        self.stream.write_all(&enc.to_bytes()).await.expect("send");
+    }
+
+    pub async fn recv(&mut self) -> Result<Pdu, String> {
+        let p = read_pdu(&mut self.stream, &mut self.buf, self.digests).await?;
+        if let Some(sn) = p.stat_sn() {
+            let status_bearing = !matches!(&p, Pdu::R2t(_))
+                && !matches!(&p, Pdu::DataIn(d) if d.status.is_none())
+                && !matches!(&p, Pdu::NopIn(n) if n.itt == RESERVED_TAG);
+            if status_bearing {
+                self.exp_stat_sn = sn.wrapping_add(1);
+            }
+        }
+        if let Some((_, max)) = p.cmd_sn_window() {
+            self.max_cmd_sn = max;
+        }
+        Ok(p)
+    }
+
+    /// Receive with a timeout; `None` on timeout.
+    pub async fn recv_timeout(&mut self, d: Duration) -> Option<Result<Pdu, String>> {
+        tokio::time::timeout(d, self.recv()).await.ok()
+    }
+
+    pub fn next_itt(&mut self) -> u32 {
+        self.itt += 1;
+        self.itt
+    }
+
+    /// Run one SCSI command to completion (immediate data within the
+    /// negotiated limits, the rest on R2T).
+    pub async fn command(
+        &mut self,
+        lun: u64,
+        cdb: &[u8],
+        write: &[u8],
+        read_len: u32,
+    ) -> Result<CmdResult, String> {
+        let itt = self.next_itt();
+        let session = &self.outcome.session;
+        let conn = &self.outcome.connection;
+        let imm = if session.immediate_data {
+            write
+                .len()
+                .min(session.first_burst_length as usize)
+                .min(conn.max_send_data_segment_length as usize)
+        } else {
+            0
+        };
+        let edtl = if write.is_empty() {
+            read_len
+        } else {
+            write.len() as u32
+        };
+        let cmd = ScsiCommand {
+            immediate: false,
+            final_: true,
+            read: read_len > 0,
+            write: !write.is_empty(),
+            attr: TaskAttr::SIMPLE,
+            lun,
+            itt,
+            expected_data_transfer_length: edtl,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+            cdb: Bytes::copy_from_slice(cdb),
+            bidi_read_length: None,
+            data: Bytes::copy_from_slice(&write[..imm]),
+        };
+        self.cmd_sn = self.cmd_sn.wrapping_add(1);
+        self.send(Pdu::ScsiCommand(cmd)).await;
+        let mut data = vec![0u8; read_len as usize];
+        let mut got = 0usize;
+        loop {
+            match self.recv().await? {
+                Pdu::R2t(r) => {
+                    if r.itt != itt {
+                        return Err("R2T for another task".into());
+                    }
+                    let mut off = r.buffer_offset as usize;
+                    let end = off + r.desired_data_transfer_length as usize;
+                    let seg = self.outcome.connection.max_send_data_segment_length as usize;
+                    let mut sn = 0;
+                    while off < end {
+                        let len = seg.min(end - off);
+                        let d = DataOut {
+                            final_: off + len == end,
+                            lun,
+                            itt,
+                            ttt: r.ttt,
+                            exp_stat_sn: self.exp_stat_sn,
+                            data_sn: sn,
+                            buffer_offset: off as u32,
+                            data: Bytes::copy_from_slice(&write[off..off + len]),
+                        };
+                        self.send(Pdu::DataOut(d)).await;
+                        sn += 1;
+                        off += len;
+                    }
+                }
+                Pdu::DataIn(d) => {
+                    let off = d.buffer_offset as usize;
+                    if off + d.data.len() > data.len() {
+                        return Err("Data-In beyond EDTL".into());
+                    }
+                    data[off..off + d.data.len()].copy_from_slice(&d.data);
+                    got = got.max(off + d.data.len());
+                    if let Some(status) = d.status {
+                        data.truncate(got);
+                        return Ok(CmdResult {
+                            status,
+                            sense: None,
+                            data,
+                            overflow: d.overflow,
+                            underflow: d.underflow,
+                            residual: d.residual_count,
+                        });
+                    }
+                }
+                Pdu::ScsiResponse(r) => {
+                    if r.itt != itt {
+                        return Err("response for another task".into());
+                    }
+                    data.truncate(got);
+                    return Ok(CmdResult {
+                        status: r.status,
+                        sense: r.sense(),
+                        data,
+                        overflow: r.overflow,
+                        underflow: r.underflow,
+                        residual: r.residual_count,
+                    });
+                }
+                Pdu::NopIn(n) if n.ttt != RESERVED_TAG => {
+                    // Answer the target's ping.
+                    let reply = proto::pdu::NopOut {
+                        immediate: true,
+                        lun: n.lun,
+                        itt: RESERVED_TAG,
+                        ttt: n.ttt,
+                        cmd_sn: self.cmd_sn,
+                        exp_stat_sn: self.exp_stat_sn,
+                        data: Bytes::new(),
+                    };
+                    self.send(Pdu::NopOut(reply)).await;
+                }
+                other => return Err(format!("unexpected {:?}", other.opcode())),
+            }
+        }
+    }
+
+    pub async fn write10(&mut self, lba: u32, data: &[u8]) -> Result<CmdResult, String> {
+        let blocks = (data.len() / 512) as u16;
+        let mut cdb = [0u8; 10];
+        cdb[0] = 0x2a;
+        cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+        cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
+        self.command(0, &cdb, data, 0).await
+    }
+
+    pub async fn read10(&mut self, lba: u32, blocks: u16) -> Result<CmdResult, String> {
+        let mut cdb = [0u8; 10];
+        cdb[0] = 0x28;
+        cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+        cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
+        self.command(0, &cdb, &[], u32::from(blocks) * 512).await
+    }
+
+    /// Logout (close the session) and wait for the response.
+    pub async fn logout(&mut self) -> Result<(), String> {
+        let itt = self.next_itt();
+        let req = LogoutRequest {
+            immediate: true,
+            reason_code: LogoutReason::CLOSE_SESSION,
+            itt,
+            cid: self.outcome.cid,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+            data: Bytes::new(),
+        };
+        self.send(Pdu::LogoutRequest(req)).await;
+        loop {
+            match self.recv().await? {
+                Pdu::LogoutResponse(r) if r.itt == itt => return Ok(()),
+                _ => continue,
+            }
+        }
+    }
+}
+
+pub async fn read_pdu(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    digests: DigestConfig,
+) -> Result<Pdu, String> {
+    let limits = DecodeLimits {
+        max_data_segment_length: 16 << 20,
+        digests,
+    };
+    loop {
+        match proto::pdu::decode_frame(buf, &limits) {
+            Ok(Some(p)) => return Ok(p),
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        buf.reserve(64 * 1024);
+        let n = stream.read_buf(buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed".into());
+        }
+    }
+}
+
+/// A deterministic pseudo-random generator (xorshift), so failures repeat.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn fill(&mut self, b: &mut [u8]) {
+        for chunk in b.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}

@@ -29,5 +29,5 @@ head -c 1048576 /dev/urandom >"$TMP/pattern"
 # WRITE(10) LBA 2048, 2048 blocks of 512 bytes
 $BIN scsi --portal "$PORTAL" --target $IQN --lun 0 raw 2a 00 00 00 08 00 00 08 00 00 --write-file "$TMP/pattern" >/dev/null
 # READ(10) the same range
-$BIN scsi --portal "$PORTAL" --target $IQN --lun 0 raw 28 00 00 00 08 00 00 08 00 00 --read 1048576 --out "$TMP/readback" >/dev/null
+$BIN scsi --portal "$PORTAL" --target $IQN --lun 0 raw 28 00 00 00 08 00 00 08 00 00 --read 1048576 --output "$TMP/readback" >/dev/null
 cmp "$TMP/pattern" "$TMP/readback" && echo "data verified: 1 MiB round trip OK"

@@ -104,6 +104,9 @@ pub enum ScsiOp {
         /// Send this file's bytes as Data-Out.
         #[arg(long, value_name = "FILE")]
         write_file: Option<std::path::PathBuf>,
+        /// Write the Data-In bytes to FILE (binary) instead of a hex dump.
+        #[arg(long, value_name = "FILE", requires = "read")]
+        output: Option<std::path::PathBuf>,
     },
 }
 
@@ -245,6 +248,7 @@ async fn scsi(a: ScsiArgs) -> Result<ExitCode, Error> {
             cdb,
             read,
             write_file,
+            ..
         } => {
             let bytes = parse_hex(&cdb.join(""))?;
             if bytes.is_empty() || bytes.len() > 16 {
@@ -385,7 +389,7 @@ async fn run_op(
             let data = device::vpd(s, lun, page).await?;
             print_vpd(page, &data, json);
         }
-        ScsiOp::Raw { .. } => {
+        ScsiOp::Raw { output, .. } => {
             let Some((cdb, dir)) = raw else {
                 return Err(Error::Usage("no CDB".into()));
             };
@@ -400,6 +404,11 @@ async fn run_op(
                 .await;
             let r = s.execute_raw(lun, &cdb, dir).await?;
             let good = r.status == 0 || r.status == 4;
+            if let Some(path) = output {
+                std::fs::write(path, &r.data).map_err(|e| {
+                    Error::Usage(format!("cannot write {}: {e}", path.display()))
+                })?;
+            }
             if json {
                 println!(
                     "{:#}",
@@ -430,7 +439,9 @@ async fn run_op(
                 if let Some(u) = r.underflow {
                     println!("residual: {u} bytes not transferred");
                 }
-                if !r.data.is_empty() {
+                if let Some(path) = output {
+                    println!("data: {} bytes written to {}", r.data.len(), path.display());
+                } else if !r.data.is_empty() {
                     println!("data ({} bytes):", r.data.len());
                     hexdump(&r.data);
                 }

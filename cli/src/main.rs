@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod initiator_cmd;
+mod target_admin;
 mod target_cmd;
 
 /// iSCSI target and userspace initiator.

@@ -19,6 +19,8 @@ use iscsi_target::config::{
 pub enum TargetCmd {
     /// Serve targets in the foreground until SIGINT/SIGTERM.
     Serve(ServeArgs),
+    #[command(flatten)]
+    Admin(crate::target_admin::AdminCmd),
 }
 
 /// Quick-start flags: one target, its portals, LUNs and access control.
@@ -49,6 +51,14 @@ pub struct ServeArgs {
     /// "iscsi_target=debug").
     #[arg(long = "log", value_name = "LEVEL", default_value = "info")]
     pub log: String,
+    /// JSON configuration file (see examples/target.json) instead of the
+    /// quick-start flags; `iscsi target save` writes back to it.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["portals", "target", "luns", "chap", "mutual_chap", "allow"])]
+    pub config: Option<std::path::PathBuf>,
+    /// Admin API socket (default: $XDG_RUNTIME_DIR/iscsi-rs/target.sock,
+    /// /run/iscsi-rs/target.sock for root).
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<std::path::PathBuf>,
     /// Commands in flight per session (the CmdSN window).
     #[arg(long = "queue-depth", value_name = "N", default_value_t = 128)]
     pub queue_depth: u32,
@@ -102,6 +112,16 @@ pub fn serve_config(args: &ServeArgs) -> Result<ServerConfig, String> {
         Some(c) => Some(ChapCredentials::parse(c).map_err(|e| format!("--mutual-chap: {e}"))?),
         None => None,
     };
+    for c in incoming.iter().chain(outgoing.iter()) {
+        // RFC 7143 §9.2.1: without IPsec, CHAP secrets must be at least 12
+        // bytes (96 bits). Short secrets work but are easy to brute-force.
+        if c.secret.len() < 12 {
+            eprintln!(
+                "iscsi target serve: warning: CHAP secret of {:?} is shorter than 12 bytes (RFC 7143 §9.2.1)",
+                c.user
+            );
+        }
+    }
     if outgoing.is_some() && incoming.is_empty() {
         return Err("--mutual-chap needs --chap (mutual CHAP follows one-way CHAP)".into());
     }
@@ -141,7 +161,12 @@ fn init_logging(filter: &str) {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let cfg = match serve_config(&args) {
+    let loaded = match &args.config {
+        Some(f) => crate::target_admin::load_config(f),
+        None => serve_config(&args).map(crate::target_admin::from_flags),
+    };
+    let config_file = args.config.as_ref().map(|f| std::path::absolute(f).unwrap_or(f.clone()));
+    let cfg = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("iscsi target serve: {e}");
@@ -160,7 +185,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let server = match iscsi_target::server::Server::start(cfg.clone()).await {
+        let targets: Vec<String> = cfg.server.targets.iter().map(|t| t.name.clone()).collect();
+        let running = match crate::target_admin::start(cfg, config_file, args.admin_socket).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("iscsi target serve: {e}");
@@ -169,17 +195,20 @@ fn serve(args: ServeArgs) -> ExitCode {
         };
         {
             let mut out = std::io::stdout().lock();
-            for addr in server.local_addrs() {
+            for addr in running.server.local_addrs() {
                 let _ = writeln!(out, "listening on {addr}");
             }
-            for t in &cfg.targets {
-                let _ = writeln!(out, "target {}", t.name);
+            for t in &targets {
+                let _ = writeln!(out, "target {t}");
+            }
+            if let Some(s) = &running.socket {
+                let _ = writeln!(out, "admin socket {}", s.path().display());
             }
             let _ = out.flush();
         }
         wait_for_signal().await;
         tracing::info!("shutting down");
-        server.shutdown().await;
+        running.shutdown().await;
         ExitCode::SUCCESS
     })
 }
@@ -205,5 +234,6 @@ async fn wait_for_signal() {
 pub fn run(cmd: TargetCmd) -> ExitCode {
     match cmd {
         TargetCmd::Serve(args) => serve(args),
+        TargetCmd::Admin(cmd) => crate::target_admin::run(cmd),
     }
 }

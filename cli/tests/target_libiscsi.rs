@@ -255,3 +255,56 @@ fn bad_flags_are_usage_errors() {
         assert!(!String::from_utf8_lossy(&o.stderr).is_empty());
     }
 }
+
+#[test]
+fn wildcard_portal_reports_the_connected_address() {
+    if !have_libiscsi() {
+        return;
+    }
+    let t = Target::start(
+        "iqn.2024-01.rs.iscsi:test.wildcard",
+        &["--lun", "mem:16M", "--portal", "0.0.0.0:0"],
+    );
+    let port = t.addrs[0]
+        .strip_prefix("0.0.0.0:")
+        .expect("wildcard portal");
+    let o = run("iscsi-ls", &["-s", &format!("iscsi://127.0.0.1:{port}")]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains(&format!("Portal:127.0.0.1:{port},1")), "{out}");
+    let url = format!("iscsi://127.0.0.1:{port}/{}/0", t.iqn);
+    let o = run("iscsi-inq", &[&url]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn mutual_chap() {
+    if !have_libiscsi() {
+        return;
+    }
+    let t = Target::start(
+        "iqn.2024-01.rs.iscsi:test.mutual",
+        &[
+            "--lun",
+            "mem:16M",
+            "--chap",
+            "alice:sesame-secret-1",
+            "--mutual-chap",
+            "target-user:target-secret-2",
+        ],
+    );
+    let url = t.url(Some("alice%sesame-secret-1"), 0);
+    let inq = |target_secret: &str| {
+        Command::new("timeout")
+            .args(["20", "iscsi-inq", &url])
+            .env("LIBISCSI_CHAP_TARGET_USERNAME", "target-user")
+            .env("LIBISCSI_CHAP_TARGET_PASSWORD", target_secret)
+            .output()
+            .unwrap()
+    };
+    let o = inq("target-secret-2");
+    assert!(o.status.success(), "{}", text(&o));
+    // The initiator checks the target's answer: a wrong expected secret fails.
+    let o = inq("not-the-target-secret");
+    assert!(!o.status.success(), "{}", text(&o));
+}

@@ -444,7 +444,8 @@ pub fn load(file: &Path) -> Result<Loaded, FileError> {
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     for t in &mut loaded.server.targets {
         for l in &mut t.luns {
-            if let BackendConfig::File { path, .. } | BackendConfig::Block { path } = &mut l.backend {
+            if let BackendConfig::File { path, .. } | BackendConfig::Block { path } = &mut l.backend
+            {
                 if path.is_relative() {
                     *path = dir.join(&*path);
                 }
@@ -693,7 +694,7 @@ pub fn lun_to_runtime(path: &str, l: &LunEntry) -> Result<(LunConfig, LunExt), F
         .map(|s| size_value(&p("size"), s))
         .transpose()?;
     if let Some(size) = size {
-        if size < u64::from(block_size) || size % u64::from(block_size) != 0 {
+        if size < u64::from(block_size) || !size.is_multiple_of(u64::from(block_size)) {
             return Err(FileError::invalid(
                 p("size"),
                 format!("must be a non-zero multiple of the sector size {block_size}, got {size}"),
@@ -971,7 +972,7 @@ pub fn to_runtime(file: &ConfigFile) -> Result<Loaded, FileError> {
 /// `1073741824` -> `"1G"`; sizes that are not whole K/M/G/T stay numbers.
 pub fn size_entry(n: u64) -> SizeEntry {
     for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-        if n != 0 && n % (1u64 << shift) == 0 {
+        if n != 0 && n.is_multiple_of(1u64 << shift) {
             return SizeEntry::Text(format!("{}{suffix}", n >> shift));
         }
     }

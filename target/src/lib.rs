@@ -13,4 +13,5 @@ pub mod server;
 pub mod session;
 pub mod tmf;
 pub mod window;
+pub mod admin;
 pub mod config_file;

@@ -299,6 +299,16 @@ impl Server {
     }
 }
 
+/// Serve a listener bound at run time (admin `add-portal`): connections are
+/// counted for graceful shutdown like those of the start-up portals.
+pub fn spawn_portal(
+    shared: &Arc<ServerShared>,
+    listener: TcpListener,
+    portal: SocketAddr,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(accept_loop(shared.clone(), listener, portal))
+}
+
 async fn wait_no_conns(shared: &ServerShared) {
     loop {
         let notified = shared.conns_gone.notified();

@@ -127,7 +127,10 @@ pub(crate) fn build_lu(
     let (backend, counters) = CountingBackend::wrap(c.backend.clone());
     c.backend = backend;
     let opened_read_only = l.mode == IoMode::ReadOnly
-        && matches!(l.backend, BackendConfig::File { .. } | BackendConfig::Block { .. });
+        && matches!(
+            l.backend,
+            BackendConfig::File { .. } | BackendConfig::Block { .. }
+        );
     Ok((
         c,
         LunHandle {
@@ -185,7 +188,9 @@ pub async fn launch(
                 cfg.luns.push(lc.clone());
             }
             Err(reason) => {
-                server.shutdown_with_grace(std::time::Duration::from_millis(10)).await;
+                server
+                    .shutdown_with_grace(std::time::Duration::from_millis(10))
+                    .await;
                 return Err(LaunchError::Lun {
                     target: name,
                     lun: lc.lun,

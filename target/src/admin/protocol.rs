@@ -355,10 +355,9 @@ mod tests {
 
     #[test]
     fn requests_parse_and_reject_unknowns() {
-        let r: Request = serde_json::from_str(
-            r#"{"op":"add-lun","target":"iqn.2024-01.a:b","spec":"mem:1M"}"#,
-        )
-        .unwrap();
+        let r: Request =
+            serde_json::from_str(r#"{"op":"add-lun","target":"iqn.2024-01.a:b","spec":"mem:1M"}"#)
+                .unwrap();
         assert_eq!(r.op(), "add-lun");
         assert!(serde_json::from_str::<Request>(r#"{"op":"format-disk"}"#).is_err());
         assert!(serde_json::from_str::<Request>(
@@ -380,7 +379,10 @@ mod tests {
                 no_mutual: false,
                 clear: false,
             },
-            Request::LogoutSession { tsih: 3, target: None },
+            Request::LogoutSession {
+                tsih: 3,
+                target: None,
+            },
         ];
         for r in all {
             let j = serde_json::to_string(&r).unwrap();

@@ -39,7 +39,12 @@ impl IoCounters {
         }
     }
 
-    fn count<T>(&self, r: Result<T>, ops: &AtomicU64, bytes: Option<(&AtomicU64, u64)>) -> Result<T> {
+    fn count<T>(
+        &self,
+        r: Result<T>,
+        ops: &AtomicU64,
+        bytes: Option<(&AtomicU64, u64)>,
+    ) -> Result<T> {
         match &r {
             Ok(_) => {
                 ops.fetch_add(1, Ordering::Relaxed);
@@ -117,7 +122,11 @@ impl Backend for CountingBackend {
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         let c = &self.counters;
-        c.count(self.inner.write_zeroes(offset, len), &c.write_ops, Some((&c.write_bytes, len)))
+        c.count(
+            self.inner.write_zeroes(offset, len),
+            &c.write_ops,
+            Some((&c.write_bytes, len)),
+        )
     }
 
     fn seek_data(&self, offset: u64) -> Result<Option<u64>> {

@@ -783,10 +783,14 @@ impl Conn {
                     .await;
             }
         };
+        let local = match &self.session.target {
+            Some(t) => crate::login::operational_config(&t.config().limits),
+            None => proto::login::params::OperationalConfig::default(),
+        };
         let neg = self.text.negotiator.get_or_insert_with(|| {
             proto::text::negotiate::Negotiator::full_feature(
                 proto::text::negotiate::Role::Target,
-                proto::login::params::OperationalConfig::default(),
+                local,
                 self.session.params.session_type,
                 self.limits.conn,
             )
@@ -980,7 +984,10 @@ pub(crate) async fn execute(
             }
         }
         if edtl_out > spdtl_out {
-            data_out.truncate(spdtl_out as usize);
+            // Residual underflow. The whole buffer goes to the device
+            // server: commands that use the first SPDTL bytes (WRITE) do so,
+            // commands whose data-out must match exactly (WRITE SAME,
+            // COMPARE AND WRITE) can refuse it.
             write_residual = Some(Residual::compute(edtl_out, spdtl_out));
         }
     }

@@ -28,6 +28,9 @@ impl From<Sense> for Fail {
 
 type R = Result<Bytes, Fail>;
 
+/// The work of one SANITIZE, run on the blocking pool.
+type SanitizeJob = Box<dyn FnOnce(&dyn crate::backend::Backend) -> Result<(), BackendError> + Send>;
+
 fn invalid_cdb(byte: u16, bit: Option<u8>) -> Fail {
     Fail::Check(Sense::invalid_field_in_cdb(byte, bit))
 }
@@ -475,11 +478,12 @@ impl Ctx<'_> {
                 };
                 Ok(truncate(v, alloc_len as usize))
             }
-            ExtendedCopy { .. } | ReceiveCopyResults { .. } => {
-                Err(Sense::illegal_request(Asc::INVALID_COMMAND_OPERATION_CODE)
-                    .with_field_pointer(true, 0, None)
-                    .into())
-            }
+            ExtendedCopy { param_len } => self.extended_copy(param_len).await,
+            ReceiveCopyResults {
+                service_action,
+                list_id,
+                alloc_len,
+            } => self.receive_copy_results(service_action, list_id, alloc_len),
         }
     }
 
@@ -625,6 +629,7 @@ impl Ctx<'_> {
             vpd::SUPPORTED_PAGES,
             vpd::UNIT_SERIAL_NUMBER,
             vpd::DEVICE_IDENTIFICATION,
+            vpd::THIRD_PARTY_COPY,
             vpd::BLOCK_LIMITS,
             vpd::BLOCK_DEVICE_CHARACTERISTICS,
         ];
@@ -660,6 +665,7 @@ impl Ctx<'_> {
                 ];
                 inq::encode_device_identification(&ds)
             }
+            vpd::THIRD_PARTY_COPY => super::xcopy::third_party_copy_vpd(),
             vpd::BLOCK_LIMITS => {
                 let bs = self.bs();
                 let thin = self.lu.thin();
@@ -1259,6 +1265,133 @@ impl Ctx<'_> {
         Ok(Bytes::new())
     }
 
+    /// EXTENDED COPY (LID1) (SPC-4 §6.4): block-to-block copies between
+    /// logical units of this target, named by their designators.
+    async fn extended_copy(&self, param_len: u32) -> R {
+        if param_len == 0 {
+            return Ok(Bytes::new());
+        }
+        let p = self.data_out(param_len as u64)?;
+        let list = super::xcopy::parse(&p).map_err(Fail::Check)?;
+        let result = self.run_copy(&list).await;
+        if list.hold {
+            let (ok, processed, bytes) = match &result {
+                Ok((n, b)) => (true, *n, *b),
+                Err((n, b, _)) => (false, *n, *b),
+            };
+            self.lu.state().copy_results.insert(
+                (self.nexus.clone(), list.list_id),
+                super::lu::CopyResult {
+                    ok,
+                    segments_processed: processed,
+                    transfer_count_bytes: bytes,
+                },
+            );
+        }
+        result.map(|_| Bytes::new()).map_err(|(_, _, f)| f)
+    }
+
+    /// Runs the segments; on failure returns how far it got and the error.
+    async fn run_copy(
+        &self,
+        list: &super::xcopy::CopyList,
+    ) -> Result<(u16, u64), (u16, u64, Fail)> {
+        let aborted = |asc: Asc| Fail::Check(Sense::new(SenseKey::COPY_ABORTED, asc));
+        let mut lus = Vec::new();
+        for t in &list.targets {
+            let found = self
+                .srv
+                .all()
+                .into_iter()
+                .find(|l| match t.designator_type {
+                    inq::designator::NAA => t.designator == l.naa,
+                    inq::designator::T10_VENDOR_ID => {
+                        let mut v = inq::ascii_field::<8>(&l.cfg.vendor).to_vec();
+                        v.extend_from_slice(l.serial.as_bytes());
+                        t.designator == v
+                    }
+                    _ => false,
+                });
+            match found {
+                Some(l) => lus.push(l),
+                None => return Err((0, 0, aborted(Asc::UNREACHABLE_COPY_TARGET))),
+            }
+        }
+        let (mut done, mut bytes) = (0u16, 0u64);
+        for seg in &list.segments {
+            let (Some(src), Some(dst)) = (
+                lus.get(seg.src as usize).cloned(),
+                lus.get(seg.dst as usize).cloned(),
+            ) else {
+                return Err((done, bytes, aborted(Asc::COPY_TARGET_DEVICE_NOT_REACHABLE)));
+            };
+            {
+                let st = dst.state();
+                if st.mode == IoMode::ReadOnly || st.modes.swp {
+                    return Err((done, bytes, write_protected()));
+                }
+            }
+            let (sbs, dbs) = (src.block_size() as u64, dst.block_size() as u64);
+            let len = seg.blocks as u64 * if seg.dc { dbs } else { sbs };
+            if len % sbs != 0 || len % dbs != 0 {
+                return Err((done, bytes, aborted(Asc::NO_ADDITIONAL_SENSE)));
+            }
+            let in_range = |lu: &LogicalUnit, lba: u64, n: u64| {
+                lba.checked_add(n).is_some_and(|e| e <= lu.num_blocks())
+            };
+            if !in_range(&src, seg.src_lba, len / sbs) || !in_range(&dst, seg.dst_lba, len / dbs) {
+                return Err((done, bytes, aborted(Asc::NO_ADDITIONAL_SENSE)));
+            }
+            if len > 0 {
+                let _g = dst.locks.lock(seg.dst_lba, seg.dst_lba + len / dbs).await;
+                let (sb, db) = (src.cfg.backend.clone(), dst.cfg.backend.clone());
+                let (so, d_o) = (seg.src_lba * sbs, seg.dst_lba * dbs);
+                let r = tokio::task::spawn_blocking(move || -> Result<(), BackendError> {
+                    let chunk = (1u64 << 20).min(len) as usize;
+                    let mut buf = vec![0u8; chunk];
+                    let mut off = 0u64;
+                    while off < len {
+                        let n = (len - off).min(chunk as u64) as usize;
+                        sb.read_at(&mut buf[..n], so + off)?;
+                        db.write_at(&buf[..n], d_o + off)?;
+                        off += n as u64;
+                    }
+                    Ok(())
+                })
+                .await;
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err((done, bytes, Fail::Check(e.sense(IoDir::Write)))),
+                    Err(_) => return Err((done, bytes, aborted(Asc::NO_ADDITIONAL_SENSE))),
+                }
+                if self.must_sync(false) {
+                    let db = dst.cfg.backend.clone();
+                    let _ = tokio::task::spawn_blocking(move || db.flush()).await;
+                }
+            }
+            done += 1;
+            bytes += len;
+        }
+        Ok((done, bytes))
+    }
+
+    /// RECEIVE COPY RESULTS (SPC-3 §6.18): COPY STATUS of a held list,
+    /// OPERATING PARAMETERS.
+    fn receive_copy_results(&self, service_action: u8, list_id: u8, alloc_len: u32) -> R {
+        let data = match service_action as u16 {
+            sa::RCR_COPY_STATUS => {
+                let st = self.lu.state();
+                let Some(r) = st.copy_results.get(&(self.nexus.clone(), list_id)) else {
+                    return Err(invalid_cdb(2, None));
+                };
+                super::xcopy::copy_status(r.ok, r.segments_processed, r.transfer_count_bytes)
+            }
+            sa::RCR_OPERATING_PARAMETERS => super::xcopy::operating_parameters(),
+            _ => return Err(invalid_cdb(1, Some(4))),
+        };
+        Ok(truncate(data, alloc_len as usize))
+    }
+
     /// SANITIZE (SBC-4 §5.30): OVERWRITE with a pattern, BLOCK ERASE and
     /// CRYPTOGRAPHIC ERASE (both deallocate / zero every block), EXIT
     /// FAILURE MODE. While it runs, other commands get NOT READY, SANITIZE
@@ -1268,70 +1401,69 @@ impl Ctx<'_> {
         self.check_writable()?;
         let bs = self.bs();
         let size = self.lu.num_blocks() * bs;
-        let job: Box<dyn FnOnce(&dyn crate::backend::Backend) -> Result<(), BackendError> + Send> =
-            match service_action as u16 {
-                sa::SANITIZE_OVERWRITE => {
-                    // SBC-4 §5.30.3: 4-byte header + pattern of 1..=block size bytes.
-                    if param_len < 5 || param_len as u64 > bs + 4 {
-                        return Err(invalid_cdb(7, None));
-                    }
-                    let p = self.data_out(param_len as u64)?;
-                    let pat_len = u16::from_be_bytes([p[2], p[3]]) as u64;
-                    let count = p[0] & 0x1F;
-                    if count == 0 {
-                        return Err(invalid_param(0, Some(4)));
-                    }
-                    if p[1] != 0 {
-                        return Err(invalid_param(1, None));
-                    }
-                    if pat_len == 0 || pat_len > bs || pat_len + 4 != param_len as u64 {
-                        return Err(invalid_param(2, None));
-                    }
-                    let invert = p[0] & 0x80 != 0;
-                    let pattern = p.slice(4..);
-                    Box::new(move |b| {
-                        let chunk = 1u64 << 20;
-                        let mut buf: Vec<u8> = pattern
-                            .iter()
-                            .copied()
-                            .cycle()
-                            .take(chunk as usize)
-                            .collect();
-                        for pass in 0..count {
-                            if invert && pass > 0 {
-                                buf.iter_mut().for_each(|x| *x = !*x);
-                            }
-                            let mut off = 0;
-                            while off < size {
-                                let n = chunk.min(size - off);
-                                b.write_at(&buf[..n as usize], off)?;
-                                off += n;
-                            }
+        let job: SanitizeJob = match service_action as u16 {
+            sa::SANITIZE_OVERWRITE => {
+                // SBC-4 §5.30.3: 4-byte header + pattern of 1..=block size bytes.
+                if param_len < 5 || param_len as u64 > bs + 4 {
+                    return Err(invalid_cdb(7, None));
+                }
+                let p = self.data_out(param_len as u64)?;
+                let pat_len = u16::from_be_bytes([p[2], p[3]]) as u64;
+                let count = p[0] & 0x1F;
+                if count == 0 {
+                    return Err(invalid_param(0, Some(4)));
+                }
+                if p[1] != 0 {
+                    return Err(invalid_param(1, None));
+                }
+                if pat_len == 0 || pat_len > bs || pat_len + 4 != param_len as u64 {
+                    return Err(invalid_param(2, None));
+                }
+                let invert = p[0] & 0x80 != 0;
+                let pattern = p.slice(4..);
+                Box::new(move |b| {
+                    let chunk = 1u64 << 20;
+                    let mut buf: Vec<u8> = pattern
+                        .iter()
+                        .copied()
+                        .cycle()
+                        .take(chunk as usize)
+                        .collect();
+                    for pass in 0..count {
+                        if invert && pass > 0 {
+                            buf.iter_mut().for_each(|x| *x = !*x);
                         }
-                        b.flush()
-                    })
-                }
-                sa::SANITIZE_BLOCK_ERASE | sa::SANITIZE_CRYPTO_ERASE => {
-                    if param_len != 0 {
-                        return Err(invalid_cdb(7, None));
-                    }
-                    Box::new(move |b| {
-                        if b.supports_unmap() {
-                            b.punch_hole(0, size)?;
-                        } else {
-                            b.write_zeroes(0, size)?;
+                        let mut off = 0;
+                        while off < size {
+                            let n = chunk.min(size - off);
+                            b.write_at(&buf[..n as usize], off)?;
+                            off += n;
                         }
-                        b.flush()
-                    })
-                }
-                sa::SANITIZE_EXIT_FAILURE_MODE => {
-                    if param_len != 0 {
-                        return Err(invalid_cdb(7, None));
                     }
-                    return Ok(Bytes::new());
+                    b.flush()
+                })
+            }
+            sa::SANITIZE_BLOCK_ERASE | sa::SANITIZE_CRYPTO_ERASE => {
+                if param_len != 0 {
+                    return Err(invalid_cdb(7, None));
                 }
-                _ => return Err(invalid_cdb(1, Some(4))),
-            };
+                Box::new(move |b| {
+                    if b.supports_unmap() {
+                        b.punch_hole(0, size)?;
+                    } else {
+                        b.write_zeroes(0, size)?;
+                    }
+                    b.flush()
+                })
+            }
+            sa::SANITIZE_EXIT_FAILURE_MODE => {
+                if param_len != 0 {
+                    return Err(invalid_cdb(7, None));
+                }
+                return Ok(Bytes::new());
+            }
+            _ => return Err(invalid_cdb(1, Some(4))),
+        };
         {
             let mut st = self.lu.state();
             if st.sanitizing {

@@ -31,6 +31,10 @@ pub struct LuConfig {
     pub block_size: u32,
     /// Physical block size reported by READ CAPACITY (16) (LOGICAL BLOCKS
     /// PER PHYSICAL BLOCK EXPONENT) and used as the unmap granularity.
+    /// Values up to `block_size` mean "same as the logical block". The
+    /// default keeps one logical block per physical block: libiscsi's
+    /// GetLBAStatus.UnmapSingle expects descriptors at physical-block
+    /// offsets that contradict SBC-4 when LBPPB > 1.
     pub physical_block_size: u32,
     pub mode: IoMode,
     /// Thin provisioning: UNMAP, WRITE SAME with UNMAP, GET LBA STATUS.
@@ -57,7 +61,7 @@ impl LuConfig {
             lun,
             backend,
             block_size: 512,
-            physical_block_size: 4096,
+            physical_block_size: 512,
             mode: IoMode::WriteBack,
             thin: false,
             removable: false,
@@ -135,7 +139,7 @@ pub struct LuState {
 pub struct CopyResult {
     pub ok: bool,
     pub segments_processed: u16,
-    pub transfer_count_blocks: u64,
+    pub transfer_count_bytes: u64,
 }
 
 impl LuState {

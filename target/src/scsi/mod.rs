@@ -18,11 +18,13 @@
 //! Not implemented, on purpose: protection information (PI fields are
 //! rejected), ACA (NACA = 1 is rejected), REGISTER AND MOVE, ALL_TG_PT and
 //! SPEC_I_PT, APTPL persistence, saved mode pages (SAVING PARAMETERS NOT
-//! SUPPORTED), EXTENDED COPY.
+//! SUPPORTED), EXTENDED COPY other than LID1 block-to-block between LUs of
+//! this target.
 
 mod exec;
 pub mod lu;
 pub mod pr;
+pub mod xcopy;
 
 pub use lu::{IoMode, LogicalUnit, LuConfig};
 
@@ -178,7 +180,7 @@ impl DeviceServer {
         Ok(lu)
     }
 
-    fn all(&self) -> Vec<Arc<LogicalUnit>> {
+    pub(crate) fn all(&self) -> Vec<Arc<LogicalUnit>> {
         self.luns
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -293,6 +295,8 @@ impl DeviceServer {
             st.prevent.remove(nexus);
             st.seen.remove(nexus);
             st.ua.remove(nexus);
+            // Held EXTENDED COPY results belong to the I_T nexus.
+            st.copy_results.retain(|(n, _), _| n != nexus);
         }
     }
 

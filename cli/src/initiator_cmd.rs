@@ -17,11 +17,40 @@ use proto::scsi::inquiry::{
 };
 use serde_json::json;
 
+const DISCOVER_EXAMPLES: &str = "\
+Output: one line per target portal, as iscsiadm prints them:
+  192.0.2.10:3260,1 iqn.2024-01.com.example:disk1
+With --json: [{\"name\": IQN, \"alias\": ALIAS|null, \"portals\": [{\"address\": \"HOST:PORT\", \"tpgt\": N}]}]
+
+Examples:
+  iscsi discover --portal 192.0.2.10
+  iscsi discover --portal 192.0.2.10:3260 --chap alice:secret12chars --json
+
+Exit codes: 0 ok, 1 refused (login, CHAP), 2 usage, 3 unreachable or timed out.";
+
+const SCSI_EXAMPLES: &str = "\
+Examples:
+  iscsi scsi --portal 192.0.2.10 --target iqn.2024-01.com.example:disk1 --lun 0 inquiry
+  iscsi scsi --portal 192.0.2.10 --target IQN readcap --json
+  iscsi scsi --portal 192.0.2.10 --target IQN vpd 0x83
+  iscsi scsi --portal 192.0.2.10 --target IQN raw 12 00 00 00 24 00 --read 36
+  iscsi scsi --portal 192.0.2.10 --target IQN raw 2a00 00000800 00 0008 00 --write-file 4k.bin
+
+LUN numbers are the target's: tgtd's first disk is LUN 1 (LUN 0 is its
+controller); `report-luns` lists them. With --json every operation prints one
+JSON object (report-luns: an array); errors go to stderr as one line.
+
+Exit codes: 0 GOOD, 1 refused or non-GOOD SCSI status, 2 usage,
+3 unreachable, timed out or connection lost beyond recovery.";
+
 #[derive(Subcommand, Debug)]
 pub enum InitiatorCmd {
     /// Discover targets on a portal (SendTargets=All); prints `HOST:PORT,TPGT IQN`.
+    #[command(after_help = DISCOVER_EXAMPLES)]
     Discover(DiscoverArgs),
-    /// Send one SCSI command to a LUN and print the decoded answer.
+    /// Log in, send one SCSI command to a LUN, print the decoded answer, log out
+    /// (the sg_inq / sg_readcap / sg_raw of this stack; no daemon needed).
+    #[command(after_help = SCSI_EXAMPLES)]
     Scsi(ScsiArgs),
 }
 
@@ -47,8 +76,9 @@ pub struct LoginOpts {
     /// Bound, in seconds, on connecting, each login step and each command.
     #[arg(long, default_value_t = 10)]
     pub timeout: u64,
-    /// Print JSON instead of text.
-    #[arg(long)]
+    /// Print one JSON document on stdout instead of text (errors stay on
+    /// stderr, exit codes unchanged). Accepted anywhere on the line.
+    #[arg(long, global = true)]
     pub json: bool,
 }
 
@@ -65,7 +95,7 @@ pub struct ScsiArgs {
     /// Target IQN.
     #[arg(long)]
     pub target: String,
-    /// LUN number.
+    /// LUN number (see `report-luns`; tgtd's first disk is LUN 1).
     #[arg(long, default_value_t = 0)]
     pub lun: u16,
     /// Connections to open in the session (MC/S), if the target allows.
@@ -203,10 +233,19 @@ async fn discover(a: DiscoverArgs) -> Result<ExitCode, Error> {
         .await
         .map_err(|_| Error::Timeout(format!("discovery did not finish within {overall:?}")))??;
     if o.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&targets).unwrap_or_default()
-        );
+        let v: Vec<_> = targets
+            .iter()
+            .map(|t| {
+                json!({
+                    "name": t.name,
+                    "alias": t.alias,
+                    "portals": t.portals.iter()
+                        .map(|(a, tpgt)| json!({"address": a, "tpgt": tpgt}))
+                        .collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        print_json(&json!(v));
     } else {
         for t in &targets {
             for l in t.lines() {
@@ -314,7 +353,7 @@ async fn run_op(
                 "version_descriptors": i.version_descriptors,
             });
             if json {
-                println!("{v:#}");
+                print_json(&v);
             } else {
                 println!("Vendor:      {}", ascii(&i.vendor));
                 println!("Product:     {}", ascii(&i.product));
@@ -345,7 +384,7 @@ async fn run_op(
             )
             .await?;
             if json {
-                println!("{}", json!({"ready": true}));
+                print_json(&json!({"ready": true}));
             } else {
                 println!("ready");
             }
@@ -353,10 +392,22 @@ async fn run_op(
         ScsiOp::ReportLuns => {
             let luns = device::scan_luns(s).await?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&luns).unwrap_or_default()
-                );
+                let v: Vec<_> = luns
+                    .iter()
+                    .map(|l| {
+                        json!({
+                            "lun": l.number,
+                            "lun_raw": format!("{:016x}", l.lun),
+                            "device_type": l.device_type,
+                            "device_type_name": device_type_name(l.device_type),
+                            "vendor": l.vendor,
+                            "product": l.product,
+                            "revision": l.revision,
+                            "capacity": l.capacity.as_ref().map(capacity_json),
+                        })
+                    })
+                    .collect();
+                print_json(&json!(v));
             } else {
                 for l in &luns {
                     let n = l
@@ -405,14 +456,11 @@ async fn run_op(
             let r = s.execute_raw(lun, &cdb, dir).await?;
             let good = r.status == 0 || r.status == 4;
             if let Some(path) = output {
-                std::fs::write(path, &r.data).map_err(|e| {
-                    Error::Usage(format!("cannot write {}: {e}", path.display()))
-                })?;
+                std::fs::write(path, &r.data)
+                    .map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
             }
             if json {
-                println!(
-                    "{:#}",
-                    json!({
+                print_json(&json!({
                         "status": r.status,
                         "status_name": initiator::error::status::name(r.status),
                         "sense": hex(&r.raw_sense),
@@ -421,8 +469,7 @@ async fn run_op(
                         "data": hex(&r.data),
                         "residual_underflow": r.underflow,
                         "residual_overflow": r.overflow,
-                    })
-                );
+                }));
             } else {
                 println!(
                     "status: {} ({:#04x})",
@@ -454,12 +501,25 @@ async fn run_op(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Every `--json` output goes through here: one pretty-printed document.
+fn print_json(v: &serde_json::Value) {
+    println!("{v:#}");
+}
+
+/// The capacity object of `readcap --json` and `report-luns --json`.
+fn capacity_json(c: &Capacity) -> serde_json::Value {
+    json!({
+        "blocks": c.blocks,
+        "block_size": c.block_size,
+        "bytes": c.bytes(),
+        "last_lba": c.blocks.saturating_sub(1),
+        "thin": c.lbpme,
+    })
+}
+
 fn print_capacity(c: &Capacity, json: bool) {
     if json {
-        println!(
-            "{}",
-            json!({"blocks": c.blocks, "block_size": c.block_size, "bytes": c.bytes(), "last_lba": c.blocks.saturating_sub(1), "thin": c.lbpme})
-        );
+        print_json(&capacity_json(c));
     } else {
         println!("Last LBA:   {}", c.blocks.saturating_sub(1));
         println!("Blocks:     {}", c.blocks);
@@ -501,10 +561,7 @@ fn print_vpd(page: u8, data: &[u8], json: bool) {
         _ => json!(null),
     };
     if json {
-        println!(
-            "{:#}",
-            json!({"page": page, "raw": hex(data), "decoded": decoded})
-        );
+        print_json(&json!({"page": page, "raw": hex(data), "decoded": decoded}));
     } else {
         println!("VPD page {page:#04x} ({} bytes):", data.len());
         if !decoded.is_null() {

@@ -214,3 +214,43 @@ async fn crc32c_digests_when_offered() {
     workload(&dev, 3, 2 << 20, 512 << 10).await;
     s.logout().await.unwrap();
 }
+
+/// `--json` outputs share one shape: discover lists portal objects, and the
+/// capacity object of `report-luns` is the one `readcap` prints.
+#[test]
+fn json_outputs_are_consistent() {
+    let t = serve(&[]);
+    let portal = t.addr().expect("address").to_string();
+    let run = |args: &[&str]| {
+        let o = Command::new(BIN).args(args).output().expect("run iscsi");
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {:?}", o.stdout))
+    };
+    let common = ["--initiator-name", INITIATOR, "--timeout", "5", "--json"];
+    let mut a = vec!["discover", "--portal", &portal];
+    a.extend_from_slice(&common);
+    let d = run(&a);
+    assert_eq!(d[0]["name"], TARGET);
+    assert_eq!(d[0]["portals"][0]["address"], portal.as_str());
+    assert_eq!(d[0]["portals"][0]["tpgt"], 1);
+    let scsi = |op: &[&str]| {
+        let mut a = vec!["scsi", "--portal", &portal, "--target", TARGET];
+        a.extend_from_slice(&common);
+        a.extend_from_slice(op);
+        run(&a)
+    };
+    let cap = scsi(&["readcap"]);
+    assert_eq!(cap["bytes"], 16 << 20);
+    let luns = scsi(&["report-luns"]);
+    assert_eq!(luns[0]["lun"], 0);
+    assert_eq!(luns[0]["device_type_name"], "disk");
+    assert_eq!(luns[0]["capacity"], cap, "same capacity object as readcap");
+    assert_eq!(scsi(&["tur"])["ready"], true);
+    assert_eq!(scsi(&["vpd", "0x80"])["page"], 0x80);
+    assert_eq!(scsi(&["inquiry"])["device_type"], 0);
+}

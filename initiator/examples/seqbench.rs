@@ -1,15 +1,16 @@
 //! Sequential write-then-read throughput through the initiator.
 //!
 //! `seqbench PORTAL TARGET LUN [TOTAL_MIB] [IO_KIB] [QUEUE_DEPTH] [CONNECTIONS]`
-//! writes TOTAL_MIB (default 256) in IO_KIB (default 1024) requests with
-//! QUEUE_DEPTH (default 1) in flight, then reads it back the same way, and
-//! prints MiB/s for each pass.
+//! writes TOTAL_MIB (default 256; offsets wrap at the end of the LUN) in
+//! IO_KIB (default 1024) requests with QUEUE_DEPTH (default 1) kept in
+//! flight, then reads it back the same way, and prints MiB/s for each pass.
 
 use std::time::Instant;
 
+use futures::StreamExt;
 use initiator::{Portal, ScsiDevice, Session, SessionConfig};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().collect();
     if a.len() < 4 {
@@ -35,30 +36,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dev = ScsiDevice::open(&s, a[3].parse()?).await?;
     let bs = dev.block_size() as u64;
     let io = io_kib * 1024;
-    let total = (total_mib << 20).min(dev.blocks() * bs / io * io);
+    // TOTAL_MIB may exceed the LUN: the offsets wrap around, as iscsi-perf's do.
+    let lun_ios = dev.blocks() * bs / io;
+    if lun_ios == 0 {
+        return Err("the LUN is smaller than one I/O".into());
+    }
+    let total = (total_mib << 20) / io * io;
     let n = total / io;
     let data = initiator::bytes::Bytes::from(vec![0x5au8; io as usize]);
     for pass in ["write", "read"] {
         let start = Instant::now();
-        let mut i = 0;
-        while i < n {
-            let batch: Vec<u64> = (i..(i + qd as u64).min(n)).collect();
-            let futs = batch.iter().map(|&k| {
+        // A sliding window: QUEUE_DEPTH requests stay in flight (as
+        // iscsi-perf and fio keep their queue full), not batches of QD.
+        let mut results = futures::stream::iter(0..n)
+            .map(|k| {
                 let d = &dev;
                 let data = data.clone();
                 async move {
-                    let lba = k * io / bs;
+                    let lba = (k % lun_ios) * io / bs;
                     if pass == "write" {
                         d.write(lba, data, false).await.map(|_| ())
                     } else {
                         d.read(lba, (io / bs) as u32).await.map(|_| ())
                     }
                 }
-            });
-            for r in futures::future::join_all(futs).await {
-                r?;
-            }
-            i += batch.len() as u64;
+            })
+            .buffer_unordered(qd.max(1));
+        while let Some(r) = results.next().await {
+            r?;
         }
         let secs = start.elapsed().as_secs_f64();
         println!(

@@ -21,6 +21,12 @@ use crate::session::{DataDirection, RawResult, Session};
 /// Default cap on one command's transfer when the LUN does not say (8 MiB).
 const DEFAULT_MAX_TRANSFER_BYTES: u64 = 8 << 20;
 
+/// Largest logical block length we accept from READ CAPACITY. SBC-4 allows
+/// any value; real devices use 512..=4096 (+ protection bytes). The bound
+/// keeps per-command buffers (block size x blocks) from being sized by an
+/// absurd target-provided value.
+const MAX_BLOCK_SIZE: u32 = 1 << 20;
+
 /// Capacity of a LUN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Capacity {
@@ -34,7 +40,7 @@ pub struct Capacity {
 
 impl Capacity {
     pub fn bytes(&self) -> u64 {
-        self.blocks * self.block_size as u64
+        self.blocks.saturating_mul(self.block_size as u64)
     }
 }
 
@@ -73,7 +79,8 @@ pub async fn report_luns(s: &Session) -> Result<Vec<Lun>> {
         if (total as u64 + 8) <= alloc as u64 || alloc >= 1 << 20 {
             return Ok(luns);
         }
-        alloc = (total + 8).min(1 << 20);
+        // The target's LUN LIST LENGTH is untrusted: bounded to 1 MiB.
+        alloc = total.saturating_add(8).min(1 << 20);
     }
 }
 
@@ -122,7 +129,7 @@ pub async fn read_capacity(s: &Session, lun: u64) -> Result<Capacity> {
         Ok(r) => {
             if let Some(c) = ReadCapacity16::parse(&r.data) {
                 return Ok(Capacity {
-                    blocks: c.last_lba + 1,
+                    blocks: c.last_lba.saturating_add(1),
                     block_size: c.block_len,
                     lbpme: c.lbpme,
                 });
@@ -205,8 +212,11 @@ impl ScsiDevice {
     /// Limits and Logical Block Provisioning VPD pages when listed.
     pub async fn open_raw(session: &Session, lun: u64) -> Result<ScsiDevice> {
         let capacity = read_capacity(session, lun).await?;
-        if capacity.block_size == 0 {
-            return Err(Error::Protocol("LUN reports a zero block size".into()));
+        if capacity.block_size == 0 || capacity.block_size > MAX_BLOCK_SIZE {
+            return Err(Error::Protocol(format!(
+                "LUN reports an unusable block size of {} bytes",
+                capacity.block_size
+            )));
         }
         let mut limits = None;
         let mut lbp = None;

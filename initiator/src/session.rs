@@ -19,15 +19,26 @@
 //! [`SessionConfig::recovery_timeout`]. A write is only acknowledged after
 //! its SCSI Response with GOOD status, so no acknowledged write is lost.
 //!
+//! Checks on what the target sends (never a panic, never an allocation sized
+//! by the target): Data-In within the caller's expected length, DataSN and
+//! R2TSN in sequence, S bit only with F, Data-In/R2T/response on the
+//! command's connection, no holes in the reassembled data, R2T within
+//! MaxBurstLength. A sequence error (RFC 7143 §7.9) or an undecodable PDU
+//! fails the connection and so, at ERL 0, triggers session recovery (the
+//! command is re-issued); a Data-In beyond the buffer or a bad R2T fails
+//! only that command. Async event 4 (renegotiation) is honoured with the
+//! Logout alternative the RFC allows, like event 1.
+//!
 //! Deliberately not done: ErrorRecoveryLevel 1/2 (SNACK, task reassignment),
-//! bidirectional commands, CDBs longer than 16 bytes (AHS).
+//! bidirectional commands, CDBs longer than 16 bytes (AHS), answering event 4
+//! with a Text Request (we log out and reinstate instead).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use proto::pdu::{
     AsyncEvent, AsyncMessage, DataIn, DataOut, LogoutReason, LogoutRequest, LogoutResponse,
     LogoutResponseCode, NopIn, NopOut, Pdu, R2t, Reject, ScsiCommand, ScsiResponse, TaskAttr,
@@ -270,8 +281,14 @@ struct Issued {
     p: Pending,
     cmd_sn: u32,
     conn: usize,
-    data_in: Option<BytesMut>,
+    data_in: Option<Vec<u8>>,
     extent: usize,
+    /// Data-In bytes received so far (to detect holes at status time).
+    received: usize,
+    /// The DataSN the next Data-In must carry (RFC 7143 §11.7.5).
+    next_data_sn: u32,
+    /// The R2TSN the next R2T must carry (RFC 7143 §11.8.4).
+    next_r2t_sn: u32,
     deadline: Instant,
     aborting: bool,
 }
@@ -309,6 +326,9 @@ struct State {
     control: HashMap<u32, Control>,
     conns: Vec<Conn>,
     rr: usize,
+    /// Since when queued commands wait for the target to open the CmdSN
+    /// window (MaxCmdSN); bounded by the command timeout.
+    window_closed_since: Option<Instant>,
     drivers: Vec<AbortHandle>,
     recovery: Option<AbortHandle>,
 }
@@ -320,6 +340,7 @@ struct Inner {
     events: broadcast::Sender<SessionEvent>,
     counters: Vec<Arc<Counters>>,
     ticker: Mutex<Option<AbortHandle>>,
+    pool: Arc<BufPool>,
 }
 
 /// A logged-in normal session. Cheap to clone; dropping the last clone
@@ -380,6 +401,7 @@ impl Session {
                 control: HashMap::new(),
                 conns: Vec::new(),
                 rr: 0,
+                window_closed_since: None,
                 drivers: Vec::new(),
                 recovery: None,
             }),
@@ -387,6 +409,7 @@ impl Session {
             events,
             counters,
             ticker: Mutex::new(None),
+            pool: Arc::default(),
         });
         inner.install(established, neg);
         let t = tokio::spawn(ticker(Arc::downgrade(&inner)));
@@ -707,7 +730,10 @@ impl Inner {
 
     /// Issue queued commands while the window and a connection allow.
     fn pump(&self, st: &mut State) {
-        while st.phase == Phase::Up && !st.queue.is_empty() && sn(st.cmd_sn).le(sn(st.max_cmd_sn)) {
+        // RFC 7143 §4.2.2.1: "the initiator MUST NOT send a non-immediate
+        // command with CmdSN > MaxCmdSN" (serial arithmetic, RFC 1982).
+        let window_open = |st: &State| sn(st.cmd_sn).le(sn(st.max_cmd_sn));
+        while st.phase == Phase::Up && !st.queue.is_empty() && window_open(st) {
             let Some(ci) = pick_conn(st) else { break };
             let Some(p) = st.queue.pop_front() else { break };
             let itt = alloc_itt(st);
@@ -788,10 +814,18 @@ impl Inner {
                     conn: ci,
                     data_in: None,
                     extent: 0,
+                    received: 0,
+                    next_data_sn: 0,
+                    next_r2t_sn: 0,
                     deadline: Instant::now() + self.cfg.command_timeout,
                     aborting: false,
                 },
             );
+        }
+        if st.phase == Phase::Up && !st.queue.is_empty() && !window_open(st) {
+            st.window_closed_since.get_or_insert_with(Instant::now);
+        } else {
+            st.window_closed_since = None;
         }
     }
 
@@ -827,7 +861,9 @@ impl Inner {
             }
             let _ = t.p.reply.send(res);
         }
-        if st.tasks.is_empty() && st.queue.is_empty() {
+        // Waiters (logout, drain before a target-requested logout) check
+        // their own condition; queued commands do not keep them asleep.
+        if st.tasks.is_empty() {
             self.idle.notify_waiters();
         }
     }
@@ -881,6 +917,27 @@ impl Inner {
 
     fn on_scsi_response(&self, st: &mut State, ci: usize, r: ScsiResponse) -> Result<()> {
         Self::update_stat_sn(st, ci, r.stat_sn);
+        if let Some(t) = st.tasks.get(&r.itt) {
+            if t.conn != ci {
+                return Err(Error::Protocol(format!(
+                    "SCSI Response for ITT {:#x} on connection {ci}, command was issued on {}",
+                    r.itt, t.conn
+                )));
+            }
+            // RFC 7143 §7.9: "a SCSI Response PDU with an ExpDataSN that
+            // implies missing Data-In PDUs" is a sequence error (session
+            // recovery at ErrorRecoveryLevel 0). ExpDataSN 0 means none sent.
+            if r.response == 0
+                && r.exp_data_sn != 0
+                && sn(r.exp_data_sn).gt(sn(t.next_data_sn))
+                && matches!(t.p.dir, DataDirection::Read(_))
+            {
+                return Err(Error::Protocol(format!(
+                    "SCSI Response for ITT {:#x} says {} Data-In PDUs were sent, {} arrived",
+                    r.itt, r.exp_data_sn, t.next_data_sn
+                )));
+            }
+        }
         let res = match st.tasks.get_mut(&r.itt) {
             None => None,
             Some(t) => {
@@ -896,7 +953,13 @@ impl Inner {
                     } else {
                         Sense::parse(&raw_sense).ok()
                     };
-                    let data = take_data(t);
+                    if t.received != t.extent {
+                        return Err(Error::Protocol(format!(
+                            "Data-In for ITT {:#x} covered {} bytes of a {}-byte extent",
+                            r.itt, t.received, t.extent
+                        )));
+                    }
+                    let data = take_data(t, &self.pool);
                     Some(Ok(RawResult {
                         status: r.status,
                         sense,
@@ -916,15 +979,42 @@ impl Inner {
     }
 
     fn on_data_in(&self, st: &mut State, ci: usize, d: DataIn) -> Result<()> {
-        if let Some(status_byte) = d.status {
+        if d.status.is_some() && !d.final_ {
+            // RFC 7143 §11.7.2: "If the S bit is set to 1, the F bit MUST
+            // also be set to 1."
+            return Err(Error::Protocol(format!(
+                "Data-In for ITT {:#x} has the S bit without the F bit",
+                d.itt
+            )));
+        }
+        if d.status.is_some() {
+            // Only a Data-In with status consumes a StatSN (§11.7.3).
             Self::update_stat_sn(st, ci, d.stat_sn);
-            let _ = status_byte;
         }
         let Some(t) = st.tasks.get_mut(&d.itt) else {
             // A late Data-In for an aborted/finished task: drop it.
             self.update_window(st, d.exp_cmd_sn, d.max_cmd_sn);
             return Ok(());
         };
+        if t.conn != ci {
+            // Connection allegiance (RFC 7143 §3.2.4.2 ff.): without task
+            // reassignment a command's Data-In comes on the connection it
+            // was issued on.
+            return Err(Error::Protocol(format!(
+                "Data-In for ITT {:#x} on connection {ci}, command was issued on {}",
+                d.itt, t.conn
+            )));
+        }
+        if d.data_sn != t.next_data_sn {
+            // RFC 7143 §7.9: a DataSN gap is a sequence error; without SNACK
+            // (ErrorRecoveryLevel 0) the recovery is session recovery, which
+            // re-issues the command.
+            return Err(Error::Protocol(format!(
+                "Data-In for ITT {:#x} has DataSN {}, expected {}",
+                d.itt, d.data_sn, t.next_data_sn
+            )));
+        }
+        t.next_data_sn = t.next_data_sn.wrapping_add(1);
         let expected = match &t.p.dir {
             DataDirection::Read(n) => *n as usize,
             _ => 0,
@@ -932,7 +1022,8 @@ impl Inner {
         let off = d.buffer_offset as usize;
         let end = off.saturating_add(d.data.len());
         if end > expected {
-            // RFC 7143 §11.7.4: data beyond the expected length is a target error.
+            // RFC 7143 §11.7.4: data beyond the expected length is a target
+            // error. The buffer is sized by the caller, never by the target.
             let itt = d.itt;
             self.finish(
                 st,
@@ -942,26 +1033,46 @@ impl Inner {
                     d.data.len()
                 ))),
             );
+            self.update_window(st, d.exp_cmd_sn, d.max_cmd_sn);
             return Ok(());
         }
         if !d.data.is_empty() {
-            let buf = t.data_in.get_or_insert_with(|| BytesMut::zeroed(expected));
-            buf[off..end].copy_from_slice(&d.data);
+            // The buffer is sized by the caller's expected length (checked
+            // above), never by the target.
+            let buf = t.data_in.get_or_insert_with(|| self.pool.take(expected));
+            if off == buf.len() {
+                // In order (DataPDUInOrder=Yes): append, no zero-fill.
+                buf.extend_from_slice(&d.data);
+            } else {
+                if end > buf.len() {
+                    buf.resize(end, 0);
+                }
+                buf[off..end].copy_from_slice(&d.data);
+            }
             t.extent = t.extent.max(end);
+            t.received += d.data.len();
         }
         if let Some(status_byte) = d.status {
             // RFC 7143 §11.7.3: status in the final Data-In; no sense data.
-            let data = take_data(t);
-            let res = RawResult {
-                status: status_byte,
-                sense: None,
-                raw_sense: Bytes::new(),
-                data,
-                underflow: d.underflow.then_some(d.residual_count),
-                overflow: d.overflow.then_some(d.residual_count),
-            };
             let itt = d.itt;
-            self.finish(st, itt, Ok(res));
+            let res = if t.received != t.extent {
+                // With DataPDUInOrder/DataSequenceInOrder the target sends
+                // contiguous data; a hole or an overlap means lost data.
+                Err(Error::Protocol(format!(
+                    "Data-In for ITT {itt:#x} covered {} bytes of a {}-byte extent",
+                    t.received, t.extent
+                )))
+            } else {
+                Ok(RawResult {
+                    status: status_byte,
+                    sense: None,
+                    raw_sense: Bytes::new(),
+                    data: take_data(t, &self.pool),
+                    underflow: d.underflow.then_some(d.residual_count),
+                    overflow: d.overflow.then_some(d.residual_count),
+                })
+            };
+            self.finish(st, itt, res);
         }
         self.update_window(st, d.exp_cmd_sn, d.max_cmd_sn);
         Ok(())
@@ -969,17 +1080,48 @@ impl Inner {
 
     fn on_r2t(&self, st: &mut State, ci: usize, r: R2t) -> Result<()> {
         // RFC 7143 §11.8: R2T carries StatSN (not advanced) and the window.
-        let mut bad = None;
-        if let Some(t) = st.tasks.get(&r.itt) {
-            if let DataDirection::Write(d) = &t.p.dir {
-                let off = r.buffer_offset as usize;
-                let end = off.saturating_add(r.desired_data_transfer_length as usize);
-                if end > d.len() || r.desired_data_transfer_length == 0 {
-                    bad = Some(format!(
-                        "R2T for {off}..{end} beyond the {} bytes of the command",
-                        d.len()
-                    ));
-                } else if let Some(conn) = st.conns.get(t.conn) {
+        let max_burst = st.neg.max_burst_length as usize;
+        let Some(t) = st.tasks.get_mut(&r.itt) else {
+            // An R2T for a finished/aborted task: nothing to send.
+            self.update_window(st, r.exp_cmd_sn, r.max_cmd_sn);
+            return Ok(());
+        };
+        if t.conn != ci {
+            return Err(Error::Protocol(format!(
+                "R2T for ITT {:#x} on connection {ci}, command was issued on {}",
+                r.itt, t.conn
+            )));
+        }
+        if r.r2t_sn != t.next_r2t_sn {
+            // RFC 7143 §7.9: an out-of-order R2TSN is a sequence error.
+            return Err(Error::Protocol(format!(
+                "R2T for ITT {:#x} has R2TSN {}, expected {}",
+                r.itt, r.r2t_sn, t.next_r2t_sn
+            )));
+        }
+        t.next_r2t_sn = t.next_r2t_sn.wrapping_add(1);
+        let off = r.buffer_offset as usize;
+        let len = r.desired_data_transfer_length as usize;
+        let end = off.saturating_add(len);
+        let bad = match &t.p.dir {
+            DataDirection::Write(d) if end > d.len() || len == 0 => Some(format!(
+                "R2T for {off}..{end} beyond the {} bytes of the command",
+                d.len()
+            )),
+            // RFC 7143 §11.8.3: "The target MUST NOT request more than
+            // MaxBurstLength bytes of data in one R2T."
+            DataDirection::Write(_) if len > max_burst => Some(format!(
+                "R2T asks for {len} bytes, more than MaxBurstLength {max_burst}"
+            )),
+            // RFC 7143 §11.8.2: the TTT of an R2T is never the reserved value.
+            DataDirection::Write(_) if r.ttt == RESERVED_TAG => {
+                Some("R2T with the reserved Target Transfer Tag".into())
+            }
+            DataDirection::Write(d) => {
+                if let Some(conn) = st.conns.get(ci) {
+                    // RFC 7143 §11.7.4: Data-Out PDUs of one R2T each carry
+                    // at most the target's MaxRecvDataSegmentLength; DataSN
+                    // restarts at 0 per R2T.
                     let mut pdus = Vec::new();
                     data_out_pdus(
                         &mut pdus,
@@ -995,35 +1137,42 @@ impl Inner {
                         let _ = conn.tx.send(p);
                     }
                 }
-            } else {
-                bad = Some("R2T for a command that has no Data-Out".into());
+                None
             }
-        }
+            _ => Some("R2T for a command that has no Data-Out".into()),
+        };
         if let Some(why) = bad {
             self.finish(st, r.itt, Err(Error::Protocol(why)));
         }
-        let _ = ci;
         self.update_window(st, r.exp_cmd_sn, r.max_cmd_sn);
         Ok(())
     }
 
     fn on_nop_in(&self, st: &mut State, ci: usize, n: NopIn) -> Result<()> {
-        if n.ttt != RESERVED_TAG {
-            // RFC 7143 §11.19.1: a NOP-In with a valid TTT asks for a
-            // NOP-Out with the same TTT and ITT 0xffffffff ("ping response").
-            Self::update_stat_sn(st, ci, n.stat_sn);
-            if let Some(c) = st.conns.get(ci) {
-                let _ = c.tx.send(Pdu::NopOut(NopOut {
-                    immediate: true,
-                    lun: n.lun,
-                    itt: RESERVED_TAG,
-                    ttt: n.ttt,
-                    cmd_sn: st.cmd_sn,
-                    exp_stat_sn: 0,
-                    data: n.data.clone(),
-                }));
+        if n.itt == RESERVED_TAG {
+            // RFC 7143 §11.19.2: "when the Initiator Task Tag is set to
+            // 0xffffffff, the StatSN for the connection is not advanced":
+            // an unsolicited NOP-In acknowledges nothing, ExpStatSN stays.
+            if n.ttt != RESERVED_TAG {
+                // RFC 7143 §11.18.3/§11.19.1: a NOP-In with a valid TTT
+                // asks for a NOP-Out "ping response" with ITT 0xffffffff
+                // and the same TTT and LUN, sent as an immediate PDU.
+                if let Some(c) = st.conns.get(ci) {
+                    let mut data = n.data.clone();
+                    // Never send more than the target accepts per PDU.
+                    data.truncate(c.max_send_dsl as usize);
+                    let _ = c.tx.send(Pdu::NopOut(NopOut {
+                        immediate: true,
+                        lun: n.lun,
+                        itt: RESERVED_TAG,
+                        ttt: n.ttt,
+                        cmd_sn: st.cmd_sn,
+                        exp_stat_sn: 0,
+                        data,
+                    }));
+                }
             }
-        } else if n.itt != RESERVED_TAG {
+        } else {
             // Answer to our ping. RFC 7143 §11.19.2: StatSN is advanced.
             Self::update_stat_sn(st, ci, n.stat_sn);
             if let Some(Control::Ping { conn, .. }) = st.control.remove(&n.itt) {
@@ -1074,6 +1223,9 @@ impl Inner {
             }
             AsyncEvent::LOGOUT_REQUEST => {
                 tracing::info!(within_s = m.parameter3, "target requests logout");
+                // Stop issuing at once: commands submitted from now on wait
+                // for the new session.
+                self.start_draining(epoch);
                 self.emit(SessionEvent::LogoutRequested);
                 let me = self.clone();
                 tokio::spawn(async move {
@@ -1089,6 +1241,17 @@ impl Inner {
                     wait,
                 );
             }
+            AsyncEvent::NEGOTIATION_REQUEST => {
+                // RFC 7143 §11.9.1, event 4: the initiator "MUST honor this
+                // request by issuing a Text Request ... or by issuing a
+                // Logout Request". We take the second way: log out once
+                // in-flight commands are done, then reinstate the session.
+                tracing::info!(within_s = m.parameter3, "target requests renegotiation");
+                self.start_draining(epoch);
+                let me = self.clone();
+                let within = Duration::from_secs(m.parameter3.max(5).into());
+                tokio::spawn(async move { me.graceful_reconnect(epoch, within).await });
+            }
             other => tracing::info!(event = ?other, "async message ignored"),
         }
     }
@@ -1096,13 +1259,19 @@ impl Inner {
     /// The target asked for a logout: stop issuing, let in-flight commands
     /// finish (bounded by the time the target gave us), log out, then
     /// reconnect as in recovery.
+    fn start_draining(&self, epoch: u64) {
+        let mut st = lock(&self.st);
+        if st.epoch == epoch && st.phase == Phase::Up {
+            st.phase = Phase::Draining;
+        }
+    }
+
     async fn graceful_reconnect(self: Arc<Self>, epoch: u64, within: Duration) {
         {
-            let mut st = lock(&self.st);
-            if st.epoch != epoch || st.phase != Phase::Up {
+            let st = lock(&self.st);
+            if st.epoch != epoch || st.phase != Phase::Draining {
                 return;
             }
-            st.phase = Phase::Draining;
         }
         let deadline = tokio::time::Instant::now() + within.max(Duration::from_secs(1));
         loop {
@@ -1374,7 +1543,25 @@ impl Inner {
                 for (&itt, t) in st.tasks.iter_mut() {
                     if !t.aborting && now > t.deadline {
                         t.aborting = true;
-                        to_abort.push(itt);
+                        to_abort.push((itt, t.cmd_sn));
+                    }
+                }
+                // Commands that never got into the CmdSN window are bounded
+                // by the command timeout too.
+                if let Some(since) = st.window_closed_since {
+                    if now.duration_since(since) > self.cfg.command_timeout {
+                        st.window_closed_since = None;
+                        let why = format!(
+                            "the target kept the command window closed (CmdSN {}, MaxCmdSN {}) for {:?}",
+                            st.cmd_sn, st.max_cmd_sn, self.cfg.command_timeout
+                        );
+                        tracing::warn!(%why, queued = st.queue.len(), "failing queued commands");
+                        for p in st.queue.drain(..) {
+                            let _ = p.reply.send(Err(Error::Timeout(why.clone())));
+                        }
+                        if st.tasks.is_empty() {
+                            self.idle.notify_waiters();
+                        }
                     }
                 }
             }
@@ -1383,15 +1570,16 @@ impl Inner {
             self.conn_failed(epoch, why);
             return;
         }
-        for itt in to_abort {
+        for (itt, cmd_sn) in to_abort {
             let me = self.clone();
             tokio::spawn(async move {
-                tracing::warn!(itt, "command timed out, sending ABORT TASK");
+                tracing::warn!(itt, cmd_sn, "command timed out, sending ABORT TASK");
+                let epoch = lock(&me.st).epoch;
                 let r = me
                     .clone()
                     .task_management(TmfFunction::ABORT_TASK, None, Some(itt))
                     .await;
-                let mut st = lock(&me.st);
+                let escalate = matches!(r, Err(Error::Timeout(_)));
                 let why = match r {
                     Ok(r) => format!(
                         "command timed out after {:?}; aborted ({:?})",
@@ -1402,7 +1590,23 @@ impl Inner {
                         me.cfg.command_timeout
                     ),
                 };
-                me.finish(&mut st, itt, Err(Error::Timeout(why)));
+                {
+                    let mut st = lock(&me.st);
+                    // The same task (not a later one that reused the ITT).
+                    let same = st
+                        .tasks
+                        .get(&itt)
+                        .is_some_and(|t| t.cmd_sn == cmd_sn && t.aborting);
+                    if same {
+                        me.finish(&mut st, itt, Err(Error::Timeout(why)));
+                    }
+                }
+                if escalate {
+                    // Task management did not answer either: at
+                    // ErrorRecoveryLevel 0 the only recovery left is session
+                    // recovery (RFC 7143 §7.1.5).
+                    me.conn_failed(epoch, "ABORT TASK was not answered".into());
+                }
             });
         }
     }
@@ -1411,8 +1615,12 @@ impl Inner {
 async fn ticker(inner: std::sync::Weak<Inner>) {
     let period = {
         let Some(i) = inner.upgrade() else { return };
-        (i.cfg.nop_interval.min(i.cfg.nop_timeout) / 4)
-            .clamp(Duration::from_millis(50), Duration::from_millis(500))
+        (i.cfg
+            .nop_interval
+            .min(i.cfg.nop_timeout)
+            .min(i.cfg.command_timeout)
+            / 4)
+        .clamp(Duration::from_millis(50), Duration::from_millis(500))
     };
     let mut iv = tokio::time::interval(period);
     iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1492,13 +1700,79 @@ async fn writer_task(
     }
 }
 
-fn take_data(t: &mut Issued) -> Bytes {
+fn take_data(t: &mut Issued, pool: &Arc<BufPool>) -> Bytes {
     match t.data_in.take() {
         Some(mut b) => {
             b.truncate(t.extent);
-            b.freeze()
+            if b.capacity() >= POOL_MIN_BUFFER {
+                Bytes::from_owner(Pooled {
+                    buf: b,
+                    pool: Arc::downgrade(pool),
+                })
+            } else {
+                Bytes::from(b)
+            }
         }
         None => Bytes::new(),
+    }
+}
+
+/// Smallest Data-In buffer worth recycling.
+const POOL_MIN_BUFFER: usize = 64 * 1024;
+/// Bound on the memory the pool keeps.
+const POOL_MAX_BYTES: usize = 64 << 20;
+
+/// Recycled Data-In reassembly buffers. A fresh multi-megabyte allocation
+/// per read costs page faults (the allocator maps and unmaps large blocks),
+/// which dominated deep-queue sequential reads in profiles; a buffer comes
+/// back here when the last `Bytes` of a result is dropped.
+#[derive(Default)]
+struct BufPool {
+    free: Mutex<(Vec<Vec<u8>>, usize)>,
+}
+
+impl BufPool {
+    /// An empty buffer with room for `len` bytes.
+    fn take(&self, len: usize) -> Vec<u8> {
+        if len >= POOL_MIN_BUFFER {
+            let mut f = self.free.lock().unwrap_or_else(|e| e.into_inner());
+            let fits = |v: &Vec<u8>| v.capacity() >= len && v.capacity() / 2 <= len;
+            if let Some(i) = f.0.iter().position(fits) {
+                let mut v = f.0.swap_remove(i);
+                f.1 -= v.capacity();
+                v.clear();
+                return v;
+            }
+        }
+        Vec::with_capacity(len)
+    }
+
+    fn give(&self, v: Vec<u8>) {
+        let mut f = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if f.1 + v.capacity() <= POOL_MAX_BYTES {
+            f.1 += v.capacity();
+            f.0.push(v);
+        }
+    }
+}
+
+/// A pooled buffer owned by a `Bytes`; returns to the pool on drop.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: std::sync::Weak<BufPool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(p) = self.pool.upgrade() {
+            p.give(std::mem::take(&mut self.buf));
+        }
     }
 }
 
@@ -1599,6 +1873,46 @@ mod tests {
         );
         assert_eq!(pdus[1].buffer_offset, 4000);
         assert_eq!(&pdus[1].data[..], &data[4000..7000]);
+    }
+
+    #[test]
+    fn data_in_buffers_are_recycled_when_the_result_is_dropped() {
+        let pool = Arc::new(BufPool::default());
+        let mut v = pool.take(1 << 20);
+        assert!(v.capacity() >= 1 << 20 && v.is_empty());
+        v.extend_from_slice(&[7u8; 1000]);
+        let ptr = v.as_ptr();
+        let mut t = Issued {
+            p: Pending {
+                lun: 0,
+                cdb: Bytes::new(),
+                dir: DataDirection::Read(1 << 20),
+                reply: oneshot::channel().0,
+                seq: 0,
+            },
+            cmd_sn: 0,
+            conn: 0,
+            data_in: Some(v),
+            extent: 1000,
+            received: 1000,
+            next_data_sn: 0,
+            next_r2t_sn: 0,
+            deadline: Instant::now(),
+            aborting: false,
+        };
+        let data = take_data(&mut t, &pool);
+        assert_eq!(&data[..], &[7u8; 1000][..]);
+        let slice = data.slice(10..20);
+        drop(data);
+        // Still referenced by the slice: not back in the pool yet.
+        assert_ne!(pool.take(1 << 20).as_ptr(), ptr);
+        drop(slice);
+        let again = pool.take(1 << 20);
+        assert_eq!(again.as_ptr(), ptr, "the same allocation is reused");
+        assert!(again.is_empty());
+        // A much smaller request does not take a huge buffer.
+        pool.give(again);
+        assert_ne!(pool.take(100 * 1024).as_ptr(), ptr);
     }
 
     #[test]

@@ -63,6 +63,11 @@ impl CmdWindow {
         self.max_cmd_sn.0
     }
 
+    /// The configured number of commands in flight.
+    pub fn queue_depth(&self) -> u32 {
+        self.queue_depth
+    }
+
     /// Non-immediate commands admitted and not yet completed.
     pub fn in_flight(&self) -> u32 {
         self.in_flight

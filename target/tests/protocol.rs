@@ -480,3 +480,77 @@ async fn shutdown_asks_for_logout() {
         .expect("shutdown did not finish after the logout")
         .unwrap();
 }
+
+#[tokio::test]
+async fn long_text_response_is_continued() {
+    use iscsi_target::config::{AuthConfig, PortalGroup, ServerConfig, TargetConfig};
+    // 24 portals: the SendTargets answer is longer than the 512 bytes the
+    // initiator accepts per PDU, so it comes in C-bit pieces.
+    let portals: Vec<std::net::SocketAddr> = (1..=24)
+        .map(|i| format!("127.0.0.{i}:0").parse().unwrap())
+        .collect();
+    let cfg = ServerConfig {
+        targets: vec![TargetConfig {
+            name: T.into(),
+            alias: None,
+            portal_groups: vec![PortalGroup { tpgt: 3, portals }],
+            luns: vec![],
+            auth: AuthConfig::default(),
+            allow: vec![],
+            limits: SessionLimits::default(),
+        }],
+        discovery_auth: AuthConfig::default(),
+    };
+    let s = iscsi_target::server::Server::start(cfg).await.unwrap();
+    assert_eq!(s.local_addrs().len(), 24);
+    let mut d = Conn::login_with(s.local_addrs()[0], None, isid(12), 0, 0, |cfg| {
+        cfg.operational.max_recv_data_segment_length = 512;
+    })
+    .await
+    .unwrap();
+    let itt = d.next_itt();
+    let mut ttt = RESERVED_TAG;
+    let mut text = Vec::new();
+    let mut pieces = 0;
+    loop {
+        d.send(Pdu::TextRequest(TextRequest {
+            immediate: true,
+            final_: true,
+            continue_: false,
+            lun: 0,
+            itt,
+            ttt,
+            cmd_sn: d.cmd_sn,
+            exp_stat_sn: d.exp_stat_sn,
+            data: if ttt == RESERVED_TAG {
+                Bytes::from_static(b"SendTargets=All\0")
+            } else {
+                Bytes::new()
+            },
+        }))
+        .await;
+        let Pdu::TextResponse(r) = d.recv().await.unwrap() else {
+            panic!("expected Text Response")
+        };
+        assert!(r.data.len() <= 512);
+        assert!(!(r.final_ && r.continue_), "F and C both set");
+        text.extend_from_slice(&r.data);
+        pieces += 1;
+        if r.final_ {
+            assert_eq!(r.ttt, RESERVED_TAG);
+            break;
+        }
+        assert!(r.continue_);
+        assert_ne!(r.ttt, RESERVED_TAG);
+        ttt = r.ttt;
+    }
+    assert!(pieces > 1);
+    let text = String::from_utf8(text).unwrap();
+    for a in s.local_addrs() {
+        assert!(
+            text.contains(&format!("TargetAddress={a},3\0")),
+            "{a} missing"
+        );
+    }
+    s.shutdown_with_grace(Duration::from_millis(200)).await;
+}

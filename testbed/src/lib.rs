@@ -1,5 +1,7 @@
 //! Test harness for the iSCSI stack (DESIGN.md, "testbed").
 //!
+//! * [`fake_target`]: a scripted raw-PDU fake target (real TCP, `proto`'s
+//!   login and codec) for protocol-level initiator tests.
 //! * [`proxy`]: a fault-injecting TCP proxy (latency, cuts, stalls,
 //!   corruption, refused connections) controllable at run time.
 //! * [`verify`]: deterministic data patterns and a [`verify::Verifier`] that
@@ -9,11 +11,13 @@
 //! * [`tgtd`]: a private Debian `tgtd` (the tgt project's target) on a free
 //!   port, configured through `tgtadm`, as a real peer for the initiator.
 
+pub mod fake_target;
 pub mod process;
 pub mod proxy;
 pub mod tgtd;
 pub mod verify;
 
+pub use fake_target::{FakeConn, FakeTarget, FakeTargetConfig};
 pub use process::{free_port, ServerProcess};
 pub use proxy::{Direction, Proxy, ProxyStats};
 pub use tgtd::{Tgtd, TgtdConfig};

@@ -1389,7 +1389,7 @@ pub fn parse_unmap_params(p: &[u8]) -> Result<Vec<(u64, u32)>, ParamError> {
     }
     let desc_len = be16(&p[2..]) as usize;
     let avail = (p.len() - 8).min(desc_len);
-    if desc_len % 16 != 0 {
+    if !desc_len.is_multiple_of(16) {
         return Err(ParamError { byte: 2 });
     }
     let n = avail / 16;

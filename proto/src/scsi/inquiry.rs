@@ -232,7 +232,7 @@ impl Designator {
     pub fn scsi_name(name: &str, association: u8) -> Self {
         let mut value = name.as_bytes().to_vec();
         value.push(0);
-        while value.len() % 4 != 0 {
+        while !value.len().is_multiple_of(4) {
             value.push(0);
         }
         Self {

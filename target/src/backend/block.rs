@@ -94,7 +94,7 @@ impl BlockBackend {
     }
 
     fn aligned(&self, offset: u64, len: usize) -> bool {
-        offset % ALIGN as u64 == 0 && len % ALIGN == 0
+        offset.is_multiple_of(ALIGN as u64) && len.is_multiple_of(ALIGN)
     }
 }
 

@@ -170,7 +170,7 @@ impl Backend for MemoryBackend {
             chunks.truncate(n);
         }
         // Space between the old and new end must read as zeros later.
-        if new_size < old && new_size % CHUNK != 0 {
+        if new_size < old && !new_size.is_multiple_of(CHUNK) {
             if let Some(c) = chunks.last() {
                 if let Some(d) = c.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
                     d[(new_size % CHUNK) as usize..].fill(0);

@@ -475,6 +475,18 @@ impl Conn {
         let Some(counted) = self.admit(c.cmd_sn, c.immediate) else {
             return Ok(());
         };
+        if !counted {
+            // Immediate commands bypass the CmdSN window; bound them too
+            // (RFC 7143 §11.17.1 Reject reason 0x06 "Immediate command
+            // reject - too many immediate commands").
+            let depth = crate::session::lock(&self.session.core.window).queue_depth();
+            if self.session.core.tasks_where(|t| !t.counted).len() >= depth as usize {
+                drop(_g);
+                return self
+                    .reject_pdu(RejectReason::IMMEDIATE_COMMAND_REJECT, &Pdu::ScsiCommand(c))
+                    .await;
+            }
+        }
         // A stale entry (aborted task whose ITT is reused) is dropped.
         self.pending.remove(&c.itt);
         let task =

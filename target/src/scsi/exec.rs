@@ -499,7 +499,7 @@ impl Ctx<'_> {
         _zero_means_to_end: bool,
     ) -> Result<(), Fail> {
         let n = self.lu.num_blocks();
-        if lba >= n || lba.checked_add(blocks as u64).map_or(true, |e| e > n) {
+        if lba >= n || lba.checked_add(blocks as u64).is_none_or(|e| e > n) {
             return Err(Sense::illegal_request(Asc::LBA_OUT_OF_RANGE).into());
         }
         Ok(())
@@ -919,14 +919,12 @@ impl Ctx<'_> {
         }
         if loej && self.lu.cfg.removable {
             let mut st = self.lu.state();
-            if start {
-                st.medium_present = true;
-            } else {
-                if !st.prevent.is_empty() {
-                    return Err(Sense::illegal_request(Asc::MEDIUM_REMOVAL_PREVENTED).into());
-                }
-                st.medium_present = false;
+            // SBC-4 §5.25: while removal is prevented neither eject nor
+            // load (LOEJ = 1) may proceed.
+            if !st.prevent.is_empty() {
+                return Err(Sense::illegal_request(Asc::MEDIUM_REMOVAL_PREVENTED).into());
             }
+            st.medium_present = start;
             return Ok(Bytes::new());
         }
         if !start {
@@ -980,8 +978,8 @@ impl Ctx<'_> {
     }
 
     async fn write(&self, size: CdbSize, rw: Rw) -> R {
-        self.check_writable()?;
         self.check_range(size, rw.lba, rw.blocks, false)?;
+        self.check_writable()?;
         self.check_transfer(size, rw.blocks)?;
         let data = self.data_out(rw.blocks as u64 * self.bs())?;
         let _g = self.lu.locks.lock(rw.lba, rw.lba + rw.blocks as u64).await;
@@ -1036,8 +1034,8 @@ impl Ctx<'_> {
         if bytchk > 1 {
             return Err(invalid_cdb(1, Some(2)));
         }
-        self.check_writable()?;
         self.check_range(size, rw.lba, rw.blocks, false)?;
+        self.check_writable()?;
         self.check_transfer(size, rw.blocks)?;
         let data = self.data_out(rw.blocks as u64 * self.bs())?;
         let _g = self.lu.locks.lock(rw.lba, rw.lba + rw.blocks as u64).await;
@@ -1051,7 +1049,6 @@ impl Ctx<'_> {
     }
 
     async fn write_same(&self, size: CdbSize, lba: u64, blocks: u32, unmap: bool, ndob: bool) -> R {
-        self.check_writable()?;
         let n = self.lu.num_blocks();
         // SBC-4 §5.50: NUMBER OF LOGICAL BLOCKS 0 means through the last LBA
         // (WSNZ = 0), bounded by MAXIMUM WRITE SAME LENGTH.
@@ -1060,7 +1057,7 @@ impl Ctx<'_> {
         } else {
             blocks as u64
         };
-        if lba >= n || lba.checked_add(count).map_or(true, |e| e > n) {
+        if lba >= n || lba.checked_add(count).is_none_or(|e| e > n) {
             return Err(Sense::illegal_request(Asc::LBA_OUT_OF_RANGE).into());
         }
         if count > self.srv.limits.max_write_same_blocks as u64 {
@@ -1069,6 +1066,7 @@ impl Ctx<'_> {
                 None,
             ));
         }
+        self.check_writable()?;
         let bs = self.bs();
         let block = if ndob {
             if !unmap && !self.req.data_out.is_empty() {
@@ -1142,7 +1140,7 @@ impl Ctx<'_> {
         }
         let n = self.lu.num_blocks();
         for (i, (lba, count)) in ranges.iter().enumerate() {
-            if lba.checked_add(*count as u64).map_or(true, |e| e > n) {
+            if lba.checked_add(*count as u64).is_none_or(|e| e > n) {
                 return Err(Sense::illegal_request(Asc::LBA_OUT_OF_RANGE).into());
             }
             if *count > l.max_unmap_lba_count {
@@ -1235,8 +1233,8 @@ impl Ctx<'_> {
     }
 
     async fn or_write(&self, rw: Rw) -> R {
-        self.check_writable()?;
         self.check_range(CdbSize::Sixteen, rw.lba, rw.blocks, false)?;
+        self.check_writable()?;
         self.check_transfer(CdbSize::Sixteen, rw.blocks)?;
         let data = self.data_out(rw.blocks as u64 * self.bs())?;
         if data.is_empty() {
@@ -1255,8 +1253,8 @@ impl Ctx<'_> {
             // MAXIMUM ATOMIC BOUNDARY SIZE is 0.
             return Err(invalid_cdb(10, None));
         }
-        self.check_writable()?;
         self.check_range(CdbSize::Sixteen, rw.lba, rw.blocks, false)?;
+        self.check_writable()?;
         self.check_transfer(CdbSize::Sixteen, rw.blocks)?;
         let data = self.data_out(rw.blocks as u64 * self.bs())?;
         // Atomic with respect to every other write through the range lock.
@@ -1333,7 +1331,7 @@ impl Ctx<'_> {
             }
             let (sbs, dbs) = (src.block_size() as u64, dst.block_size() as u64);
             let len = seg.blocks as u64 * if seg.dc { dbs } else { sbs };
-            if len % sbs != 0 || len % dbs != 0 {
+            if !len.is_multiple_of(sbs) || !len.is_multiple_of(dbs) {
                 return Err((done, bytes, aborted(Asc::NO_ADDITIONAL_SENSE)));
             }
             let in_range = |lu: &LogicalUnit, lba: u64, n: u64| {

@@ -286,15 +286,17 @@ impl DeviceServer {
     }
 
     /// The I_T nexus is gone (logout, connection loss without recovery):
-    /// SPC-2 reservations and medium-removal prevention it held are
-    /// released; its next command (after a new login) gets POWER ON.
+    /// SPC-2 reservations, medium-removal prevention and held copy results
+    /// it had are released.
     pub fn nexus_gone(&self, nexus: &Nexus) {
+        // Unit attentions and the "seen" mark stay: the same initiator port
+        // usually logs straight back in (session reinstatement), possibly
+        // before the old session's cleanup reaches us, and must not then
+        // see a spurious POWER ON.
         for l in self.all() {
             let mut st = l.state();
             st.res.nexus_lost(nexus);
             st.prevent.remove(nexus);
-            st.seen.remove(nexus);
-            st.ua.remove(nexus);
             // Held EXTENDED COPY results belong to the I_T nexus.
             st.copy_results.retain(|(n, _), _| n != nexus);
         }
@@ -317,16 +319,11 @@ impl DeviceServer {
         st.push_ua_all(Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET, Some(by));
     }
 
-    /// TARGET WARM/COLD RESET (RFC 7143 §11.5.1): every LU is reset. A
-    /// cold reset also drops the nexus state, as after power on.
-    pub fn target_reset(&self, by: &Nexus, cold: bool) {
+    /// TARGET WARM/COLD RESET (RFC 7143 §11.5.1): every LU is reset (the
+    /// transport drops the connections of a cold reset itself).
+    pub fn target_reset(&self, by: &Nexus, _cold: bool) {
         for l in self.all() {
             Self::reset_lu(&l, by);
-            if cold {
-                let mut st = l.state();
-                st.seen.clear();
-                st.ua.clear();
-            }
         }
     }
 

@@ -74,7 +74,7 @@ pub fn parse(p: &[u8]) -> Result<CopyList, Sense> {
     if inline_len != 0 {
         return Err(Sense::invalid_field_in_parameter_list(12, None));
     }
-    if tgt_len % TARGET_DESCRIPTOR_LEN != 0 {
+    if !tgt_len.is_multiple_of(TARGET_DESCRIPTOR_LEN) {
         return Err(Sense::invalid_field_in_parameter_list(2, None));
     }
     if tgt_len / TARGET_DESCRIPTOR_LEN > MAX_TARGET_DESCRIPTORS {

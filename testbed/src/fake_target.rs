@@ -1,0 +1,733 @@
+//! A scripted fake iSCSI target for protocol-level initiator tests.
+//!
+//! Real targets (tgtd, ours) rarely show the behaviour an initiator must
+//! cope with: a NOP-In that asks for a ping response, an Async Message
+//! asking for logout, a command that is never answered, malformed or
+//! out-of-sequence PDUs. [`FakeTarget`] listens on a real TCP socket
+//! (127.0.0.1, port 0), runs the real login state machine of `proto`
+//! (`TargetLogin`, RFC 7143 §6, no authentication), and then hands every
+//! logged-in connection to the test as a [`FakeConn`], which the test
+//! drives PDU by PDU with `proto`'s codec.
+//!
+//! [`FakeConn`] keeps the target's sequence numbers (StatSN per connection,
+//! ExpCmdSN/MaxCmdSN, RFC 7143 §4.2.2) and checks the initiator's side of
+//! the rules it sees: CmdSN within the window, data segments within our
+//! MaxRecvDataSegmentLength (the decoder refuses longer ones), immediate and
+//! unsolicited data within FirstBurstLength (§13.14), solicited data exactly
+//! as requested by each R2T. A violation is returned as an
+//! `io::ErrorKind::InvalidData` error or counted in [`FakeConn::violations`].
+//!
+//! This is a test peer, not a mock: everything goes over real sockets.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use proto::login::{
+    Admission, LoginIdentity, LoginOutcome, LoginStatus, OperationalConfig, SessionJoin,
+    SessionParams, TargetLogin, TargetLoginConfig, TargetLoginPolicy, TargetStep,
+};
+use proto::pdu::{
+    decode_frame, AsyncEvent, AsyncMessage, DataIn, DecodeLimits, DigestConfig, LogoutResponse,
+    LogoutResponseCode, NopIn, Pdu, R2t, ScsiCommand, ScsiResponse, TaskMgmtResponse, TmfResponse,
+};
+use proto::serial::SerialNumber;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// The reserved tag (RFC 7143 §11.2.1.8).
+pub const RESERVED_TAG: u32 = 0xffff_ffff;
+
+/// SCSI status GOOD / CHECK CONDITION.
+pub const GOOD: u8 = 0x00;
+pub const CHECK_CONDITION: u8 = 0x02;
+
+/// How the fake target logs initiators in.
+#[derive(Debug, Clone)]
+pub struct FakeTargetConfig {
+    /// What the target accepts (MaxRecvDataSegmentLength, bursts, ...).
+    pub operational: OperationalConfig,
+    /// Initial command window (MaxCmdSN = ExpCmdSN + window - 1).
+    pub cmd_window: u32,
+    /// StatSN of the first Login Response.
+    pub initial_stat_sn: u32,
+    /// Bound on every receive of [`FakeConn::recv`].
+    pub recv_timeout: Duration,
+}
+
+impl Default for FakeTargetConfig {
+    fn default() -> Self {
+        let operational = OperationalConfig {
+            max_connections: 1,
+            ..OperationalConfig::default()
+        };
+        FakeTargetConfig {
+            operational,
+            cmd_window: 32,
+            initial_stat_sn: 1000,
+            recv_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A listening fake target. Dropping it stops accepting.
+pub struct FakeTarget {
+    addr: SocketAddr,
+    conns: mpsc::UnboundedReceiver<FakeConn>,
+    accept: JoinHandle<()>,
+    cfg: FakeTargetConfig,
+}
+
+impl Drop for FakeTarget {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+struct Policy {
+    next_tsih: Arc<AtomicU16>,
+}
+
+impl TargetLoginPolicy for Policy {
+    fn admit(&mut self, _id: &LoginIdentity) -> Result<Admission, LoginStatus> {
+        Ok(Admission::default())
+    }
+
+    fn join_session(&mut self, _id: &LoginIdentity) -> Result<SessionJoin, LoginStatus> {
+        // One connection per session: MC/S is tested against our target.
+        Err(LoginStatus::TOO_MANY_CONNECTIONS)
+    }
+
+    fn new_session(&mut self, _id: &LoginIdentity, _s: &SessionParams) -> Result<u16, LoginStatus> {
+        Ok(self.next_tsih.fetch_add(1, Ordering::Relaxed).max(1))
+    }
+}
+
+impl FakeTarget {
+    /// Listen on 127.0.0.1:0 and log in every connection that arrives.
+    pub async fn start(cfg: FakeTargetConfig) -> io::Result<FakeTarget> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (tx, conns) = mpsc::unbounded_channel();
+        let next_tsih = Arc::new(AtomicU16::new(1));
+        let c = cfg.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let tx = tx.clone();
+                let c = c.clone();
+                let next_tsih = next_tsih.clone();
+                tokio::spawn(async move {
+                    if let Ok(conn) = login(stream, &c, next_tsih).await {
+                        let _ = tx.send(conn);
+                    }
+                });
+            }
+        });
+        Ok(FakeTarget {
+            addr,
+            conns,
+            accept,
+            cfg,
+        })
+    }
+
+    /// The portal, `127.0.0.1:PORT`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The next connection that completed its login.
+    pub async fn accept(&mut self) -> io::Result<FakeConn> {
+        match tokio::time::timeout(self.cfg.recv_timeout, self.conns.recv()).await {
+            Ok(Some(c)) => Ok(c),
+            Ok(None) => Err(io::Error::other("fake target stopped")),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no login within the receive timeout",
+            )),
+        }
+    }
+}
+
+async fn login(
+    stream: TcpStream,
+    cfg: &FakeTargetConfig,
+    next_tsih: Arc<AtomicU16>,
+) -> io::Result<FakeConn> {
+    stream.set_nodelay(true)?;
+    let (rd, wr) = stream.into_split();
+    let mut conn = FakeConn {
+        rd,
+        wr,
+        buf: BytesMut::with_capacity(64 * 1024),
+        limits: DecodeLimits::default(),
+        digests: DigestConfig::NONE,
+        outcome: None,
+        stat_sn: 0,
+        exp_cmd_sn: 0,
+        max_cmd_sn: 0,
+        window: Some(cfg.cmd_window.max(1)),
+        auto_ping: true,
+        violations: Vec::new(),
+        last_exp_stat_sn: 0,
+        recv_timeout: cfg.recv_timeout,
+        next_ttt: 0x100,
+    };
+    let mut login = TargetLogin::new(TargetLoginConfig {
+        operational: cfg.operational.clone(),
+        initial_stat_sn: cfg.initial_stat_sn,
+        cmd_window: cfg.cmd_window.max(1),
+        ..TargetLoginConfig::default()
+    });
+    let mut policy = Policy { next_tsih };
+    loop {
+        let req = match conn.recv_raw().await? {
+            Pdu::LoginRequest(r) => r,
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("expected a Login Request, got {:?}", other.opcode()),
+                ))
+            }
+        };
+        match login.handle_request(req, &mut policy) {
+            TargetStep::Send(r) => conn.send(Pdu::LoginResponse(r)).await?,
+            TargetStep::Fail(r, e) => {
+                conn.send(Pdu::LoginResponse(r)).await?;
+                return Err(io::Error::other(format!("login failed: {e}")));
+            }
+            TargetStep::Complete(r, outcome) => {
+                conn.send(Pdu::LoginResponse(r)).await?;
+                conn.digests = DigestConfig {
+                    header: outcome.connection.header_digest,
+                    data: outcome.connection.data_digest,
+                };
+                conn.limits = DecodeLimits {
+                    max_data_segment_length: cfg.operational.max_recv_data_segment_length,
+                    digests: conn.digests,
+                };
+                conn.stat_sn = outcome.stat_sn.wrapping_add(1);
+                conn.exp_cmd_sn = outcome.exp_cmd_sn;
+                conn.max_cmd_sn = outcome.max_cmd_sn;
+                conn.outcome = Some(outcome);
+                return Ok(conn);
+            }
+        }
+    }
+}
+
+/// One logged-in connection, driven by the test.
+pub struct FakeConn {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    buf: BytesMut,
+    limits: DecodeLimits,
+    digests: DigestConfig,
+    outcome: Option<LoginOutcome>,
+    /// The StatSN the next status-bearing PDU carries.
+    pub stat_sn: u32,
+    /// The CmdSN we expect next (RFC 7143 §4.2.2.1).
+    pub exp_cmd_sn: u32,
+    /// The highest CmdSN the initiator may use.
+    pub max_cmd_sn: u32,
+    /// `Some(n)`: MaxCmdSN follows ExpCmdSN + n - 1. `None`: MaxCmdSN is
+    /// whatever the test sets.
+    pub window: Option<u32>,
+    /// Answer NOP-Out pings (valid ITT) inside [`FakeConn::recv`].
+    pub auto_ping: bool,
+    /// Rule violations seen from the initiator.
+    pub violations: Vec<String>,
+    /// ExpStatSN of the last PDU received.
+    pub last_exp_stat_sn: u32,
+    /// Bound on each receive.
+    pub recv_timeout: Duration,
+    next_ttt: u32,
+}
+
+impl FakeConn {
+    /// The negotiated login outcome (ISID, TSIH, parameters).
+    pub fn outcome(&self) -> &LoginOutcome {
+        // Set before the connection is handed out.
+        self.outcome
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("FakeConn handed out before login completed"))
+    }
+
+    /// The session parameters of the login.
+    pub fn session(&self) -> &SessionParams {
+        &self.outcome().session
+    }
+
+    /// The initiator's MaxRecvDataSegmentLength (our Data-In size limit).
+    pub fn initiator_max_recv(&self) -> u32 {
+        self.outcome().connection.max_send_data_segment_length
+    }
+
+    /// The next PDU off the wire, as is (no bookkeeping). Decode errors are
+    /// `InvalidData`, EOF is `UnexpectedEof`.
+    pub async fn recv_raw(&mut self) -> io::Result<Pdu> {
+        let fut = async {
+            loop {
+                match decode_frame(&mut self.buf, &self.limits) {
+                    Ok(Some(p)) => return Ok(p),
+                    Ok(None) => {}
+                    Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+                }
+                if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+                    self.buf.reserve(64 * 1024);
+                }
+                if self.rd.read_buf(&mut self.buf).await? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "initiator closed the connection",
+                    ));
+                }
+            }
+        };
+        match tokio::time::timeout(self.recv_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "nothing received within the receive timeout",
+            )),
+        }
+    }
+
+    /// The next PDU, with CmdSN/ExpStatSN bookkeeping; NOP-Out pings are
+    /// answered here when [`FakeConn::auto_ping`] is on.
+    pub async fn recv(&mut self) -> io::Result<Pdu> {
+        loop {
+            let p = self.recv_raw().await?;
+            self.account(&p);
+            if let Pdu::NopOut(n) = &p {
+                if self.auto_ping && n.itt != RESERVED_TAG {
+                    let reply = self.nop_in(n.itt, RESERVED_TAG, n.lun, n.data.clone(), true);
+                    self.send(reply).await?;
+                    continue;
+                }
+            }
+            return Ok(p);
+        }
+    }
+
+    /// The next PDU, which must be a SCSI Command.
+    pub async fn recv_command(&mut self) -> io::Result<ScsiCommand> {
+        match self.recv().await? {
+            Pdu::ScsiCommand(c) => Ok(c),
+            other => Err(invalid(format!(
+                "expected a SCSI Command, got {:?}",
+                other.opcode()
+            ))),
+        }
+    }
+
+    fn account(&mut self, p: &Pdu) {
+        if let Some(e) = p.exp_stat_sn() {
+            self.last_exp_stat_sn = e;
+        }
+        let Some(cmd_sn) = p.cmd_sn() else { return };
+        if matches!(p, Pdu::DataOut(_)) || p.immediate() {
+            return;
+        }
+        // RFC 7143 §4.2.2.1: non-immediate commands within the window.
+        if SerialNumber(cmd_sn).gt(SerialNumber(self.max_cmd_sn)) {
+            self.violations.push(format!(
+                "{:?} with CmdSN {cmd_sn} beyond MaxCmdSN {}",
+                p.opcode(),
+                self.max_cmd_sn
+            ));
+        }
+        if cmd_sn == self.exp_cmd_sn {
+            self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
+            if let Some(w) = self.window {
+                self.max_cmd_sn = self.exp_cmd_sn.wrapping_add(w).wrapping_sub(1);
+            }
+        } else {
+            self.violations.push(format!(
+                "{:?} with CmdSN {cmd_sn}, expected {}",
+                p.opcode(),
+                self.exp_cmd_sn
+            ));
+        }
+    }
+
+    /// Send one PDU (fields as given; use the builders for sequence numbers).
+    pub async fn send(&mut self, pdu: impl Into<Pdu>) -> io::Result<()> {
+        let bytes = pdu.into().encode(self.digests).to_bytes();
+        self.wr.write_all(&bytes).await
+    }
+
+    /// Send arbitrary bytes (malformed PDUs).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.wr.write_all(bytes).await
+    }
+
+    /// Close our side.
+    pub async fn close(mut self) {
+        let _ = self.wr.shutdown().await;
+    }
+
+    /// Take the next StatSN.
+    pub fn take_stat_sn(&mut self) -> u32 {
+        let s = self.stat_sn;
+        self.stat_sn = self.stat_sn.wrapping_add(1);
+        s
+    }
+
+    /// A NOP-In. `advance` consumes a StatSN (a ping answer does; an
+    /// unsolicited NOP-In, ITT 0xffffffff, carries the next StatSN without
+    /// advancing it, RFC 7143 §11.19.2).
+    pub fn nop_in(&mut self, itt: u32, ttt: u32, lun: u64, data: Bytes, advance: bool) -> NopIn {
+        let stat_sn = if advance {
+            self.take_stat_sn()
+        } else {
+            self.stat_sn
+        };
+        NopIn {
+            lun,
+            itt,
+            ttt,
+            stat_sn,
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn,
+            data,
+        }
+    }
+
+    /// An Async Message (RFC 7143 §11.9).
+    pub fn async_message(
+        &mut self,
+        event: AsyncEvent,
+        lun: u64,
+        params: [u16; 3],
+        data: Bytes,
+    ) -> AsyncMessage {
+        AsyncMessage {
+            lun,
+            stat_sn: self.take_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn,
+            async_event: event,
+            async_vcode: 0,
+            parameter1: params[0],
+            parameter2: params[1],
+            parameter3: params[2],
+            data,
+        }
+    }
+
+    /// A SCSI Response with optional sense data and residual.
+    pub fn response(
+        &mut self,
+        itt: u32,
+        status: u8,
+        sense: &[u8],
+        residual: Option<(bool, u32)>,
+    ) -> ScsiResponse {
+        let data = if sense.is_empty() {
+            Bytes::new()
+        } else {
+            ScsiResponse::sense_segment(sense)
+        };
+        ScsiResponse {
+            bidi_overflow: false,
+            bidi_underflow: false,
+            overflow: matches!(residual, Some((true, _))),
+            underflow: matches!(residual, Some((false, _))),
+            response: 0,
+            status,
+            itt,
+            snack_tag: 0,
+            stat_sn: self.take_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn,
+            exp_data_sn: 0,
+            bidi_read_residual_count: 0,
+            residual_count: residual.map(|r| r.1).unwrap_or(0),
+            data,
+        }
+    }
+
+    /// A Task Management Function Response.
+    pub fn tmf_response(&mut self, itt: u32, response: TmfResponse) -> TaskMgmtResponse {
+        TaskMgmtResponse {
+            response,
+            itt,
+            stat_sn: self.take_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn,
+            data: Bytes::new(),
+        }
+    }
+
+    /// A successful Logout Response.
+    pub fn logout_response(&mut self, itt: u32) -> LogoutResponse {
+        LogoutResponse {
+            response: LogoutResponseCode::CLOSED_SUCCESSFULLY,
+            itt,
+            stat_sn: self.take_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn,
+            time2wait: 0,
+            time2retain: 0,
+            data: Bytes::new(),
+        }
+    }
+
+    /// Data-In PDUs for `data` (split at the initiator's
+    /// MaxRecvDataSegmentLength, DataSN from 0), with GOOD status and the
+    /// residual in the last one (phase collapse, RFC 7143 §11.7.3).
+    pub fn data_in(&mut self, cmd: &ScsiCommand, data: &[u8]) -> Vec<DataIn> {
+        let step = self.initiator_max_recv().max(1) as usize;
+        let edtl = cmd.expected_data_transfer_length as usize;
+        let mut out = Vec::new();
+        let mut off = 0;
+        let mut data_sn = 0u32;
+        loop {
+            let end = (off + step).min(data.len());
+            let last = end == data.len();
+            let residual = edtl.abs_diff(data.len()) as u32;
+            out.push(DataIn {
+                final_: last,
+                ack: false,
+                overflow: last && data.len() > edtl,
+                underflow: last && data.len() < edtl,
+                status: last.then_some(GOOD),
+                lun: cmd.lun,
+                itt: cmd.itt,
+                ttt: RESERVED_TAG,
+                stat_sn: if last { self.take_stat_sn() } else { 0 },
+                exp_cmd_sn: self.exp_cmd_sn,
+                max_cmd_sn: self.max_cmd_sn,
+                data_sn,
+                buffer_offset: off as u32,
+                residual_count: if last { residual } else { 0 },
+                data: Bytes::copy_from_slice(&data[off..end]),
+            });
+            data_sn += 1;
+            off = end;
+            if last {
+                return out;
+            }
+        }
+    }
+
+    /// Answer a read with `data` and GOOD status.
+    pub async fn complete_read(&mut self, cmd: &ScsiCommand, data: &[u8]) -> io::Result<()> {
+        for d in self.data_in(cmd, data) {
+            self.send(d).await?;
+        }
+        Ok(())
+    }
+
+    /// Answer with GOOD status and no data.
+    pub async fn complete_good(&mut self, itt: u32) -> io::Result<()> {
+        let r = self.response(itt, GOOD, &[], None);
+        self.send(r).await
+    }
+
+    /// Receive the whole Data-Out payload of a write: immediate data,
+    /// unsolicited Data-Out (checked against FirstBurstLength), then one
+    /// R2T at a time (MaxOutstandingR2T 1) of at most MaxBurstLength for the
+    /// rest (RFC 7143 §11.8, §13.13, §13.14). Returns the payload and the
+    /// number of R2Ts sent.
+    pub async fn receive_write(&mut self, cmd: &ScsiCommand) -> io::Result<(Vec<u8>, u32)> {
+        let s = self.session().clone();
+        let total = cmd.expected_data_transfer_length as usize;
+        let mut got = vec![0u8; total];
+        let mut have = 0usize;
+        if cmd.data.len() > total || cmd.data.len() > s.first_burst_length as usize {
+            return Err(invalid(format!(
+                "immediate data of {} bytes (EDTL {total}, FirstBurstLength {})",
+                cmd.data.len(),
+                s.first_burst_length
+            )));
+        }
+        got[..cmd.data.len()].copy_from_slice(&cmd.data);
+        have += cmd.data.len();
+        if !cmd.final_ {
+            // Unsolicited Data-Out, TTT 0xffffffff, until F.
+            let mut data_sn = 0;
+            loop {
+                let d = self.recv_data_out(RESERVED_TAG, cmd.itt, data_sn).await?;
+                self.place(&mut got, &mut have, d.buffer_offset, &d.data)?;
+                data_sn += 1;
+                if have > s.first_burst_length as usize {
+                    return Err(invalid(format!(
+                        "{have} bytes of unsolicited data, FirstBurstLength {}",
+                        s.first_burst_length
+                    )));
+                }
+                if d.final_ {
+                    break;
+                }
+            }
+        }
+        let mut r2t_sn = 0;
+        while have < total {
+            let len = (total - have).min(s.max_burst_length as usize);
+            let ttt = self.next_ttt;
+            self.next_ttt += 1;
+            let r2t = R2t {
+                lun: cmd.lun,
+                itt: cmd.itt,
+                ttt,
+                stat_sn: self.stat_sn,
+                exp_cmd_sn: self.exp_cmd_sn,
+                max_cmd_sn: self.max_cmd_sn,
+                r2t_sn,
+                buffer_offset: have as u32,
+                desired_data_transfer_length: len as u32,
+                data: Bytes::new(),
+            };
+            self.send(r2t).await?;
+            r2t_sn += 1;
+            let start = have;
+            let mut data_sn = 0;
+            loop {
+                let d = self.recv_data_out(ttt, cmd.itt, data_sn).await?;
+                self.place(&mut got, &mut have, d.buffer_offset, &d.data)?;
+                data_sn += 1;
+                if d.final_ {
+                    break;
+                }
+            }
+            if have - start != len {
+                return Err(invalid(format!(
+                    "R2T for {len} bytes answered with {}",
+                    have - start
+                )));
+            }
+        }
+        Ok((got, r2t_sn))
+    }
+
+    async fn recv_data_out(
+        &mut self,
+        ttt: u32,
+        itt: u32,
+        data_sn: u32,
+    ) -> io::Result<proto::pdu::DataOut> {
+        match self.recv().await? {
+            Pdu::DataOut(d) if d.ttt == ttt && d.itt == itt && d.data_sn == data_sn => Ok(d),
+            Pdu::DataOut(d) => Err(invalid(format!(
+                "Data-Out ITT {:#x} TTT {:#x} DataSN {}, expected ITT {itt:#x} TTT {ttt:#x} DataSN {data_sn}",
+                d.itt, d.ttt, d.data_sn
+            ))),
+            other => Err(invalid(format!(
+                "expected a Data-Out, got {:?}",
+                other.opcode()
+            ))),
+        }
+    }
+
+    fn place(&self, got: &mut [u8], have: &mut usize, off: u32, data: &[u8]) -> io::Result<()> {
+        // DataPDUInOrder/DataSequenceInOrder=Yes: contiguous data.
+        if off as usize != *have || *have + data.len() > got.len() {
+            return Err(invalid(format!(
+                "Data-Out at offset {off} (+{}), expected offset {have} within {}",
+                data.len(),
+                got.len()
+            )));
+        }
+        got[*have..*have + data.len()].copy_from_slice(data);
+        *have += data.len();
+        Ok(())
+    }
+
+    /// Serve READ (16), WRITE (16) and TEST UNIT READY on a RAM disk of
+    /// 512-byte blocks; anything else gets CHECK CONDITION, ILLEGAL REQUEST.
+    pub async fn serve_io(&mut self, cmd: &ScsiCommand, disk: &mut [u8]) -> io::Result<()> {
+        let c = &cmd.cdb;
+        let lba_range = |disk: &[u8]| -> Option<(usize, usize)> {
+            if c.len() < 16 {
+                return None;
+            }
+            let lba = u64::from_be_bytes(c[2..10].try_into().ok()?) as usize;
+            let n = u32::from_be_bytes(c[10..14].try_into().ok()?) as usize;
+            let (s, e) = (lba.checked_mul(512)?, lba.checked_add(n)?.checked_mul(512)?);
+            (e <= disk.len()).then_some((s, e))
+        };
+        match c.first() {
+            Some(0x88) => match lba_range(disk) {
+                Some((s, e)) => {
+                    let data = disk[s..e].to_vec();
+                    self.complete_read(cmd, &data).await
+                }
+                None => self.illegal_request(cmd.itt).await,
+            },
+            Some(0x8a) => {
+                let (data, _) = self.receive_write(cmd).await?;
+                match lba_range(disk) {
+                    Some((s, e)) if e - s == data.len() => {
+                        disk[s..e].copy_from_slice(&data);
+                        self.complete_good(cmd.itt).await
+                    }
+                    _ => self.illegal_request(cmd.itt).await,
+                }
+            }
+            Some(0x00) => self.complete_good(cmd.itt).await,
+            _ => self.illegal_request(cmd.itt).await,
+        }
+    }
+
+    async fn illegal_request(&mut self, itt: u32) -> io::Result<()> {
+        use proto::scsi::sense::{Asc, Sense};
+        let sense = Sense::illegal_request(Asc::INVALID_COMMAND_OPERATION_CODE).encode(false);
+        let r = self.response(itt, CHECK_CONDITION, &sense, None);
+        self.send(r).await
+    }
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accept_times_out_without_initiator() {
+        let mut t = FakeTarget::start(FakeTargetConfig {
+            recv_timeout: Duration::from_millis(50),
+            ..FakeTargetConfig::default()
+        })
+        .await
+        .unwrap();
+        assert!(t.addr().ip().is_loopback());
+        let e = t.accept().await.err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn non_login_first_pdu_is_refused() {
+        let mut t = FakeTarget::start(FakeTargetConfig {
+            recv_timeout: Duration::from_millis(300),
+            ..FakeTargetConfig::default()
+        })
+        .await
+        .unwrap();
+        let mut s = TcpStream::connect(t.addr()).await.unwrap();
+        let nop = Pdu::NopOut(proto::pdu::NopOut {
+            immediate: true,
+            lun: 0,
+            itt: 1,
+            ttt: RESERVED_TAG,
+            cmd_sn: 0,
+            exp_stat_sn: 0,
+            data: Bytes::new(),
+        });
+        s.write_all(&nop.encode(DigestConfig::NONE).to_bytes())
+            .await
+            .unwrap();
+        // The login task gives up; no connection is handed out.
+        assert!(t.accept().await.is_err());
+    }
+}

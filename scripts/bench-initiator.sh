@@ -38,13 +38,15 @@ SHM_T=/dev/shm/bench-tgtd-$$.img
 SHM_O=/dev/shm/bench-ours-$$.img
 TGTD_PID= OURS_PID= CTL=
 cleanup() {
+    set +e
     [ -n "$OURS_PID" ] && kill "$OURS_PID" 2>/dev/null
     if [ -n "$TGTD_PID" ]; then
-        tgtadm -C "$CTL" --op update --mode sys --name State -v offline >/dev/null 2>&1 || true
-        tgtadm -C "$CTL" --lld iscsi --mode target --op delete --force --tid 1 >/dev/null 2>&1 || true
-        kill "$TGTD_PID" 2>/dev/null
+        # tgtd ignores SIGTERM while it has targets: ask it to exit.
+        timeout 5 tgtadm -C "$CTL" --op delete --mode system >/dev/null 2>&1
+        sleep 0.2
+        kill -9 "$TGTD_PID" 2>/dev/null
     fi
-    wait 2>/dev/null || true
+    wait 2>/dev/null
     rm -f "$SHM_T" "$SHM_O" "/var/run/tgtd/socket.$CTL" "/var/run/tgtd/socket.$CTL.lock"
     rm -rf "$TMP"
 }

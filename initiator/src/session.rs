@@ -539,17 +539,36 @@ impl Session {
             .clone()
             .task_management(TmfFunction::ABORT_TASK, None, Some(itt))
             .await?;
-        Ok(r.response)
+        Ok(r.0.response)
     }
 
-    /// LOGICAL UNIT RESET.
+    /// LOGICAL UNIT RESET. On success, the commands to that LUN issued
+    /// before the reset are terminated with [`Error::TaskManagement`]: the
+    /// target aborted them and sends no status for them (SAM-5 LOGICAL
+    /// UNIT RESET, RFC 7143 §11.5.1).
     pub async fn lun_reset(&self, lun: u64) -> Result<()> {
-        let r = self
-            .inner()
+        let inner = self.inner();
+        let (r, sent_cmd_sn) = inner
             .clone()
             .task_management(TmfFunction::LOGICAL_UNIT_RESET, Some(lun), None)
             .await?;
         if r.response == TmfResponse::FUNCTION_COMPLETE {
+            let mut st = lock(&inner.st);
+            let victims: Vec<u32> = st
+                .tasks
+                .iter()
+                .filter(|(_, t)| t.p.lun == lun && sn(t.cmd_sn).lt(sn(sent_cmd_sn)))
+                .map(|(&itt, _)| itt)
+                .collect();
+            for itt in victims {
+                inner.finish(
+                    &mut st,
+                    itt,
+                    Err(Error::TaskManagement(
+                        "command aborted by LOGICAL UNIT RESET".into(),
+                    )),
+                );
+            }
             Ok(())
         } else {
             Err(Error::TaskManagement(format!(
@@ -1323,8 +1342,9 @@ impl Inner {
         function: TmfFunction,
         lun: Option<u64>,
         itt_ref: Option<u32>,
-    ) -> Result<TaskMgmtResponse> {
+    ) -> Result<(TaskMgmtResponse, u32)> {
         let (tx, rx) = oneshot::channel();
+        let sent_cmd_sn;
         {
             let mut st = lock(&self.st);
             if st.phase != Phase::Up {
@@ -1348,10 +1368,11 @@ impl Inner {
                 exp_data_sn: 0,
                 data: Bytes::new(),
             });
+            sent_cmd_sn = st.cmd_sn;
             let _ = st.conns.get(conn).map(|c| c.tx.send(pdu));
         }
         match tokio::time::timeout(self.cfg.login_timeout, rx).await {
-            Ok(Ok(r)) => Ok(r),
+            Ok(Ok(r)) => Ok((r, sent_cmd_sn)),
             Ok(Err(_)) => Err(Error::ConnectionLost(
                 "connection closed during task management".into(),
             )),
@@ -1581,7 +1602,7 @@ impl Inner {
                     .await;
                 let escalate = matches!(r, Err(Error::Timeout(_)));
                 let why = match r {
-                    Ok(r) => format!(
+                    Ok((r, _)) => format!(
                         "command timed out after {:?}; aborted ({:?})",
                         me.cfg.command_timeout, r.response
                     ),
@@ -1905,14 +1926,17 @@ mod tests {
         let slice = data.slice(10..20);
         drop(data);
         // Still referenced by the slice: not back in the pool yet.
-        assert_ne!(pool.take(1 << 20).as_ptr(), ptr);
+        let fresh = pool.take(1 << 20);
+        assert_ne!(fresh.as_ptr(), ptr);
+        drop(fresh);
         drop(slice);
         let again = pool.take(1 << 20);
         assert_eq!(again.as_ptr(), ptr, "the same allocation is reused");
         assert!(again.is_empty());
         // A much smaller request does not take a huge buffer.
         pool.give(again);
-        assert_ne!(pool.take(100 * 1024).as_ptr(), ptr);
+        let small = pool.take(100 * 1024);
+        assert_ne!(small.as_ptr(), ptr);
     }
 
     #[test]

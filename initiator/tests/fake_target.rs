@@ -279,9 +279,20 @@ async fn silent_command_is_aborted_after_the_command_timeout() {
 #[tokio::test]
 async fn lun_reset_sends_the_tmf_and_reports_its_response() {
     let (_t, s, mut c) = open(FakeTargetConfig::default(), |_| {}).await;
+    // A read to LUN 3 that the reset aborts (the target never answers it)
+    // and one to LUN 0 that the reset does not touch.
+    let s3 = s.clone();
+    let (rcdb, rdir) = read_cmd(0, 1);
+    let mut on_lun3 = Some(tokio::spawn(async move {
+        s3.execute_raw(lun(3), &rcdb, rdir).await
+    }));
+    let victim = c.recv_command().await.unwrap();
+    assert_eq!(victim.lun, lun(3));
+    let other = spawn_cmd(&s, TUR.to_vec(), DataDirection::None);
+    let survivor = c.recv_command().await.unwrap();
     for (answer, ok) in [
-        (TmfResponse::FUNCTION_COMPLETE, true),
         (TmfResponse::FUNCTION_REJECTED, false),
+        (TmfResponse::FUNCTION_COMPLETE, true),
     ] {
         let s2 = s.clone();
         let h = tokio::spawn(async move { s2.lun_reset(lun(3)).await });
@@ -298,7 +309,18 @@ async fn lun_reset_sends_the_tmf_and_reports_its_response() {
             Err(Error::TaskManagement(_)) => assert!(!ok),
             Err(e) => panic!("unexpected error {e}"),
         }
+        if ok {
+            match join(on_lun3.take().expect("once")).await {
+                Err(Error::TaskManagement(why)) => assert!(why.contains("RESET"), "{why}"),
+                other => panic!("expected the reset to end the LUN 3 read, got {other:?}"),
+            }
+        } else {
+            // A refused reset aborted nothing.
+            assert!(!on_lun3.as_ref().is_some_and(|h| h.is_finished()));
+        }
     }
+    c.complete_good(survivor.itt).await.unwrap();
+    join(other).await.expect("LUN 0 command unaffected");
 }
 
 /// A 48-byte BHS with this opcode and DataSegmentLength.

@@ -340,22 +340,28 @@ impl Admin {
                     .get(&(key.clone(), l.lun))
                     .map(|h| h.counters.snapshot());
                 match lu {
-                    Some(lu) => LunInfo {
-                        lun: l.lun,
-                        backend: backend.into(),
-                        path,
-                        size_bytes: lu.cfg.backend.size(),
-                        sector_size: lu.block_size(),
-                        blocks: lu.num_blocks(),
-                        mode: mode_name(lu.state().mode).into(),
-                        thin: lu.thin(),
-                        serial: lu.serial.clone(),
-                        wwn: format!("naa.{}", hex(&lu.naa)),
-                        vendor: lu.cfg.vendor.clone(),
-                        product: lu.cfg.product.clone(),
-                        in_use: !users_of(&sessions, &lu).is_empty(),
-                        io,
-                    },
+                    Some(lu) => {
+                        // One lock at a time: the LU state mutex is not
+                        // reentrant.
+                        let mode = mode_name(lu.state().mode);
+                        let in_use = !users_of(&sessions, &lu).is_empty();
+                        LunInfo {
+                            lun: l.lun,
+                            backend: backend.into(),
+                            path,
+                            size_bytes: lu.cfg.backend.size(),
+                            sector_size: lu.block_size(),
+                            blocks: lu.num_blocks(),
+                            mode: mode.into(),
+                            thin: lu.thin(),
+                            serial: lu.serial.clone(),
+                            wwn: format!("naa.{}", hex(&lu.naa)),
+                            vendor: lu.cfg.vendor.clone(),
+                            product: lu.cfg.product.clone(),
+                            in_use,
+                            io,
+                        }
+                    }
                     // Configured but not in the device server: cannot
                     // happen through this API; show what is known.
                     None => LunInfo {
@@ -787,10 +793,11 @@ impl Admin {
                 }
             }
         }
+        let mode_now = mode_name(lu.state().mode);
         Ok(json!({
             "target": rt.name,
             "lun": n,
-            "mode": mode_name(lu.state().mode),
+            "mode": mode_now,
             "size_bytes": lu.cfg.backend.size(),
         }))
     }

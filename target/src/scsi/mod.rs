@@ -316,7 +316,8 @@ impl DeviceServer {
         st.prevent.clear();
         // 29h/00h (what libiscsi and Linux expect) for every other nexus;
         // the issuer learns of the reset from the TMF response.
-        st.push_ua_all(Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET, Some(by));
+        let _ = by;
+        st.push_ua_all(Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET, None);
     }
 
     /// TARGET WARM/COLD RESET (RFC 7143 §11.5.1): every LU is reset (the

@@ -313,6 +313,30 @@ fn resolve_target(socket: &Path, t: &TargetOpt) -> Result<String, Fail> {
     }
 }
 
+/// File paths in a LUN SPEC are resolved by the daemon, whose working
+/// directory is not ours: make them absolute here.
+pub fn absolute_spec(spec: &str) -> String {
+    for kind in ["file:", "block:"] {
+        if let Some(rest) = spec.strip_prefix(kind) {
+            let (path, opts) = match rest.split_once(',') {
+                Some((p, o)) => (p, Some(o)),
+                None => (rest, None),
+            };
+            if path.is_empty() || Path::new(path).is_absolute() {
+                return spec.to_string();
+            }
+            let abs = std::path::absolute(path)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| path.to_string());
+            return match opts {
+                Some(o) => format!("{kind}{abs},{o}"),
+                None => format!("{kind}{abs}"),
+            };
+        }
+    }
+    spec.to_string()
+}
+
 fn account(s: &str, flag: &str) -> Result<Account, Fail> {
     Account::parse(s).ok_or_else(|| Fail::Usage(format!("{flag} must be USER:SECRET")))
 }
@@ -360,7 +384,7 @@ fn exec(cmd: AdminCmd) -> (&'static str, Result<(), Fail>) {
                 alias,
                 portals,
                 tpgt,
-                luns,
+                luns: luns.iter().map(|l| absolute_spec(l)).collect(),
             };
             call_ok(&socket_of(&o), &req).map(|v| {
                 print_result(&o, &v, |v| {
@@ -398,7 +422,7 @@ fn exec(cmd: AdminCmd) -> (&'static str, Result<(), Fail>) {
                 let req = Request::AddLun {
                     target,
                     lun,
-                    spec,
+                    spec: absolute_spec(&spec),
                     vendor,
                     product,
                     serial,
@@ -932,6 +956,24 @@ pub async fn start(
 mod tests {
     use super::*;
     use iscsi_target::admin::protocol::{AclInfo, IoStats, LunInfo, PortalGroupInfo, SessionInfo};
+
+    #[test]
+    fn spec_paths_made_absolute() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(absolute_spec("mem:1G"), "mem:1G");
+        assert_eq!(
+            absolute_spec("file:/a/b.img,size=1G"),
+            "file:/a/b.img,size=1G"
+        );
+        assert_eq!(
+            absolute_spec("file:b.img,size=1G"),
+            format!("file:{}/b.img,size=1G", cwd.display())
+        );
+        assert_eq!(
+            absolute_spec("block:dev"),
+            format!("block:{}/dev", cwd.display())
+        );
+    }
 
     #[test]
     fn sizes_for_humans() {

@@ -18,7 +18,15 @@ use crate::config::TargetConfig;
 /// The address to report for a portal, `host:port`.
 pub fn target_address(portal: SocketAddr, local: SocketAddr) -> String {
     let ip = if portal.ip().is_unspecified() {
-        local.ip()
+        // An IPv4 initiator on a dual-stack [::] listener shows up as
+        // ::ffff:a.b.c.d; report the plain IPv4 address it can use.
+        match local.ip() {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(std::net::IpAddr::V4)
+                .unwrap_or(std::net::IpAddr::V6(v6)),
+            v4 => v4,
+        }
     } else {
         portal.ip()
     };
@@ -121,6 +129,17 @@ mod tests {
             local,
         ));
         assert!(r.contains("TargetName=iqn.2024-01.t:b\nTargetAddress=10.0.0.1:3260,1\n"));
+    }
+
+    #[test]
+    fn v4_mapped_local_addresses_are_reported_as_ipv4() {
+        let portal: SocketAddr = "[::]:3260".parse().unwrap();
+        let local: SocketAddr = "[::ffff:10.1.2.3]:3260".parse().unwrap();
+        assert_eq!(target_address(portal, local), "10.1.2.3:3260");
+        let local: SocketAddr = "[fd00::5]:3260".parse().unwrap();
+        assert_eq!(target_address(portal, local), "[fd00::5]:3260");
+        let fixed: SocketAddr = "10.9.9.9:3261".parse().unwrap();
+        assert_eq!(target_address(fixed, local), "10.9.9.9:3261");
     }
 
     #[test]

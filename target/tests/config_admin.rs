@@ -77,7 +77,9 @@ async fn request_on(s: &mut BufReader<UnixStream>, line: &str) -> Option<Respons
 
 async fn request(path: &Path, req: serde_json::Value) -> Response {
     let mut s = BufReader::new(UnixStream::connect(path).await.unwrap());
-    request_on(&mut s, &req.to_string()).await.expect("an answer")
+    request_on(&mut s, &req.to_string())
+        .await
+        .expect("an answer")
 }
 
 async fn show(path: &Path) -> ShowResult {
@@ -101,36 +103,84 @@ async fn show_add_set_remove_save() {
     assert_eq!(t.luns[0].vendor, "TESTV");
     assert_eq!(t.luns[0].size_bytes, 4 << 20);
     assert!(t.luns[0].io.is_some(), "every LUN has I/O counters");
-    let port = s.listening[0].rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let port = s.listening[0]
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse::<u16>()
+        .unwrap();
     assert_ne!(port, 0);
 
     // add-lun: lowest free number.
-    let r = request(&d.path, json!({"op": "add-lun", "target": T, "spec": "mem:2M", "product": "SCRATCH"})).await;
+    let r = request(
+        &d.path,
+        json!({"op": "add-lun", "target": T, "spec": "mem:2M", "product": "SCRATCH"}),
+    )
+    .await;
     assert!(r.ok, "{r:?}");
     assert_eq!(r.result.unwrap()["lun"], 1);
     // The same number again is refused.
-    let r = request(&d.path, json!({"op": "add-lun", "target": T, "lun": 1, "spec": "mem:2M"})).await;
+    let r = request(
+        &d.path,
+        json!({"op": "add-lun", "target": T, "lun": 1, "spec": "mem:2M"}),
+    )
+    .await;
     assert_eq!(r.error.unwrap().kind, ErrorKind::Refused);
     // Bad SPEC.
-    let r = request(&d.path, json!({"op": "add-lun", "target": T, "spec": "mem:2M,sector=1000"})).await;
+    let r = request(
+        &d.path,
+        json!({"op": "add-lun", "target": T, "spec": "mem:2M,sector=1000"}),
+    )
+    .await;
     assert_eq!(r.error.unwrap().kind, ErrorKind::Invalid);
     // Unknown target.
-    let r = request(&d.path, json!({"op": "add-lun", "target": "iqn.2024-01.org.example:nope", "spec": "mem:2M"})).await;
+    let r = request(
+        &d.path,
+        json!({"op": "add-lun", "target": "iqn.2024-01.org.example:nope", "spec": "mem:2M"}),
+    )
+    .await;
     assert_eq!(r.error.unwrap().kind, ErrorKind::NotFound);
 
     // set-lun: mode and resize.
-    let r = request(&d.path, json!({"op": "set-lun", "target": T, "lun": 1, "mode": "ro", "size": "8M"})).await;
+    let r = request(
+        &d.path,
+        json!({"op": "set-lun", "target": T, "lun": 1, "mode": "ro", "size": "8M"}),
+    )
+    .await;
     assert!(r.ok, "{r:?}");
-    let r = request(&d.path, json!({"op": "set-lun", "target": T, "lun": 1, "size": "1M"})).await;
-    assert_eq!(r.error.unwrap().kind, ErrorKind::Refused, "shrinking needs force");
-    let r = request(&d.path, json!({"op": "set-lun", "target": T, "lun": 1, "size": "1000"})).await;
-    assert_eq!(r.error.unwrap().kind, ErrorKind::Invalid, "not a multiple of 512");
+    let r = request(
+        &d.path,
+        json!({"op": "set-lun", "target": T, "lun": 1, "size": "1M"}),
+    )
+    .await;
+    assert_eq!(
+        r.error.unwrap().kind,
+        ErrorKind::Refused,
+        "shrinking needs force"
+    );
+    let r = request(
+        &d.path,
+        json!({"op": "set-lun", "target": T, "lun": 1, "size": "1000"}),
+    )
+    .await;
+    assert_eq!(
+        r.error.unwrap().kind,
+        ErrorKind::Invalid,
+        "not a multiple of 512"
+    );
     let s = show(&d.path).await;
     let l1 = &s.targets[0].luns[1];
-    assert_eq!((l1.mode.as_str(), l1.size_bytes, l1.product.as_str()), ("ro", 8 << 20, "SCRATCH"));
+    assert_eq!(
+        (l1.mode.as_str(), l1.size_bytes, l1.product.as_str()),
+        ("ro", 8 << 20, "SCRATCH")
+    );
 
     // add-lun then remove-lun.
-    let r = request(&d.path, json!({"op": "add-lun", "target": T, "lun": 7, "spec": "null:1M"})).await;
+    let r = request(
+        &d.path,
+        json!({"op": "add-lun", "target": T, "lun": 7, "spec": "null:1M"}),
+    )
+    .await;
     assert!(r.ok, "{r:?}");
     let r = request(&d.path, json!({"op": "remove-lun", "target": T, "lun": 7})).await;
     assert!(r.ok, "{r:?}");
@@ -138,13 +188,26 @@ async fn show_add_set_remove_save() {
     assert_eq!(r.error.unwrap().kind, ErrorKind::NotFound);
 
     // ACL and CHAP.
-    let r = request(&d.path, json!({"op": "allow", "target": T, "initiator": "iqn.2024-01.org.example:h1", "luns": [0]})).await;
+    let r = request(
+        &d.path,
+        json!({"op": "allow", "target": T, "initiator": "iqn.2024-01.org.example:h1", "luns": [0]}),
+    )
+    .await;
     assert!(r.ok, "{r:?}");
-    let r = request(&d.path, json!({"op": "deny", "target": T, "initiator": "iqn.2024-01.org.example:h1"})).await;
+    let r = request(
+        &d.path,
+        json!({"op": "deny", "target": T, "initiator": "iqn.2024-01.org.example:h1"}),
+    )
+    .await;
     assert_eq!(r.error.unwrap().kind, ErrorKind::Refused, "last ACL entry");
     let r = request(&d.path, json!({"op": "set-chap", "target": T, "add": {"user": "u", "secret": "a-long-enough-secret"}})).await;
     assert!(r.ok, "{r:?}");
-    assert!(!serde_json::to_string(&r).unwrap().contains("a-long-enough-secret"), "no secret in responses");
+    assert!(
+        !serde_json::to_string(&r)
+            .unwrap()
+            .contains("a-long-enough-secret"),
+        "no secret in responses"
+    );
 
     // save: to the configuration file, atomically; the state comes back.
     let r = request(&d.path, json!({"op": "save"})).await;
@@ -153,10 +216,17 @@ async fn show_add_set_remove_save() {
     let t = &back.server.targets[0];
     assert_eq!(t.luns.iter().map(|l| l.lun).collect::<Vec<_>>(), vec![0, 1]);
     assert_eq!(t.luns[1].mode, IoMode::ReadOnly);
-    assert_eq!(t.portal_groups[0].portals[0].port(), 0, "port 0 saved as configured");
+    assert_eq!(
+        t.portal_groups[0].portals[0].port(),
+        0,
+        "port 0 saved as configured"
+    );
     assert_eq!(t.allow, vec!["iqn.2024-01.org.example:h1".to_string()]);
     assert_eq!(t.auth.incoming[0].user, "u");
-    assert_eq!(back.ext.target(T).unwrap().luns[&1].product.as_deref(), Some("SCRATCH"));
+    assert_eq!(
+        back.ext.target(T).unwrap().luns[&1].product.as_deref(),
+        Some("SCRATCH")
+    );
     assert!(!back.ext.lun_visible(T, "iqn.2024-01.org.example:h1", 1));
     let mode = std::fs::metadata(&d.config).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -170,7 +240,11 @@ async fn show_add_set_remove_save() {
     let r = request(&d.path, json!({"op": "add-target", "name": "iqn.2024-01.org.example:second", "portals": ["127.0.0.1:0"], "luns": ["mem:1M"]})).await;
     assert!(r.ok, "{r:?}");
     assert_eq!(show(&d.path).await.listening.len(), 2);
-    let r = request(&d.path, json!({"op": "remove-target", "name": "iqn.2024-01.org.example:second"})).await;
+    let r = request(
+        &d.path,
+        json!({"op": "remove-target", "name": "iqn.2024-01.org.example:second"}),
+    )
+    .await;
     assert!(r.ok, "{r:?}");
     let r = request(&d.path, json!({"op": "remove-target", "name": T})).await;
     assert_eq!(r.error.unwrap().kind, ErrorKind::Refused, "last target");

@@ -31,14 +31,20 @@ fn example_loads_and_says_what_it_means() {
     assert_eq!(t.luns[1].block_size, 4096);
     assert_eq!(t.luns[1].mode, IoMode::WriteThrough);
     assert_eq!(t.luns[3].mode, IoMode::ReadOnly);
-    assert_eq!(t.auth.outgoing.as_ref().map(|c| c.user.as_str()), Some("disk1"));
+    assert_eq!(
+        t.auth.outgoing.as_ref().map(|c| c.user.as_str()),
+        Some("disk1")
+    );
     assert_eq!(t.allow.len(), 2);
     assert_eq!(t.limits.max_outstanding_r2t, 8);
     // What the runtime structs cannot hold is in the extensions.
     let host1 = "iqn.2024-01.org.example:host1";
     assert!(l.ext.lun_visible(&t.name, host1, 2));
     assert!(!l.ext.lun_visible(&t.name, host1, 1));
-    assert_eq!(l.ext.auth_for(&t.name, host1, &t.auth).incoming[0].user, "host1");
+    assert_eq!(
+        l.ext.auth_for(&t.name, host1, &t.auth).incoming[0].user,
+        "host1"
+    );
     let lx = &l.ext.target(&t.name).unwrap().luns[&0];
     assert_eq!(lx.vendor.as_deref(), Some("EXAMPLE"));
     assert_eq!(lx.wwn_seed.as_deref(), Some("disk1-lun0"));
@@ -69,11 +75,36 @@ fn example_round_trips_through_save() {
 fn a_broken_copy_of_the_example_names_the_field() {
     let text = std::fs::read_to_string(example()).unwrap();
     let cases = [
-        ("\"sector_size\": 4096", "\"sector_size\": 1000", "targets[0].luns[1].sector_size", "must be 512 or 4096, got 1000"),
-        ("\"max_connections\": 8", "\"max_connections\": 8, \"max_conections\": 8", "targets[0].session.max_conections", "unknown field"),
-        ("\"mode\": \"wt\"", "\"mode\": \"rw\"", "targets[0].luns[1].mode", "\"rw\""),
-        ("\"luns\": [0, 2]", "\"luns\": [0, 9]", "targets[0].acl[0].luns[1]", "no LUN 9"),
-        ("\"user\": \"discover\"", "\"usr\": \"discover\"", "discovery.chap.incoming[0].usr", "unknown field"),
+        (
+            "\"sector_size\": 4096",
+            "\"sector_size\": 1000",
+            "targets[0].luns[1].sector_size",
+            "must be 512 or 4096, got 1000",
+        ),
+        (
+            "\"max_connections\": 8",
+            "\"max_connections\": 8, \"max_conections\": 8",
+            "targets[0].session.max_conections",
+            "unknown field",
+        ),
+        (
+            "\"mode\": \"wt\"",
+            "\"mode\": \"rw\"",
+            "targets[0].luns[1].mode",
+            "\"rw\"",
+        ),
+        (
+            "\"luns\": [0, 2]",
+            "\"luns\": [0, 9]",
+            "targets[0].acl[0].luns[1]",
+            "no LUN 9",
+        ),
+        (
+            "\"user\": \"discover\"",
+            "\"usr\": \"discover\"",
+            "discovery.chap.incoming[0].usr",
+            "unknown field",
+        ),
     ];
     for (from, to, path, reason) in cases {
         assert!(text.contains(from), "{from}");
@@ -81,6 +112,9 @@ fn a_broken_copy_of_the_example_names_the_field() {
         let e = config_file::parse_str(&bad).unwrap_err();
         assert_eq!(e.json_path(), Some(path), "{e}");
         assert!(e.to_string().contains(reason), "{e}");
-        assert!(matches!(e, FileError::Syntax { .. } | FileError::Invalid { .. }));
+        assert!(matches!(
+            e,
+            FileError::Syntax { .. } | FileError::Invalid { .. }
+        ));
     }
 }

@@ -554,3 +554,74 @@ async fn long_text_response_is_continued() {
     }
     s.shutdown_with_grace(Duration::from_millis(200)).await;
 }
+
+#[tokio::test]
+async fn connection_reinstatement_replaces_the_same_cid() {
+    let s = start_server(T, &["mem:1M"], SessionLimits::default()).await;
+    let addr = s.local_addrs()[0];
+    let mut a = Conn::login_with(addr, Some(T), isid(13), 0, 5, |cfg| {
+        cfg.operational.max_connections = 2;
+    })
+    .await
+    .unwrap();
+    a.clear_unit_attention().await.unwrap();
+    let tsih = a.outcome.tsih;
+    let cmd_sn = a.cmd_sn;
+    // Same TSIH and CID: the old connection is replaced.
+    let mut b = Conn::login_with(addr, Some(T), isid(13), tsih, 5, |cfg| cfg.cmd_sn = cmd_sn)
+        .await
+        .unwrap();
+    match a.recv_timeout(Duration::from_secs(3)).await {
+        Some(Err(_)) => {}
+        other => panic!("replaced connection still open: {other:?}"),
+    }
+    b.cmd_sn = cmd_sn;
+    assert_eq!(b.read10(0, 1).await.unwrap().status, 0);
+    let sess = s.shared().sessions.get(tsih).expect("session survives");
+    assert_eq!(sess.core.connection_count(), 1);
+    s.shutdown_with_grace(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn nop_in_pings_and_timeout() {
+    let limits = SessionLimits {
+        nop_interval: Some(Duration::from_millis(150)),
+        nop_timeout: Duration::from_millis(300),
+        ..SessionLimits::default()
+    };
+    let s = start_server(T, &["mem:1M"], limits).await;
+    let addr = s.local_addrs()[0];
+    // An initiator that answers pings stays connected.
+    let mut c = Conn::login(addr, Some(T), isid(14), 0, 0).await.unwrap();
+    for _ in 0..3 {
+        let Pdu::NopIn(n) = c.recv().await.unwrap() else {
+            panic!("expected a ping")
+        };
+        assert_eq!(n.itt, RESERVED_TAG);
+        assert_ne!(n.ttt, RESERVED_TAG);
+        // RFC 7143 §11.18: echo the TTT and the LUN, reserved ITT.
+        c.send(Pdu::NopOut(NopOut {
+            immediate: true,
+            lun: n.lun,
+            itt: RESERVED_TAG,
+            ttt: n.ttt,
+            cmd_sn: c.cmd_sn,
+            exp_stat_sn: c.exp_stat_sn,
+            data: Bytes::new(),
+        }))
+        .await;
+    }
+    assert_eq!(c.read10(0, 1).await.unwrap().status, 0);
+    // One that ignores them is dropped after the timeout.
+    let mut q = Conn::login(addr, Some(T), isid(15), 0, 0).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match tokio::time::timeout_at(deadline, q.recv()).await {
+            Ok(Ok(Pdu::NopIn(_))) => continue,
+            Ok(Err(_)) => break,
+            Ok(Ok(other)) => panic!("unexpected {:?}", other.opcode()),
+            Err(_) => panic!("silent initiator not dropped"),
+        }
+    }
+    s.shutdown_with_grace(Duration::from_millis(200)).await;
+}

@@ -19,7 +19,7 @@ use super::protocol::{
 use super::{build_lu, Admin, AdminState};
 use crate::config::{
     parse_portal, parse_size, AuthConfig, BackendConfig, ChapCredentials, IoMode, LunConfig,
-    PortalGroup, SessionLimits, TargetConfig,
+    PortalGroup, TargetConfig,
 };
 use crate::config_file::{self, InitiatorAcl, Loaded, LunExt, MAX_LUN};
 use crate::server::{Session, TargetRuntime};
@@ -503,7 +503,7 @@ impl Admin {
             .all_targets()
             .first()
             .map(|t| t.config().limits)
-            .unwrap_or_else(SessionLimits::default);
+            .unwrap_or_default();
         let cfg = TargetConfig {
             name: name.clone(),
             alias,

@@ -88,6 +88,9 @@ pub fn default_socket_path() -> PathBuf {
 #[derive(Debug)]
 pub struct AdminSocket {
     path: PathBuf,
+    /// (device, inode) of our socket file, so that shutdown never removes
+    /// a socket another daemon has put at the same path since.
+    id: Option<(u64, u64)>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -101,7 +104,12 @@ impl AdminSocket {
     pub async fn shutdown(self) {
         self.cancel.cancel();
         let _ = self.task.await;
-        let _ = std::fs::remove_file(&self.path);
+        let still_ours = std::fs::symlink_metadata(&self.path)
+            .map(|m| Some((m.dev(), m.ino())) == self.id)
+            .unwrap_or(false);
+        if still_ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -166,11 +174,15 @@ pub async fn listen(
         let _ = std::fs::remove_file(&tmp);
         return Err(io_err(path)(e));
     }
+    let id = std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()));
     let cancel = CancellationToken::new();
     let task = tokio::spawn(accept_loop(admin, listener, limits, cancel.clone()));
     tracing::info!(socket = %path.display(), "admin API listening");
     Ok(AdminSocket {
         path: path.to_path_buf(),
+        id,
         cancel,
         task,
     })

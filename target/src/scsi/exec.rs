@@ -56,12 +56,26 @@ fn ua_exempt(op: u8) -> bool {
     )
 }
 
-/// Commands the target implements (a subset of what proto parses).
-pub(super) fn implemented(c: &cdb::CmdSpec) -> bool {
-    !matches!(
-        c.opcode,
-        Opcode::EXTENDED_COPY | Opcode::RECEIVE_COPY_RESULTS
-    )
+/// Commands this logical unit reports in REPORT SUPPORTED OPERATION CODES
+/// (a subset of what proto parses). SANITIZE only when the LU enables it.
+pub(super) fn supported(lu: &LogicalUnit, c: &cdb::CmdSpec) -> bool {
+    match c.opcode {
+        Opcode::EXTENDED_COPY | Opcode::RECEIVE_COPY_RESULTS => false,
+        Opcode::SANITIZE => lu.cfg.sanitize,
+        _ => true,
+    }
+}
+
+/// Commands this logical unit executes: a command switched off in its
+/// configuration is treated like an unknown operation code (SPC-5 §4.5.2:
+/// ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE).
+pub(super) fn enabled(lu: &LogicalUnit, c: Command) -> Result<Command, cdb::CdbError> {
+    match c {
+        Command::Sanitize { .. } if !lu.cfg.sanitize => {
+            Err(cdb::CdbError::Unsupported(Opcode::SANITIZE))
+        }
+        c => Ok(c),
+    }
 }
 
 /// Persistent-reservation class of a command (SPC-5 table 63).
@@ -159,6 +173,7 @@ pub(super) async fn execute(srv: &DeviceServer, nexus: &Nexus, req: ScsiRequest)
     let Some(lu) = srv.lu(req.lun) else {
         return no_lu(srv, &req, parsed);
     };
+    let parsed = parsed.and_then(|c| enabled(&lu, c));
     let d_sense = {
         let mut st = lu.state();
         if st.seen.insert(nexus.clone()) {
@@ -448,7 +463,14 @@ impl Ctx<'_> {
                 opcode,
                 service_action,
                 alloc_len,
-            } => report_supported_opcodes(rctd, options, opcode, service_action, alloc_len),
+            } => report_supported_opcodes(
+                self.lu,
+                rctd,
+                options,
+                opcode,
+                service_action,
+                alloc_len,
+            ),
             ReportSupportedTmfs { repd, alloc_len } => {
                 // ABORT TASK, ABORT TASK SET, LOGICAL UNIT RESET, TARGET RESET.
                 let mut v = vec![0x80 | 0x40 | 0x08 | 0x02, 0, 0, 0];
@@ -1490,6 +1512,7 @@ impl Ctx<'_> {
 
 /// REPORT SUPPORTED OPERATION CODES (SPC-5 §6.35).
 fn report_supported_opcodes(
+    lu: &LogicalUnit,
     rctd: bool,
     options: u8,
     opcode: u8,
@@ -1503,7 +1526,7 @@ fn report_supported_opcodes(
         v.extend_from_slice(&0u32.to_be_bytes());
         v.extend_from_slice(&60u32.to_be_bytes());
     };
-    let specs: Vec<&cdb::CmdSpec> = COMMANDS.iter().filter(|c| implemented(c)).collect();
+    let specs: Vec<&cdb::CmdSpec> = COMMANDS.iter().filter(|c| supported(lu, c)).collect();
     let op = Opcode(opcode);
     let data = match options {
         0 => {
@@ -1524,7 +1547,10 @@ fn report_supported_opcodes(
             v
         }
         1..=3 => {
-            let has_sa = op.has_service_action() && specs.iter().any(|c| c.opcode == op);
+            // Whether the opcode has service actions is the standard's, not
+            // ours: a known service-action opcode we do not execute is
+            // reported as not supported (SUPPORT 001b) under option 2.
+            let has_sa = op.has_service_action();
             let want_sa = match options {
                 1 if has_sa => return Err(invalid_cdb(2, Some(2))),
                 1 => None,

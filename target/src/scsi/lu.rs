@@ -41,8 +41,13 @@ pub struct LuConfig {
     /// Only effective when the backend supports unmap.
     pub thin: bool,
     /// Report a removable medium (RMB): enables eject/load through START
-    /// STOP UNIT and PREVENT ALLOW MEDIUM REMOVAL semantics.
+    /// STOP UNIT and PREVENT ALLOW MEDIUM REMOVAL semantics. Off for disks.
     pub removable: bool,
+    /// Accept SANITIZE (SBC-4 §5.30). Off by default because one command
+    /// from any initiator irrevocably erases the whole logical unit; when
+    /// off, REPORT SUPPORTED OPERATION CODES does not list it and the CDB
+    /// gets INVALID COMMAND OPERATION CODE, as on a device without it.
+    pub sanitize: bool,
     /// Seed of the unit serial number (e.g. target name + backing path).
     /// The same seed always gives the same serial.
     pub serial_seed: String,
@@ -65,6 +70,7 @@ impl LuConfig {
             mode: IoMode::WriteBack,
             thin: false,
             removable: false,
+            sanitize: false,
             serial_seed: format!("lun{lun}"),
             wwn_seed: format!("lun{lun}"),
             company_id: DEFAULT_COMPANY_ID,
@@ -166,6 +172,41 @@ impl LuState {
     }
 }
 
+impl LuState {
+    /// Mode parameters after power on or reset: the defaults (no saved
+    /// pages), WCE following the I/O mode.
+    pub fn default_modes(mode: IoMode) -> ModeState {
+        ModeState {
+            wce: mode == IoMode::WriteBack,
+            d_sense: false,
+            swp: false,
+        }
+    }
+
+    /// The logical unit reset of SAM-5 §6.3.3, as far as it concerns this
+    /// state (commands in flight are the transport's business):
+    /// - "c) release all reservations established using the reserve/release
+    ///   management method (persistent reservations shall not be affected)";
+    /// - "d) return the logical unit's operating mode to the appropriate
+    ///   initial conditions ... MODE SELECT parameters for which no saved
+    ///   values have been established shall be returned to their default
+    ///   values" (medium-removal prevention ends with it, SBC-4 §5.15);
+    /// - "e) establish a unit attention condition": for the initiator port
+    ///   of every I_T nexus, the one that requested the reset included
+    ///   (29h/00h POWER ON, RESET, OR BUS DEVICE RESET OCCURRED, which
+    ///   SAM-5 allows in place of 29h/03h and which initiators such as
+    ///   libiscsi and Linux look for).
+    ///
+    /// A SANITIZE in progress is not affected (SBC-4 §4.11.2: it survives
+    /// resets).
+    pub fn reset(&mut self) {
+        self.res.legacy = None;
+        self.prevent.clear();
+        self.modes = Self::default_modes(self.mode);
+        self.push_ua_all(Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET, None);
+    }
+}
+
 /// One logical unit.
 #[derive(Debug)]
 pub struct LogicalUnit {
@@ -180,14 +221,9 @@ impl LogicalUnit {
     pub fn new(cfg: LuConfig) -> Self {
         let serial = serial_from_seed(&cfg.serial_seed);
         let naa = naa_from_seed(&cfg.wwn_seed, cfg.company_id);
-        let wce = cfg.mode == IoMode::WriteBack;
         let state = LuState {
             mode: cfg.mode,
-            modes: ModeState {
-                wce,
-                d_sense: false,
-                swp: false,
-            },
+            modes: LuState::default_modes(cfg.mode),
             ua: HashMap::new(),
             seen: HashSet::new(),
             res: Reservations::default(),

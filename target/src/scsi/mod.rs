@@ -276,10 +276,17 @@ impl DeviceServer {
             .map(|l| l.cfg.backend.clone())
     }
 
-    /// How many Data-Out bytes this CDB wants (0 if invalid).
+    /// How many Data-Out bytes this CDB wants (0 if invalid, or a command
+    /// the addressed LU does not execute).
     pub fn data_out_length(&self, lun: u64, cdb: &[u8]) -> u32 {
-        let bs = self.lu(lun).map(|l| l.block_size()).unwrap_or(512);
-        match proto::scsi::Command::parse(cdb) {
+        let lu = self.lu(lun);
+        let bs = lu.as_ref().map(|l| l.block_size()).unwrap_or(512);
+        let parsed = proto::scsi::Command::parse(cdb);
+        let parsed = match &lu {
+            Some(l) => parsed.and_then(|c| exec::enabled(l, c)),
+            None => parsed,
+        };
+        match parsed {
             Ok(c) => u32::try_from(c.data_out_length(bs)).unwrap_or(u32::MAX),
             Err(_) => 0,
         }
@@ -302,29 +309,23 @@ impl DeviceServer {
         }
     }
 
-    /// LOGICAL UNIT RESET (SAM-5 §7.7): releases SPC-2 reservations and
-    /// prevention, raises a reset unit attention for every nexus.
+    /// LOGICAL UNIT RESET (SAM-5 §7.7): performs the logical unit reset of
+    /// SAM-5 §6.3.3 (see [`lu::LuState::reset`]). The I_T nexus that asked
+    /// for it gets the reset unit attention like every other nexus.
     pub fn lun_reset(&self, lun: u64, by: &Nexus) {
         if let Some(l) = self.lu(lun) {
-            Self::reset_lu(&l, by);
+            tracing::info!(lun = l.cfg.lun, initiator = %by.initiator_port, "logical unit reset");
+            l.state().reset();
         }
     }
 
-    fn reset_lu(l: &LogicalUnit, by: &Nexus) {
-        let mut st = l.state();
-        st.res.legacy = None;
-        st.prevent.clear();
-        // 29h/00h (what libiscsi and Linux expect) for every other nexus;
-        // the issuer learns of the reset from the TMF response.
-        let _ = by;
-        st.push_ua_all(Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET, None);
-    }
-
-    /// TARGET WARM/COLD RESET (RFC 7143 §11.5.1): every LU is reset (the
-    /// transport drops the connections of a cold reset itself).
-    pub fn target_reset(&self, by: &Nexus, _cold: bool) {
+    /// TARGET WARM/COLD RESET (RFC 7143 §11.5.1, SAM-5 §6.3.2 hard reset):
+    /// every LU is reset as by LOGICAL UNIT RESET (the transport drops the
+    /// connections of a cold reset itself).
+    pub fn target_reset(&self, by: &Nexus, cold: bool) {
+        tracing::info!(initiator = %by.initiator_port, cold, "target reset");
         for l in self.all() {
-            Self::reset_lu(&l, by);
+            l.state().reset();
         }
     }
 

@@ -149,10 +149,19 @@ pub struct CopyResult {
 }
 
 impl LuState {
-    /// Queues a unit attention for one nexus (no duplicates).
+    /// Queues a unit attention for one nexus (no duplicates). Power on,
+    /// reset and I_T nexus loss conditions (ASC 29h) have the highest
+    /// precedence of all unit attentions (SAM-5 §5.14) and are reported
+    /// first; the others keep their order.
     pub fn push_ua(&mut self, n: &Nexus, asc: Asc) {
         let q = self.ua.entry(n.clone()).or_default();
-        if !q.contains(&asc) {
+        if q.contains(&asc) {
+            return;
+        }
+        if asc.asc() == 0x29 {
+            let at = q.iter().take_while(|a| a.asc() == 0x29).count();
+            q.insert(at, asc);
+        } else {
             q.push_back(asc);
         }
     }

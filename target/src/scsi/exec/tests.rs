@@ -1598,7 +1598,12 @@ async fn removable_prevention_per_nexus() {
     let r = run(&s, &a, 0, ssu(true, true).as_bytes(), &[]).await;
     assert_sense(&r, SenseKey::ILLEGAL_REQUEST, Asc::MEDIUM_REMOVAL_PREVENTED);
     s.lun_reset(Lun::from_number(0).0, &a);
-    clear_ua(&s, &a, 0).await;
+    let r = run(&s, &a, 0, cdb::test_unit_ready().as_bytes(), &[]).await;
+    assert_sense(
+        &r,
+        SenseKey::UNIT_ATTENTION,
+        Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET,
+    );
     good(&run(&s, &a, 0, ssu(true, true).as_bytes(), &[]).await);
     good(&run(&s, &a, 0, &r10(0, 1), &[]).await);
 }

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Interoperability of OUR target (`iscsi target serve`) with the Linux KERNEL iSCSI
+# initiator (open-iscsi + iscsi_tcp), using the QEMU harness in ../shared/tools/vm.
+#
+# For each scenario: start our target inside an isolated network namespace (loopback
+# only), boot the small Debian guest under QEMU, run scripts/vm/kernel-interop.guest.sh in
+# it (discovery, login, mkfs/fsck, file + raw O_DIRECT data checks, discard, logout,
+# re-login), stop the target. Optionally (FIO=1) also compare fio through the kernel
+# initiator against our target and tgtd (tests/fio-probe.sh), median of RUNS runs.
+#
+# Opt-in, NOT part of scripts/test.sh: it needs qemu-system-x86 (apt-get install
+# --no-install-recommends qemu-system-x86), root (ip netns) and ~20-25 s per scenario
+# under TCG. See docs/interop/kernel-initiator.md for results.
+#
+# usage: scripts/vm-kernel-initiator.sh [--list] [SCENARIO...]   (default: all scenarios)
+# env:   VM_DIR     harness directory (default: ../shared/tools/vm next to the repo, or
+#                   /work/shared/tools/vm)
+#        VM_NETNS   namespace name (default: vmkern; created and deleted here if missing)
+#        ISCSI_BIN  target binary (default: build it: cargo build --release -p cli)
+#        TARGET_LOG target --log level (default: debug)
+#        BASELINE=1 also run the guest script once against tgtd ("tgtd-baseline")
+#        FIO=1      also run the fio comparison (ours vs tgtd, DEVICES=iscsi)
+#        FIO_ONLY=1 only the fio comparison;  RUNS (3) fio runs per target;  RUNTIME (4) s per job
+#        OUT        results directory (default: mktemp -d /tmp/vmkern.XXXXXX)
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+GUEST=$ROOT/scripts/vm/kernel-interop.guest.sh
+if [[ -z ${VM_DIR:-} ]]; then
+  for d in "$ROOT/../shared/tools/vm" /work/shared/tools/vm; do
+    [[ -x $d/run-guest.sh ]] && { VM_DIR=$(cd "$d" && pwd); break; }
+  done
+fi
+[[ -n ${VM_DIR:-} && -x $VM_DIR/run-guest.sh ]] || { echo "VM harness not found (set VM_DIR)" >&2; exit 2; }
+NS=${VM_NETNS:-vmkern}
+IQN=iqn.2024-01.rs.iscsi:vm
+GUEST_IQN=iqn.2005-03.org.open-iscsi:vmtest-guest   # fixed in the guest image
+OUT=${OUT:-$(mktemp -d /tmp/vmkern.XXXXXX)}
+mkdir -p "$OUT"
+SUMMARY=$OUT/summary.txt
+: > "$SUMMARY"
+# tgt_start / tgt_stop for the tgtd baseline come from the harness (they use NS, WORK, CPORT)
+# shellcheck source=/dev/null
+. "$VM_DIR/tests/lib-host.sh"
+log() { echo "[vm-kernel-initiator] $*" >&2; }
+
+# ---- scenarios: NAME | target options (after --portal/--target) | guest env (space separated)
+# @WORK@ is replaced by the run directory. Secrets are 12+ characters (RFC 7143 §12.1.3
+# recommends at least 96 bits for CHAP secrets; open-iscsi does not enforce it).
+SCENARIOS=(
+  "basic|--lun mem:256M|EXPECT_BLOCK=512 EXPECT_BYTES=268435456"
+  "file-4k|--lun file:@WORK@/disk4k.img,size=256M,sector=4096,thin|EXPECT_BLOCK=4096 EXPECT_BYTES=268435456"
+  "multi-lun|--lun mem:64M --lun file:@WORK@/lun1.img,size=128M,sector=4096|EXPECT_DISKS=2 MB=8"
+  "chap|--lun mem:128M --chap kerneluser:kernelsecret12|CHAP_USER=kerneluser CHAP_SECRET=kernelsecret12 MB=8"
+  "chap-discovery|--lun mem:128M --chap kerneluser:kernelsecret12|CHAP_USER=kerneluser CHAP_SECRET=kernelsecret12 DISC_CHAP=1 MB=8 RELOGIN=0"
+  "mutual-chap|--lun mem:128M --chap kerneluser:kernelsecret12 --mutual-chap targetuser:targetsecret34|CHAP_USER=kerneluser CHAP_SECRET=kernelsecret12 CHAP_USER_IN=targetuser CHAP_SECRET_IN=targetsecret34 MB=8"
+  "chap-bad-secret|--lun mem:128M --chap kerneluser:kernelsecret12|CHAP_USER=kerneluser CHAP_SECRET=wrongsecret99 EXPECT_LOGIN_FAIL=1"
+  "mutual-chap-bad-target-secret|--lun mem:128M --chap kerneluser:kernelsecret12 --mutual-chap targetuser:targetsecret34|CHAP_USER=kerneluser CHAP_SECRET=kernelsecret12 CHAP_USER_IN=targetuser CHAP_SECRET_IN=notthetarget56 EXPECT_LOGIN_FAIL=1"
+  "acl-allowed|--lun mem:128M --allow $GUEST_IQN|MB=8 RELOGIN=0"
+  "acl-denied|--lun mem:128M --allow iqn.2024-01.example:someone-else|EXPECT_LOGIN_FAIL=1"
+  "digests-r2t|--lun mem:256M|MB=16 ISCSI_OPTS=node.conn[0].iscsi.HeaderDigest=CRC32C;node.conn[0].iscsi.DataDigest=CRC32C;node.session.iscsi.InitialR2T=Yes;node.session.iscsi.ImmediateData=No;node.session.iscsi.FirstBurstLength=8192;node.session.iscsi.MaxBurstLength=16384;node.conn[0].iscsi.MaxRecvDataSegmentLength=4096"
+)
+
+[[ ${BASELINE:-0} == 1 ]] && SCENARIOS=("tgtd-baseline|TGTD|EXPECT_BLOCK=512 EXPECT_BYTES=268435456" "${SCENARIOS[@]}")
+if [[ ${1:-} == --list ]]; then
+  for s in "${SCENARIOS[@]}"; do echo "${s%%|*}"; done; exit 0
+fi
+WANT=("$@")
+
+# ---- our binary
+if [[ -z ${ISCSI_BIN:-} ]]; then
+  log "building the target: cargo build --release -p cli"
+  (cd "$ROOT" && cargo build --release -p cli)
+  ISCSI_BIN=${CARGO_TARGET_DIR:-$ROOT/build}/release/iscsi
+fi
+[[ -x $ISCSI_BIN ]] || { log "no binary at $ISCSI_BIN"; exit 2; }
+
+# ---- namespace, cleanup
+CREATED_NS=0 TGT_PID=
+ns_exists() { ip netns list | awk '{print $1}' | grep -qxF "$1"; }
+target_stop() {
+  [[ -n $TGT_PID ]] || return 0
+  if kill -0 "$TGT_PID" 2>/dev/null; then
+    kill -TERM "$TGT_PID" 2>/dev/null
+    local i; for i in $(seq 50); do kill -0 "$TGT_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$TGT_PID" 2>/dev/null && { log "target $TGT_PID ignored SIGTERM for 5 s: SIGKILL"; kill -KILL "$TGT_PID"; }
+  fi
+  wait "$TGT_PID" 2>/dev/null || true
+  TGT_PID=
+}
+cleanup() {
+  set +e
+  target_stop
+  tgt_stop
+  ((CREATED_NS)) && "$VM_DIR/netns.sh" down "$NS"
+  rm -f "$OUT"/*/disk*.img "$OUT"/*/lun*.img
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+if ! ns_exists "$NS"; then "$VM_DIR/netns.sh" up "$NS" >&2; CREATED_NS=1; fi
+if ip netns exec "$NS" ss -Hltn 'sport = :3260' | grep -q .; then
+  log "something already listens on 127.0.0.1:3260 in netns $NS"; exit 2
+fi
+
+# target_start WORKDIR ARGS... : our target on 127.0.0.1:3260 in $NS
+target_start() {
+  local work=$1 i; shift
+  ip netns exec "$NS" "$ISCSI_BIN" target serve --portal 127.0.0.1:3260 --target "$IQN" \
+    --admin-socket "$work/admin.sock" --log "${TARGET_LOG:-debug}" "$@" > "$work/target.log" 2>&1 &
+  TGT_PID=$!
+  for i in $(seq 100); do
+    ip netns exec "$NS" ss -Hltn 'sport = :3260' | grep -q . && return 0
+    kill -0 "$TGT_PID" 2>/dev/null || { log "target died:"; cat "$work/target.log" >&2; TGT_PID=; return 1; }
+    sleep 0.1
+  done
+  log "target did not listen within 10 s"; return 1
+}
+
+# ---- functional scenarios
+run_scenario() {
+  local spec=$1 name targs genv work rc t0 t1 envs=() kv
+  name=${spec%%|*}; spec=${spec#*|}; targs=${spec%%|*}; genv=${spec#*|}
+  work=$OUT/$name; mkdir -p "$work"
+  targs=${targs//@WORK@/$work}
+  set -f   # ISCSI_OPTS holds "[0]": no globbing while splitting
+  for kv in $genv; do envs+=(--env "$kv"); done
+  log "=== $name: target ${targs}"
+  t0=$(date +%s.%N)
+  # shellcheck disable=SC2086  # word splitting of the option string is intended
+  if [[ $targs == TGTD ]]; then
+    WORK=$work tgt_start "$IQN" 256M || { set +f; echo "$name FAIL(tgtd-start) 0" >> "$SUMMARY"; return 1; }
+  elif ! target_start "$work" $targs; then set +f; echo "$name FAIL(target-start) 0" >> "$SUMMARY"; return 1; fi
+  set +f
+  set +e
+  "$VM_DIR/run-guest.sh" --netns "$NS" --timeout "${TIMEOUT:-240}" -q --log "$work/console.log" \
+    --env PORTAL=10.0.2.100:3260 --env IQN="$IQN" "${envs[@]}" "$GUEST"
+  rc=$?
+  set -e
+  target_stop
+  tgt_stop
+  t1=$(date +%s.%N)
+  grep -aE '^\[(step|check|dd)\]|^--- (PASS|discovery|node|session|/dev)|FATAL|^  (Header|Data|MaxRecv|MaxXmit|First|MaxBurst|Immediate|InitialR2T)|^    (vendor|write_cache|min_io)' \
+    "$work/console.log" | sed "s/^/  [$name] /" >&2 || true
+  local wall; wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+  local res; res=$([[ $rc == 0 ]] && echo PASS || echo "FAIL(rc=$rc)")
+  printf '%-30s %-12s %6ss  %s\n' "$name" "$res" "$wall" "$work" | tee -a "$SUMMARY" >&2
+  [[ $rc == 0 ]]
+}
+
+# ---- fio comparison: our target vs tgtd, same guest, same jobs, DEVICES=iscsi
+fio_median() { # fio_median FILE... : median per job of IOPS / MiB/s / lat over the runs
+  awk '/^\[fio\] \/dev\// { j = $3 " " $4 " " $5; n[j]++; io[j, n[j]] = $6; bw[j, n[j]] = $7; lat[j, n[j]] = $8
+                           if (!(j in seen)) { seen[j] = 1; order[++k] = j } }
+       function med(a, j, c,   i, x, y, t, v) { for (i = 1; i <= c; i++) v[i] = a[j, i]
+         for (x = 1; x <= c; x++) for (y = x + 1; y <= c; y++) if (v[y] < v[x]) { t = v[x]; v[x] = v[y]; v[y] = t }
+         return (c % 2) ? v[(c + 1) / 2] : (v[c / 2] + v[c / 2 + 1]) / 2 }
+       END { for (i = 1; i <= k; i++) { j = order[i]; printf "%s|%.0f|%.1f|%.0f|%d\n", j, med(io, j, n[j]), med(bw, j, n[j]), med(lat, j, n[j]), n[j] } }' "$@"
+}
+run_fio() {
+  local runs=${RUNS:-3} r work=$OUT/fio
+  mkdir -p "$work"
+  WITH_FIO=1 "$VM_DIR/build-image.sh" >&2
+  for r in $(seq "$runs"); do
+    log "=== fio run $r/$runs: our target (mem:1G)"
+    target_start "$work" --lun mem:1G || return 1
+    VM_NETNS=$NS EXTERNAL=1 IQN=$IQN DEVICES=iscsi RUNTIME=${RUNTIME:-4} "$VM_DIR/tests/fio-probe.sh" \
+      > "$work/ours.$r.txt" 2>&1 || log "fio against our target failed (run $r), see $work/ours.$r.txt"
+    target_stop
+    grep -a '^\[fio\]' "$work/ours.$r.txt" >&2 || true
+    log "=== fio run $r/$runs: tgtd (1G file)"
+    VM_NETNS=$NS DEVICES=iscsi RUNTIME=${RUNTIME:-4} "$VM_DIR/tests/fio-probe.sh" \
+      > "$work/tgtd.$r.txt" 2>&1 || log "fio against tgtd failed (run $r), see $work/tgtd.$r.txt"
+    grep -a '^\[fio\]' "$work/tgtd.$r.txt" >&2 || true
+  done
+  {
+    echo
+    echo "fio through the kernel initiator (libaio, O_DIRECT, ${RUNTIME:-4} s/job), median of $runs run(s)"
+    printf '%-20s %10s %10s %10s %10s %10s %10s %8s\n' job ours-IOPS tgtd-IOPS ours-MiB/s tgtd-MiB/s ours-lat tgtd-lat ratio
+    join -t'|' <(fio_median "$work"/ours.*.txt | sort) <(fio_median "$work"/tgtd.*.txt | sort) |
+      awk -F'|' '{ r = ($6 > 0) ? $2 / $6 : 0; printf "%-20s %10s %10s %10s %10s %8sus %8sus %8.2f\n", $1, $2, $6, $3, $7, $4, $8, r }'
+  } | tee -a "$SUMMARY" >&2
+}
+
+fails=0
+if [[ ${FIO_ONLY:-0} != 1 ]]; then
+  "$VM_DIR/build-image.sh" >&2
+  for s in "${SCENARIOS[@]}"; do
+    name=${s%%|*}
+    if ((${#WANT[@]})) && [[ ! " ${WANT[*]} " == *" $name "* ]]; then continue; fi
+    run_scenario "$s" || fails=$((fails + 1))
+  done
+fi
+if [[ ${FIO:-0} == 1 || ${FIO_ONLY:-0} == 1 ]]; then run_fio || fails=$((fails + 1)); fi
+echo "---- summary ($OUT)"; cat "$SUMMARY"
+((fails == 0)) || { log "$fails scenario(s) failed"; exit 1; }
+log "all passed"

@@ -717,15 +717,19 @@ impl Ctx<'_> {
                 bl.encode()
             }
             // WABEREQ/WACEREQ 01b: reads after SANITIZE succeed and return
-            // what the erase left (zeros).
-            vpd::BLOCK_DEVICE_CHARACTERISTICS => inq::BlockDeviceCharacteristics {
-                medium_rotation_rate: 1,
-                fuab: true,
-                wabereq: 1,
-                wacereq: 1,
-                ..Default::default()
+            // what the erase left (zeros); 00b (not specified) when the LU
+            // does not accept SANITIZE (SBC-4 §6.6.2).
+            vpd::BLOCK_DEVICE_CHARACTERISTICS => {
+                let after_erase = u8::from(self.lu.cfg.sanitize);
+                inq::BlockDeviceCharacteristics {
+                    medium_rotation_rate: 1,
+                    fuab: true,
+                    wabereq: after_erase,
+                    wacereq: after_erase,
+                    ..Default::default()
+                }
+                .encode()
             }
-            .encode(),
             vpd::LOGICAL_BLOCK_PROVISIONING if self.lu.thin() => inq::LogicalBlockProvisioning {
                 lbpu: true,
                 lbpws: true,

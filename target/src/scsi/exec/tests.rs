@@ -1301,6 +1301,13 @@ async fn sanitize_is_opt_in() {
         .collect();
     assert_eq!(sas, vec![0x01, 0x02, 0x03, 0x1F]);
 
+    // Block Device Characteristics: WABEREQ/WACEREQ only with SANITIZE.
+    for (lun, want) in [(0u16, 0u8), (1, 1)] {
+        let r = run(&s, &n, lun, cdb::inquiry(true, 0xB1, 64).as_bytes(), &[]).await;
+        good(&r);
+        assert_eq!((r.data_in[7] >> 6, (r.data_in[7] >> 4) & 3), (want, want));
+    }
+
     // One-command form: SUPPORT 001b (not supported) when off, 011b on.
     let one = Command::ReportSupportedOpcodes {
         rctd: false,

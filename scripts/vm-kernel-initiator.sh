@@ -18,6 +18,8 @@
 #        VM_NETNS   namespace name (default: vmkern; created and deleted here if missing)
 #        ISCSI_BIN  target binary (default: build it: cargo build --release -p cli)
 #        TARGET_LOG target --log level (default: debug)
+#        CAPTURE=1  tshark capture of port 3260 on the namespace loopback, per scenario
+#                   (<OUT>/<scenario>/iscsi.pcap; decode: tshark -r FILE -Y iscsi -V)
 #        BASELINE=1 also run the guest script once against tgtd ("tgtd-baseline")
 #        FIO=1      also run the fio comparison (ours vs tgtd, DEVICES=iscsi)
 #        FIO_ONLY=1 only the fio comparison;  RUNS (3) fio runs per target;  RUNTIME (4) s per job
@@ -25,6 +27,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GUEST=$ROOT/scripts/vm/kernel-interop.guest.sh
+GUEST_RECOVERY=$ROOT/scripts/vm/kernel-recovery.guest.sh
 if [[ -z ${VM_DIR:-} ]]; then
   for d in "$ROOT/../shared/tools/vm" /work/shared/tools/vm; do
     [[ -x $d/run-guest.sh ]] && { VM_DIR=$(cd "$d" && pwd); break; }
@@ -57,6 +60,8 @@ SCENARIOS=(
   "mutual-chap-bad-target-secret|--lun mem:128M --chap kerneluser:kernelsecret12 --mutual-chap targetuser:targetsecret34|CHAP_USER=kerneluser CHAP_SECRET=kernelsecret12 CHAP_USER_IN=targetuser CHAP_SECRET_IN=notthetarget56 EXPECT_LOGIN_FAIL=1"
   "acl-allowed|--lun mem:128M --allow $GUEST_IQN|MB=8 RELOGIN=0"
   "acl-denied|--lun mem:128M --allow iqn.2024-01.example:someone-else|EXPECT_LOGIN_FAIL=1"
+  "conn-drop|--lun file:@WORK@/disk.img,size=128M|SCRIPT=recovery ACTION=conn-drop ROUNDS=2"
+  "target-restart|--lun file:@WORK@/disk.img,size=128M|SCRIPT=recovery ACTION=target-restart"
   "digests-r2t|--lun mem:256M|MB=16 ISCSI_OPTS=node.conn[0].iscsi.HeaderDigest=CRC32C;node.conn[0].iscsi.DataDigest=CRC32C;node.session.iscsi.InitialR2T=Yes;node.session.iscsi.ImmediateData=No;node.session.iscsi.FirstBurstLength=8192;node.session.iscsi.MaxBurstLength=16384;node.conn[0].iscsi.MaxRecvDataSegmentLength=4096"
 )
 
@@ -75,7 +80,11 @@ fi
 [[ -x $ISCSI_BIN ]] || { log "no binary at $ISCSI_BIN"; exit 2; }
 
 # ---- namespace, cleanup
-CREATED_NS=0 TGT_PID=
+CREATED_NS=0 TGT_PID= CAP_PID=
+capture_stop() {
+  [[ -n $CAP_PID ]] || return 0
+  sleep 0.5; kill -INT "$CAP_PID" 2>/dev/null; wait "$CAP_PID" 2>/dev/null || true; CAP_PID=
+}
 ns_exists() { ip netns list | awk '{print $1}' | grep -qxF "$1"; }
 target_stop() {
   [[ -n $TGT_PID ]] || return 0
@@ -91,6 +100,7 @@ cleanup() {
   set +e
   target_stop
   tgt_stop
+  capture_stop
   ((CREATED_NS)) && "$VM_DIR/netns.sh" down "$NS"
   rm -f "$OUT"/*/disk*.img "$OUT"/*/lun*.img
 }
@@ -105,7 +115,7 @@ fi
 target_start() {
   local work=$1 i; shift
   ip netns exec "$NS" "$ISCSI_BIN" target serve --portal 127.0.0.1:3260 --target "$IQN" \
-    --admin-socket "$work/admin.sock" --log "${TARGET_LOG:-debug}" "$@" > "$work/target.log" 2>&1 &
+    --admin-socket "$work/admin.sock" --log "${TARGET_LOG:-debug}" "$@" >> "$work/target.log" 2>&1 &
   TGT_PID=$!
   for i in $(seq 100); do
     ip netns exec "$NS" ss -Hltn 'sport = :3260' | grep -q . && return 0
@@ -113,6 +123,40 @@ target_start() {
     sleep 0.1
   done
   log "target did not listen within 10 s"; return 1
+}
+
+# ---- recovery scenarios: the guest asks for an ACTION through the 9p share
+# (share/req), the host performs it and acknowledges (share/done).
+#   conn-drop       ss -K: the target's TCP connections are reset (RST) under the initiator
+#   target-restart  SIGTERM our target, wait RESTART_GAP (3) s, start it again (same file LUN)
+run_recovery_guest() {
+  local work=$1 targs=$2 gpid act rc; shift 2
+  rm -rf "$work/share"; mkdir -p "$work/share"
+  "$VM_DIR/run-guest.sh" --netns "$NS" --timeout "${TIMEOUT:-240}" -q --log "$work/console.log" \
+    --share "$work/share" --env PORTAL=10.0.2.100:3260 --env IQN="$IQN" "$@" "$GUEST_RECOVERY" &
+  gpid=$!
+  while kill -0 "$gpid" 2>/dev/null; do
+    if [[ -e $work/share/req ]]; then
+      act=$(cat "$work/share/req"); rm -f "$work/share/req"
+      case $act in
+        conn-drop)
+          log "host action: ss -K on the target's connections"
+          ip netns exec "$NS" ss -tn state established '( sport = :3260 )' >&2 || true
+          ip netns exec "$NS" ss -K state established '( sport = :3260 )' >/dev/null 2>&1 || true ;;
+        target-restart)
+          log "host action: restarting the target"
+          echo "==== host: target stopped (SIGTERM) for a restart" >> "$work/target.log"
+          target_stop; sleep "${RESTART_GAP:-3}"
+          # shellcheck disable=SC2086
+          set -f; target_start "$work" $targs || log "target restart failed"; set +f ;;
+        *) log "unknown action $act" ;;
+      esac
+      echo "$act at $(date +%T.%N)" > "$work/share/done"
+    fi
+    sleep 0.1
+  done
+  wait "$gpid"; rc=$?
+  return $rc
 }
 
 # ---- functional scenarios
@@ -130,15 +174,25 @@ run_scenario() {
     WORK=$work tgt_start "$IQN" 256M || { set +f; echo "$name FAIL(tgtd-start) 0" >> "$SUMMARY"; return 1; }
   elif ! target_start "$work" $targs; then set +f; echo "$name FAIL(target-start) 0" >> "$SUMMARY"; return 1; fi
   set +f
+  if [[ ${CAPTURE:-0} == 1 ]]; then
+    ip netns exec "$NS" tshark -q -i lo -f 'tcp port 3260' -w "$work/iscsi.pcap" > "$work/tshark.log" 2>&1 &
+    CAP_PID=$!
+    sleep 1.5   # tshark needs a moment before it captures
+  fi
   set +e
-  "$VM_DIR/run-guest.sh" --netns "$NS" --timeout "${TIMEOUT:-240}" -q --log "$work/console.log" \
-    --env PORTAL=10.0.2.100:3260 --env IQN="$IQN" "${envs[@]}" "$GUEST"
+  if [[ " $genv " == *" SCRIPT=recovery "* ]]; then
+    run_recovery_guest "$work" "$targs" "${envs[@]}"
+  else
+    "$VM_DIR/run-guest.sh" --netns "$NS" --timeout "${TIMEOUT:-240}" -q --log "$work/console.log" \
+      --env PORTAL=10.0.2.100:3260 --env IQN="$IQN" "${envs[@]}" "$GUEST"
+  fi
   rc=$?
   set -e
+  capture_stop
   target_stop
   tgt_stop
   t1=$(date +%s.%N)
-  grep -aE '^\[(step|check|dd)\]|^--- (PASS|discovery|node|session|/dev)|FATAL|^  (Header|Data|MaxRecv|MaxXmit|First|MaxBurst|Immediate|InitialR2T)|^    (vendor|write_cache|min_io)' \
+  grep -aE '^\[(step|check|dd)\]|^--- (PASS|discovery|node|session|/dev|asked|host)|FATAL|^  (Header|Data|MaxRecv|MaxXmit|First|MaxBurst|Immediate|InitialR2T)|^    (vendor|write_cache|min_io)' \
     "$work/console.log" | sed "s/^/  [$name] /" >&2 || true
   local wall; wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
   local res; res=$([[ $rc == 0 ]] && echo PASS || echo "FAIL(rc=$rc)")

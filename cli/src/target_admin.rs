@@ -151,9 +151,13 @@ pub enum AdminCmd {
         initiator: String,
         #[command(flatten)]
         t: TargetOpt,
-        /// LUN masking: the LUNs it may see, e.g. 0,2.
-        #[arg(long, value_delimiter = ',')]
+        /// LUN masking: the LUNs it may see, e.g. 0,2 (other LUNs look
+        /// non-existent to it; takes effect at once for logged-in sessions).
+        #[arg(long, value_delimiter = ',', value_name = "N,N,..")]
         luns: Option<Vec<u64>>,
+        /// Drop its LUN masking: it sees every LUN.
+        #[arg(long, conflicts_with = "luns")]
+        all_luns: bool,
         /// Per-initiator CHAP account USER:SECRET (replaces the target-wide ones for it).
         #[arg(long, value_name = "USER:SECRET")]
         chap: Option<String>,
@@ -511,6 +515,7 @@ fn exec(cmd: AdminCmd) -> (&'static str, Result<(), Fail>) {
             initiator,
             t,
             luns,
+            all_luns,
             chap,
             mutual_chap,
             o,
@@ -535,12 +540,27 @@ fn exec(cmd: AdminCmd) -> (&'static str, Result<(), Fail>) {
                         target,
                         initiator,
                         luns,
+                        all_luns,
                         chap,
                         mutual_chap,
                     };
                     call_ok(&sock, &req).map(|v| {
                         print_result(&o, &v, |v| {
-                            println!("allowed {} on {}", s(v, "initiator"), s(v, "target"))
+                            let luns = match v["luns"].as_array() {
+                                Some(a) => format!(
+                                    "LUNs {}",
+                                    a.iter()
+                                        .map(|n| n.to_string())
+                                        .collect::<Vec<_>>()
+                                        .join(",")
+                                ),
+                                None => "all LUNs".to_string(),
+                            };
+                            println!(
+                                "allowed {} on {} ({luns})",
+                                s(v, "initiator"),
+                                s(v, "target")
+                            )
                         })
                     })
                 })
@@ -930,9 +950,6 @@ pub async fn start(
     let (server, admin) = admin::launch(loaded, config_file)
         .await
         .map_err(|e| e.to_string())?;
-    for w in admin.warnings().await {
-        eprintln!("iscsi target serve: warning: {w}");
-    }
     let path = explicit.clone().unwrap_or_else(default_socket_path);
     let socket = match admin::server::listen(admin.clone(), &path, AdminLimits::default()).await {
         Ok(s) => Some(s),

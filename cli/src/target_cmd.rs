@@ -140,6 +140,7 @@ pub fn serve_config(args: &ServeArgs) -> Result<ServerConfig, String> {
         luns,
         auth: AuthConfig { incoming, outgoing },
         allow: args.allow.clone(),
+        initiators: Default::default(),
         limits,
     };
     let cfg = ServerConfig {

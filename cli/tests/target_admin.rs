@@ -458,31 +458,411 @@ async fn acl_and_chap() {
     );
 }
 
-/// Per-initiator CHAP credentials replacing the target-wide ones. The
-/// configuration, the admin API and `save` carry them, but the login code
-/// does not consult them yet (it sees only `TargetConfig::auth`).
+/// `iscsi scsi ... tur` as `initiator`, with optional CHAP (and mutual CHAP).
+fn our_tur(d: &Daemon, initiator: &str, chap: Option<&str>, mutual: Option<&str>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_iscsi"));
+    c.args(["scsi", "--portal", &d.addr, "--target", T]).args([
+        "--initiator-name",
+        initiator,
+        "--timeout",
+        "5",
+    ]);
+    if let Some(a) = chap {
+        c.args(["--chap", a]);
+    }
+    if let Some(m) = mutual {
+        c.args(["--mutual-chap", m]);
+    }
+    c.arg("tur").output().unwrap()
+}
+
+/// A login refused with Login status 0201 (authentication failure).
+fn assert_auth_failure(o: &Output, what: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(code(o), 1, "{what}: {err}");
+    assert!(err.contains("class 0x02 detail 0x01"), "{what}: {err}");
+}
+
+fn assert_ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Per-initiator CHAP credentials replace the target-wide ones for that
+/// initiator (and only for it); runtime `allow --chap` and
+/// `set-chap --initiator` apply at the next login.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "per-initiator CHAP is not enforced by the login path yet (target/src/login.rs)"]
 async fn per_initiator_chap_overrides_target_wide() {
     let d = Daemon::start(&SECURED.replace(
         r#"{"initiator": "iqn.2024-01.org.example:allowed"}"#,
         r#"{"initiator": "iqn.2024-01.org.example:allowed",
-                "chap": {"incoming": [{"user": "own", "secret": "own-secret-12345"}]}}"#,
+                "chap": {"incoming": [{"user": "own", "secret": "own-secret-12345"}]}},
+               {"initiator": "iqn.2024-01.org.example:other"}"#,
     ));
     let allowed = "iqn.2024-01.org.example:allowed";
-    let o = run(
-        "iscsi-inq",
-        &["-i", allowed, &d.url(Some("own%own-secret-12345"), 0)],
+    let other = "iqn.2024-01.org.example:other";
+    let own = "own:own-secret-12345";
+    let wide = "alice:alice-secret-123";
+
+    // Its own account works; the target-wide one is refused for it with
+    // an authentication failure, and so is no CHAP at all.
+    assert_ok(&our_tur(&d, allowed, Some(own), None), "own account");
+    assert_auth_failure(
+        &our_tur(&d, allowed, Some(wide), None),
+        "target-wide account for an initiator with its own",
     );
-    assert!(o.status.success(), "own credentials work");
-    let o = run(
-        "iscsi-inq",
-        &["-i", allowed, &d.url(Some("alice%alice-secret-123"), 0)],
+    assert!(!our_tur(&d, allowed, None, None).status.success());
+    // Another initiator keeps the target-wide accounts and cannot use
+    // the first one's.
+    assert_ok(&our_tur(&d, other, Some(wide), None), "target-wide account");
+    assert_auth_failure(
+        &our_tur(&d, other, Some(own), None),
+        "someone else's account",
+    );
+    if have_libiscsi() {
+        let o = run(
+            "iscsi-inq",
+            &["-i", allowed, &d.url(Some("own%own-secret-12345"), 0)],
+        );
+        assert!(o.status.success(), "own credentials work");
+        let o = run(
+            "iscsi-inq",
+            &["-i", allowed, &d.url(Some("alice%alice-secret-123"), 0)],
+        );
+        assert!(
+            !o.status.success(),
+            "target-wide credentials no longer work for it"
+        );
+    }
+
+    // set-chap for the initiator: the next login uses the new account.
+    d.admin_json(&[
+        "set-chap",
+        "--initiator",
+        allowed,
+        "--add",
+        "own2:own2-secret-1234",
+    ]);
+    d.admin_json(&["set-chap", "--initiator", allowed, "--remove", "own"]);
+    assert_ok(
+        &our_tur(&d, allowed, Some("own2:own2-secret-1234"), None),
+        "account added at run time",
+    );
+    assert_auth_failure(&our_tur(&d, allowed, Some(own), None), "removed account");
+    // Per-initiator mutual CHAP: the target proves itself with the
+    // initiator's own target account.
+    d.admin_json(&[
+        "set-chap",
+        "--initiator",
+        allowed,
+        "--mutual",
+        "tgt-for-allowed:mutual-secret-987",
+    ]);
+    assert_ok(
+        &our_tur(
+            &d,
+            allowed,
+            Some("own2:own2-secret-1234"),
+            Some("tgt-for-allowed:mutual-secret-987"),
+        ),
+        "per-initiator mutual CHAP",
+    );
+    assert!(!our_tur(
+        &d,
+        allowed,
+        Some("own2:own2-secret-1234"),
+        Some("tgt-for-allowed:not-the-secret-00"),
+    )
+    .status
+    .success());
+
+    // allow with --chap at run time: a new initiator with its own account.
+    let newbie = "iqn.2024-01.org.example:newbie";
+    d.admin_json(&["allow", newbie, "--chap", "nb:newbie-secret-12"]);
+    assert_ok(
+        &our_tur(&d, newbie, Some("nb:newbie-secret-12"), None),
+        "own account from allow",
+    );
+    assert_auth_failure(
+        &our_tur(&d, newbie, Some(wide), None),
+        "newbie, target-wide",
+    );
+
+    // show lists the users, never the secrets; save keeps the accounts.
+    let show = d.admin(&["show", "--json"]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains("own2") && !text.contains("own2-secret"),
+        "{text}"
+    );
+    assert!(!text.contains("not enforced"), "{text}");
+    d.admin_json(&["save"]);
+    let back = iscsi_target::config_file::load(&d.config).unwrap();
+    let t = &back.server.targets[0];
+    assert_eq!(t.auth_for(allowed).incoming[0].user, "own2");
+    assert_eq!(
+        t.auth_for(allowed).outgoing.map(|c| c.user),
+        Some("tgt-for-allowed".to_string())
+    );
+    assert_eq!(t.auth_for(newbie).incoming[0].user, "nb");
+    assert_eq!(t.auth_for(other).incoming[0].user, "alice");
+
+    // Clearing its accounts: the target-wide ones apply to it again.
+    d.admin_json(&["set-chap", "--initiator", allowed, "--clear"]);
+    assert_ok(
+        &our_tur(&d, allowed, Some(wide), None),
+        "target-wide after clear",
+    );
+    assert_auth_failure(
+        &our_tur(&d, allowed, Some("own2:own2-secret-1234"), None),
+        "cleared account",
+    );
+}
+
+/// Discovery sessions authenticate with the discovery accounts, changed
+/// at run time by `set-chap --discovery`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_chap() {
+    let d = Daemon::start(&BASIC.replace(
+        r#""targets""#,
+        r#""discovery": {"chap": {"incoming": [{"user": "disc", "secret": "discovery-secret-1"}]}},
+  "targets""#,
+    ));
+    let discover = |chap: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_iscsi"));
+        c.args(["discover", "--portal", &d.addr, "--timeout", "5"])
+            .args(["--initiator-name", HOLDER]);
+        if let Some(a) = chap {
+            c.args(["--chap", a]);
+        }
+        c.output().unwrap()
+    };
+    let o = discover(Some("disc:discovery-secret-1"));
+    assert_ok(&o, "discovery with the discovery account");
+    assert!(String::from_utf8_lossy(&o.stdout).contains(T));
+    assert_auth_failure(&discover(Some("disc:wrong-secret-000")), "wrong secret");
+    assert!(!discover(None).status.success(), "no CHAP");
+    // Normal sessions are not affected (the target has no CHAP).
+    assert_ok(&our_tur(&d, HOLDER, None, None), "normal session");
+    d.admin_json(&[
+        "set-chap",
+        "--discovery",
+        "--add",
+        "disc2:discovery-secret-2",
+    ]);
+    d.admin_json(&["set-chap", "--discovery", "--remove", "disc"]);
+    assert_ok(&discover(Some("disc2:discovery-secret-2")), "new account");
+    assert_auth_failure(
+        &discover(Some("disc:discovery-secret-1")),
+        "removed account",
+    );
+    if have_libiscsi() {
+        let ls = run(
+            "iscsi-ls",
+            &[
+                "-i",
+                HOLDER,
+                &format!("iscsi://disc2%discovery-secret-2@{}", d.addr),
+            ],
+        );
+        assert!(String::from_utf8_lossy(&ls.stdout).contains(T), "{ls:?}");
+        let ls = run("iscsi-ls", &["-i", HOLDER, &format!("iscsi://{}", d.addr)]);
+        assert!(!String::from_utf8_lossy(&ls.stdout).contains(T), "{ls:?}");
+    }
+}
+
+const MASKED: &str = r#"{
+  "targets": [{
+    "name": "iqn.2024-01.org.example:admin-cli",
+    "portal_groups": [{"tpgt": 1, "portals": ["PORTAL"]}],
+    "luns": [{"lun": 0, "backend": "mem", "size": "4M"},
+             {"lun": 1, "backend": "mem", "size": "4M", "sector_size": 4096},
+             {"lun": 2, "backend": "mem", "size": "4M"}],
+    "acl": [{"initiator": "iqn.2024-01.org.example:h1", "luns": [0, 2]},
+            {"initiator": "iqn.2024-01.org.example:h2"}]
+  }]
+}"#;
+
+/// `iscsi scsi --initiator-name INI ... ARGS --json`: exit code and JSON.
+fn our_scsi(d: &Daemon, initiator: &str, args: &[&str]) -> (i32, Value) {
+    let o = Command::new(env!("CARGO_BIN_EXE_iscsi"))
+        .args(["scsi", "--portal", &d.addr, "--target", T])
+        .args(["--initiator-name", initiator, "--timeout", "5", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("{args:?}: no JSON: {}", String::from_utf8_lossy(&o.stderr)));
+    (code(&o), v)
+}
+
+fn reported(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["lun"].as_u64().unwrap())
+        .collect()
+}
+
+/// REPORT LUNS through a held session.
+async fn session_luns(s: &Session) -> Vec<u16> {
+    let rl = s
+        .execute_raw(raw(0), &report_luns_cdb(), DataDirection::Read(4096))
+        .await
+        .unwrap();
+    assert_eq!(rl.status, 0, "REPORT LUNS works on any LUN");
+    parse_report_luns(&rl.data)
+}
+
+/// TEST UNIT READY on a LUN the session must not see.
+async fn assert_not_supported(s: &Session, lun: u16) {
+    let r = s
+        .execute_raw(raw(lun), &[0u8; 6], DataDirection::None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 2, "LUN {lun}: CHECK CONDITION");
+    let sense = r.sense.unwrap();
+    assert_eq!(sense.key, SenseKey::ILLEGAL_REQUEST, "LUN {lun}");
+    assert_eq!(sense.asc, Asc::LOGICAL_UNIT_NOT_SUPPORTED, "LUN {lun}");
+}
+
+/// Per-initiator LUN masking, seen by real initiators: two initiator names
+/// see different LUN sets; a hidden LUN is indistinguishable from a
+/// missing one; runtime ACL edits raise REPORTED LUNS DATA HAS CHANGED on
+/// the affected sessions only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lun_masking_per_initiator() {
+    let d = Daemon::start(MASKED);
+    let h1 = "iqn.2024-01.org.example:h1";
+    let h2 = "iqn.2024-01.org.example:h2";
+
+    // Different LUN sets for the two initiators.
+    let (rc, v) = our_scsi(&d, h1, &["report-luns"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(reported(&v), vec![0, 2]);
+    let (_, v) = our_scsi(&d, h2, &["report-luns"]);
+    assert_eq!(reported(&v), vec![0, 1, 2]);
+    // INQUIRY of a hidden LUN: peripheral qualifier 011b, type 1Fh, the
+    // same answer as for a LUN that does not exist at all.
+    let (rc, hidden) = our_scsi(&d, h1, &["--lun", "1", "inquiry"]);
+    assert_eq!(rc, 0);
+    assert_eq!(hidden["peripheral_qualifier"], 3, "{hidden}");
+    assert_eq!(hidden["device_type"], 31, "{hidden}");
+    let (_, missing) = our_scsi(&d, h1, &["--lun", "9", "inquiry"]);
+    assert_eq!(hidden, missing);
+    let (_, seen) = our_scsi(&d, h2, &["--lun", "1", "inquiry"]);
+    assert_eq!(seen["peripheral_qualifier"], 0, "{seen}");
+    // A write to it fails with LOGICAL UNIT NOT SUPPORTED, exactly like a
+    // write to a missing LUN (no residual betrays its 4096-byte blocks).
+    let blk = d.dir.path().join("blk.bin");
+    std::fs::write(&blk, vec![0x5Au8; 512]).unwrap();
+    let blk = blk.to_str().unwrap();
+    let write = [
+        "raw",
+        "2a00",
+        "00000000",
+        "00",
+        "0001",
+        "00",
+        "--write-file",
+        blk,
+    ];
+    let (rc, w) = our_scsi(&d, h1, &[&["--lun", "1"][..], &write[..]].concat());
+    assert_eq!(rc, 1, "{w}");
+    assert_eq!(w["sense_key"], "ILLEGAL REQUEST", "{w}");
+    assert_eq!(w["asc"], "Asc(25/00)", "{w}");
+    let (_, w9) = our_scsi(&d, h1, &[&["--lun", "9"][..], &write[..]].concat());
+    assert_eq!(w, w9, "hidden and missing LUNs answer the same");
+    let (rc, _) = our_scsi(&d, h1, &[&["--lun", "2"][..], &write[..]].concat());
+    assert_eq!(rc, 0, "a visible LUN takes the write");
+    if have_libiscsi() {
+        let ls = run(
+            "iscsi-ls",
+            &["-s", "-i", h1, &format!("iscsi://{}", d.addr)],
+        );
+        let out = String::from_utf8_lossy(&ls.stdout);
+        assert!(out.contains("Lun:0") && out.contains("Lun:2"), "{out}");
+        assert!(!out.contains("Lun:1"), "{out}");
+        let ls = run(
+            "iscsi-ls",
+            &["-s", "-i", h2, &format!("iscsi://{}", d.addr)],
+        );
+        assert!(
+            String::from_utf8_lossy(&ls.stdout).contains("Lun:1"),
+            "{ls:?}"
+        );
+        let o = run("iscsi-inq", &["-i", h1, &d.url(None, 1)]);
+        assert!(!o.status.success(), "iscsi-inq refuses a PQ=3 LUN");
+    }
+    let show = d.show();
+    assert_eq!(
+        show["targets"][0]["acl"][0]["luns"],
+        serde_json::json!([0, 2])
     );
     assert!(
-        !o.status.success(),
-        "target-wide credentials no longer work for it"
+        show["warnings"].as_array().is_none_or(|w| w.is_empty()),
+        "{show}"
     );
+
+    // Logged-in sessions of both initiators.
+    let s1 = hold(&d.addr, h1).await;
+    let s2 = hold(&d.addr, h2).await;
+    drain_ua(&s1, 0).await;
+    drain_ua(&s2, 0).await;
+    assert_eq!(session_luns(&s1).await, vec![0, 2]);
+    assert_not_supported(&s1, 1).await;
+
+    // Masking edit at run time: h1 is told, h2 is not.
+    let r = d.admin_json(&["allow", h1, "--luns", "0,1"]);
+    assert_eq!(r["luns"], serde_json::json!([0, 1]));
+    let uas = drain_ua(&s1, 0).await;
+    assert_eq!(uas, vec![Asc::REPORTED_LUNS_DATA_HAS_CHANGED]);
+    assert!(
+        drain_ua(&s2, 0).await.is_empty(),
+        "h2's view did not change"
+    );
+    assert_eq!(session_luns(&s1).await, vec![0, 1]);
+    drain_ua(&s1, 1).await;
+    assert_not_supported(&s1, 2).await;
+
+    // A new LUN: only the initiators that may see it are told.
+    let r = d.admin_json(&["add-lun", "mem:1M"]);
+    assert_eq!(r["lun"], 3);
+    assert_eq!(
+        drain_ua(&s2, 0).await,
+        vec![Asc::REPORTED_LUNS_DATA_HAS_CHANGED]
+    );
+    assert!(
+        drain_ua(&s1, 0).await.is_empty(),
+        "masked: LUN 3 not visible"
+    );
+    assert_eq!(session_luns(&s1).await, vec![0, 1]);
+    assert_eq!(session_luns(&s2).await, vec![0, 1, 2, 3]);
+
+    // --all-luns drops the mask.
+    d.admin_json(&["allow", h1, "--all-luns"]);
+    assert_eq!(
+        drain_ua(&s1, 0).await,
+        vec![Asc::REPORTED_LUNS_DATA_HAS_CHANGED]
+    );
+    assert_eq!(session_luns(&s1).await, vec![0, 1, 2, 3]);
+
+    // deny: h2's session stays logged in but sees nothing any more.
+    d.admin_json(&["deny", h2]);
+    assert_eq!(session_luns(&s2).await, Vec::<u16>::new());
+    assert_not_supported(&s2, 0).await;
+    assert!(drain_ua(&s1, 0).await.is_empty(), "h1 not affected");
+
+    // save keeps the masks (none left for h1, h2 gone).
+    d.admin_json(&["allow", h1, "--luns", "3"]);
+    d.admin_json(&["save"]);
+    let back = iscsi_target::config_file::load(&d.config).unwrap();
+    let t = &back.server.targets[0];
+    assert_eq!(t.lun_mask(h1), Some(&[3u64][..]));
+    assert!(!t.allows(h2));
 }
 
 #[test]

@@ -12,7 +12,7 @@ use proto::text::{encode_kv, parse_kv};
 /// A legal value for a negotiated key, from a seed.
 fn legal_value(k: &keys::KeyDef, seed: u64) -> String {
     match k.ty {
-        KeyType::BoolAnd | KeyType::BoolOr => keys::bool_str(seed % 2 == 0).to_string(),
+        KeyType::BoolAnd | KeyType::BoolOr => keys::bool_str(seed.is_multiple_of(2)).to_string(),
         KeyType::NumMin | KeyType::NumMax => {
             let (lo, hi) = k.range.unwrap();
             (lo + seed % (hi - lo + 1)).to_string()

@@ -135,7 +135,7 @@ fn text_has_prefix(data: &[u8], prefix: &str) -> bool {
         .any(|kv| kv.starts_with(prefix.as_bytes()))
 }
 
-fn all<'a>(d: &'a [Decoded]) -> impl Iterator<Item = &'a Pdu> {
+fn all(d: &[Decoded]) -> impl Iterator<Item = &Pdu> {
     d.iter().flat_map(|c| c.i2t.iter().chain(c.t2i.iter()))
 }
 

@@ -55,12 +55,18 @@ if ! step discovery sh -c "$DISC_CMD > /tmp/disc"; then
     echo "--- PASS kernel-interop (expected failure): total $(( $(now_ms) - T0 )) ms in guest"
     exit 0
   fi
-  die "discovery failed"
+  # A target may leave out of SendTargets what this initiator may not log in to
+  # (iscsiadm: "No portals found", rc 21). Only acceptable when the login must fail.
+  [ "${EXPECT_LOGIN_FAIL:-0}" = 1 ] && [ -n "$IQN" ] || die "discovery failed"
+  echo "--- discovery returned nothing (target hidden from this initiator); trying the login anyway"
+  : > /tmp/disc
 fi
 cat /tmp/disc
 [ -n "$IQN" ] || IQN=$(awk 'NR == 1 { print $2 }' /tmp/disc)
 [ -n "$IQN" ] || die "no target discovered"
-grep -q " $IQN\$" /tmp/disc || die "target $IQN not in the SendTargets answer"
+if [ -s /tmp/disc ] || [ "${EXPECT_LOGIN_FAIL:-0}" != 1 ]; then
+  grep -q " $IQN\$" /tmp/disc || die "target $IQN not in the SendTargets answer"
+fi
 
 # Node record for the reachable portal (the target reports 127.0.0.1 in its namespace).
 iscsiadm -m node -o delete >/dev/null 2>&1

@@ -11,6 +11,7 @@
 //! (`mem:SIZE`, `null:SIZE`, `file:PATH[,size=SIZE][,sector=512|4096]
 //! [,mode=wb|wt|ro][,thin]`, `block:DEVICE[,mode=...]`) into [`LunConfig`].
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -337,6 +338,25 @@ impl Default for SessionLimits {
     }
 }
 
+/// Per-initiator settings of one ACL entry of a target.
+///
+/// Both are access-control properties of the I_T nexus: `luns` is the
+/// target's "LUN mapping" for this initiator (SAM-5 §4.6.20: which logical
+/// units of the target's inventory this initiator port can address; a LUN
+/// outside the list behaves for it exactly like a LUN with no logical
+/// unit), `auth` replaces the target-wide CHAP accounts for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InitiatorConfig {
+    /// LUN masking: the LUN numbers this initiator may see; `None`: all.
+    pub luns: Option<Vec<u64>>,
+    /// This initiator's own CHAP accounts. `incoming` replaces the
+    /// target-wide incoming accounts for it (the target-wide ones are then
+    /// refused); `outgoing`, when set, replaces the target's mutual CHAP
+    /// credentials towards it (when not set, the target-wide `outgoing`
+    /// applies: it is the target's own identity).
+    pub auth: Option<AuthConfig>,
+}
+
 /// One iSCSI target (a name, its LUNs and who may use them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetConfig {
@@ -351,6 +371,9 @@ pub struct TargetConfig {
     pub auth: AuthConfig,
     /// Initiator names allowed to log in; empty means any initiator.
     pub allow: Vec<String>,
+    /// Per-initiator settings (LUN masking, own CHAP accounts), keyed by
+    /// the lower-case initiator name. Every key is also in `allow`.
+    pub initiators: BTreeMap<String, InitiatorConfig>,
     pub limits: SessionLimits,
 }
 
@@ -358,6 +381,35 @@ impl TargetConfig {
     /// Whether `initiator` passes the ACL.
     pub fn allows(&self, initiator: &str) -> bool {
         self.allow.is_empty() || self.allow.iter().any(|a| a.eq_ignore_ascii_case(initiator))
+    }
+
+    /// The per-initiator settings of `initiator`, if its ACL entry has any.
+    pub fn initiator(&self, initiator: &str) -> Option<&InitiatorConfig> {
+        self.initiators.get(&initiator.to_ascii_lowercase())
+    }
+
+    /// The CHAP accounts `initiator` must log in with: its own incoming
+    /// accounts when its ACL entry has some (the target-wide ones are then
+    /// not accepted for it), with its own outgoing credentials or else the
+    /// target-wide ones; otherwise the target-wide accounts.
+    pub fn auth_for(&self, initiator: &str) -> AuthConfig {
+        match self.initiator(initiator).and_then(|i| i.auth.as_ref()) {
+            Some(own) if !own.incoming.is_empty() => AuthConfig {
+                incoming: own.incoming.clone(),
+                outgoing: own.outgoing.clone().or_else(|| self.auth.outgoing.clone()),
+            },
+            _ => self.auth.clone(),
+        }
+    }
+
+    /// The LUN numbers `initiator` may see, `None` when it is not masked.
+    pub fn lun_mask(&self, initiator: &str) -> Option<&[u64]> {
+        self.initiator(initiator).and_then(|i| i.luns.as_deref())
+    }
+
+    /// Whether `initiator` may see LUN number `lun` (LUN masking).
+    pub fn lun_visible(&self, initiator: &str, lun: u64) -> bool {
+        self.lun_mask(initiator).is_none_or(|m| m.contains(&lun))
     }
 }
 
@@ -425,6 +477,23 @@ impl ServerConfig {
                     return Err(ConfigError::Invalid {
                         field: format!("targets[{i}].luns[{j}]"),
                         reason: format!("duplicate LUN {}", l.lun),
+                    });
+                }
+            }
+            for (name, ic) in &t.initiators {
+                let field = format!("targets[{i}].initiators[{name:?}]");
+                if *name != name.to_ascii_lowercase()
+                    || !t.allow.iter().any(|a| a.eq_ignore_ascii_case(name))
+                {
+                    return Err(ConfigError::Invalid {
+                        field,
+                        reason: "per-initiator settings need a lower-case key that is in the ACL (allow)".into(),
+                    });
+                }
+                if ic.auth.as_ref().is_some_and(|a| a.incoming.is_empty()) {
+                    return Err(ConfigError::Invalid {
+                        field: field + ".auth",
+                        reason: "per-initiator CHAP needs at least one incoming account".into(),
                     });
                 }
             }
@@ -552,6 +621,7 @@ mod tests {
             ],
             auth: AuthConfig::default(),
             allow: vec![],
+            initiators: BTreeMap::new(),
             limits: SessionLimits::default(),
         };
         let mut c = ServerConfig {
@@ -565,7 +635,82 @@ mod tests {
         c.targets[0].allow.push("iqn.a".into());
         assert!(!c.targets[0].allows("iqn.b"));
         assert!(c.targets[0].allows("IQN.A"));
+        c.targets[0].initiators.insert(
+            "iqn.b".into(),
+            InitiatorConfig {
+                luns: Some(vec![0]),
+                auth: None,
+            },
+        );
+        assert!(
+            c.validate().is_err(),
+            "per-initiator settings outside the ACL"
+        );
+        c.targets[0].allow.push("IQN.B".into());
+        c.validate().unwrap();
+        c.targets[0].initiators.insert(
+            "iqn.a".into(),
+            InitiatorConfig {
+                luns: None,
+                auth: Some(AuthConfig::default()),
+            },
+        );
+        assert!(c.validate().is_err(), "own CHAP without an account");
+        c.targets[0].initiators.remove("iqn.a");
         c.targets[0].name = "foo".into();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn per_initiator_auth_and_masking() {
+        let cred = |s: &str| ChapCredentials::parse(s).unwrap();
+        let mut t = TargetConfig {
+            name: "iqn.2024-01.org.example:t".into(),
+            alias: None,
+            portal_groups: vec![],
+            luns: vec![],
+            auth: AuthConfig {
+                incoming: vec![cred("tw:target-wide-secret")],
+                outgoing: Some(cred("tgt:target-own-secret")),
+            },
+            allow: vec!["iqn.a".into(), "iqn.b".into(), "iqn.c".into()],
+            initiators: BTreeMap::new(),
+            limits: SessionLimits::default(),
+        };
+        t.initiators.insert(
+            "iqn.a".into(),
+            InitiatorConfig {
+                luns: Some(vec![0, 2]),
+                auth: Some(AuthConfig {
+                    incoming: vec![cred("a:a-own-secret-1")],
+                    outgoing: None,
+                }),
+            },
+        );
+        t.initiators.insert(
+            "iqn.b".into(),
+            InitiatorConfig {
+                luns: None,
+                auth: Some(AuthConfig {
+                    incoming: vec![cred("b:b-own-secret-1")],
+                    outgoing: Some(cred("tgt-b:b-mutual-secret")),
+                }),
+            },
+        );
+        // Own incoming accounts replace the target-wide ones (any case of
+        // the name); the target's own identity applies unless overridden.
+        let a = t.auth_for("IQN.A");
+        assert_eq!(a.incoming, vec![cred("a:a-own-secret-1")]);
+        assert_eq!(a.outgoing, Some(cred("tgt:target-own-secret")));
+        let b = t.auth_for("iqn.b");
+        assert_eq!(b.incoming[0].user, "b");
+        assert_eq!(b.outgoing.unwrap().user, "tgt-b");
+        assert_eq!(t.auth_for("iqn.c"), t.auth);
+        // Masking.
+        assert_eq!(t.lun_mask("iqn.a"), Some(&[0, 2][..]));
+        assert!(t.lun_visible("iqn.a", 2));
+        assert!(!t.lun_visible("iqn.a", 1));
+        assert!(t.lun_visible("iqn.b", 1));
+        assert!(t.lun_visible("iqn.unknown", 7));
     }
 }

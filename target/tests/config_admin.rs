@@ -227,7 +227,8 @@ async fn show_add_set_remove_save() {
         back.ext.target(T).unwrap().luns[&1].product.as_deref(),
         Some("SCRATCH")
     );
-    assert!(!back.ext.lun_visible(T, "iqn.2024-01.org.example:h1", 1));
+    assert!(t.lun_visible("iqn.2024-01.org.example:h1", 0));
+    assert!(!t.lun_visible("iqn.2024-01.org.example:h1", 1));
     let mode = std::fs::metadata(&d.config).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     // Saving what was saved gives the same file (nothing lost, nothing added).

@@ -37,14 +37,18 @@ fn example_loads_and_says_what_it_means() {
     );
     assert_eq!(t.allow.len(), 2);
     assert_eq!(t.limits.max_outstanding_r2t, 8);
-    // What the runtime structs cannot hold is in the extensions.
+    // Per-initiator LUN masking and CHAP are part of the runtime ACL.
     let host1 = "iqn.2024-01.org.example:host1";
-    assert!(l.ext.lun_visible(&t.name, host1, 2));
-    assert!(!l.ext.lun_visible(&t.name, host1, 1));
-    assert_eq!(
-        l.ext.auth_for(&t.name, host1, &t.auth).incoming[0].user,
-        "host1"
-    );
+    let host2 = "iqn.2024-01.org.example:host2";
+    assert_eq!(t.lun_mask(host1), Some(&[0, 2][..]));
+    assert!(t.lun_visible(host1, 2));
+    assert!(!t.lun_visible(host1, 1));
+    assert!(t.lun_visible(host2, 1));
+    let own = t.auth_for(host1);
+    assert_eq!(own.incoming.len(), 1);
+    assert_eq!(own.incoming[0].user, "host1");
+    assert_eq!(t.auth_for(host2).incoming[0].user, "alice");
+    // What the runtime structs cannot hold is in the extensions.
     let lx = &l.ext.target(&t.name).unwrap().luns[&0];
     assert_eq!(lx.vendor.as_deref(), Some("EXAMPLE"));
     assert_eq!(lx.wwn_seed.as_deref(), Some("disk1-lun0"));

@@ -497,6 +497,7 @@ async fn long_text_response_is_continued() {
             luns: vec![],
             auth: AuthConfig::default(),
             allow: vec![],
+            initiators: Default::default(),
             limits: SessionLimits::default(),
         }],
         discovery_auth: AuthConfig::default(),

@@ -18,10 +18,10 @@ use super::protocol::{
 };
 use super::{build_lu, Admin, AdminState};
 use crate::config::{
-    parse_portal, parse_size, AuthConfig, BackendConfig, ChapCredentials, IoMode, LunConfig,
-    PortalGroup, TargetConfig,
+    parse_portal, parse_size, AuthConfig, BackendConfig, ChapCredentials, InitiatorConfig, IoMode,
+    LunConfig, PortalGroup, TargetConfig,
 };
-use crate::config_file::{self, InitiatorAcl, Loaded, LunExt, MAX_LUN};
+use crate::config_file::{self, Loaded, LunExt, MAX_LUN};
 use crate::server::{Session, TargetRuntime};
 use crate::session::ConnNotice;
 
@@ -230,9 +230,10 @@ impl Admin {
                 target,
                 initiator,
                 luns,
+                all_luns,
                 chap,
                 mutual_chap,
-            } => self.allow(&mut st, &target, &initiator, luns, chap, mutual_chap),
+            } => self.allow(&target, &initiator, luns, all_luns, chap, mutual_chap),
             Request::Deny {
                 target,
                 initiator,
@@ -247,7 +248,6 @@ impl Admin {
                 no_mutual,
                 clear,
             } => self.set_chap(
-                &mut st,
                 target.as_deref(),
                 initiator.as_deref(),
                 ChapChange {
@@ -286,7 +286,6 @@ impl Admin {
         let mut out = ShowResult {
             listening: self.listening(st).iter().map(|a| a.to_string()).collect(),
             config_file: st.config_file.clone(),
-            warnings: st.ext.unenforced(),
             ..ShowResult::default()
         };
         let d = self
@@ -387,7 +386,7 @@ impl Admin {
             .allow
             .iter()
             .map(|ini| {
-                let a = ext.and_then(|e| e.acl.get(&ini.to_ascii_lowercase()));
+                let a = cfg.initiator(ini);
                 let (chap_users, mutual_user) = a
                     .and_then(|a| a.auth.as_ref())
                     .map(users)
@@ -514,6 +513,7 @@ impl Admin {
             luns: Vec::new(),
             auth: AuthConfig::default(),
             allow: Vec::new(),
+            initiators: Default::default(),
             limits,
         };
         let device = crate::device::build(&cfg).map_err(|(_, e)| failed(e))?;
@@ -683,22 +683,22 @@ impl Admin {
         rt.device
             .remove_lun(n as u16)
             .map_err(|e| not_found(e.to_string()))?;
-        rt.config
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .luns
-            .retain(|l| l.lun != n);
-        let key = rt.name.to_ascii_lowercase();
-        st.luns.remove(&(key.clone(), n));
-        if let Some(e) = st.ext.targets.get_mut(&key) {
-            e.luns.remove(&n);
+        {
+            let mut c = rt.config.write().unwrap_or_else(|p| p.into_inner());
+            c.luns.retain(|l| l.lun != n);
             // A masked initiator loses the LUN for good: re-adding a LUN
             // with this number does not re-grant access.
-            for a in e.acl.values_mut() {
+            for a in c.initiators.values_mut() {
                 if let Some(ls) = &mut a.luns {
                     ls.retain(|x| *x != n);
                 }
             }
+        }
+        crate::device::apply_acl(&rt.device, &rt.config());
+        let key = rt.name.to_ascii_lowercase();
+        st.luns.remove(&(key.clone(), n));
+        if let Some(e) = st.ext.targets.get_mut(&key) {
+            e.luns.remove(&n);
         }
         Ok(json!({"target": rt.name, "lun": n, "was_in_use": !using.is_empty()}))
     }
@@ -806,10 +806,10 @@ impl Admin {
 
     fn allow(
         &self,
-        st: &mut AdminState,
         target: &str,
         initiator: &str,
         luns: Option<Vec<u64>>,
+        all_luns: bool,
         chap: Option<Account>,
         mutual: Option<Account>,
     ) -> Outcome {
@@ -838,35 +838,65 @@ impl Admin {
             }),
             None => None,
         };
+        if all_luns && luns.is_some() {
+            return Err(invalid("give either luns or all_luns, not both"));
+        }
         let mut warnings = auth.as_ref().map(short_secret_warnings).unwrap_or_default();
         let was_open = cfg.allow.is_empty();
-        {
+        let key = initiator.to_ascii_lowercase();
+        let now = {
             let mut c = rt.config.write().unwrap_or_else(|p| p.into_inner());
             if !c.allow.iter().any(|a| a.eq_ignore_ascii_case(initiator)) {
                 c.allow.push(initiator.to_string());
             }
-        }
-        let key = initiator.to_ascii_lowercase();
-        let text = st.ext.target_mut(&rt.name);
-        let entry = text.acl.entry(key.clone()).or_default();
-        if luns.is_some() {
-            entry.luns = luns;
-        }
-        if auth.is_some() {
-            entry.auth = auth;
-        }
-        if *entry == InitiatorAcl::default() {
-            text.acl.remove(&key);
-        }
-        warnings.extend(st.ext.unenforced().into_iter().filter(|w| w.contains(&key)));
+            let entry = c.initiators.entry(key.clone()).or_default();
+            if luns.is_some() {
+                entry.luns = luns;
+            }
+            if all_luns {
+                entry.luns = None;
+            }
+            if auth.is_some() {
+                entry.auth = auth;
+            }
+            let now = entry.clone();
+            if now == InitiatorConfig::default() {
+                c.initiators.remove(&key);
+            }
+            now
+        };
+        // LUN masking takes effect at once: the device server re-evaluates
+        // what every logged-in initiator may see and raises REPORTED LUNS
+        // DATA HAS CHANGED where that changed.
+        crate::device::apply_acl(&rt.device, &rt.config());
         if was_open {
+            let others: Vec<Arc<Session>> = self
+                .shared
+                .sessions_of(&rt.name)
+                .into_iter()
+                .filter(|s| !s.core.initiator_name.eq_ignore_ascii_case(initiator))
+                .collect();
             warnings.push(format!(
-                "{} was open to every initiator; now only the ACL's initiators may log in \
-                 (sessions already logged in stay)",
-                rt.name
+                "{} was open to every initiator; now only the ACL's initiators may log in{}",
+                rt.name,
+                if others.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (sessions of other initiators stay logged in but no longer see any \
+                         LUN: {}; end them with logout-session)",
+                        initiators(&others)
+                    )
+                }
             ));
         }
-        Ok(json!({"target": rt.name, "initiator": initiator, "warnings": warnings}))
+        Ok(json!({
+            "target": rt.name,
+            "initiator": initiator,
+            "luns": now.luns,
+            "chap_users": now.auth.as_ref().map(|a| users(a).0).unwrap_or_default(),
+            "warnings": warnings,
+        }))
     }
 
     fn deny(&self, st: &mut AdminState, target: &str, initiator: &str, allow_any: bool) -> Outcome {
@@ -885,13 +915,16 @@ impl Admin {
                 rt.name
             )));
         }
-        rt.config
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .allow
-            .retain(|a| !a.eq_ignore_ascii_case(initiator));
+        {
+            let mut c = rt.config.write().unwrap_or_else(|p| p.into_inner());
+            c.allow.retain(|a| !a.eq_ignore_ascii_case(initiator));
+            c.initiators.remove(&initiator.to_ascii_lowercase());
+        }
+        // Its sessions still logged in lose every LUN (unless the ACL is
+        // now empty, which opens the target to everyone).
+        crate::device::apply_acl(&rt.device, &rt.config());
         if let Some(e) = st.ext.targets.get_mut(&rt.name.to_ascii_lowercase()) {
-            e.acl.remove(&initiator.to_ascii_lowercase());
+            e.acl_comments.remove(&initiator.to_ascii_lowercase());
         }
         let still: Vec<u16> = self
             .shared
@@ -908,13 +941,7 @@ impl Admin {
         }))
     }
 
-    fn set_chap(
-        &self,
-        st: &mut AdminState,
-        target: Option<&str>,
-        initiator: Option<&str>,
-        ch: ChapChange,
-    ) -> Outcome {
+    fn set_chap(&self, target: Option<&str>, initiator: Option<&str>, ch: ChapChange) -> Outcome {
         if ch.add.is_none()
             && ch.remove.is_none()
             && ch.mutual.is_none()
@@ -937,20 +964,14 @@ impl Admin {
                 .clone(),
             (Some(rt), None) => rt.config().auth,
             (Some(rt), Some(ini)) => {
-                if !rt
-                    .config()
-                    .allow
-                    .iter()
-                    .any(|a| a.eq_ignore_ascii_case(ini))
-                {
+                let cfg = rt.config();
+                if !cfg.allow.iter().any(|a| a.eq_ignore_ascii_case(ini)) {
                     return Err(not_found(format!(
                         "{ini} is not in the ACL of {}; add it with `allow` first",
                         rt.name
                     )));
                 }
-                st.ext
-                    .target(&rt.name)
-                    .and_then(|e| e.acl.get(&ini.to_ascii_lowercase()))
+                cfg.initiator(ini)
                     .and_then(|a| a.auth.clone())
                     .unwrap_or_default()
             }
@@ -970,14 +991,24 @@ impl Admin {
                 rt.config.write().unwrap_or_else(|p| p.into_inner()).auth = new;
             }
             (Some(rt), Some(ini)) => {
+                // Takes effect at the initiator's next login (login reads
+                // the accounts at every login).
                 let key = ini.to_ascii_lowercase();
-                let text = st.ext.target_mut(&rt.name);
-                let entry = text.acl.entry(key.clone()).or_default();
+                let mut c = rt.config.write().unwrap_or_else(|p| p.into_inner());
+                let entry = c.initiators.entry(key.clone()).or_default();
                 entry.auth = (!new.incoming.is_empty()).then_some(new);
-                if *entry == InitiatorAcl::default() {
-                    text.acl.remove(&key);
+                if *entry == InitiatorConfig::default() {
+                    c.initiators.remove(&key);
                 }
-                warnings.extend(st.ext.unenforced().into_iter().filter(|w| w.contains(&key)));
+                if c.initiators
+                    .get(&key)
+                    .and_then(|e| e.auth.as_ref())
+                    .is_none()
+                {
+                    warnings.push(format!(
+                        "{ini} has no CHAP account of its own any more: the target-wide accounts apply to it"
+                    ));
+                }
             }
         }
         Ok(json!({

@@ -85,12 +85,6 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Settings from the configuration that the running target does not
-    /// enforce (to log at start-up).
-    pub async fn warnings(&self) -> Vec<String> {
-        self.state.lock().await.ext.unenforced()
-    }
-
     /// The configuration file `save` writes by default.
     pub async fn config_file(&self) -> Option<PathBuf> {
         self.state.lock().await.config_file.clone()

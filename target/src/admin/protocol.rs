@@ -125,9 +125,13 @@ pub enum Request {
     Allow {
         target: String,
         initiator: String,
-        /// LUN masking: the LUNs this initiator may see (absent: all).
+        /// LUN masking: the LUNs this initiator may see (absent: leave its
+        /// masking as it is; a new entry sees all LUNs).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         luns: Option<Vec<u64>>,
+        /// Drop the LUN masking of this initiator: it sees every LUN.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        all_luns: bool,
         /// Per-initiator CHAP account, replacing the target-wide ones.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         chap: Option<Account>,

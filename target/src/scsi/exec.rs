@@ -463,14 +463,9 @@ impl Ctx<'_> {
                 opcode,
                 service_action,
                 alloc_len,
-            } => report_supported_opcodes(
-                self.lu,
-                rctd,
-                options,
-                opcode,
-                service_action,
-                alloc_len,
-            ),
+            } => {
+                report_supported_opcodes(self.lu, rctd, options, opcode, service_action, alloc_len)
+            }
             ReportSupportedTmfs { repd, alloc_len } => {
                 // ABORT TASK, ABORT TASK SET, LOGICAL UNIT RESET, TARGET RESET.
                 let mut v = vec![0x80 | 0x40 | 0x08 | 0x02, 0, 0, 0];

@@ -39,6 +39,7 @@ pub async fn start_server(target: &str, luns: &[&str], limits: SessionLimits) ->
             luns,
             auth: AuthConfig::default(),
             allow: vec![],
+            initiators: Default::default(),
             limits,
         }],
         discovery_auth: AuthConfig::default(),

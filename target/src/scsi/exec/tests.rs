@@ -1427,16 +1427,7 @@ async fn sanitize_flushes_before_status() {
         // Write-back: the plain write is not flushed.
         assert!(be.unflushed_writes.load(SeqCst) > 0);
         let before = be.flushes.load(SeqCst);
-        good(
-            &run(
-                &s,
-                &n,
-                0,
-                &sanitize_cdb(1, 6),
-                &[0x01, 0, 0, 2, 0xC3, 0x3C],
-            )
-            .await,
-        );
+        good(&run(&s, &n, 0, &sanitize_cdb(1, 6), &[0x01, 0, 0, 2, 0xC3, 0x3C]).await);
         assert_eq!(be.unflushed_writes.load(SeqCst), 0, "thin={thin}");
         assert!(be.flushes.load(SeqCst) > before);
         // The file itself holds the pattern everywhere.

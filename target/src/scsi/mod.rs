@@ -20,6 +20,9 @@
 //! SPEC_I_PT, APTPL persistence, saved mode pages (SAVING PARAMETERS NOT
 //! SUPPORTED), EXTENDED COPY other than LID1 block-to-block between LUs of
 //! this target.
+//!
+//! Opt-in per LU ([`LuConfig`]): SANITIZE (`sanitize`, since one command
+//! erases the whole LU) and a removable medium (`removable`).
 
 mod exec;
 pub mod lu;

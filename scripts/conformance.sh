@@ -2,12 +2,13 @@
 # Run libiscsi's conformance suite (iscsi-test-cu) against our target and
 # summarise per test: clean pass, pass that only skipped, failure.
 #
-# usage: scripts/conformance.sh [mem|file|multipath ...]   (default: all three)
+# usage: scripts/conformance.sh [mem|file|multipath|removable ...]   (default: all)
 #
 #   mem        one 1 GiB memory LUN
 #   file       one 1 GiB thin file LUN (in a temporary directory)
 #   multipath  memory LUN behind two portals; the second portal's URL is
 #              given to iscsi-test-cu as the multipath URL
+#   removable  memory LUN presented as removable media (PreventAllow, StartStopUnit)
 #
 # Environment:
 #   ISCSI_BIN   the `iscsi` binary (default: build it with cargo, debug)
@@ -25,7 +26,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 RUNS=("$@")
-[ ${#RUNS[@]} -eq 0 ] && RUNS=(mem file multipath)
+[ ${#RUNS[@]} -eq 0 ] && RUNS=(mem file multipath removable)
 
 command -v iscsi-test-cu >/dev/null || { echo "iscsi-test-cu not found (apt-get install libiscsi-bin)" >&2; exit 3; }
 
@@ -73,7 +74,7 @@ run_suite() {
     local name=$1; shift
     local log=$LOG_DIR/$name.log
     echo "== $name: iscsi-test-cu $*" >&2
-    timeout "${CU_TIMEOUT:-1800}" iscsi-test-cu -d -v "$@" >"$log" 2>&1 || true
+    timeout "${CU_TIMEOUT:-1800}" iscsi-test-cu -d -S -v "$@" >"$log" 2>&1 || true
     {
         echo "# iscsi-test-cu ($(dpkg-query -W -f='${Version}' libiscsi-bin 2>/dev/null || echo '?')) against iscsi target serve: $name"
         echo "# $(date -u +%Y-%m-%d) $(uname -m); URL(s): $*"
@@ -117,8 +118,17 @@ for run in "${RUNS[@]}"; do
         run_suite multipath "iscsi://127.0.0.1:$p1/$IQN/0" "iscsi://127.0.0.2:$p2/$IQN/0"
         stop_target
         ;;
+    removable)
+        # The same memory LUN as virtual removable media (RMB=1), which the
+        # PreventAllow and StartStopUnit suites need; single path only (see
+        # docs/conformance/README.md for why multipath + removable cannot pass).
+        start_target "$TMP/rm.out" --portal 127.0.0.1:0 --lun mem:1G,removable
+        port=$(sed -n 's/^listening on 127.0.0.1:\([0-9]*\)$/\1/p' "$TMP/rm.out" | head -1)
+        run_suite removable "iscsi://127.0.0.1:$port/$IQN/0"
+        stop_target
+        ;;
     *)
-        echo "unknown run $run (mem, file, multipath)" >&2
+        echo "unknown run $run (mem, file, multipath, removable)" >&2
         exit 2
         ;;
     esac

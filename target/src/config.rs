@@ -340,11 +340,12 @@ impl Default for SessionLimits {
 
 /// Per-initiator settings of one ACL entry of a target.
 ///
-/// Both are access-control properties of the I_T nexus: `luns` is the
-/// target's "LUN mapping" for this initiator (SAM-5 §4.6.20: which logical
-/// units of the target's inventory this initiator port can address; a LUN
-/// outside the list behaves for it exactly like a LUN with no logical
-/// unit), `auth` replaces the target-wide CHAP accounts for it.
+/// Both are access-control properties of the I_T nexus: `luns` is this
+/// initiator's LUN mapping, the logical unit inventory "accessible to the
+/// I_T nexus" that REPORT LUNS returns (SPC-5); a LUN outside the list
+/// behaves for it exactly like a LUN with no logical unit (enforced by the
+/// device server, see [`crate::device::apply_acl`]). `auth` replaces the
+/// target-wide CHAP accounts for it (enforced at login).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InitiatorConfig {
     /// LUN masking: the LUN numbers this initiator may see; `None`: all.

@@ -15,7 +15,7 @@ use crate::backend::{Backend, BlockBackend, FileBackend, FileOptions, MemoryBack
 use crate::config::{BackendConfig, IoMode, LunConfig};
 use crate::scsi::{DeviceServer, LuConfig, ScsiRequest};
 
-pub use crate::scsi::Nexus;
+pub use crate::scsi::{LunAccess, Nexus};
 
 /// The device server of one target.
 pub type Device = Arc<DeviceServer>;
@@ -62,7 +62,29 @@ pub fn build(t: &TargetConfig) -> Result<Device, (u64, String)> {
 /// and per-initiator LUN masking). Call after every ACL change; the device
 /// server raises REPORTED LUNS DATA HAS CHANGED on the I_T nexuses whose
 /// set of visible LUNs changed.
-pub fn apply_acl(_d: &Device, _t: &TargetConfig) {}
+pub fn apply_acl(d: &Device, t: &TargetConfig) {
+    d.set_access(lun_access(t));
+}
+
+/// The device server's view of a target's ACL: with an ACL, only its
+/// initiators access logical units (sessions of initiators removed from it
+/// at run time keep their login but see no LU), each limited to its LUN
+/// mask when it has one; without an ACL every initiator sees every LU.
+pub fn lun_access(t: &TargetConfig) -> LunAccess {
+    LunAccess {
+        restricted: !t.allow.is_empty(),
+        initiators: t
+            .allow
+            .iter()
+            .map(|ini| {
+                let mask = t
+                    .lun_mask(ini)
+                    .map(|m| m.iter().filter_map(|n| u16::try_from(*n).ok()).collect());
+                (ini.to_ascii_lowercase(), mask)
+            })
+            .collect(),
+    }
+}
 
 /// The backend and SCSI settings of one LUN. Serial and WWN seeds come from
 /// the target name and the LUN's identity (path or number), so they stay
@@ -138,14 +160,15 @@ pub async fn execute(d: &Device, n: &Nexus, r: Request) -> Outcome {
     }
 }
 
-/// The data-out length the CDB asks for (SPDTL of the write direction).
-pub fn data_out_length(d: &Device, lun: u64, cdb: &[u8]) -> u32 {
-    d.data_out_length(lun, cdb)
+/// The data-out length the CDB asks for (SPDTL of the write direction),
+/// as the I_T nexus sees the LUN (a masked LUN is a missing one).
+pub fn data_out_length(d: &Device, n: &Nexus, lun: u64, cdb: &[u8]) -> u32 {
+    d.data_out_length_for(n, lun, cdb)
 }
 
-/// Whether `lun` (raw 8-byte field) exists.
-pub fn has_lun(d: &Device, lun: u64) -> bool {
-    d.lu(lun).is_some()
+/// Whether `lun` (raw 8-byte field) exists for the I_T nexus (LUN masking).
+pub fn has_lun(d: &Device, n: &Nexus, lun: u64) -> bool {
+    d.lu_for(n, lun).is_some()
 }
 
 /// LOGICAL UNIT RESET reached the device server.
@@ -171,5 +194,208 @@ pub fn nexus(initiator: &str, isid: [u8; 6], target: &str, tpgt: u16) -> Nexus {
         initiator_port: format!("{initiator},i,0x{isid_hex}"),
         target_port: format!("{target},t,0x{tpgt:04x}"),
         relative_target_port: tpgt,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AuthConfig, InitiatorConfig, SessionLimits};
+    use proto::scsi::cdb;
+    use proto::scsi::lun::{parse_report_luns, Lun};
+    use proto::scsi::{Asc, SenseKey};
+
+    const H1: &str = "iqn.2024-01.org.example:h1";
+    const H2: &str = "iqn.2024-01.org.example:h2";
+
+    /// LUNs 0 (512-byte blocks) and 1 (4096-byte blocks); H1 sees LUN 0
+    /// only, H2 everything.
+    fn target() -> TargetConfig {
+        let mut t = TargetConfig {
+            name: "iqn.2024-01.org.example:t".into(),
+            alias: None,
+            portal_groups: vec![],
+            luns: vec![
+                LunConfig::parse_spec(0, "mem:1M").unwrap(),
+                LunConfig::parse_spec(1, "mem:1M,sector=4096").unwrap(),
+            ],
+            auth: AuthConfig::default(),
+            allow: vec![H1.into(), H2.into()],
+            initiators: Default::default(),
+            limits: SessionLimits::default(),
+        };
+        t.initiators.insert(
+            H1.into(),
+            InitiatorConfig {
+                luns: Some(vec![0]),
+                auth: None,
+            },
+        );
+        t
+    }
+
+    async fn run(d: &Device, n: &Nexus, lun: u16, cdb: &[u8], data: &[u8]) -> Outcome {
+        execute(
+            d,
+            n,
+            Request {
+                lun: Lun::from_number(lun).0,
+                cdb: Bytes::copy_from_slice(cdb),
+                data_out: Bytes::copy_from_slice(data),
+                expected_data_in_length: 4096,
+                task_attr: 1,
+            },
+        )
+        .await
+    }
+
+    async fn luns(d: &Device, n: &Nexus) -> Vec<u16> {
+        let r = run(d, n, 0, cdb::report_luns(4096).as_bytes(), &[]).await;
+        assert_eq!(r.status, 0);
+        let (v, _) = parse_report_luns(&r.data_in).unwrap();
+        v.iter().filter_map(|l| l.number()).collect()
+    }
+
+    /// TEST UNIT READY until GOOD; the unit attentions seen.
+    async fn uas(d: &Device, n: &Nexus, lun: u16) -> Vec<Asc> {
+        let mut v = Vec::new();
+        for _ in 0..8 {
+            let r = run(d, n, lun, cdb::test_unit_ready().as_bytes(), &[]).await;
+            if r.status == 0 {
+                return v;
+            }
+            let s = proto::scsi::Sense::parse(&r.sense.unwrap()).unwrap();
+            assert_eq!(s.key, SenseKey::UNIT_ATTENTION, "{s:?}");
+            v.push(s.asc);
+        }
+        panic!("unit attentions do not stop: {v:?}");
+    }
+
+    fn sense(o: &Outcome) -> (SenseKey, Asc) {
+        let s = proto::scsi::Sense::parse(o.sense.as_ref().unwrap()).unwrap();
+        (s.key, s.asc)
+    }
+
+    #[test]
+    fn access_policy_from_the_acl() {
+        let t = target();
+        let a = lun_access(&t);
+        assert!(a.can_access("IQN.2024-01.org.example:H1", 0));
+        assert!(!a.can_access(H1, 1));
+        assert!(a.can_access(H2, 1));
+        assert!(!a.can_access("iqn.2024-01.org.example:stranger", 0));
+        let open = TargetConfig {
+            allow: vec![],
+            initiators: Default::default(),
+            ..t
+        };
+        assert!(lun_access(&open).can_access("iqn.any", 5));
+        let n = nexus(H1, [0x40, 0, 1, 0x37, 0, 0], "iqn.t", 1);
+        assert_eq!(n.initiator_name(), H1);
+    }
+
+    #[tokio::test]
+    async fn a_masked_lun_is_a_missing_lun() {
+        let d = build(&target()).unwrap();
+        let n1 = nexus(H1, [0x40, 0, 0, 0, 0, 1], "iqn.t", 1);
+        let n2 = nexus(H2, [0x40, 0, 0, 0, 0, 2], "iqn.t", 1);
+        assert_eq!(luns(&d, &n1).await, vec![0]);
+        assert_eq!(luns(&d, &n2).await, vec![0, 1]);
+        // Every command to the hidden LUN 1 answers exactly as to LUN 7,
+        // which does not exist.
+        let w = cdb::write10(0, 1, false);
+        let cdbs: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (cdb::inquiry(false, 0, 96).as_bytes().to_vec(), vec![]),
+            (cdb::inquiry(true, 0x83, 96).as_bytes().to_vec(), vec![]),
+            (cdb::test_unit_ready().as_bytes().to_vec(), vec![]),
+            (cdb::read10(0, 1, false).as_bytes().to_vec(), vec![]),
+            (w.as_bytes().to_vec(), vec![0xA5; 4096]),
+            (vec![0x03, 0, 0, 0, 18, 0], vec![]),
+            (cdb::report_luns(4096).as_bytes().to_vec(), vec![]),
+        ];
+        for (c, data) in &cdbs {
+            let hidden = run(&d, &n1, 1, c, data).await;
+            let missing = run(&d, &n1, 7, c, data).await;
+            assert_eq!(hidden.status, missing.status, "{c:02x?}");
+            assert_eq!(hidden.sense, missing.sense, "{c:02x?}");
+            assert_eq!(hidden.data_in, missing.data_in, "{c:02x?}");
+            assert_eq!(hidden.transfer_length, missing.transfer_length, "{c:02x?}");
+        }
+        let inq = run(&d, &n1, 1, cdb::inquiry(false, 0, 96).as_bytes(), &[]).await;
+        assert_eq!(inq.data_in[0], 0x7F, "peripheral qualifier 011b, type 1Fh");
+        let wr = run(&d, &n1, 1, w.as_bytes(), &[0xA5; 4096]).await;
+        assert_eq!(
+            sense(&wr),
+            (SenseKey::ILLEGAL_REQUEST, Asc::LOGICAL_UNIT_NOT_SUPPORTED)
+        );
+        // The SPDTL a masked LUN reports is that of a missing one (its
+        // 4096-byte blocks do not show through residuals).
+        let raw1 = Lun::from_number(1).0;
+        let raw7 = Lun::from_number(7).0;
+        assert_eq!(
+            data_out_length(&d, &n1, raw1, w.as_bytes()),
+            data_out_length(&d, &n1, raw7, w.as_bytes())
+        );
+        assert_eq!(data_out_length(&d, &n2, raw1, w.as_bytes()), 4096);
+        assert!(!has_lun(&d, &n1, raw1));
+        assert!(has_lun(&d, &n2, raw1));
+        // The other initiator uses LUN 1 normally.
+        uas(&d, &n2, 1).await;
+        let ok = run(&d, &n2, 1, w.as_bytes(), &[0xA5; 4096]).await;
+        assert_eq!(ok.status, 0);
+        // Nothing of LUN 1 reached H1: LUN 0 still has no trace of H1's
+        // attempts beyond its own power-on unit attention.
+        assert_eq!(
+            uas(&d, &n1, 0).await,
+            vec![Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET]
+        );
+    }
+
+    #[tokio::test]
+    async fn acl_changes_raise_reported_luns_data_has_changed() {
+        let mut t = target();
+        let d = build(&t).unwrap();
+        let n1 = nexus(H1, [0x40, 0, 0, 0, 0, 1], "iqn.t", 1);
+        let n2 = nexus(H2, [0x40, 0, 0, 0, 0, 2], "iqn.t", 1);
+        uas(&d, &n1, 0).await;
+        uas(&d, &n2, 0).await;
+        // H1 gets LUN 1 too: H1 is told, H2 is not.
+        t.initiators.get_mut(H1).unwrap().luns = Some(vec![0, 1]);
+        apply_acl(&d, &t);
+        assert_eq!(
+            uas(&d, &n1, 0).await,
+            vec![Asc::REPORTED_LUNS_DATA_HAS_CHANGED]
+        );
+        assert!(uas(&d, &n2, 0).await.is_empty());
+        assert_eq!(luns(&d, &n1).await, vec![0, 1]);
+        // The same policy again changes nothing.
+        apply_acl(&d, &t);
+        assert!(uas(&d, &n1, 0).await.is_empty());
+        // H2 leaves the ACL: its session sees nothing any more.
+        t.allow.retain(|a| a != H2);
+        apply_acl(&d, &t);
+        assert!(luns(&d, &n2).await.is_empty());
+        let r = run(&d, &n2, 0, cdb::test_unit_ready().as_bytes(), &[]).await;
+        assert_eq!(
+            sense(&r),
+            (SenseKey::ILLEGAL_REQUEST, Asc::LOGICAL_UNIT_NOT_SUPPORTED)
+        );
+        assert!(uas(&d, &n1, 0).await.is_empty());
+        // A LUN added at run time: only those who may see it are told.
+        t.initiators.get_mut(H1).unwrap().luns = Some(vec![0]);
+        apply_acl(&d, &t);
+        uas(&d, &n1, 0).await;
+        t.allow.push(H2.into());
+        apply_acl(&d, &t);
+        uas(&d, &n2, 0).await;
+        d.add_lun(lu_config(&t.name, &LunConfig::parse_spec(2, "mem:1M").unwrap()).unwrap())
+            .unwrap();
+        assert!(uas(&d, &n1, 0).await.is_empty(), "masked: not told");
+        assert_eq!(
+            uas(&d, &n2, 0).await,
+            vec![Asc::REPORTED_LUNS_DATA_HAS_CHANGED]
+        );
+        assert_eq!(luns(&d, &n1).await, vec![0]);
+        assert_eq!(luns(&d, &n2).await, vec![0, 1, 2]);
     }
 }

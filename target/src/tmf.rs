@@ -94,7 +94,11 @@ pub async fn handle(
             None,
         );
     };
-    let lun_ok = device::has_lun(&target.device, req.lun);
+    // LUN masking: a LUN the I_T nexus may not access does not exist for it.
+    let lun_ok = session
+        .nexus
+        .as_ref()
+        .is_some_and(|n| device::has_lun(&target.device, n, req.lun));
     let r = match f {
         TmfFunction::ABORT_TASK => abort_task(session, req).await,
         TmfFunction::ABORT_TASK_SET | TmfFunction::CLEAR_TASK_SET => {

@@ -97,6 +97,7 @@ async fn show_add_set_remove_save() {
     assert_eq!(mode, 0o600, "admin socket must be private");
 
     let s = show(&d.path).await;
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
     assert_eq!(s.targets.len(), 1);
     let t = &s.targets[0];
     assert_eq!(t.luns.len(), 1);
@@ -236,6 +237,20 @@ async fn show_add_set_remove_save() {
     let r = request(&d.path, json!({"op": "save"})).await;
     assert!(r.ok);
     assert_eq!(first, std::fs::read_to_string(&d.config).unwrap());
+
+    // A short per-initiator secret is accepted with a warning, in the
+    // answer, in `show` and at start-up (Admin::warnings).
+    let r = request(&d.path, json!({"op": "set-chap", "target": T, "initiator": "iqn.2024-01.org.example:h1", "add": {"user": "h1", "secret": "short"}})).await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.result.unwrap()["warnings"].as_array().unwrap().len(), 1);
+    let w = show(&d.path).await.warnings;
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("for iqn.2024-01.org.example:h1") && w[0].contains("§9.2.1"),
+        "{w:?}"
+    );
+    assert!(!w[0].contains("short\""), "no secret in warnings: {w:?}");
+    assert_eq!(d.admin.warnings(), w);
 
     // add-target with its own port-0 portal, then remove it.
     let r = request(&d.path, json!({"op": "add-target", "name": "iqn.2024-01.org.example:second", "portals": ["127.0.0.1:0"], "luns": ["mem:1M"]})).await;

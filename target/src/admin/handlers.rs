@@ -4,6 +4,10 @@
 //! refused request changes nothing. The device server's runtime methods
 //! raise the unit attentions (SPC-5 §6.33 REPORTED LUNS DATA HAS CHANGED,
 //! SBC-4 §4.10 CAPACITY DATA HAS CHANGED, SPC-5 MODE PARAMETERS CHANGED).
+//! ACL edits (`allow`, `deny`, LUN masks, `remove-lun`) hand the target's
+//! new access policy to the device server ([`crate::device::apply_acl`]),
+//! which raises REPORTED LUNS DATA HAS CHANGED on the I_T nexuses whose
+//! LUN inventory changed; CHAP edits apply from the next login.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -100,6 +104,37 @@ fn short_secret_warnings(auth: &AuthConfig) -> Vec<String> {
             )
         })
         .collect()
+}
+
+impl Admin {
+    /// Warnings about the running configuration: CHAP secrets shorter than
+    /// RFC 7143 §9.2.1 recommends (discovery, target-wide, per-initiator).
+    /// Logged at start-up and listed by `show`.
+    pub(crate) fn config_warnings(&self) -> Vec<String> {
+        let d = self
+            .shared
+            .discovery_auth
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut v: Vec<String> = short_secret_warnings(&d)
+            .into_iter()
+            .map(|w| format!("discovery: {w}"))
+            .collect();
+        for rt in self.shared.all_targets() {
+            let c = rt.config();
+            let own = c
+                .initiators
+                .iter()
+                .filter_map(|(ini, i)| i.auth.as_ref().map(|a| (format!(" for {ini}"), a)));
+            for (scope, a) in std::iter::once((String::new(), &c.auth)).chain(own) {
+                for w in short_secret_warnings(a) {
+                    v.push(format!("{}{scope}: {w}", c.name));
+                }
+            }
+        }
+        v
+    }
 }
 
 fn users(auth: &AuthConfig) -> (Vec<String>, Option<String>) {
@@ -286,6 +321,7 @@ impl Admin {
         let mut out = ShowResult {
             listening: self.listening(st).iter().map(|a| a.to_string()).collect(),
             config_file: st.config_file.clone(),
+            warnings: self.config_warnings(),
             ..ShowResult::default()
         };
         let d = self
@@ -816,6 +852,11 @@ impl Admin {
         let rt = self.target(target)?;
         config_file::check_name("initiator", initiator).map_err(|e| invalid(e.to_string()))?;
         let cfg = rt.config();
+        let luns = luns.map(|mut v| {
+            v.sort_unstable();
+            v.dedup();
+            v
+        });
         if let Some(ls) = &luns {
             for n in ls {
                 if !cfg.luns.iter().any(|l| l.lun == *n) {

@@ -85,6 +85,12 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// Warnings about the running configuration, to log at start-up (CHAP
+    /// secrets shorter than RFC 7143 §9.2.1 recommends).
+    pub fn warnings(&self) -> Vec<String> {
+        self.config_warnings()
+    }
+
     /// The configuration file `save` writes by default.
     pub async fn config_file(&self) -> Option<PathBuf> {
         self.state.lock().await.config_file.clone()

@@ -273,7 +273,8 @@ pub struct ShowResult {
     pub listening: Vec<String>,
     /// The configuration file `save` writes, if any.
     pub config_file: Option<PathBuf>,
-    /// Configured settings this target version does not enforce.
+    /// Warnings about the running configuration (e.g. CHAP secrets shorter
+    /// than RFC 7143 §9.2.1 recommends).
     pub warnings: Vec<String>,
 }
 

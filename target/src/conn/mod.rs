@@ -979,7 +979,7 @@ pub(crate) async fn execute(
     let edtl_in = if cmd.read { cmd.edtl } else { 0 };
     let edtl_out = if cmd.write { cmd.edtl } else { 0 };
     // SPDTL of the write direction, from the CDB.
-    let spdtl_out = device::data_out_length(dev, cmd.lun, &cmd.cdb);
+    let spdtl_out = device::data_out_length(dev, &nexus, cmd.lun, &cmd.cdb);
     let mut write_residual = None;
     if spdtl_out > 0 || edtl_out > 0 {
         if edtl_out < spdtl_out {

@@ -170,8 +170,10 @@ fn truncate(mut v: Vec<u8>, alloc: usize) -> Bytes {
 pub(super) async fn execute(srv: &DeviceServer, nexus: &Nexus, req: ScsiRequest) -> ScsiResult {
     let parsed = Command::parse(&req.cdb);
     let op = req.cdb.first().copied().unwrap_or(0);
-    let Some(lu) = srv.lu(req.lun) else {
-        return no_lu(srv, &req, parsed);
+    // A LU the nexus may not access (LUN masking) is, for it, a LUN with
+    // no logical unit.
+    let Some(lu) = srv.lu_for(nexus, req.lun) else {
+        return no_lu(srv, nexus, &req, parsed);
     };
     let parsed = parsed.and_then(|c| enabled(&lu, c));
     let d_sense = {
@@ -228,6 +230,7 @@ pub(super) async fn execute(srv: &DeviceServer, nexus: &Nexus, req: ScsiRequest)
 /// SAM-5 §5.9.5).
 fn no_lu(
     srv: &DeviceServer,
+    nexus: &Nexus,
     _req: &ScsiRequest,
     parsed: Result<Command, cdb::CdbError>,
 ) -> ScsiResult {
@@ -252,7 +255,7 @@ fn no_lu(
         Command::ReportLuns {
             select_report,
             alloc_len,
-        } => match report_luns(srv, select_report, alloc_len) {
+        } => match report_luns(srv, nexus, select_report, alloc_len) {
             Ok(b) => ScsiResult::good(b),
             Err(Fail::Check(s)) => ScsiResult::check(&s, false),
             Err(Fail::Status(s)) => ScsiResult::status(s),
@@ -267,13 +270,14 @@ fn no_lu(
     r
 }
 
-fn report_luns(srv: &DeviceServer, select_report: u8, alloc_len: u32) -> R {
+/// SPC-5 §6.33: the logical unit inventory accessible to the I_T nexus.
+fn report_luns(srv: &DeviceServer, nexus: &Nexus, select_report: u8, alloc_len: u32) -> R {
     if alloc_len < 16 {
         return Err(invalid_cdb(6, None));
     }
     let luns: Vec<Lun> = match select_report {
         0 | 2 => srv
-            .luns()
+            .luns_for(nexus)
             .into_iter()
             .map(|n| Lun::from_number(n as u16))
             .collect(),
@@ -330,7 +334,7 @@ impl Ctx<'_> {
                 select_report,
                 alloc_len,
             } => {
-                let r = report_luns(self.srv, select_report, alloc_len)?;
+                let r = report_luns(self.srv, self.nexus, select_report, alloc_len)?;
                 // SPC-5 §6.33: REPORT LUNS clears REPORTED LUNS DATA HAS CHANGED.
                 if let Some(q) = self.lu.state().ua.get_mut(self.nexus) {
                     q.retain(|a| *a != Asc::REPORTED_LUNS_DATA_HAS_CHANGED);
@@ -1318,10 +1322,12 @@ impl Ctx<'_> {
         let aborted = |asc: Asc| Fail::Check(Sense::new(SenseKey::COPY_ABORTED, asc));
         let mut lus = Vec::new();
         for t in &list.targets {
+            // Only LUs this I_T nexus may access are copy targets.
             let found = self
                 .srv
                 .all()
                 .into_iter()
+                .filter(|l| self.srv.can_access(self.nexus, l.cfg.lun))
                 .find(|l| match t.designator_type {
                     inq::designator::NAA => t.designator == l.naa,
                     inq::designator::T10_VENDOR_ID => {

@@ -15,6 +15,16 @@
 //! 4. reservation conflicts;
 //! 5. medium present (removable LUs), then the command itself.
 //!
+//! LUN masking (access control): the logical unit inventory is per I_T
+//! nexus (SPC-5 REPORT LUNS: the inventory "accessible to the I_T nexus").
+//! The transport registers the target's access policy with
+//! [`DeviceServer::set_access`] ([`LunAccess`]: which LUNs each initiator
+//! may address). A LUN an I_T nexus may not access is, for that nexus,
+//! exactly a LUN with no logical unit (step 1 above): REPORT LUNS omits it,
+//! INQUIRY answers peripheral qualifier 011b, other commands get LOGICAL
+//! UNIT NOT SUPPORTED. A policy change raises REPORTED LUNS DATA HAS
+//! CHANGED on the I_T nexuses whose inventory changed.
+//!
 //! Not implemented, on purpose: protection information (PI fields are
 //! rejected), ACA (NACA = 1 is rejected), REGISTER AND MOVE, ALL_TG_PT and
 //! SPEC_I_PT, APTPL persistence, saved mode pages (SAVING PARAMETERS NOT
@@ -34,7 +44,7 @@ pub use lu::{IoMode, LogicalUnit, LuConfig};
 use crate::backend::Backend;
 use bytes::Bytes;
 use proto::scsi::{Asc, Lun, Sense, Status};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 /// Identifies an I_T nexus (initiator port + target port) for unit
@@ -46,6 +56,43 @@ pub struct Nexus {
     /// "iqn...,t,0x<tpgt>"
     pub target_port: String,
     pub relative_target_port: u16,
+}
+
+impl Nexus {
+    /// The initiator's iSCSI name: the initiator port name up to its
+    /// ",i,0x<ISID>" suffix (RFC 7143 §4.4.2; iSCSI names hold no comma).
+    pub fn initiator_name(&self) -> &str {
+        self.initiator_port
+            .split(',')
+            .next()
+            .unwrap_or(&self.initiator_port)
+    }
+}
+
+/// Which logical units each initiator may access (LUN masking, set by the
+/// transport from its ACL). The default lets everyone access everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LunAccess {
+    /// Initiators absent from `initiators` may access no logical unit
+    /// (the target has an ACL and they are not in it).
+    pub restricted: bool,
+    /// By lower-case initiator name: `None` every LUN, `Some(set)` only
+    /// those LUN numbers.
+    pub initiators: HashMap<String, Option<BTreeSet<u16>>>,
+}
+
+impl LunAccess {
+    /// Whether `initiator` (any case) may access LUN number `lun`.
+    pub fn can_access(&self, initiator: &str, lun: u16) -> bool {
+        if !self.restricted && self.initiators.is_empty() {
+            return true;
+        }
+        match self.initiators.get(&initiator.to_ascii_lowercase()) {
+            Some(None) => true,
+            Some(Some(set)) => set.contains(&lun),
+            None => !self.restricted,
+        }
+    }
 }
 
 /// One SCSI command as the iSCSI layer received it.
@@ -152,6 +199,8 @@ impl Default for Limits {
 #[derive(Debug)]
 pub struct DeviceServer {
     luns: RwLock<BTreeMap<u16, Arc<LogicalUnit>>>,
+    /// LUN masking: which LUs each initiator may access.
+    access: RwLock<LunAccess>,
     pub limits: Limits,
 }
 
@@ -159,6 +208,7 @@ impl DeviceServer {
     pub fn new(luns: Vec<LuConfig>) -> Result<Arc<Self>, DeviceError> {
         let s = Self {
             luns: RwLock::new(BTreeMap::new()),
+            access: RwLock::new(LunAccess::default()),
             limits: Limits::default(),
         };
         for cfg in luns {
@@ -202,6 +252,68 @@ impl DeviceServer {
             .cloned()
     }
 
+    /// Whether the I_T nexus may access LUN number `lun` (LUN masking).
+    pub fn can_access(&self, nexus: &Nexus, lun: u16) -> bool {
+        self.access
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .can_access(nexus.initiator_name(), lun)
+    }
+
+    /// The LU addressed by a raw 8-byte LUN field, as `nexus` sees it:
+    /// `None` when there is none or the nexus may not access it.
+    pub fn lu_for(&self, nexus: &Nexus, lun: u64) -> Option<Arc<LogicalUnit>> {
+        self.lu(lun).filter(|l| self.can_access(nexus, l.cfg.lun))
+    }
+
+    /// LUN numbers of the logical units `nexus` may access, ascending (its
+    /// logical unit inventory).
+    pub fn luns_for(&self, nexus: &Nexus) -> Vec<u64> {
+        let access = self.access();
+        self.luns()
+            .into_iter()
+            .filter(|&n| access.can_access(nexus.initiator_name(), n as u16))
+            .collect()
+    }
+
+    /// The current access policy.
+    pub fn access(&self) -> LunAccess {
+        self.access
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the access policy (LUN masking). Every I_T nexus whose
+    /// logical unit inventory changes gets REPORTED LUNS DATA HAS CHANGED
+    /// on the logical units it may access now (SPC-5 §6.33 / SAM-5 §5.14).
+    pub fn set_access(&self, access: LunAccess) {
+        let lus = self.all();
+        let nexuses: HashSet<Nexus> = lus
+            .iter()
+            .flat_map(|l| l.state().seen.iter().cloned().collect::<Vec<_>>())
+            .collect();
+        let old = std::mem::replace(
+            &mut *self.access.write().unwrap_or_else(|e| e.into_inner()),
+            access.clone(),
+        );
+        let view = |a: &LunAccess, n: &Nexus| -> Vec<u16> {
+            lus.iter()
+                .map(|l| l.cfg.lun)
+                .filter(|&x| a.can_access(n.initiator_name(), x))
+                .collect()
+        };
+        for n in nexuses {
+            let now = view(&access, &n);
+            if view(&old, &n) == now {
+                continue;
+            }
+            for l in lus.iter().filter(|l| now.contains(&l.cfg.lun)) {
+                l.state().push_ua(&n, Asc::REPORTED_LUNS_DATA_HAS_CHANGED);
+            }
+        }
+    }
+
     /// LUN numbers (not raw LUN fields) of all logical units, ascending.
     pub fn luns(&self) -> Vec<u64> {
         self.luns
@@ -212,14 +324,17 @@ impl DeviceServer {
             .collect()
     }
 
-    /// Adds a LU at runtime; every nexus gets REPORTED LUNS DATA HAS
-    /// CHANGED on the existing LUs (SPC-5 §6.33).
+    /// Adds a LU at runtime; every nexus that may access it gets REPORTED
+    /// LUNS DATA HAS CHANGED on the existing LUs it may access (SPC-5
+    /// §6.33); a nexus that may not access it sees no change.
     pub fn add_lun(&self, cfg: LuConfig) -> Result<(), DeviceError> {
         let lu = self.insert(cfg)?;
-        let nexuses: Vec<Nexus> = self
+        let access = self.access();
+        let nexuses: HashSet<Nexus> = self
             .all()
             .iter()
             .flat_map(|l| l.state().seen.iter().cloned().collect::<Vec<_>>())
+            .filter(|n| access.can_access(n.initiator_name(), lu.cfg.lun))
             .collect();
         for l in self.all() {
             if Arc::ptr_eq(&l, &lu) {
@@ -227,7 +342,9 @@ impl DeviceServer {
             }
             let mut st = l.state();
             for n in &nexuses {
-                st.push_ua(n, Asc::REPORTED_LUNS_DATA_HAS_CHANGED);
+                if access.can_access(n.initiator_name(), l.cfg.lun) {
+                    st.push_ua(n, Asc::REPORTED_LUNS_DATA_HAS_CHANGED);
+                }
             }
         }
         Ok(())
@@ -241,10 +358,21 @@ impl DeviceServer {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&lun)
             .ok_or(DeviceError::NoSuchLun(lun))?;
+        // Only nexuses that could access the removed LU see a change.
+        let access = self.access();
         let nexuses: Vec<Nexus> = removed.state().seen.iter().cloned().collect();
         for l in self.all() {
             let mut st = l.state();
-            for n in nexuses.iter().chain(st.seen.clone().iter()) {
+            let told: Vec<Nexus> = nexuses
+                .iter()
+                .chain(st.seen.iter())
+                .filter(|n| {
+                    access.can_access(n.initiator_name(), lun)
+                        && access.can_access(n.initiator_name(), l.cfg.lun)
+                })
+                .cloned()
+                .collect();
+            for n in &told {
                 st.push_ua(n, Asc::REPORTED_LUNS_DATA_HAS_CHANGED);
             }
         }
@@ -282,7 +410,16 @@ impl DeviceServer {
     /// How many Data-Out bytes this CDB wants (0 if invalid, or a command
     /// the addressed LU does not execute).
     pub fn data_out_length(&self, lun: u64, cdb: &[u8]) -> u32 {
-        let lu = self.lu(lun);
+        Self::data_out_length_of(self.lu(lun), cdb)
+    }
+
+    /// [`DeviceServer::data_out_length`] as `nexus` sees the LUN: for a LU
+    /// it may not access, the length for a LUN with no logical unit.
+    pub fn data_out_length_for(&self, nexus: &Nexus, lun: u64, cdb: &[u8]) -> u32 {
+        Self::data_out_length_of(self.lu_for(nexus, lun), cdb)
+    }
+
+    fn data_out_length_of(lu: Option<Arc<LogicalUnit>>, cdb: &[u8]) -> u32 {
         let bs = lu.as_ref().map(|l| l.block_size()).unwrap_or(512);
         let parsed = proto::scsi::Command::parse(cdb);
         let parsed = match &lu {
@@ -316,7 +453,7 @@ impl DeviceServer {
     /// SAM-5 §6.3.3 (see [`lu::LuState::reset`]). The I_T nexus that asked
     /// for it gets the reset unit attention like every other nexus.
     pub fn lun_reset(&self, lun: u64, by: &Nexus) {
-        if let Some(l) = self.lu(lun) {
+        if let Some(l) = self.lu_for(by, lun) {
             tracing::info!(lun = l.cfg.lun, initiator = %by.initiator_port, "logical unit reset");
             l.state().reset();
         }

@@ -35,7 +35,9 @@ pub struct ServeArgs {
     pub target: Option<String>,
     /// Logical unit (repeatable, numbered 0, 1, 2 ... in order):
     /// mem:SIZE | null:SIZE | file:PATH[,size=SIZE][,sector=512|4096][,mode=wb|wt|ro][,thin]
-    /// | block:DEVICE[,mode=...]. SIZE takes K/M/G/T suffixes.
+    /// | block:DEVICE[,mode=...]. SIZE takes K/M/G/T suffixes. Every kind also
+    /// takes `serial=S`, `removable` (virtual removable media) and `sanitize`
+    /// (accept SANITIZE, which erases the whole LUN; off by default).
     #[arg(long = "lun", value_name = "SPEC")]
     pub luns: Vec<String>,
     /// Require initiators to authenticate with CHAP as USER:SECRET (repeatable).
@@ -166,7 +168,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         Some(f) => crate::target_admin::load_config(f),
         None => serve_config(&args).map(crate::target_admin::from_flags),
     };
-    let config_file = args.config.as_ref().map(|f| std::path::absolute(f).unwrap_or(f.clone()));
+    let config_file = args
+        .config
+        .as_ref()
+        .map(|f| std::path::absolute(f).unwrap_or(f.clone()));
     let cfg = match loaded {
         Ok(c) => c,
         Err(e) => {

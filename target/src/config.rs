@@ -102,6 +102,12 @@ pub struct LunConfig {
     /// Unit serial number (VPD 0x80); derived from the target name and LUN
     /// when `None`, so it is stable across restarts.
     pub serial: Option<String>,
+    /// Present the LU as removable media (INQUIRY RMB=1: PREVENT ALLOW
+    /// MEDIUM REMOVAL, START STOP UNIT with LOEJ). Off for disks.
+    pub removable: bool,
+    /// Accept SANITIZE (SBC-4 §5.30). Off by default: one command from any
+    /// logged-in initiator irrevocably erases the whole LU.
+    pub sanitize: bool,
 }
 
 impl LunConfig {
@@ -109,7 +115,8 @@ impl LunConfig {
     ///
     /// `mem:SIZE`, `null:SIZE`, `file:PATH[,size=SIZE][,sector=512|4096]
     /// [,mode=wb|wt|ro][,thin]`, `block:DEVICE[,mode=...]`. `mem` and `null`
-    /// also take `sector=` and `mode=`.
+    /// also take `sector=` and `mode=`; every kind takes `serial=S`,
+    /// `removable` and `sanitize`.
     pub fn parse_spec(lun: u64, spec: &str) -> Result<LunConfig, ConfigError> {
         let bad = |reason: &str| ConfigError::LunSpec {
             spec: spec.to_string(),
@@ -128,6 +135,8 @@ impl LunConfig {
         let mut mode = IoMode::WriteBack;
         let mut thin = false;
         let mut serial = None;
+        let mut removable = false;
+        let mut sanitize = false;
         for opt in parts {
             let (key, value) = match opt.split_once('=') {
                 Some((k, v)) => (k, Some(v)),
@@ -146,6 +155,8 @@ impl LunConfig {
                     mode = IoMode::parse(v).ok_or_else(|| bad("mode must be wb, wt or ro"))?
                 }
                 ("thin", None) => thin = true,
+                ("removable", None) => removable = true,
+                ("sanitize", None) => sanitize = true,
                 ("serial", Some(v)) if !v.is_empty() => serial = Some(v.to_string()),
                 _ => return Err(bad(&format!("unknown option {opt:?}"))),
             }
@@ -183,6 +194,8 @@ impl LunConfig {
             block_size,
             mode,
             serial,
+            removable,
+            sanitize,
         };
         lc.validate()?;
         Ok(lc)
@@ -581,6 +594,17 @@ mod tests {
         ] {
             assert!(LunConfig::parse_spec(0, bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn removable_and_sanitize_are_opt_in() {
+        let plain = LunConfig::parse_spec(0, "mem:1G").unwrap();
+        assert!(!plain.removable && !plain.sanitize);
+        let both = LunConfig::parse_spec(0, "mem:1G,removable,sanitize").unwrap();
+        assert!(both.removable && both.sanitize);
+        let f = LunConfig::parse_spec(1, "file:/tmp/x.img,size=1G,removable").unwrap();
+        assert!(f.removable && !f.sanitize);
+        assert!(LunConfig::parse_spec(0, "mem:1G,removable=yes").is_err());
     }
 
     #[test]

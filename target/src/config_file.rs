@@ -246,6 +246,12 @@ pub struct LunEntry {
     /// INQUIRY PRODUCT IDENTIFICATION (at most 16 ASCII characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub product: Option<String>,
+    /// Present the LUN as removable media (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removable: bool,
+    /// Accept SANITIZE, which erases the whole LUN (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sanitize: bool,
 }
 
 /// One initiator allowed to log in.
@@ -718,6 +724,8 @@ pub fn lun_to_runtime(path: &str, l: &LunEntry) -> Result<(LunConfig, LunExt), F
             block_size,
             mode,
             serial: l.serial.clone(),
+            removable: l.removable,
+            sanitize: l.sanitize,
         },
         LunExt {
             comment: l.comment.clone(),
@@ -974,6 +982,8 @@ pub fn lun_entry(l: &LunConfig, e: Option<&LunExt>) -> LunEntry {
         wwn_seed: e.and_then(|e| e.wwn_seed.clone()),
         vendor: e.and_then(|e| e.vendor.clone()),
         product: e.and_then(|e| e.product.clone()),
+        removable: l.removable,
+        sanitize: l.sanitize,
     }
 }
 

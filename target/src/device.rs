@@ -132,6 +132,8 @@ pub fn lu_config(target: &str, l: &LunConfig) -> Result<LuConfig, String> {
         IoMode::ReadOnly => crate::scsi::IoMode::ReadOnly,
     };
     c.thin = thin;
+    c.removable = l.removable;
+    c.sanitize = l.sanitize;
     let seed = format!("{target}/{ident}/{lun}");
     c.serial_seed = l.serial.clone().unwrap_or_else(|| seed.clone());
     c.wwn_seed = seed;

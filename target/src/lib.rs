@@ -1,8 +1,10 @@
 //! The iSCSI target: portals, login, sessions (MC/S), the SCSI device server
 //! and its backends.
 
+pub mod admin;
 pub mod backend;
 pub mod config;
+pub mod config_file;
 pub mod conn;
 pub mod device;
 pub mod discovery;
@@ -13,5 +15,3 @@ pub mod server;
 pub mod session;
 pub mod tmf;
 pub mod window;
-pub mod admin;
-pub mod config_file;

@@ -9,8 +9,8 @@
 # initiator against our target and tgtd (tests/fio-probe.sh), median of RUNS runs.
 #
 # Opt-in, NOT part of scripts/test.sh: it needs qemu-system-x86 (apt-get install
-# --no-install-recommends qemu-system-x86), root (ip netns) and ~20-25 s per scenario
-# under TCG. See docs/interop/kernel-initiator.md for results.
+# --no-install-recommends qemu-system-x86), root (ip netns) and 5-20 s per scenario
+# under TCG (about 3 minutes for all). See docs/interop/kernel-initiator.md for results.
 #
 # usage: scripts/vm-kernel-initiator.sh [--list] [SCENARIO...]   (default: all scenarios)
 # env:   VM_DIR     harness directory (default: ../shared/tools/vm next to the repo, or
@@ -37,18 +37,14 @@ fi
 NS=${VM_NETNS:-vmkern}
 IQN=iqn.2024-01.rs.iscsi:vm
 GUEST_IQN=iqn.2005-03.org.open-iscsi:vmtest-guest   # fixed in the guest image
-OUT=${OUT:-$(mktemp -d /tmp/vmkern.XXXXXX)}
-mkdir -p "$OUT"
-SUMMARY=$OUT/summary.txt
-: > "$SUMMARY"
 # tgt_start / tgt_stop for the tgtd baseline come from the harness (they use NS, WORK, CPORT)
 # shellcheck source=/dev/null
 . "$VM_DIR/tests/lib-host.sh"
 log() { echo "[vm-kernel-initiator] $*" >&2; }
 
 # ---- scenarios: NAME | target options (after --portal/--target) | guest env (space separated)
-# @WORK@ is replaced by the run directory. Secrets are 12+ characters (RFC 7143 §12.1.3
-# recommends at least 96 bits for CHAP secrets; open-iscsi does not enforce it).
+# @WORK@ is replaced by the run directory. Secrets are 12+ characters (RFC 7143 §12.1.3 wants
+# IPsec for secrets with fewer than 96 random bits; neither side enforces a length here).
 SCENARIOS=(
   "basic|--lun mem:256M|EXPECT_BLOCK=512 EXPECT_BYTES=268435456"
   "file-4k|--lun file:@WORK@/disk4k.img,size=256M,sector=4096,thin|EXPECT_BLOCK=4096 EXPECT_BYTES=268435456"
@@ -70,6 +66,10 @@ if [[ ${1:-} == --list ]]; then
   for s in "${SCENARIOS[@]}"; do echo "${s%%|*}"; done; exit 0
 fi
 WANT=("$@")
+OUT=${OUT:-$(mktemp -d /tmp/vmkern.XXXXXX)}
+mkdir -p "$OUT"
+SUMMARY=$OUT/summary.txt
+: > "$SUMMARY"
 
 # ---- our binary
 if [[ -z ${ISCSI_BIN:-} ]]; then

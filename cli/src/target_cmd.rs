@@ -46,6 +46,11 @@ pub struct ServeArgs {
     /// The target's own CHAP credentials, for initiators that ask for mutual CHAP.
     #[arg(long = "mutual-chap", value_name = "USER:SECRET")]
     pub mutual_chap: Option<String>,
+    /// Require CHAP as USER:SECRET on discovery (SendTargets) sessions too
+    /// (repeatable; default: discovery is open, but it only lists targets an
+    /// initiator may log in to).
+    #[arg(long = "discovery-chap", value_name = "USER:SECRET")]
+    pub discovery_chap: Vec<String>,
     /// Allow only this initiator name (repeatable; default: any initiator).
     #[arg(long = "allow", value_name = "IQN")]
     pub allow: Vec<String>,
@@ -55,7 +60,7 @@ pub struct ServeArgs {
     pub log: String,
     /// JSON configuration file (see examples/target.json) instead of the
     /// quick-start flags; `iscsi target save` writes back to it.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["portals", "target", "luns", "chap", "mutual_chap", "allow"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["portals", "target", "luns", "chap", "mutual_chap", "discovery_chap", "allow"])]
     pub config: Option<std::path::PathBuf>,
     /// Admin API socket (default: $XDG_RUNTIME_DIR/iscsi-rs/target.sock,
     /// /run/iscsi-rs/target.sock for root).
@@ -114,7 +119,11 @@ pub fn serve_config(args: &ServeArgs) -> Result<ServerConfig, String> {
         Some(c) => Some(ChapCredentials::parse(c).map_err(|e| format!("--mutual-chap: {e}"))?),
         None => None,
     };
-    for c in incoming.iter().chain(outgoing.iter()) {
+    let mut discovery = Vec::new();
+    for c in &args.discovery_chap {
+        discovery.push(ChapCredentials::parse(c).map_err(|e| format!("--discovery-chap: {e}"))?);
+    }
+    for c in incoming.iter().chain(outgoing.iter()).chain(discovery.iter()) {
         // RFC 7143 §9.2.1: without IPsec, CHAP secrets must be at least 12
         // bytes (96 bits). Short secrets work but are easy to brute-force.
         if c.secret.len() < 12 {
@@ -147,7 +156,10 @@ pub fn serve_config(args: &ServeArgs) -> Result<ServerConfig, String> {
     };
     let cfg = ServerConfig {
         targets: vec![target],
-        discovery_auth: AuthConfig::default(),
+        discovery_auth: AuthConfig {
+            incoming: discovery,
+            outgoing: None,
+        },
     };
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)

@@ -357,3 +357,34 @@ fn conformance_suite_has_no_failures() {
     assert!(t.stop(), "target did not exit cleanly after the suite");
     let _ = std::fs::remove_file(&log);
 }
+
+/// `--discovery-chap` protects SendTargets: without credentials discovery is
+/// refused (exit 1, authentication failure), with them the target is listed,
+/// both with our `iscsi discover` and with libiscsi's `iscsi-ls`.
+#[test]
+fn discovery_chap_protects_send_targets() {
+    let iqn = "iqn.2024-01.rs.iscsi:disco";
+    let t = Target::start(
+        iqn,
+        &["--lun", "mem:16M", "--discovery-chap", "finder:finder-secret-1"],
+    );
+    let discover = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_iscsi"))
+            .args(["discover", "--portal", &t.addrs[0], "--timeout", "5"])
+            .args(extra)
+            .output()
+            .expect("run iscsi discover")
+    };
+    let open = discover(&[]);
+    assert_eq!(open.status.code(), Some(1), "{}", text(&open));
+    let wrong = discover(&["--chap", "finder:wrong-secret-99"]);
+    assert_eq!(wrong.status.code(), Some(1), "{}", text(&wrong));
+    let ok = discover(&["--chap", "finder:finder-secret-1"]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(text(&ok).contains(iqn), "{}", text(&ok));
+    if have_libiscsi() {
+        let url = format!("iscsi://finder%finder-secret-1@{}", t.addrs[0]);
+        let ls = run("iscsi-ls", &["-s", &url]);
+        assert!(text(&ls).contains(iqn), "{}", text(&ls));
+    }
+}

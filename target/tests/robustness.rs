@@ -588,12 +588,12 @@ async fn malformed_logins_get_the_right_status() {
     let req = login_request(isid(35), sec, op, true, false, (0, 0), keys);
     expect_login_status(addr, req, LoginStatus::NOT_FOUND, "unknown target").await;
 
-    // An operational key out of range (RFC 7143 §13.13/§13.14: 512 to
-    // 2^24-1): answered "key=Reject", the login itself goes on.
+    // A negotiated operational key out of range (RFC 7143 §13.14
+    // MaxBurstLength: 512 to 2^24-1): answered "key=Reject" (RFC 7143
+    // §6.2), the login itself goes on.
     let mut keys = initiator_keys();
     keys.retain(|(k, _)| *k != "AuthMethod");
     keys.push(("MaxBurstLength", "3"));
-    keys.push(("MaxRecvDataSegmentLength", "99999999999999999999"));
     let req = login_request(
         isid(36),
         op,
@@ -603,17 +603,42 @@ async fn malformed_logins_get_the_right_status() {
         (0, 0),
         text(&keys),
     );
-    let (_sock, r) = one_login(addr, req).await;
+    let (sock, r) = one_login(addr, req).await;
     let Ok(Pdu::LoginResponse(resp)) = r else {
         panic!("out-of-range key: {r:?}")
     };
-    assert_eq!(resp.status_class, 0, "out-of-range key refused the login");
+    assert_eq!(
+        (resp.status_class, resp.status_detail),
+        (0, 0),
+        "out-of-range negotiated key refused the login"
+    );
     let answer = String::from_utf8_lossy(&resp.data);
     assert!(
         answer.contains("MaxBurstLength=Reject\0"),
         "out-of-range MaxBurstLength not rejected: {answer:?}"
     );
-    drop(_sock);
+    drop(sock);
+    // A declarative key cannot be answered "Reject": an illegal
+    // MaxRecvDataSegmentLength declaration (§13.12) fails the login.
+    let mut keys = initiator_keys();
+    keys.retain(|(k, _)| *k != "AuthMethod");
+    keys.push(("MaxRecvDataSegmentLength", "99999999999999999999"));
+    let req = login_request(
+        isid(38),
+        op,
+        Stage::FullFeaturePhase,
+        true,
+        false,
+        (0, 0),
+        text(&keys),
+    );
+    expect_login_status(
+        addr,
+        req,
+        LoginStatus::INITIATOR_ERROR,
+        "illegal declaration",
+    )
+    .await;
 
     // A continued (C=1) text that never ends: accumulation is bounded
     // (64 KiB), then the login fails with an initiator error.

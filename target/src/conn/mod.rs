@@ -487,15 +487,22 @@ impl Conn {
                     .await;
             }
         }
-        // A stale entry (aborted task whose ITT is reused) is dropped.
-        self.pending.remove(&c.itt);
         let task =
             match self
                 .session
                 .core
                 .register_task(c.itt, c.lun, self.conn_id, c.cmd_sn, counted)
             {
-                Ok(t) => t,
+                Ok(t) => {
+                    // A stale entry (aborted task whose ITT is reused) is
+                    // dropped. Only now: while the ITT is still registered
+                    // the new command is refused below (RFC 7143 §11.17.1
+                    // "Task in progress") and the write in flight must keep
+                    // its collector, or its data would be discarded and its
+                    // CmdSN slot never released.
+                    self.pending.remove(&c.itt);
+                    t
+                }
                 Err(e) => {
                     if counted {
                         self.session.core.complete_command();

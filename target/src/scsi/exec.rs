@@ -696,7 +696,12 @@ impl Ctx<'_> {
                     max_compare_and_write_length: l.max_compare_and_write,
                     optimal_transfer_length_granularity: 1,
                     max_transfer_length: (l.max_transfer_bytes as u64 / bs) as u32,
-                    optimal_transfer_length: ((128 << 10) / bs) as u32,
+                    // Linux sd uses this as max_sectors_kb: report 1 MiB (the
+                    // MaxBurstLength initiators negotiate by default), capped
+                    // at the maximum, so big I/O is not cut into 128 KiB
+                    // commands (docs/interop/kernel-initiator.md, finding 3).
+                    optimal_transfer_length: ((1u64 << 20).min(l.max_transfer_bytes as u64) / bs)
+                        as u32,
                     max_prefetch_length: 0,
                     max_unmap_lba_count: if thin { l.max_unmap_lba_count } else { 0 },
                     max_unmap_block_descriptor_count: if thin {

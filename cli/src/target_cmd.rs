@@ -123,7 +123,11 @@ pub fn serve_config(args: &ServeArgs) -> Result<ServerConfig, String> {
     for c in &args.discovery_chap {
         discovery.push(ChapCredentials::parse(c).map_err(|e| format!("--discovery-chap: {e}"))?);
     }
-    for c in incoming.iter().chain(outgoing.iter()).chain(discovery.iter()) {
+    for c in incoming
+        .iter()
+        .chain(outgoing.iter())
+        .chain(discovery.iter())
+    {
         // RFC 7143 §9.2.1: without IPsec, CHAP secrets must be at least 12
         // bytes (96 bits). Short secrets work but are easy to brute-force.
         if c.secret.len() < 12 {

@@ -352,7 +352,12 @@ fn conformance_suite_has_no_failures() {
     };
     eprintln!("iscsi-test-cu: {counts}(log: {})", log.display());
     assert!(field("tests") >= 200, "suite did not run: {counts}");
-    assert_eq!(field("failed"), 0, "failed tests:\n{failed}\nlog: {}", log.display());
+    assert_eq!(
+        field("failed"),
+        0,
+        "failed tests:\n{failed}\nlog: {}",
+        log.display()
+    );
     assert!(field("clean") >= 200, "{counts}");
     assert!(t.stop(), "target did not exit cleanly after the suite");
     let _ = std::fs::remove_file(&log);
@@ -366,7 +371,12 @@ fn discovery_chap_protects_send_targets() {
     let iqn = "iqn.2024-01.rs.iscsi:disco";
     let t = Target::start(
         iqn,
-        &["--lun", "mem:16M", "--discovery-chap", "finder:finder-secret-1"],
+        &[
+            "--lun",
+            "mem:16M",
+            "--discovery-chap",
+            "finder:finder-secret-1",
+        ],
     );
     let discover = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_iscsi"))

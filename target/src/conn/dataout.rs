@@ -9,6 +9,18 @@
 //! must increase exactly; a violation is a protocol error that ends the
 //! connection (ErrorRecoveryLevel 0: RFC 7143 §7.1.4.1 "the target ...
 //! MUST ... terminate the connection" is the only recovery).
+//!
+//! The write buffer is allocated with capacity EDTL but not zero-filled:
+//! data is appended as it arrives in offset order. Several sequences can
+//! be open at once (the unsolicited one and up to MaxOutstandingR2T
+//! solicited ones) and an initiator may interleave their PDUs, so a
+//! segment that starts beyond the filled prefix is parked (zero copy,
+//! a `Bytes` of the receive buffer) until the gap before it is filled.
+//! The sequences tile `[immediate, EDTL)` without overlap and each one is
+//! received at exactly increasing offsets, so every byte is written once
+//! and the buffer is complete exactly when its length reaches EDTL.
+
+use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
@@ -73,7 +85,12 @@ struct Sequence {
 #[derive(Debug)]
 pub struct WriteCollector {
     edtl: u32,
+    /// The contiguous prefix `[0, len)` of the data received so far
+    /// (capacity EDTL, never zero-filled).
     buf: Option<BytesMut>,
+    /// Segments received beyond the prefix, by BufferOffset (interleaved
+    /// sequences); appended once the gap before them is filled.
+    parked: BTreeMap<u32, Bytes>,
     /// When all the data arrived in one piece (immediate data), kept as is
     /// (zero copy).
     whole: Option<Bytes>,
@@ -119,6 +136,7 @@ impl WriteCollector {
         let mut c = WriteCollector {
             edtl,
             buf: None,
+            parked: BTreeMap::new(),
             whole: None,
             received_total: imm_len,
             unsolicited: None,
@@ -130,8 +148,10 @@ impl WriteCollector {
         if imm_len == edtl {
             c.whole = Some(immediate);
         } else {
-            let mut b = BytesMut::zeroed(edtl as usize);
-            b[..imm_len as usize].copy_from_slice(&immediate);
+            // EDTL was checked against the per-command limit by the caller
+            // before we get here; nothing is zero-filled (see module docs).
+            let mut b = BytesMut::with_capacity(edtl as usize);
+            b.extend_from_slice(&immediate);
             c.buf = Some(b);
             if unsolicited_end > imm_len {
                 c.unsolicited = Some(Sequence {
@@ -148,7 +168,11 @@ impl WriteCollector {
 
     /// Whether every byte has arrived.
     pub fn is_complete(&self) -> bool {
-        self.received_total >= self.edtl
+        match (&self.whole, &self.buf) {
+            (Some(_), _) => true,
+            (None, Some(b)) => b.len() == self.edtl as usize,
+            (None, None) => self.received_total >= self.edtl,
+        }
     }
 
     /// The R2Ts that may be sent now (respecting MaxOutstandingR2T).
@@ -201,7 +225,7 @@ impl WriteCollector {
         data_sn: u32,
         buffer_offset: u32,
         final_: bool,
-        data: &[u8],
+        data: Bytes,
     ) -> Result<(), DataOutError> {
         let len = data.len() as u32;
         let seq = if ttt == RESERVED_TAG {
@@ -242,8 +266,25 @@ impl WriteCollector {
             return Err(DataOutError::LongSequence(len));
         }
         let buf = self.buf.as_mut().ok_or(DataOutError::BeyondEdtl)?;
-        let off = buffer_offset as usize;
-        buf[off..off + data.len()].copy_from_slice(data);
+        let filled = buf.len() as u32;
+        if buffer_offset < filled {
+            // Cannot happen: sequences are disjoint and checked above.
+            return Err(DataOutError::BufferOffset {
+                got: buffer_offset,
+                expected: filled,
+            });
+        }
+        if buffer_offset == filled {
+            buf.extend_from_slice(&data);
+            while let Some(e) = self.parked.first_entry() {
+                if *e.key() as usize != buf.len() {
+                    break;
+                }
+                buf.extend_from_slice(&e.remove());
+            }
+        } else if !data.is_empty() {
+            self.parked.insert(buffer_offset, data);
+        }
         seq.received += len;
         seq.next_data_sn = seq.next_data_sn.wrapping_add(1);
         self.received_total += len;
@@ -292,6 +333,10 @@ mod tests {
         }
     }
 
+    fn b(d: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(d)
+    }
+
     fn pattern(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 7) as u8).collect()
     }
@@ -330,26 +375,28 @@ mod tests {
         assert_eq!(r2ts[1].buffer_offset, 3072);
         assert_eq!(r2ts[1].r2t_sn, 1);
         // Unsolicited Data-Out 512..1024.
-        c.data_out(RESERVED_TAG, 0, 512, true, &all[512..1024])
+        c.data_out(RESERVED_TAG, 0, 512, true, b(&all[512..1024]))
             .unwrap();
         // First R2T sequence, two PDUs.
-        c.data_out(101, 0, 1024, false, &all[1024..2048]).unwrap();
+        c.data_out(101, 0, 1024, false, b(&all[1024..2048]))
+            .unwrap();
         assert_eq!(
-            c.data_out(101, 0, 2048, true, &all[2048..3072]),
+            c.data_out(101, 0, 2048, true, b(&all[2048..3072])),
             Err(DataOutError::DataSn {
                 got: 0,
                 expected: 1
             })
         );
-        c.data_out(101, 1, 2048, true, &all[2048..3072]).unwrap();
+        c.data_out(101, 1, 2048, true, b(&all[2048..3072])).unwrap();
         let more = c.next_r2ts(|| 200);
         assert_eq!(more.len(), 1);
         assert_eq!(more[0].buffer_offset, 5120);
         assert_eq!(more[0].desired_data_transfer_length, 880);
-        c.data_out(102, 0, 3072, false, &all[3072..4096]).unwrap();
-        c.data_out(102, 1, 4096, true, &all[4096..5120]).unwrap();
+        c.data_out(102, 0, 3072, false, b(&all[3072..4096]))
+            .unwrap();
+        c.data_out(102, 1, 4096, true, b(&all[4096..5120])).unwrap();
         assert!(!c.is_complete());
-        c.data_out(200, 0, 5120, true, &all[5120..6000]).unwrap();
+        c.data_out(200, 0, 5120, true, b(&all[5120..6000])).unwrap();
         assert!(c.is_complete());
         assert_eq!(&c.take_data()[..], &all[..]);
     }
@@ -374,22 +421,22 @@ mod tests {
         let r = c.next_r2ts(|| 5);
         assert_eq!(r.len(), 1);
         assert_eq!(
-            c.data_out(RESERVED_TAG, 0, 0, true, &[0; 512]),
+            c.data_out(RESERVED_TAG, 0, 0, true, b(&[0; 512])),
             Err(DataOutError::UnsolicitedNotAllowed)
         );
         assert_eq!(
-            c.data_out(6, 0, 0, true, &[0; 512]),
+            c.data_out(6, 0, 0, true, b(&[0; 512])),
             Err(DataOutError::UnknownTtt(6))
         );
         assert_eq!(
-            c.data_out(5, 0, 512, false, &[0; 512]),
+            c.data_out(5, 0, 512, false, b(&[0; 512])),
             Err(DataOutError::BufferOffset {
                 got: 512,
                 expected: 0
             })
         );
         assert_eq!(
-            c.data_out(5, 0, 0, true, &[0; 512]),
+            c.data_out(5, 0, 0, true, b(&[0; 512])),
             Err(DataOutError::ShortSequence {
                 got: 512,
                 expected: 2048
@@ -402,12 +449,150 @@ mod tests {
         // EDTL below FirstBurstLength: unsolicited covers all of it.
         let mut c = WriteCollector::new(700, Bytes::new(), false, limits(false)).unwrap();
         assert!(c.next_r2ts(|| 1).is_empty());
-        c.data_out(RESERVED_TAG, 0, 0, false, &[1; 512]).unwrap();
+        c.data_out(RESERVED_TAG, 0, 0, false, b(&[1; 512])).unwrap();
         assert_eq!(
-            c.data_out(RESERVED_TAG, 1, 512, true, &[2; 300]),
+            c.data_out(RESERVED_TAG, 1, 512, true, b(&[2; 300])),
             Err(DataOutError::FirstBurstExceeded(812))
         );
-        c.data_out(RESERVED_TAG, 1, 512, true, &[2; 188]).unwrap();
+        c.data_out(RESERVED_TAG, 1, 512, true, b(&[2; 188]))
+            .unwrap();
         assert!(c.is_complete());
+    }
+
+    /// A planned Data-Out: (TTT, DataSN, BufferOffset, end, F bit).
+    type Planned = (u32, u32, u32, u32, bool);
+
+    /// Data-Out PDUs of every sequence that may be sent now (the
+    /// unsolicited one, then each new R2T's).
+    fn plan(c: &mut WriteCollector, seg: u32) -> Vec<Vec<Planned>> {
+        let mut seqs = Vec::new();
+        if let Some(u) = &c.unsolicited {
+            seqs.push((RESERVED_TAG, u.start, u.len));
+        }
+        let mut ttt = 1000;
+        for r in c.next_r2ts(|| {
+            ttt += 1;
+            ttt
+        }) {
+            seqs.push((r.ttt, r.buffer_offset, r.desired_data_transfer_length));
+        }
+        seqs.into_iter()
+            .map(|(ttt, start, len)| {
+                let mut pdus = Vec::new();
+                let mut off = 0;
+                let mut sn = 0;
+                while off < len {
+                    let n = seg.min(len - off);
+                    pdus.push((ttt, sn, start + off, start + off + n, off + n == len));
+                    off += n;
+                    sn += 1;
+                }
+                pdus
+            })
+            .collect()
+    }
+
+    fn plan_r2t(r: R2tRequest, seg: u32) -> Vec<Planned> {
+        let (start, len) = (r.buffer_offset, r.desired_data_transfer_length);
+        let mut pdus = Vec::new();
+        let (mut off, mut sn) = (0, 0);
+        while off < len {
+            let n = seg.min(len - off);
+            pdus.push((r.ttt, sn, start + off, start + off + n, off + n == len));
+            off += n;
+            sn += 1;
+        }
+        pdus
+    }
+
+    #[test]
+    fn interleaved_sequences_are_reassembled() {
+        // Unsolicited 512..1024 plus two R2T sequences 1024..3072 and
+        // 3072..5072 open at once; the initiator sends the last sequence
+        // first, then interleaves the others.
+        let all = pattern(5072);
+        let mut l = limits(false);
+        l.max_recv_data_segment_length = 512;
+        let mut c = WriteCollector::new(5072, b(&all[..512]), false, l).unwrap();
+        let seqs = plan(&mut c, 512);
+        assert_eq!(seqs.len(), 3);
+        let send = |c: &mut WriteCollector, (ttt, sn, off, end, fin): Planned| {
+            c.data_out(ttt, sn, off, fin, b(&all[off as usize..end as usize]))
+        };
+        for &p in &seqs[2] {
+            send(&mut c, p).unwrap();
+        }
+        assert!(!c.is_complete());
+        assert_eq!(
+            c.buf.as_ref().unwrap().len(),
+            512,
+            "nothing appended past the gap"
+        );
+        for i in 0..4 {
+            send(&mut c, seqs[1][i]).unwrap();
+            if i == 0 {
+                send(&mut c, seqs[0][0]).unwrap();
+            }
+        }
+        assert!(c.is_complete());
+        assert!(c.parked.is_empty());
+        assert_eq!(&c.take_data()[..], &all[..]);
+    }
+
+    #[test]
+    fn random_interleavings_give_the_exact_data() {
+        // Any interleaving of the open sequences (each in its own order,
+        // DataPDUInOrder=Yes) reassembles to the data sent.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut parked_seen = 0;
+        for _ in 0..200 {
+            let edtl = 1 + rnd(20_000) as u32;
+            let imm = rnd(u64::from(edtl.min(1024))) as u32;
+            let all = pattern(edtl as usize);
+            let l = WriteLimits {
+                immediate_data: true,
+                initial_r2t: false,
+                first_burst_length: 1024 + rnd(4096) as u32,
+                max_burst_length: 512 + rnd(4096) as u32,
+                max_outstanding_r2t: 1 + rnd(4) as u32,
+                max_recv_data_segment_length: 256 + rnd(1024) as u32,
+            };
+            let final_ = imm == edtl || rnd(2) == 0;
+            let mut c = WriteCollector::new(edtl, b(&all[..imm as usize]), final_, l).unwrap();
+            let mut rounds = 0;
+            let mut seqs = plan(&mut c, l.max_recv_data_segment_length);
+            while !c.is_complete() {
+                rounds += 1;
+                assert!(rounds < 10_000, "stuck: edtl {edtl} imm {imm}");
+                // One PDU of a random open sequence (in its own order).
+                let open: Vec<usize> = (0..seqs.len()).filter(|&i| !seqs[i].is_empty()).collect();
+                assert!(!open.is_empty(), "no data left to send: edtl {edtl}");
+                let i = open[rnd(open.len() as u64) as usize];
+                let (t, sn, off, end, fin) = seqs[i].remove(0);
+                c.data_out(t, sn, off, fin, b(&all[off as usize..end as usize]))
+                    .unwrap_or_else(|e| panic!("edtl {edtl} off {off}: {e}"));
+                parked_seen += usize::from(!c.parked.is_empty());
+                // A finished R2T sequence makes room for the next R2Ts.
+                if fin {
+                    let mut ttt = 5000 + rounds;
+                    for r in c.next_r2ts(|| {
+                        ttt += 1;
+                        ttt
+                    }) {
+                        let mut more = plan_r2t(r, l.max_recv_data_segment_length);
+                        seqs.push(std::mem::take(&mut more));
+                    }
+                }
+            }
+            assert!(c.parked.is_empty());
+            assert_eq!(&c.take_data()[..], &all[..], "edtl {edtl} imm {imm}");
+        }
+        assert!(parked_seen > 100, "interleaving not exercised");
     }
 }

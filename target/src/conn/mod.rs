@@ -68,6 +68,10 @@ pub enum ConnError {
     WriterGone,
     #[error("NOP-In ping not answered within {0:?}")]
     PingTimeout(Duration),
+    #[error("the initiator has not read our responses for {0:?}")]
+    PeerNotReading(Duration),
+    #[error("closed (logout elsewhere, reinstatement or shutdown)")]
+    Cancelled,
 }
 
 /// Negotiated values a connection works with.
@@ -271,10 +275,28 @@ impl Conn {
     }
 
     async fn send(&self, pdu: impl Into<Pdu>) -> Result<(), ConnError> {
-        self.tx
-            .send(Outbound::Pdu(pdu.into()))
-            .await
-            .map_err(|_| ConnError::WriterGone)
+        self.queue(Outbound::Pdu(pdu.into())).await
+    }
+
+    /// Hand a message to the writer. When the queue is full the initiator
+    /// is not draining its socket; waiting for room must not make the
+    /// connection deaf: a close request (logout from another connection,
+    /// reinstatement, shutdown) still ends it, and with NOP-In pings
+    /// enabled a queue that stays full for the ping timeout is treated like
+    /// an unanswered ping (RFC 7143 §11.19: the target uses NOP-In to
+    /// check the initiator is alive; one that reads nothing cannot answer).
+    async fn queue(&self, m: Outbound) -> Result<(), ConnError> {
+        let m = match self.tx.try_send(m) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(ConnError::WriterGone),
+            Err(mpsc::error::TrySendError::Full(m)) => m,
+        };
+        let stall = self.limits.nop_interval.map(|_| self.limits.nop_timeout);
+        tokio::select! {
+            r = self.tx.send(m) => r.map_err(|_| ConnError::WriterGone),
+            _ = self.cancel.cancelled() => Err(ConnError::Cancelled),
+            _ = sleep_opt(stall) => Err(ConnError::PeerNotReading(stall.unwrap_or_default())),
+        }
     }
 
     async fn read_loop(
@@ -475,6 +497,13 @@ impl Conn {
         let Some(counted) = self.admit(c.cmd_sn, c.immediate) else {
             return Ok(());
         };
+        // Writes aborted by a TMF (which runs on its own task and cannot
+        // reach this map) still hold their partly filled buffers; drop them
+        // now so that abort-and-retry cannot pin memory without bound
+        // (RFC 7143 §4.2.3.3: an aborted task's data is discarded).
+        if !self.pending.is_empty() {
+            self.pending.retain(|_, p| !p.task.is_aborted());
+        }
         if !counted {
             // Immediate commands bypass the CmdSN window; bound them too
             // (RFC 7143 §11.17.1 Reject reason 0x06 "Immediate command
@@ -549,9 +578,9 @@ impl Conn {
                 "write larger than the per-command buffer limit"
             );
             drop(_g);
-            self.fail_command(task, &cmd, response::sense_invalid_field_in_cdb())
+            return self
+                .fail_command(task, &cmd, response::sense_invalid_field_in_cdb())
                 .await;
-            return Ok(());
         }
         let mut collector =
             match WriteCollector::new(write_len, c.data, c.final_, self.write_limits()) {
@@ -561,9 +590,9 @@ impl Conn {
                     // CHECK CONDITION; later Data-Out for it is discarded.
                     warn!(error = %e, itt = cmd.itt, "write data protocol error");
                     drop(_g);
-                    self.fail_command(task, &cmd, response::sense_data_phase_error())
+                    return self
+                        .fail_command(task, &cmd, response::sense_data_phase_error())
                         .await;
-                    return Ok(());
                 }
             };
         if collector.is_complete() {
@@ -610,10 +639,7 @@ impl Conn {
                 })
             })
             .collect();
-        self.tx
-            .send(Outbound::Pdus(pdus))
-            .await
-            .map_err(|_| ConnError::WriterGone)
+        self.queue(Outbound::Pdus(pdus)).await
     }
 
     async fn data_out(&mut self, d: DataOut) -> Result<(), ConnError> {
@@ -629,7 +655,7 @@ impl Conn {
         }
         if let Err(e) = p
             .collector
-            .data_out(d.ttt, d.data_sn, d.buffer_offset, d.final_, &d.data)
+            .data_out(d.ttt, d.data_sn, d.buffer_offset, d.final_, d.data)
         {
             // RFC 7143 §7.1.4 (ERL 0): a data sequence error terminates the
             // task; we answer it with CHECK CONDITION (ABORTED COMMAND, DATA
@@ -637,7 +663,7 @@ impl Conn {
             warn!(error = %e, itt = d.itt, "Data-Out sequence error");
             if let Some(p) = self.pending.remove(&d.itt) {
                 self.fail_command(p.task, &p.cmd, response::sense_data_phase_error())
-                    .await;
+                    .await?;
             }
             return Ok(());
         }
@@ -668,10 +694,15 @@ impl Conn {
     }
 
     /// Answer a command the transport fails before execution.
-    async fn fail_command(&self, task: Arc<TaskShared>, cmd: &CmdInfo, sense: Bytes) {
+    async fn fail_command(
+        &self,
+        task: Arc<TaskShared>,
+        cmd: &CmdInfo,
+        sense: Bytes,
+    ) -> Result<(), ConnError> {
         if !task.start_responding() {
             self.session.core.finish_task(&task);
-            return;
+            return Ok(());
         }
         let edtl = cmd.edtl;
         let resp = response::status_only(
@@ -681,8 +712,9 @@ impl Conn {
             Residual::compute(edtl, 0),
         );
         self.session.core.retire_task(&task);
-        let _ = self.tx.send(Outbound::Pdu(resp.into())).await;
+        let r = self.queue(Outbound::Pdu(resp.into())).await;
         task.set_done();
+        r
     }
 
     fn execute(&self, task: Arc<TaskShared>, cmd: CmdInfo, data_out: Bytes) {
@@ -955,6 +987,13 @@ impl Conn {
                 self.session.core.finish_task(&t);
             }
         }
+    }
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -415,7 +415,7 @@ impl ScsiDevice {
             .map(|l| l.max_unmap_block_descriptor_count)
             .filter(|&c| c > 0)
             .unwrap_or(1)
-            .min(4095) as usize;
+            .min(cdb::MAX_UNMAP_DESCRIPTORS as u32) as usize;
         let max_lbas = self
             .limits
             .as_ref()

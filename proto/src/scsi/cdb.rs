@@ -1360,8 +1360,15 @@ pub fn test_unit_ready() -> Cdb {
     Command::TestUnitReady.encode()
 }
 
+/// Most block descriptors one UNMAP parameter list can carry: its length
+/// field is 16 bits (8-byte header + 16 bytes per descriptor <= 65535).
+pub const MAX_UNMAP_DESCRIPTORS: usize = 4095;
+
 /// UNMAP parameter list (SBC-4 §5.32.2): header + 16-byte block descriptors.
+/// At most [`MAX_UNMAP_DESCRIPTORS`] ranges are encoded: callers split
+/// longer lists into several UNMAP commands (the initiator's `unmap` does).
 pub fn encode_unmap_params(ranges: &[(u64, u32)]) -> Vec<u8> {
+    let ranges = &ranges[..ranges.len().min(MAX_UNMAP_DESCRIPTORS)];
     let mut out = Vec::with_capacity(8 + 16 * ranges.len());
     let desc_len = (ranges.len() * 16) as u16;
     out.extend_from_slice(&(desc_len + 6).to_be_bytes());
@@ -1722,5 +1729,22 @@ mod tests {
             .data_out_length(512),
             2048
         );
+    }
+}
+
+#[cfg(test)]
+mod unmap_limit_tests {
+    use super::*;
+
+    #[test]
+    fn unmap_params_never_exceed_the_16_bit_length() {
+        let ranges: Vec<(u64, u32)> = (0..5000u64).map(|i| (i * 8, 8)).collect();
+        let p = encode_unmap_params(&ranges);
+        assert_eq!(p.len(), 8 + 16 * MAX_UNMAP_DESCRIPTORS);
+        let data_len = u16::from_be_bytes([p[0], p[1]]) as usize;
+        assert_eq!(data_len + 2, p.len());
+        let parsed = parse_unmap_params(&p).expect("parses back");
+        assert_eq!(parsed.len(), MAX_UNMAP_DESCRIPTORS);
+        assert_eq!(parsed[..], ranges[..MAX_UNMAP_DESCRIPTORS]);
     }
 }

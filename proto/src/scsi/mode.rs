@@ -44,7 +44,10 @@ impl ModePage {
 
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let ps = if self.ps { 0x80 } else { 0 };
-        if self.subpage != 0 {
+        // SPC-5 §7.5.7: the page_0 format has a one-byte PAGE LENGTH, so a
+        // body over 255 bytes needs the sub_page format (SPF=1) even for
+        // subpage 0.
+        if self.subpage != 0 || self.body.len() > 255 {
             out.push(ps | 0x40 | (self.page & 0x3F));
             out.push(self.subpage);
             out.extend_from_slice(&(self.body.len() as u16).to_be_bytes());
@@ -279,6 +282,24 @@ pub fn parse_mode_parameters(ten: bool, b: &[u8]) -> Result<ModeParameters, Mode
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_subpage_0_page_round_trips_in_sub_page_format() {
+        let page = ModePage {
+            page: 0x19,
+            subpage: 0,
+            ps: false,
+            body: vec![0xA5; 300],
+        };
+        let mut out = Vec::new();
+        page.encode_into(&mut out);
+        assert_eq!(out[0] & 0x40, 0x40, "SPF must be set for a 300-byte body");
+        assert_eq!(out.len(), 4 + 300);
+        let parsed = parse_pages(&out).expect("parses");
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].1.body.len(), 300);
+        assert_eq!(parsed[0].1.subpage, 0);
+    }
 
     #[test]
     fn sense6_layout() {

@@ -8,8 +8,8 @@
 //! libiscsi-bin is not installed.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,12 +18,14 @@ use initiator::Portal;
 use proto::scsi::lun::Lun;
 use proto::scsi::{Asc, SenseKey};
 use serde_json::Value;
+use testbed::ServerProcess;
 
 const T: &str = "iqn.2024-01.org.example:admin-cli";
 const HOLDER: &str = "iqn.2024-01.org.example:holder";
 
 struct Daemon {
-    child: Child,
+    /// The running `serve`; killed when the daemon is dropped.
+    _process: ServerProcess,
     addr: String,
     socket: PathBuf,
     config: PathBuf,
@@ -38,28 +40,21 @@ impl Daemon {
         let file = dir.path().join("target.json");
         std::fs::write(&file, config.replace("PORTAL", "127.0.0.1:0")).unwrap();
         let socket = dir.path().join("admin.sock");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_iscsi"))
-            .args(["target", "serve", "--log", "warn", "--config"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_iscsi"));
+        cmd.args(["target", "serve", "--log", "warn", "--config"])
             .arg(&file)
             .arg("--admin-socket")
-            .arg(&socket)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn iscsi target serve");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut addr = None;
-        loop {
-            let line = lines.next().expect("serve exited early").unwrap();
-            if let Some(a) = line.strip_prefix("listening on ") {
-                addr.get_or_insert(a.to_string());
-            } else if let Some(s) = line.strip_prefix("admin socket ") {
-                assert_eq!(Path::new(s), socket);
-                break;
-            }
-        }
+            .arg(&socket);
+        // `admin socket PATH` is printed after every `listening on ADDR`.
+        let process = ServerProcess::spawn(cmd, "admin socket ", Duration::from_secs(10))
+            .expect("iscsi target serve starts");
+        assert_eq!(
+            process.stdout_values("admin socket "),
+            [socket.display().to_string()]
+        );
+        let addr = process.stdout_values("listening on ").into_iter().next();
         Daemon {
-            child,
+            _process: process,
             addr: addr.expect("a listening line"),
             socket,
             config: file,
@@ -98,13 +93,6 @@ impl Daemon {
     fn url(&self, auth: Option<&str>, lun: u32) -> String {
         let auth = auth.map(|a| format!("{a}@")).unwrap_or_default();
         format!("iscsi://{auth}{}/{T}/{lun}", self.addr)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

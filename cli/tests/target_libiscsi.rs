@@ -5,45 +5,33 @@
 //!
 //! Tests are skipped (with a message) when libiscsi-bin is not installed.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
+use testbed::ServerProcess;
+
 struct Target {
-    child: Child,
+    process: ServerProcess,
     addrs: Vec<String>,
     iqn: String,
 }
 
 impl Target {
+    /// Start the target and wait for its `target IQN` line, which follows
+    /// one `listening on ADDR` line per portal.
     fn start(iqn: &str, extra: &[&str]) -> Target {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_iscsi"));
         cmd.args(["target", "serve", "--target", iqn, "--log", "warn"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .args(extra);
         if !extra.contains(&"--portal") {
             cmd.args(["--portal", "127.0.0.1:0"]);
         }
-        let mut child = cmd.spawn().expect("spawn iscsi target serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut addrs = Vec::new();
-        loop {
-            let line = lines
-                .next()
-                .expect("target exited before listening")
-                .expect("read stdout");
-            if let Some(a) = line.strip_prefix("listening on ") {
-                addrs.push(a.to_string());
-            } else if let Some(t) = line.strip_prefix("target ") {
-                assert_eq!(t, iqn);
-                break;
-            }
-        }
+        let process = ServerProcess::spawn(cmd, &format!("target {iqn}"), Duration::from_secs(10))
+            .expect("iscsi target serve starts");
+        let addrs = process.stdout_values("listening on ");
         assert!(!addrs.is_empty());
         Target {
-            child,
+            process,
             addrs,
             iqn: iqn.to_string(),
         }
@@ -56,25 +44,9 @@ impl Target {
 
     /// SIGTERM and wait; returns whether it exited successfully.
     fn stop(mut self) -> bool {
-        let pid = self.child.id() as i32;
-        // SAFETY-free: use the kill(1) command rather than libc.
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        for _ in 0..100 {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.success();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process
+            .terminate(Duration::from_secs(5))
+            .is_ok_and(|st| st.success())
     }
 }
 

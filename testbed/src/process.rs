@@ -136,6 +136,17 @@ impl ServerProcess {
         self.output.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// What followed `prefix` on each stdout line printed so far that starts
+    /// with it, in order (e.g. every `listening on ADDR` of a server with
+    /// several portals).
+    pub fn stdout_values(&self, prefix: &str) -> Vec<String> {
+        self.output()
+            .iter()
+            .filter_map(|l| l.strip_prefix("stdout: ")?.strip_prefix(prefix))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Has the process exited? (`Some(status)` if so.)
     pub fn try_wait(&mut self) -> io::Result<Option<std::process::ExitStatus>> {
         self.child.try_wait()

@@ -1089,25 +1089,27 @@ pub(crate) async fn execute(
 
 /// For WRITE(10/12/16) and WRITE AND VERIFY(10/12/16) whose data-out
 /// length `spdtl` exceeds `edtl`: the CDB with its TRANSFER LENGTH cut to the
-/// whole blocks within `edtl`, and that many bytes.
+/// whole blocks within `edtl`, and that many bytes. Decoded and re-encoded
+/// with proto's CDB codec, so the field layout lives in one place.
 pub(crate) fn shorten_write_cdb(cdb: &[u8], spdtl: u32, edtl: u32) -> Option<(Bytes, u32)> {
-    let (off, width) = match *cdb.first()? {
-        0x2a | 0x2e => (7usize, 2usize),
-        0xaa | 0xae => (6, 4),
-        0x8a | 0x8e => (10, 4),
+    use proto::scsi::cdb::{CdbSize, Command};
+    let mut command = Command::parse(cdb).ok()?;
+    let rw = match &mut command {
+        // WRITE(6) is left alone: its TRANSFER LENGTH 0 means 256 blocks.
+        Command::Write { size, rw } | Command::WriteAndVerify { size, rw, .. }
+            if *size != CdbSize::Six =>
+        {
+            rw
+        }
         _ => return None,
     };
-    let field = cdb.get(off..off + width)?;
-    let blocks = field.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b));
-    if blocks == 0 || !spdtl.is_multiple_of(blocks) {
+    if rw.blocks == 0 || !spdtl.is_multiple_of(rw.blocks) {
         return None;
     }
-    let bs = spdtl / blocks;
-    let new_blocks = edtl / bs;
-    let mut out = cdb.to_vec();
-    let be = new_blocks.to_be_bytes();
-    out[off..off + width].copy_from_slice(&be[4 - width..]);
-    Some((Bytes::from(out), new_blocks * bs))
+    let bs = spdtl / rw.blocks;
+    rw.blocks = edtl / bs;
+    let len = rw.blocks * bs;
+    Some((Bytes::copy_from_slice(command.encode().as_bytes()), len))
 }
 
 async fn respond(

@@ -462,7 +462,7 @@ async fn run_op(
             if json {
                 print_json(&json!({
                         "status": r.status,
-                        "status_name": initiator::error::status::name(r.status),
+                        "status_name": initiator::error::status_name(r.status),
                         "sense": hex(&r.raw_sense),
                         "sense_key": r.sense.as_ref().map(|s| format!("{:?}", s.key)),
                         "asc": r.sense.as_ref().map(|s| format!("{:?}", s.asc)),
@@ -473,7 +473,7 @@ async fn run_op(
             } else {
                 println!(
                     "status: {} ({:#04x})",
-                    initiator::error::status::name(r.status),
+                    initiator::error::status_name(r.status),
                     r.status
                 );
                 if !r.raw_sense.is_empty() {

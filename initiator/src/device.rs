@@ -14,8 +14,9 @@ use proto::scsi::inquiry::{
     parse_vpd, BlockLimits, LogicalBlockProvisioning, ReadCapacity16, StandardInquiry,
 };
 use proto::scsi::lun::{parse_report_luns, Lun};
+use proto::scsi::Status;
 
-use crate::error::{status, Error, Result};
+use crate::error::{Error, Result};
 use crate::session::{DataDirection, RawResult, Session};
 
 /// Default cap on one command's transfer when the LUN does not say (8 MiB).
@@ -135,7 +136,7 @@ pub async fn read_capacity(s: &Session, lun: u64) -> Result<Capacity> {
                 });
             }
         }
-        Err(Error::Scsi(e)) if e.status == status::CHECK_CONDITION => {}
+        Err(Error::Scsi(e)) if e.status == Status::CHECK_CONDITION.0 => {}
         Err(e) => return Err(e),
     }
     let r = s
@@ -383,7 +384,7 @@ impl ScsiDevice {
             .await
         {
             Ok(_) => Ok(()),
-            Err(Error::Scsi(e)) if e.status == status::CHECK_CONDITION => {
+            Err(Error::Scsi(e)) if e.status == Status::CHECK_CONDITION.0 => {
                 // Some targets only know SYNCHRONIZE CACHE (10).
                 let c = Command::SynchronizeCache {
                     size: CdbSize::Ten,

@@ -6,32 +6,11 @@ use std::fmt;
 
 use bytes::Bytes;
 use proto::scsi::sense::Sense;
+use proto::scsi::Status;
 
-/// SCSI status codes (SAM-5 §5.3.1) the initiator names in messages.
-pub mod status {
-    pub const GOOD: u8 = 0x00;
-    pub const CHECK_CONDITION: u8 = 0x02;
-    pub const CONDITION_MET: u8 = 0x04;
-    pub const BUSY: u8 = 0x08;
-    pub const RESERVATION_CONFLICT: u8 = 0x18;
-    pub const TASK_SET_FULL: u8 = 0x28;
-    pub const ACA_ACTIVE: u8 = 0x30;
-    pub const TASK_ABORTED: u8 = 0x40;
-
-    /// Spec name of a status byte.
-    pub fn name(s: u8) -> &'static str {
-        match s {
-            GOOD => "GOOD",
-            CHECK_CONDITION => "CHECK CONDITION",
-            CONDITION_MET => "CONDITION MET",
-            BUSY => "BUSY",
-            RESERVATION_CONFLICT => "RESERVATION CONFLICT",
-            TASK_SET_FULL => "TASK SET FULL",
-            ACA_ACTIVE => "ACA ACTIVE",
-            TASK_ABORTED => "TASK ABORTED",
-            _ => "unknown status",
-        }
-    }
+/// The spec name of a SCSI status byte (SAM-5 §5.3.1), for messages.
+pub fn status_name(status: u8) -> &'static str {
+    Status(status).name().unwrap_or("unknown status")
 }
 
 /// A SCSI command completed with a status other than GOOD.
@@ -50,7 +29,7 @@ impl fmt::Display for ScsiError {
         write!(
             f,
             "SCSI status {} ({:#04x})",
-            status::name(self.status),
+            status_name(self.status),
             self.status
         )?;
         if let Some(s) = &self.sense {
@@ -166,7 +145,7 @@ mod tests {
     #[test]
     fn scsi_error_display_names_status_and_sense() {
         let e = ScsiError {
-            status: status::CHECK_CONDITION,
+            status: Status::CHECK_CONDITION.0,
             sense: Some(Sense::new(SenseKey::ILLEGAL_REQUEST, Asc::new(0x24, 0))),
             raw_sense: Bytes::new(),
         };

@@ -45,12 +45,13 @@ use proto::pdu::{
     TaskMgmtRequest, TaskMgmtResponse, TmfFunction, TmfResponse,
 };
 use proto::scsi::sense::{Asc, Sense, SenseKey};
+use proto::scsi::Status;
 use proto::serial::SerialNumber;
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::task::AbortHandle;
 
 use crate::connection::{self, Established, LoginSpec, Negotiated};
-use crate::error::{status, Error, Result, ScsiError};
+use crate::error::{Error, Result, ScsiError};
 use crate::portal::Portal;
 
 /// The reserved tag value (RFC 7143 §11.2.1.8 / §11.18.1).
@@ -195,7 +196,7 @@ pub struct RawResult {
 impl RawResult {
     /// `Ok(self)` when GOOD (or CONDITION MET), else the typed SCSI error.
     pub fn into_result(self) -> Result<RawResult> {
-        if self.status == status::GOOD || self.status == status::CONDITION_MET {
+        if self.status == Status::GOOD.0 || self.status == Status::CONDITION_MET.0 {
             Ok(self)
         } else {
             Err(Error::Scsi(ScsiError {
@@ -516,7 +517,7 @@ impl Session {
         let mut attempts = 0;
         loop {
             let r = self.execute_raw(lun, cdb, dir.clone()).await?;
-            let ua = r.status == status::CHECK_CONDITION
+            let ua = r.status == Status::CHECK_CONDITION.0
                 && r.sense
                     .as_ref()
                     .map(|s| s.key == SenseKey::UNIT_ATTENTION)

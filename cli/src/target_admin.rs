@@ -947,15 +947,12 @@ pub async fn start(
     socket: Option<PathBuf>,
 ) -> Result<Running, String> {
     let explicit = socket.clone().or_else(|| loaded.admin_socket.clone());
-    // The quick-start flags warn about their own secrets.
-    let from_file = config_file.is_some();
     let (server, admin) = admin::launch(loaded, config_file)
         .await
         .map_err(|e| e.to_string())?;
-    if from_file {
-        for w in admin.warnings() {
-            eprintln!("iscsi target serve: warning: {w}");
-        }
+    // Short CHAP secrets and the like, whether from flags or a file.
+    for w in admin.warnings() {
+        eprintln!("iscsi target serve: warning: {w}");
     }
     let path = explicit.clone().unwrap_or_else(default_socket_path);
     let socket = match admin::server::listen(admin.clone(), &path, AdminLimits::default()).await {

@@ -123,20 +123,7 @@ pub fn serve_config(args: &ServeArgs) -> Result<ServerConfig, String> {
     for c in &args.discovery_chap {
         discovery.push(ChapCredentials::parse(c).map_err(|e| format!("--discovery-chap: {e}"))?);
     }
-    for c in incoming
-        .iter()
-        .chain(outgoing.iter())
-        .chain(discovery.iter())
-    {
-        // RFC 7143 §9.2.1: without IPsec, CHAP secrets must be at least 12
-        // bytes (96 bits). Short secrets work but are easy to brute-force.
-        if c.secret.len() < 12 {
-            eprintln!(
-                "iscsi target serve: warning: CHAP secret of {:?} is shorter than 12 bytes (RFC 7143 §9.2.1)",
-                c.user
-            );
-        }
-    }
+    // Short secrets are warned about at start-up, like a file's (admin warnings).
     if outgoing.is_some() && incoming.is_empty() {
         return Err("--mutual-chap needs --chap (mutual CHAP follows one-way CHAP)".into());
     }

@@ -38,18 +38,9 @@ pub enum ConfigError {
     Invalid { field: String, reason: String },
 }
 
-/// How writes reach the backend (DESIGN.md "Backends").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IoMode {
-    /// Write-back: writes complete once in the page cache; SYNCHRONIZE CACHE
-    /// and FUA make them durable.
-    #[default]
-    WriteBack,
-    /// Write-through: every write is durable before its status is sent.
-    WriteThrough,
-    /// Read-only: writes fail with DATA PROTECT / WRITE PROTECTED.
-    ReadOnly,
-}
+/// How writes reach the backend (DESIGN.md "Backends"): the device
+/// server's own type, so configuration and runtime never need a mapping.
+pub use crate::scsi::IoMode;
 
 impl IoMode {
     /// Parse `wb`, `wt` or `ro`.

@@ -126,11 +126,7 @@ pub fn lu_config(target: &str, l: &LunConfig) -> Result<LuConfig, String> {
     };
     let mut c = LuConfig::new(lun, backend);
     c.block_size = l.block_size;
-    c.mode = match l.mode {
-        IoMode::WriteBack => crate::scsi::IoMode::WriteBack,
-        IoMode::WriteThrough => crate::scsi::IoMode::WriteThrough,
-        IoMode::ReadOnly => crate::scsi::IoMode::ReadOnly,
-    };
+    c.mode = l.mode;
     c.thin = thin;
     c.removable = l.removable;
     c.sanitize = l.sanitize;

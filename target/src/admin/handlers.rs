@@ -51,7 +51,7 @@ fn failed(msg: impl Into<String>) -> Failure {
 /// RFC 7143 §9.2.1 asks for CHAP secrets of at least 12 bytes when the
 /// connection is not protected by IPsec; shorter ones are accepted with a
 /// warning (test setups).
-const SHORT_SECRET: usize = 12;
+const SHORT_SECRET: usize = chap::MIN_SECRET_LEN;
 
 fn raw_lun(n: u64) -> u64 {
     Lun::from_number(n as u16).0
@@ -62,22 +62,6 @@ fn lu_of(rt: &TargetRuntime, n: u64) -> Option<Arc<crate::scsi::LogicalUnit>> {
         return None;
     }
     rt.device.lu(raw_lun(n))
-}
-
-fn scsi_mode(m: IoMode) -> crate::scsi::IoMode {
-    match m {
-        IoMode::WriteBack => crate::scsi::IoMode::WriteBack,
-        IoMode::WriteThrough => crate::scsi::IoMode::WriteThrough,
-        IoMode::ReadOnly => crate::scsi::IoMode::ReadOnly,
-    }
-}
-
-fn mode_name(m: crate::scsi::IoMode) -> &'static str {
-    match m {
-        crate::scsi::IoMode::WriteBack => "wb",
-        crate::scsi::IoMode::WriteThrough => "wt",
-        crate::scsi::IoMode::ReadOnly => "ro",
-    }
 }
 
 fn credentials(a: &Account, what: &str) -> Result<ChapCredentials, Failure> {
@@ -378,7 +362,7 @@ impl Admin {
                     Some(lu) => {
                         // One lock at a time: the LU state mutex is not
                         // reentrant.
-                        let mode = mode_name(lu.state().mode);
+                        let mode = lu.state().mode.as_str();
                         let in_use = !users_of(&sessions, &lu).is_empty();
                         LunInfo {
                             lun: l.lun,
@@ -811,7 +795,7 @@ impl Admin {
         }
         if let Some(m) = new_mode {
             rt.device
-                .set_mode(n as u16, scsi_mode(m))
+                .set_mode(n as u16, m)
                 .map_err(|e| failed(e.to_string()))?;
         }
         {
@@ -829,7 +813,7 @@ impl Admin {
                 }
             }
         }
-        let mode_now = mode_name(lu.state().mode);
+        let mode_now = lu.state().mode.as_str();
         Ok(json!({
             "target": rt.name,
             "lun": n,

@@ -1,0 +1,139 @@
+//! Medium and maintenance commands: START STOP UNIT (SBC-4 §5.31) and
+//! SANITIZE (SBC-4 §5.30).
+
+use super::{invalid_cdb, invalid_param, Ctx, R};
+use crate::backend::{BackendError, IoDir};
+use bytes::Bytes;
+use proto::scsi::cdb::sa;
+use proto::scsi::{Asc, Sense, SenseKey};
+
+/// The work of one SANITIZE, run on the blocking pool.
+type SanitizeJob = Box<dyn FnOnce(&dyn crate::backend::Backend) -> Result<(), BackendError> + Send>;
+
+impl Ctx<'_> {
+    pub(super) async fn start_stop(&self, power_condition: u8, loej: bool, start: bool) -> R {
+        if power_condition != 0 {
+            // Power conditions are accepted and have no effect here.
+            return Ok(Bytes::new());
+        }
+        if loej && self.lu.cfg.removable {
+            let mut st = self.lu.state();
+            // SBC-4 §5.25: while removal is prevented neither eject nor
+            // load (LOEJ = 1) may proceed.
+            if !st.prevent.is_empty() {
+                return Err(Sense::illegal_request(Asc::MEDIUM_REMOVAL_PREVENTED).into());
+            }
+            st.medium_present = start;
+            return Ok(Bytes::new());
+        }
+        if !start {
+            // Stopping flushes the cache (unless NO_FLUSH); the unit stays
+            // ready because it has no spindle to stop.
+            self.flush().await?;
+        }
+        Ok(Bytes::new())
+    }
+
+    /// SANITIZE (SBC-4 §5.30): OVERWRITE with a pattern, BLOCK ERASE and
+    /// CRYPTOGRAPHIC ERASE (both deallocate / zero every block), EXIT
+    /// FAILURE MODE. While it runs, other commands get NOT READY, SANITIZE
+    /// IN PROGRESS; it cannot be aborted (it runs on the blocking pool and
+    /// clears the state itself). IMMED = 1 returns status at once.
+    pub(super) async fn sanitize(
+        &self,
+        service_action: u8,
+        param_len: u16,
+        _ause: bool,
+        immed: bool,
+    ) -> R {
+        self.check_writable()?;
+        let bs = self.bs();
+        let size = self.lu.num_blocks() * bs;
+        let job: SanitizeJob = match service_action as u16 {
+            sa::SANITIZE_OVERWRITE => {
+                // SBC-4 §5.30.3: 4-byte header + pattern of 1..=block size bytes.
+                if param_len < 5 || param_len as u64 > bs + 4 {
+                    return Err(invalid_cdb(7, None));
+                }
+                let p = self.data_out(param_len as u64)?;
+                let pat_len = u16::from_be_bytes([p[2], p[3]]) as u64;
+                let count = p[0] & 0x1F;
+                if count == 0 {
+                    return Err(invalid_param(0, Some(4)));
+                }
+                if p[1] != 0 {
+                    return Err(invalid_param(1, None));
+                }
+                if pat_len == 0 || pat_len > bs || pat_len + 4 != param_len as u64 {
+                    return Err(invalid_param(2, None));
+                }
+                let invert = p[0] & 0x80 != 0;
+                let pattern = p.slice(4..);
+                Box::new(move |b| {
+                    let chunk = 1u64 << 20;
+                    let mut buf: Vec<u8> = pattern
+                        .iter()
+                        .copied()
+                        .cycle()
+                        .take(chunk as usize)
+                        .collect();
+                    for pass in 0..count {
+                        if invert && pass > 0 {
+                            buf.iter_mut().for_each(|x| *x = !*x);
+                        }
+                        let mut off = 0;
+                        while off < size {
+                            let n = chunk.min(size - off);
+                            b.write_at(&buf[..n as usize], off)?;
+                            off += n;
+                        }
+                    }
+                    b.flush()
+                })
+            }
+            sa::SANITIZE_BLOCK_ERASE | sa::SANITIZE_CRYPTO_ERASE => {
+                if param_len != 0 {
+                    return Err(invalid_cdb(7, None));
+                }
+                Box::new(move |b| {
+                    if b.supports_unmap() {
+                        b.punch_hole(0, size)?;
+                    } else {
+                        b.write_zeroes(0, size)?;
+                    }
+                    b.flush()
+                })
+            }
+            sa::SANITIZE_EXIT_FAILURE_MODE => {
+                if param_len != 0 {
+                    return Err(invalid_cdb(7, None));
+                }
+                return Ok(Bytes::new());
+            }
+            _ => return Err(invalid_cdb(1, Some(4))),
+        };
+        {
+            let mut st = self.lu.state();
+            if st.sanitizing {
+                return Err(Sense::new(SenseKey::NOT_READY, Asc::SANITIZE_IN_PROGRESS).into());
+            }
+            st.sanitizing = true;
+        }
+        let lu = self.lu.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            let r = job(lu.cfg.backend.as_ref());
+            lu.state().sanitizing = false;
+            r
+        });
+        if immed {
+            return Ok(Bytes::new());
+        }
+        match handle.await {
+            Ok(Ok(())) => Ok(Bytes::new()),
+            Ok(Err(e)) => Err(e.sense(IoDir::Write).into()),
+            Err(_) => {
+                Err(Sense::new(SenseKey::HARDWARE_ERROR, Asc::INTERNAL_TARGET_FAILURE).into())
+            }
+        }
+    }
+}

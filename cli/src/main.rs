@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod initiator_cmd;
+mod login_cmd;
 mod target_admin;
 mod target_cmd;
 
@@ -27,6 +28,9 @@ enum Command {
     Target(target_cmd::TargetCmd),
     #[command(flatten)]
     Initiator(initiator_cmd::InitiatorCmd),
+    /// Log in to a target and export each disk LUN over NBD (`--foreground`:
+    /// in this process, until SIGINT/SIGTERM).
+    Login(login_cmd::LoginArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,5 +38,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Target(cmd) => target_cmd::run(cmd),
         Command::Initiator(cmd) => initiator_cmd::run(cmd),
+        Command::Login(args) => login_cmd::run(args),
     }
 }

@@ -8,6 +8,7 @@
 //! - [`session`]: normal sessions (MC/S, CmdSN window, R2T, NOPs, TMF,
 //!   async messages, recovery).
 //! - [`device`]: LUN scan and the block-device API.
+//! - [`nbd`]: an NBD server exporting a session's LUNs.
 //! - [`error`]: the crate's error type and exit-code classification.
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod device;
 pub mod discovery;
 pub mod error;
 pub mod initiator_name;
+pub mod nbd;
 pub mod portal;
 pub mod session;
 pub mod transport;
@@ -24,6 +26,7 @@ pub use bytes;
 pub use device::{Capacity, LunInfo, ScsiDevice};
 pub use discovery::{discover, DiscoveredTarget, DiscoveryConfig};
 pub use error::{Error, ErrorKind, Result, ScsiError};
+pub use nbd::{NbdExport, NbdExportStats, NbdListen, NbdServer};
 pub use portal::Portal;
 pub use session::{
     ChapConfig, ConnectionStats, DataDirection, RawResult, Session, SessionConfig, SessionEvent,

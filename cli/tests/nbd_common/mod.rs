@@ -156,6 +156,7 @@ pub const CMD_DISC: u16 = 2;
 pub const EINVAL: u32 = 22;
 pub const ENOSPC: u32 = 28;
 pub const EPERM: u32 = 1;
+pub const EIO: u32 = 5;
 
 pub struct Raw(pub TcpStream);
 

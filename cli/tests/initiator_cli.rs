@@ -13,6 +13,7 @@ fn iscsi(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .env("XDG_CONFIG_HOME", &xdg)
+        .env("ISCSI_STATE_DIR", xdg.join("state"))
         .output()
         .expect("run iscsi")
 }

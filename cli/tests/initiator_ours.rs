@@ -222,7 +222,14 @@ fn json_outputs_are_consistent() {
     let t = serve(&[]);
     let portal = t.addr().expect("address").to_string();
     let run = |args: &[&str]| {
-        let o = Command::new(BIN).args(args).output().expect("run iscsi");
+        let o = Command::new(BIN)
+            .args(args)
+            .env(
+                "ISCSI_STATE_DIR",
+                std::env::temp_dir().join("iscsi-rs-cli-tests/state"),
+            )
+            .output()
+            .expect("run iscsi");
         assert!(
             o.status.success(),
             "{args:?}: {}",

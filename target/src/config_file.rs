@@ -32,10 +32,7 @@
 //! new file, never a torn one.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -1074,44 +1071,9 @@ pub fn to_json(file: &ConfigFile) -> String {
 /// Write `file` to `dest` atomically (temporary file, fsync, rename, fsync
 /// of the directory). The file gets mode 0600: it holds CHAP secrets.
 pub fn save_atomic(dest: &Path, file: &ConfigFile) -> Result<(), FileError> {
-    let werr = |source: std::io::Error| FileError::Write {
+    ctlsock::save_atomic(dest, to_json(file).as_bytes(), 0o600).map_err(|source| FileError::Write {
         file: dest.to_path_buf(),
         source,
-    };
-    let dir = match dest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let base = dest.file_name().ok_or_else(|| {
-        werr(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a file name",
-        ))
-    })?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}.{}",
-        base.to_string_lossy(),
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let text = to_json(file);
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, dest)?;
-        // Make the rename itself durable.
-        std::fs::File::open(&dir)?.sync_all()?;
-        Ok(())
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        werr(e)
     })
 }
 

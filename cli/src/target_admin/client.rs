@@ -1,8 +1,6 @@
 //! The admin socket client: one request, one newline-delimited JSON answer
 //! (see `iscsi_target::admin::protocol`), errors mapped to exit codes.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,35 +30,17 @@ impl Fail {
     }
 }
 
-/// Largest response accepted from the daemon.
-const MAX_RESPONSE: u64 = 64 << 20;
-
 /// Send one request and read its response.
 fn call(socket: &Path, req: &Request) -> Result<Response, Fail> {
-    let unreachable = |e: std::io::Error| {
+    let line = serde_json::to_vec(req).map_err(|e| Fail::Usage(e.to_string()))?;
+    let answer = ctlsock::call(socket, &line, Duration::from_secs(120)).map_err(|e| {
         Fail::Unreachable(format!(
-            "cannot reach the target's admin socket {}: {e}; is `iscsi target serve` running? \
+            "cannot reach the target's admin socket: {e}; is `iscsi target serve` running? \
              (socket {}, see --admin-socket)",
-            socket.display(),
             socket.display()
         ))
-    };
-    let mut s = UnixStream::connect(socket).map_err(unreachable)?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
-    let mut line = serde_json::to_vec(req).map_err(|e| Fail::Usage(e.to_string()))?;
-    line.push(b'\n');
-    s.write_all(&line).map_err(unreachable)?;
-    let mut r = BufReader::new(std::io::Read::take(s, MAX_RESPONSE));
-    let mut answer = String::new();
-    r.read_line(&mut answer).map_err(unreachable)?;
-    if answer.is_empty() {
-        return Err(Fail::Unreachable(format!(
-            "the daemon on {} closed the connection without answering",
-            socket.display()
-        )));
-    }
-    serde_json::from_str(&answer)
+    })?;
+    serde_json::from_slice(&answer)
         .map_err(|e| Fail::Refused(format!("unreadable answer from the daemon: {e}")))
 }
 

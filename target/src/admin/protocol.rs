@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// Largest request line accepted (bytes, newline included).
-pub const MAX_REQUEST: usize = 1 << 20;
+pub const MAX_REQUEST: usize = ctlsock::server::MAX_REQUEST;
 
 /// A CHAP account in a request. `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

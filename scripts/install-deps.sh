@@ -11,6 +11,7 @@ command -v nbdkit >/dev/null || need+=(nbdkit)
 command -v fio >/dev/null || need+=(fio)
 command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v qemu-img >/dev/null || need+=(qemu-utils)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v python3 >/dev/null || need+=(python3)
 
 if ((${#need[@]})); then

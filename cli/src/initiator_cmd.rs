@@ -60,6 +60,21 @@ pub struct LoginOpts {
     /// Portal to connect to, HOST[:PORT] (default port 3260).
     #[arg(long)]
     pub portal: String,
+    #[command(flatten)]
+    pub auth: AuthOpts,
+    /// Bound, in seconds, on connecting, each login step and each command.
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+    /// Print one JSON document on stdout instead of text (errors stay on
+    /// stderr, exit codes unchanged). Accepted anywhere on the line.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Who we are and how we authenticate (CHAP); shared by every verb that
+/// logs in, including `iscsi login`.
+#[derive(Args, Debug, Clone)]
+pub struct AuthOpts {
     /// CHAP credentials USER:SECRET (the target authenticates us).
     #[arg(long, value_name = "USER:SECRET")]
     pub chap: Option<String>,
@@ -73,13 +88,6 @@ pub struct LoginOpts {
     /// Initiator name to use instead of the stored one.
     #[arg(long)]
     pub initiator_name: Option<String>,
-    /// Bound, in seconds, on connecting, each login step and each command.
-    #[arg(long, default_value_t = 10)]
-    pub timeout: u64,
-    /// Print one JSON document on stdout instead of text (errors stay on
-    /// stderr, exit codes unchanged). Accepted anywhere on the line.
-    #[arg(long, global = true)]
-    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -146,17 +154,23 @@ pub enum ScsiOp {
     },
 }
 
-pub fn run(cmd: InitiatorCmd) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+/// The tokio runtime of the initiator verbs (two workers), or the exit
+/// code after saying why it could not start.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("iscsi: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+            ExitCode::from(1)
+        })
+}
+
+pub fn run(cmd: InitiatorCmd) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
     };
     let (verb, res) = match cmd {
         InitiatorCmd::Discover(a) => ("discover", rt.block_on(discover(a))),
@@ -172,7 +186,7 @@ pub fn run(cmd: InitiatorCmd) -> ExitCode {
     }
 }
 
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.replace('\n', " ")
 }
 
@@ -203,7 +217,7 @@ fn parse_alg(s: &str) -> Result<u8, Error> {
     })
 }
 
-fn chap_config(o: &LoginOpts) -> Result<Option<ChapConfig>, Error> {
+pub(crate) fn chap_config(o: &AuthOpts) -> Result<Option<ChapConfig>, Error> {
     let Some(c) = &o.chap else { return Ok(None) };
     let (user, secret) = parse_creds(c, "--chap")?;
     let mutual = o
@@ -229,9 +243,9 @@ async fn discover(a: DiscoverArgs) -> Result<ExitCode, Error> {
     let portal = Portal::parse(&o.portal)?;
     let mut cfg = discovery::DiscoveryConfig::new(
         portal,
-        initiator_name::resolve(o.initiator_name.as_deref()),
+        initiator_name::resolve(o.auth.initiator_name.as_deref()),
     );
-    cfg.chap = chap_config(o)?;
+    cfg.chap = chap_config(&o.auth)?;
     cfg.connect_timeout = Duration::from_secs(o.timeout.clamp(1, 5));
     cfg.login_timeout = Duration::from_secs(o.timeout.max(1));
     let overall = Duration::from_secs(o.timeout.max(1) * 3);
@@ -294,24 +308,45 @@ fn record_nodes(
 
 fn session_config(a: &ScsiArgs) -> Result<SessionConfig, Error> {
     let o = &a.login;
-    let portal = Portal::parse(&o.portal)?;
+    let mut cfg = login_config(
+        &o.portal,
+        &a.target,
+        &o.auth,
+        a.connections,
+        a.digests,
+        o.timeout,
+    )?;
+    // A one-shot command: recover briefly, then report.
+    cfg.recovery_timeout = cfg.login_timeout;
+    Ok(cfg)
+}
+
+/// A session configuration from the login flags every verb shares:
+/// `timeout` bounds connect (at most 5 s), each login step and each
+/// command; NOP pings every third of it.
+pub(crate) fn login_config(
+    portal: &str,
+    target: &str,
+    auth: &AuthOpts,
+    connections: u16,
+    digests: bool,
+    timeout: u64,
+) -> Result<SessionConfig, Error> {
     let mut cfg = SessionConfig::new(
-        portal,
-        a.target.clone(),
-        initiator_name::resolve(o.initiator_name.as_deref()),
+        Portal::parse(portal)?,
+        target.to_string(),
+        initiator_name::resolve(auth.initiator_name.as_deref()),
     );
-    cfg.chap = chap_config(o)?;
-    cfg.connections = a.connections.max(1);
-    cfg.offer.header_digest = a.digests;
-    cfg.offer.data_digest = a.digests;
-    let t = Duration::from_secs(o.timeout.max(1));
+    cfg.chap = chap_config(auth)?;
+    cfg.connections = connections.max(1);
+    cfg.offer.header_digest = digests;
+    cfg.offer.data_digest = digests;
+    let t = Duration::from_secs(timeout.max(1));
     cfg.connect_timeout = t.min(Duration::from_secs(5));
     cfg.login_timeout = t;
     cfg.command_timeout = t;
     cfg.nop_interval = (t / 3).max(Duration::from_secs(1));
     cfg.nop_timeout = t;
-    // A one-shot command: recover briefly, then report.
-    cfg.recovery_timeout = t;
     Ok(cfg)
 }
 

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod daemon_cmd;
 mod initiator_cmd;
+mod login_cmd;
 mod node_cmd;
 mod target_admin;
 mod target_cmd;
@@ -29,6 +30,9 @@ enum Command {
     Target(target_cmd::TargetCmd),
     #[command(flatten)]
     Initiator(initiator_cmd::InitiatorCmd),
+    /// Log in to a target and export each disk LUN over NBD (`--foreground`:
+    /// in this process, until SIGINT/SIGTERM).
+    Login(login_cmd::LoginArgs),
     #[command(flatten)]
     Daemon(daemon_cmd::DaemonVerbs),
 }
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Target(cmd) => target_cmd::run(cmd),
         Command::Initiator(cmd) => initiator_cmd::run(cmd),
+        Command::Login(args) => login_cmd::run(args),
         Command::Daemon(cmd) => daemon_cmd::run_verb(cmd),
     }
 }

@@ -37,6 +37,8 @@ pub struct Capacity {
     pub block_size: u32,
     /// Logical block provisioning management enabled (thin).
     pub lbpme: bool,
+    /// Deallocated blocks read as zeroes (LBPRZ).
+    pub lbprz: bool,
 }
 
 impl Capacity {
@@ -133,6 +135,7 @@ pub async fn read_capacity(s: &Session, lun: u64) -> Result<Capacity> {
                     blocks: c.last_lba.saturating_add(1),
                     block_size: c.block_len,
                     lbpme: c.lbpme,
+                    lbprz: c.lbprz,
                 });
             }
         }
@@ -156,6 +159,7 @@ pub async fn read_capacity(s: &Session, lun: u64) -> Result<Capacity> {
         blocks: last as u64 + 1,
         block_size: bs,
         lbpme: false,
+        lbprz: false,
     })
 }
 
@@ -192,6 +196,40 @@ pub struct ScsiDevice {
     limits: Option<BlockLimits>,
     lbp: Option<LogicalBlockProvisioning>,
     max_transfer_blocks: u32,
+    mode: DeviceFlags,
+}
+
+/// The device-specific parameter of the MODE SENSE header (SBC-4 §6.5.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct DeviceFlags {
+    /// WP: the medium is write-protected.
+    write_protected: bool,
+    /// DPOFUA: the device server honours the DPO and FUA bits.
+    dpofua: bool,
+}
+
+/// MODE SENSE (6), all pages, without block descriptors; only the header's
+/// device-specific parameter is used. A target that refuses the command
+/// gets the defaults (writable, no DPOFUA).
+async fn device_flags(s: &Session, lun: u64) -> DeviceFlags {
+    let c = Command::ModeSense {
+        size: CdbSize::Six,
+        dbd: true,
+        llbaa: false,
+        pc: 0,
+        page: 0x3F,
+        subpage: 0,
+        alloc_len: 255,
+    }
+    .encode();
+    match s.execute(lun, c.as_bytes(), DataDirection::Read(255)).await {
+        // SBC-4 §6.5.1: "WP ... DPOFUA" in the DEVICE-SPECIFIC PARAMETER.
+        Ok(r) if r.data.len() >= 4 => DeviceFlags {
+            write_protected: r.data[2] & 0x80 != 0,
+            dpofua: r.data[2] & 0x10 != 0,
+        },
+        _ => DeviceFlags::default(),
+    }
 }
 
 impl std::fmt::Debug for ScsiDevice {
@@ -240,6 +278,7 @@ impl ScsiDevice {
             Some(m) if m > 0 => m.min(default_blocks),
             _ => default_blocks,
         };
+        let mode = device_flags(session, lun).await;
         Ok(ScsiDevice {
             session: session.clone(),
             lun,
@@ -247,6 +286,7 @@ impl ScsiDevice {
             limits,
             lbp,
             max_transfer_blocks,
+            mode,
         })
     }
 
@@ -267,6 +307,45 @@ impl ScsiDevice {
     }
     pub fn block_limits(&self) -> Option<&BlockLimits> {
         self.limits.as_ref()
+    }
+
+    pub fn provisioning(&self) -> Option<&LogicalBlockProvisioning> {
+        self.lbp.as_ref()
+    }
+
+    /// The medium is write-protected (MODE SENSE WP bit, SBC-4 §6.5.1).
+    pub fn write_protected(&self) -> bool {
+        self.mode.write_protected
+    }
+
+    /// The device server honours the FUA bit (MODE SENSE DPOFUA bit).
+    pub fn supports_fua(&self) -> bool {
+        self.mode.dpofua
+    }
+
+    /// Deallocated blocks read as zeroes (READ CAPACITY 16 LBPRZ or the
+    /// LBP VPD page's LBPRZ field, SBC-4 §5.20.2 / §6.6.6).
+    pub fn unmapped_reads_zero(&self) -> bool {
+        self.capacity.lbprz || self.lbp.as_ref().map(|l| l.lbprz & 1 != 0).unwrap_or(false)
+    }
+
+    /// GET LBA STATUS (SBC-4 §5.8) from `lba`: up to `max_descriptors`
+    /// `(starting LBA, blocks, provisioning status)` descriptors, status
+    /// values from [`proto::scsi::inquiry::lba_status`].
+    pub async fn lba_status(&self, lba: u64, max_descriptors: u32) -> Result<Vec<(u64, u32, u8)>> {
+        self.check_range(lba, 1)?;
+        let alloc = 8 + 16 * max_descriptors.clamp(1, 4096);
+        let c = Command::GetLbaStatus {
+            lba,
+            alloc_len: alloc,
+        }
+        .encode();
+        let r = self
+            .session
+            .execute(self.lun, c.as_bytes(), DataDirection::Read(alloc))
+            .await?;
+        proto::scsi::inquiry::parse_lba_status(&r.data)
+            .ok_or_else(|| Error::Protocol("short GET LBA STATUS data".into()))
     }
 
     /// UNMAP is supported (LBP VPD LBPU, SBC-4 §6.6.6).
@@ -504,6 +583,7 @@ mod tests {
             blocks: 2048,
             block_size: 512,
             lbpme: false,
+            lbprz: false,
         };
         assert_eq!(c.bytes(), 1 << 20);
     }

@@ -10,6 +10,7 @@
 //! - [`device`]: LUN scan and the block-device API.
 //! - [`daemon`]: the initiator daemon (iscsid): node database, sessions and
 //!   their NBD exports, JSON API on a unix socket, and its client.
+//! - [`nbd`]: an NBD server exporting a session's LUNs.
 //! - [`error`]: the crate's error type and exit-code classification.
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ pub mod device;
 pub mod discovery;
 pub mod error;
 pub mod initiator_name;
+pub mod nbd;
 pub mod portal;
 pub mod session;
 pub mod transport;
@@ -27,6 +29,7 @@ pub use bytes;
 pub use device::{Capacity, LunInfo, ScsiDevice};
 pub use discovery::{discover, DiscoveredTarget, DiscoveryConfig};
 pub use error::{Error, ErrorKind, Result, ScsiError};
+pub use nbd::{NbdExport, NbdExportStats, NbdListen, NbdServer};
 pub use portal::Portal;
 pub use session::{
     ChapConfig, ConnectionStats, DataDirection, RawResult, Session, SessionConfig, SessionEvent,

@@ -83,6 +83,9 @@ impl Asc {
     pub const WRITE_ERROR: Self = Self(0x0C00);
     pub const COPY_TARGET_DEVICE_NOT_REACHABLE: Self = Self(0x0D02);
     pub const UNRECOVERED_READ_ERROR: Self = Self(0x1100);
+    /// SAM-5 §5.4.3: the Data-Out the transport delivered does not fit the
+    /// command (EDTL smaller than the CDB's transfer length).
+    pub const INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT: Self = Self(0x0E03);
     pub const PARAMETER_LIST_LENGTH_ERROR: Self = Self(0x1A00);
     pub const MISCOMPARE_DURING_VERIFY: Self = Self(0x1D00);
     pub const MISCOMPARE_VERIFY_OF_UNMAPPED_LBA: Self = Self(0x1D01);

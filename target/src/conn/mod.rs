@@ -1008,8 +1008,8 @@ async fn sleep_until_opt(t: Option<Instant>) {
 pub(crate) async fn execute(
     session: Arc<Session>,
     task: Arc<TaskShared>,
-    mut cmd: CmdInfo,
-    mut data_out: Bytes,
+    cmd: CmdInfo,
+    data_out: Bytes,
     tx: mpsc::Sender<Outbound>,
     limits: DataInLimits,
 ) {
@@ -1026,29 +1026,11 @@ pub(crate) async fn execute(
     let edtl_out = if cmd.write { cmd.edtl } else { 0 };
     // SPDTL of the write direction, from the CDB.
     let spdtl_out = device::data_out_length(dev, &nexus, cmd.lun, &cmd.cdb);
-    let mut write_residual = None;
-    if spdtl_out > 0 || edtl_out > 0 {
-        if edtl_out < spdtl_out {
-            // EDTL below what the CDB asks for: residual overflow. For the
-            // WRITE / WRITE AND VERIFY family the command runs on the whole
-            // blocks the initiator did send (SAM-5 §5.4.3: "data beyond the
-            // [expected] length shall not be ... transferred"); other
-            // commands get the short buffer and the device server answers
-            // INVALID FIELD IN COMMAND INFORMATION UNIT.
-            write_residual = Some(Residual::compute(edtl_out, spdtl_out));
-            if let Some((cdb, len)) = shorten_write_cdb(&cmd.cdb, spdtl_out, edtl_out) {
-                cmd.cdb = cdb;
-                data_out.truncate(len as usize);
-            }
-        }
-        if edtl_out > spdtl_out {
-            // Residual underflow. The whole buffer goes to the device
-            // server: commands that use the first SPDTL bytes (WRITE) do so,
-            // commands whose data-out must match exactly (WRITE SAME,
-            // COMPARE AND WRITE) can refuse it.
-            write_residual = Some(Residual::compute(edtl_out, spdtl_out));
-        }
-    }
+    // RFC 7143 §11.4.5.1: the residual compares EDTL with the CDB's
+    // transfer length; what the device server does with the bytes it got
+    // (run, run on the whole blocks received, or refuse with nothing
+    // written) is decided in one place, `scsi::transfer::plan`.
+    let write_residual = (edtl_out != spdtl_out).then(|| Residual::compute(edtl_out, spdtl_out));
     let req = device::Request {
         lun: cmd.lun,
         cdb: cmd.cdb.clone(),
@@ -1087,31 +1069,6 @@ pub(crate) async fn execute(
     respond(&session, &task, &c, limits, &tx).await;
 }
 
-/// For WRITE(10/12/16) and WRITE AND VERIFY(10/12/16) whose data-out
-/// length `spdtl` exceeds `edtl`: the CDB with its TRANSFER LENGTH cut to the
-/// whole blocks within `edtl`, and that many bytes. Decoded and re-encoded
-/// with proto's CDB codec, so the field layout lives in one place.
-pub(crate) fn shorten_write_cdb(cdb: &[u8], spdtl: u32, edtl: u32) -> Option<(Bytes, u32)> {
-    use proto::scsi::cdb::{CdbSize, Command};
-    let mut command = Command::parse(cdb).ok()?;
-    let rw = match &mut command {
-        // WRITE(6) is left alone: its TRANSFER LENGTH 0 means 256 blocks.
-        Command::Write { size, rw } | Command::WriteAndVerify { size, rw, .. }
-            if *size != CdbSize::Six =>
-        {
-            rw
-        }
-        _ => return None,
-    };
-    if rw.blocks == 0 || !spdtl.is_multiple_of(rw.blocks) {
-        return None;
-    }
-    let bs = spdtl / rw.blocks;
-    rw.blocks = edtl / bs;
-    let len = rw.blocks * bs;
-    Some((Bytes::copy_from_slice(command.encode().as_bytes()), len))
-}
-
 async fn respond(
     session: &Session,
     task: &TaskShared,
@@ -1134,37 +1091,4 @@ async fn respond(
     session.core.retire_task(task);
     let _ = tx.send(Outbound::Pdus(pdus)).await;
     task.set_done();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shorten_write_cdbs() {
-        // WRITE(10) of 2 blocks, EDTL one block.
-        let cdb = [0x2a, 0, 0, 0, 0, 0, 0, 0, 2, 0];
-        let (c, len) = shorten_write_cdb(&cdb, 1024, 512).unwrap();
-        assert_eq!(len, 512);
-        assert_eq!(&c[7..9], &[0, 1]);
-        assert_eq!(c[0], 0x2a);
-        // WRITE(16) with EDTL 200 of one 512-byte block: zero blocks.
-        let mut cdb16 = [0u8; 16];
-        cdb16[0] = 0x8a;
-        cdb16[13] = 1;
-        let (c, len) = shorten_write_cdb(&cdb16, 512, 200).unwrap();
-        assert_eq!(len, 0);
-        assert_eq!(&c[10..14], &[0, 0, 0, 0]);
-        // WRITE AND VERIFY(12), 4096-byte blocks.
-        let mut cdb12 = [0u8; 12];
-        cdb12[0] = 0xae;
-        cdb12[9] = 3;
-        let (c, len) = shorten_write_cdb(&cdb12, 3 * 4096, 2 * 4096 + 5).unwrap();
-        assert_eq!(len, 8192);
-        assert_eq!(c[9], 2);
-        // Not a write, or inconsistent lengths: untouched.
-        assert!(shorten_write_cdb(&[0x15, 0, 0, 0, 24, 0], 24, 10).is_none());
-        assert!(shorten_write_cdb(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 0, 0], 512, 0).is_none());
-        assert!(shorten_write_cdb(&[0x2a, 0, 0], 512, 0).is_none());
-    }
 }

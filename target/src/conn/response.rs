@@ -164,7 +164,11 @@ pub fn sense_invalid_field_in_cdb() -> Bytes {
 /// command's data-out length (SAM-5 §5.3.4, libiscsi's residual tests).
 pub fn sense_invalid_field_in_iu() -> Bytes {
     Bytes::copy_from_slice(
-        &Sense::new(SenseKey::ILLEGAL_REQUEST, Asc::new(0x0e, 0x03)).encode_fixed(),
+        &Sense::new(
+            SenseKey::ILLEGAL_REQUEST,
+            Asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT,
+        )
+        .encode_fixed(),
     )
 }
 

@@ -25,6 +25,7 @@ mod thin;
 
 use super::lu::{IoMode, LogicalUnit};
 use super::pr::Access;
+use super::transfer::{self, DataOutPlan};
 use super::{DeviceServer, Nexus, ScsiRequest, ScsiResult};
 use crate::backend::{BackendError, IoDir};
 use bytes::{Bytes, BytesMut};
@@ -185,7 +186,7 @@ fn truncate(mut v: Vec<u8>, alloc: usize) -> Bytes {
     Bytes::from(v)
 }
 
-pub(super) async fn execute(srv: &DeviceServer, nexus: &Nexus, req: ScsiRequest) -> ScsiResult {
+pub(super) async fn execute(srv: &DeviceServer, nexus: &Nexus, mut req: ScsiRequest) -> ScsiResult {
     let parsed = Command::parse(&req.cdb);
     let op = req.cdb.first().copied().unwrap_or(0);
     // A LU the nexus may not access (LUN masking) is, for it, a LUN with
@@ -217,6 +218,39 @@ pub(super) async fn execute(srv: &DeviceServer, nexus: &Nexus, req: ScsiRequest)
         }
     };
     let tl = transfer_length(&cmd, lu.block_size());
+    // Data-Out received vs. needed: one rule for every command (see
+    // `scsi::transfer`). The transport reports the residual.
+    let received = req.data_out.len() as u64;
+    let cmd = match transfer::plan(&cmd, lu.block_size(), received) {
+        DataOutPlan::Run { len } => {
+            req.data_out
+                .truncate(usize::try_from(len).unwrap_or(usize::MAX));
+            cmd
+        }
+        DataOutPlan::Shorten { blocks } => {
+            let len = u64::from(blocks) * u64::from(lu.block_size());
+            req.data_out
+                .truncate(usize::try_from(len).unwrap_or(usize::MAX));
+            transfer::shorten(cmd, blocks)
+        }
+        DataOutPlan::InvalidCdb { byte } => {
+            let mut r = ScsiResult::check(&Sense::invalid_field_in_cdb(byte, None), d_sense);
+            r.transfer_length = tl;
+            return r;
+        }
+        DataOutPlan::Refuse => {
+            tracing::debug!(
+                lun = req.lun,
+                opcode = op,
+                received,
+                "Data-Out shorter than the CDB needs"
+            );
+            let s = Sense::illegal_request(Asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT);
+            let mut r = ScsiResult::check(&s, d_sense);
+            r.transfer_length = tl;
+            return r;
+        }
+    };
     let mut ctx = Ctx {
         srv,
         lu: &lu,
@@ -571,13 +605,15 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// The first `needed` bytes of Data-Out; a short Data-Out buffer means
-    /// the iSCSI EDTL was smaller than the CDB's transfer length (SAM-5
-    /// §5.4.3): INVALID FIELD IN COMMAND INFORMATION UNIT, nothing written.
+    /// The first `needed` bytes of Data-Out. `transfer::plan` has already
+    /// refused short Data-Out (INVALID FIELD IN COMMAND INFORMATION UNIT,
+    /// SAM-5 §5.4.3); this keeps an executor from ever reading past it.
     fn data_out(&self, needed: u64) -> Result<Bytes, Fail> {
         let d = &self.req.data_out;
         if (d.len() as u64) < needed {
-            return Err(Sense::illegal_request(Asc::new(0x0E, 0x03)).into());
+            return Err(
+                Sense::illegal_request(Asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT).into(),
+            );
         }
         Ok(d.slice(..needed as usize))
     }

@@ -37,6 +37,7 @@
 mod exec;
 pub mod lu;
 pub mod pr;
+mod transfer;
 pub mod xcopy;
 
 pub use lu::{IoMode, LogicalUnit, LuConfig};

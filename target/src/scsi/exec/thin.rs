@@ -43,7 +43,9 @@ impl Ctx<'_> {
             Bytes::from(vec![0u8; bs as usize])
         } else {
             if self.req.data_out.len() as u64 != bs {
-                return Err(Sense::illegal_request(Asc::new(0x0E, 0x03)).into());
+                return Err(
+                    Sense::illegal_request(Asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT).into(),
+                );
             }
             self.req.data_out.clone()
         };

@@ -48,9 +48,21 @@ async fn read_write_suite(s: &DeviceServer, bs: usize) {
     assert!(r.data_in.is_empty());
     let r = run(s, &n, 0, cdb::read16(nb + 1, 0, false).as_bytes(), &[]).await;
     assert_sense(&r, SenseKey::ILLEGAL_REQUEST, Asc::LBA_OUT_OF_RANGE);
-    // Short Data-Out: nothing written.
-    let r = run(s, &n, 0, &w10(20, 2), &data[..bs]).await;
-    assert_sense(&r, SenseKey::ILLEGAL_REQUEST, Asc::new(0x0E, 0x03));
+    // Short Data-Out (scsi::transfer): whole blocks received are written,
+    // a partial block refuses the command and writes nothing.
+    good(&run(s, &n, 0, &w10(20, 2), &vec![0u8; 2 * bs]).await);
+    good(&run(s, &n, 0, &w10(20, 2), &data[..bs]).await);
+    let r = run(s, &n, 0, &r10(20, 2), &[]).await;
+    assert_eq!(&r.data_in[..bs], &data[..bs]);
+    assert!(r.data_in[bs..].iter().all(|&b| b == 0));
+    let r = run(s, &n, 0, &w10(22, 1), &data[..bs / 2]).await;
+    assert_sense(
+        &r,
+        SenseKey::ILLEGAL_REQUEST,
+        Asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT,
+    );
+    let r = run(s, &n, 0, &r10(22, 1), &[]).await;
+    assert!(r.data_in.iter().all(|&b| b == 0), "nothing written");
     // RDPROTECT set: invalid field with a bit pointer.
     let mut c = r10(0, 1);
     c[1] = 0x40;

@@ -146,9 +146,11 @@ pub fn encode_send_targets(targets: &[DiscoveredTarget]) -> Vec<KeyValue> {
     let mut out = Vec::new();
     for t in targets {
         out.push((TARGET_NAME.to_string(), t.name.clone()));
-        if let Some(a) = &t.alias {
-            out.push((TARGET_ALIAS.to_string(), a.clone()));
-        }
+        // TargetAlias is left out on purpose: RFC 7143 Appendix C defines
+        // the response as TargetName keys each followed by TargetAddress
+        // keys, and libiscsi (qemu's initiator) fails the whole exchange on
+        // any other key, drops the connection and, on reconnect, sends the
+        // same request again. The alias is declared at login instead.
         for (addr, tag) in &t.addresses {
             out.push((TARGET_ADDRESS.to_string(), format!("{addr},{tag}")));
         }
@@ -221,9 +223,20 @@ mod tests {
             },
         ];
         let text = encode_kv(&encode_send_targets(&targets));
+        // Only TargetName and TargetAddress go on the wire (libiscsi reads
+        // nothing else), so the alias does not come back; a peer's alias is
+        // still read when one is sent.
+        let mut expected = targets.clone();
+        expected[0].alias = None;
+        assert!(!String::from_utf8_lossy(&text).contains("TargetAlias"));
         assert_eq!(
             parse_send_targets(&parse_kv(&text).unwrap()).unwrap(),
-            targets
+            expected
+        );
+        let with_alias = parse_kv(b"TargetName=iqn.x\0TargetAlias=a\0TargetAddress=h,2\0").unwrap();
+        assert_eq!(
+            parse_send_targets(&with_alias).unwrap()[0].alias.as_deref(),
+            Some("a")
         );
     }
 
@@ -234,6 +247,14 @@ mod tests {
             .unwrap();
         assert_eq!(t[0].addresses, vec![("1.2.3.4:3260".to_string(), 1)]);
         assert!(parse_send_targets(&[kv("TargetName", "")]).is_err());
+        // The target's answers to requests it cannot serve (target/tests/
+        // text.rs) read as "no targets" on our side: an empty answer, a
+        // NotUnderstood for a key.
+        assert_eq!(parse_send_targets(&[]).unwrap(), vec![]);
+        assert_eq!(
+            parse_send_targets(&[kv("SendTargetsPlease", "NotUnderstood")]).unwrap(),
+            vec![]
+        );
     }
 
     #[test]

@@ -23,25 +23,35 @@ pub const INITIATOR: &str = "iqn.2024-01.rs.iscsi:test-initiator";
 
 /// Start an in-process server with one target.
 pub async fn start_server(target: &str, luns: &[&str], limits: SessionLimits) -> Server {
+    start_targets(vec![target_config(target, luns, limits)]).await
+}
+
+/// One target on 127.0.0.1 (port chosen by the server), no auth, no ACL.
+pub fn target_config(target: &str, luns: &[&str], limits: SessionLimits) -> TargetConfig {
     let luns = luns
         .iter()
         .enumerate()
         .map(|(i, s)| LunConfig::parse_spec(i as u64, s).expect("lun spec"))
         .collect();
-    let cfg = ServerConfig {
-        targets: vec![TargetConfig {
-            name: target.into(),
-            alias: None,
-            portal_groups: vec![PortalGroup {
-                tpgt: 1,
-                portals: vec!["127.0.0.1:0".parse().unwrap()],
-            }],
-            luns,
-            auth: AuthConfig::default(),
-            allow: vec![],
-            initiators: Default::default(),
-            limits,
+    TargetConfig {
+        name: target.into(),
+        alias: None,
+        portal_groups: vec![PortalGroup {
+            tpgt: 1,
+            portals: vec!["127.0.0.1:0".parse().unwrap()],
         }],
+        luns,
+        auth: AuthConfig::default(),
+        allow: vec![],
+        initiators: Default::default(),
+        limits,
+    }
+}
+
+/// Start an in-process server with these targets.
+pub async fn start_targets(targets: Vec<TargetConfig>) -> Server {
+    let cfg = ServerConfig {
+        targets,
         discovery_auth: AuthConfig::default(),
     };
     Server::start(cfg).await.expect("server start")

@@ -8,12 +8,19 @@
 //!   remembers what was written where and checks what is read back.
 //! * [`process`]: run a server binary, wait for its "listening" line, extract
 //!   the address, kill it on drop.
+//! * [`nbd_client`]: the `nbd` crate's client (independent code) as a
+//!   [`scenarios::BlockIo`], for checking our NBD server.
+//! * [`scenarios`]: named fault scenarios (connection cuts, target kill,
+//!   stalls, corruption with digests, a slow target) that run a mixed
+//!   workload through our initiator and audit every block afterwards.
 //! * [`tgtd`]: a private Debian `tgtd` (the tgt project's target) on a free
 //!   port, configured through `tgtadm`, as a real peer for the initiator.
 
 pub mod fake_target;
+pub mod nbd_client;
 pub mod process;
 pub mod proxy;
+pub mod scenarios;
 pub mod tgtd;
 pub mod verify;
 
@@ -21,4 +28,4 @@ pub use fake_target::{FakeConn, FakeTarget, FakeTargetConfig};
 pub use process::{free_port, ServerProcess};
 pub use proxy::{Direction, Proxy, ProxyStats};
 pub use tgtd::{Tgtd, TgtdConfig};
-pub use verify::{Mismatch, Pattern, Unwritten, Verifier};
+pub use verify::{Audit, Mismatch, Pattern, Unwritten, Verifier};

@@ -7,6 +7,7 @@
 //! | fault | effect |
 //! |---|---|
 //! | [`Proxy::set_delay`] | one-way latency: every chunk is delivered `d` after it was read (throughput is not capped) |
+//! | [`Proxy::set_rate`] | bandwidth cap in that direction, in bytes per second, shared by every connection |
 //! | [`Proxy::cut_all`] | close every open connection now (new ones are still accepted) |
 //! | [`Proxy::cut_after`] | one-shot: after `n` more bytes in that direction (counted across connections, from now), forward exactly those bytes and close the connection that carried the last one |
 //! | [`Proxy::set_blackhole`] | stall: stop forwarding in that direction without closing; data stays queued (TCP back-pressure), delivery resumes intact when cleared — a network partition that heals |
@@ -73,6 +74,10 @@ pub struct ProxyStats {
 #[derive(Default)]
 struct DirFaults {
     delay_us: AtomicU64,
+    /// Bytes per second, 0 = unlimited.
+    rate: AtomicU64,
+    /// When the shared link is next free (for the bandwidth cap).
+    link_free_at: Mutex<Option<Instant>>,
     blackhole: AtomicBool,
     /// Remaining budget before a cut, or OFF.
     cut_after: AtomicU64,
@@ -138,6 +143,23 @@ impl DirFaults {
     }
 }
 
+impl DirFaults {
+    /// Under a bandwidth cap, book `len` bytes on the shared link and return
+    /// when they may be sent (serialised across connections).
+    fn reserve_link(&self, len: usize) -> Option<Instant> {
+        let rate = self.rate.load(Ordering::SeqCst);
+        if rate == 0 {
+            return None;
+        }
+        let now = Instant::now();
+        let mut free = self.link_free_at.lock().unwrap_or_else(|e| e.into_inner());
+        let start = free.filter(|t| *t > now).unwrap_or(now);
+        let busy = Duration::from_secs_f64(len as f64 / rate as f64);
+        *free = Some(start + busy);
+        Some(start + busy)
+    }
+}
+
 struct Shared {
     upstream: SocketAddr,
     dirs: [DirFaults; 2],
@@ -199,6 +221,12 @@ impl Proxy {
         self.dir(d).delay_us.store(us, Ordering::SeqCst);
     }
 
+    /// Cap the bandwidth of direction `d` at `bytes_per_sec` across every
+    /// connection (0 removes the cap).
+    pub fn set_rate(&self, d: Direction, bytes_per_sec: u64) {
+        self.dir(d).rate.store(bytes_per_sec, Ordering::SeqCst);
+    }
+
     /// Close every open connection now.
     pub fn cut_all(&self) {
         let mut g = self
@@ -245,6 +273,7 @@ impl Proxy {
         for d in [Direction::ToServer, Direction::ToClient] {
             let f = self.dir(d);
             f.delay_us.store(0, Ordering::SeqCst);
+            f.rate.store(0, Ordering::SeqCst);
             f.blackhole.store(false, Ordering::SeqCst);
             f.cut_after.store(OFF, Ordering::SeqCst);
             f.corrupt_at.store(OFF, Ordering::SeqCst);
@@ -372,6 +401,9 @@ async fn pump(
             tokio::time::sleep_until(chunk.deliver_at).await;
             while f.blackhole.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            if let Some(at) = f.reserve_link(chunk.data.len()) {
+                tokio::time::sleep_until(at).await;
             }
             if !chunk.data.is_empty() {
                 if wr.write_all(&chunk.data).await.is_err() {

@@ -129,6 +129,55 @@ impl std::error::Error for Mismatch {}
 
 /// Generation meaning "as never written" (see [`Unwritten`]).
 const NEVER: u64 = u64::MAX;
+/// Generation meaning "anything" (a discarded range: NBD_CMD_TRIM and
+/// SCSI UNMAP leave the content unspecified unless the device says more).
+const ANY: u64 = u64::MAX - 1;
+
+/// How the blocks of a read compare with the record ([`Verifier::audit`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// Whole blocks looked at.
+    pub blocks: u64,
+    /// Blocks that hold an acceptable content.
+    pub ok: u64,
+    /// Blocks that hold an intact pattern block of the wrong generation or
+    /// LBA (a lost write or a misdirected one).
+    pub stale: u64,
+    /// Blocks that match no acceptable content and are no intact pattern
+    /// block either (a torn or corrupted block).
+    pub torn: u64,
+    /// Device byte offset of the first bad block, if any.
+    pub first_bad: Option<u64>,
+}
+
+impl Audit {
+    pub fn is_clean(&self) -> bool {
+        self.stale == 0 && self.torn == 0
+    }
+
+    /// Add another audit's counts.
+    pub fn merge(&mut self, o: &Audit) {
+        self.blocks += o.blocks;
+        self.ok += o.ok;
+        self.stale += o.stale;
+        self.torn += o.torn;
+        self.first_bad = self.first_bad.or(o.first_bad);
+    }
+}
+
+impl fmt::Display for Audit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} blocks: {} ok, {} stale, {} torn",
+            self.blocks, self.ok, self.stale, self.torn
+        )?;
+        if let Some(o) = self.first_bad {
+            write!(f, " (first bad block at byte {o})")?;
+        }
+        Ok(())
+    }
+}
 
 /// Records writes (any offset/length) and checks reads against them.
 ///
@@ -175,6 +224,7 @@ impl Verifier {
     fn generation_bytes(&self, offset: u64, len: usize, generation: u64) -> Vec<Option<u8>> {
         match generation {
             0 => vec![Some(0); len],
+            ANY => vec![None; len],
             NEVER => match self.unwritten {
                 Unwritten::Zero => vec![Some(0); len],
                 Unwritten::Any => vec![None; len],
@@ -250,6 +300,36 @@ impl Verifier {
         self.update(offset, end, |_| vec![0]);
     }
 
+    /// Record that `[offset, offset+len)` was discarded (NBD TRIM, SCSI
+    /// UNMAP without LBPRZ): until written again any content is accepted.
+    pub fn discarded(&mut self, offset: u64, len: usize) {
+        let end = self.check_range(offset, len);
+        self.update(offset, end, |_| vec![ANY]);
+    }
+
+    /// Classify each whole block of a read at `offset` (block-aligned) as
+    /// acceptable, stale (an intact pattern block that should not be there:
+    /// a lost or misdirected write) or torn (anything else that does not
+    /// match). Bytes past the last whole block are not looked at.
+    pub fn audit(&self, offset: u64, data: &[u8]) -> Audit {
+        let bs = self.pattern.block_size;
+        let mut a = Audit::default();
+        for (i, block) in data.chunks_exact(bs).enumerate() {
+            let at = offset + (i * bs) as u64;
+            a.blocks += 1;
+            if self.check(at, block).is_ok() {
+                a.ok += 1;
+                continue;
+            }
+            a.first_bad.get_or_insert(at);
+            match self.pattern.identify(block) {
+                Some(_) => a.stale += 1,
+                None => a.torn += 1,
+            }
+        }
+        a
+    }
+
     /// Split `[start, end)` into pieces along existing extents and gaps.
     fn pieces(&self, start: u64, end: u64) -> Vec<Piece> {
         let mut out = Vec::new();
@@ -318,7 +398,7 @@ impl Verifier {
     pub fn generation_at(&self, offset: u64) -> Option<u64> {
         let (_, (e, g)) = self.extents.range(..=offset).next_back()?;
         if offset < *e {
-            g.last().copied().filter(|g| *g != NEVER)
+            g.last().copied().filter(|g| *g != NEVER && *g != ANY)
         } else {
             None
         }
@@ -479,6 +559,34 @@ mod tests {
         let sure = v.write(512, 1024);
         assert!(v.check(512, &sure).is_ok());
         assert!(v.check(512, &new).is_err());
+    }
+
+    #[test]
+    fn discard_and_audit() {
+        let mut v = Verifier::new(4, 512, 8192, Unwritten::Zero);
+        let old = v.write(0, 2048);
+        let new = v.write(0, 1024);
+        v.discarded(1024, 512);
+        // Block 0-1 new, block 2 anything, block 3 old.
+        let mut disk = new.clone();
+        disk.extend_from_slice(&[0x5a; 512]);
+        disk.extend_from_slice(&old[1536..2048]);
+        let a = v.audit(0, &disk);
+        assert_eq!((a.blocks, a.ok, a.stale, a.torn), (4, 4, 0, 0), "{a}");
+        assert!(a.is_clean());
+        // A lost write: block 0 still holds the old generation (stale); a
+        // torn block: half new, half old.
+        let mut bad = disk.clone();
+        bad[..512].copy_from_slice(&old[..512]);
+        bad[512 + 256..1024].copy_from_slice(&old[512 + 256..1024]);
+        let a = v.audit(0, &bad);
+        assert_eq!((a.ok, a.stale, a.torn), (2, 1, 1), "{a}");
+        assert_eq!(a.first_bad, Some(0));
+        assert!(!a.is_clean());
+        // Writing again ends the discard's freedom.
+        let w = v.write(1024, 512);
+        assert!(v.check(1024, &w).is_ok());
+        assert!(v.check(1024, &[0x5a; 512]).is_err());
     }
 
     #[test]

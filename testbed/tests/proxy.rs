@@ -242,3 +242,27 @@ async fn drop_closes_everything() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn rate_caps_bandwidth() {
+    let (p, mut c) = setup().await;
+    let data = vec![7u8; 512 * 1024];
+    // Unlimited first: a loopback echo of 512 KiB is well under 0.2 s.
+    let t = Instant::now();
+    assert_eq!(roundtrip(&mut c, &data).await, data);
+    let fast = t.elapsed();
+    // 2 MiB/s toward the server: 512 KiB needs at least 0.25 s.
+    p.set_rate(Direction::ToServer, 2 << 20);
+    let t = Instant::now();
+    assert_eq!(roundtrip(&mut c, &data).await, data);
+    let slow = t.elapsed();
+    assert!(
+        slow >= Duration::from_millis(240),
+        "capped echo took {slow:?}"
+    );
+    assert!(slow > fast, "{slow:?} vs {fast:?}");
+    p.clear_faults();
+    let t = Instant::now();
+    assert_eq!(roundtrip(&mut c, &data).await, data);
+    assert!(t.elapsed() < slow, "cap removed by clear_faults");
+}

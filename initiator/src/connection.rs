@@ -16,7 +16,7 @@ use proto::pdu::{DecodeLimits, DigestConfig, Isid, LoginResponse, Pdu};
 use crate::error::{Error, Result};
 use crate::portal::Portal;
 use crate::session::{ChapConfig, Offer};
-pub use crate::transport::{set_exp_stat_sn, PduReader, PduWriter};
+pub use crate::transport::{PduReader, PduWriter};
 
 /// What a login needs.
 #[derive(Debug, Clone)]

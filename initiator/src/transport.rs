@@ -126,21 +126,6 @@ impl PduWriter {
     }
 }
 
-/// Stamp ExpStatSN on any initiator PDU that carries it.
-pub fn set_exp_stat_sn(p: &mut Pdu, v: u32) {
-    match p {
-        Pdu::NopOut(x) => x.exp_stat_sn = v,
-        Pdu::ScsiCommand(x) => x.exp_stat_sn = v,
-        Pdu::TaskMgmtRequest(x) => x.exp_stat_sn = v,
-        Pdu::LoginRequest(x) => x.exp_stat_sn = v,
-        Pdu::TextRequest(x) => x.exp_stat_sn = v,
-        Pdu::DataOut(x) => x.exp_stat_sn = v,
-        Pdu::LogoutRequest(x) => x.exp_stat_sn = v,
-        Pdu::SnackRequest(x) => x.exp_stat_sn = v,
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,7 +175,7 @@ mod tests {
             data: big.clone(),
         }));
         for p in pdus.iter_mut() {
-            set_exp_stat_sn(p, 42);
+            proto::session::set_exp_stat_sn(p, proto::serial::StatSn::new(42));
         }
         let sent = pdus.clone();
         let wt = tokio::spawn(async move { w.write_batch(&pdus).await.unwrap() });

@@ -231,7 +231,12 @@ async fn lun_change_async_event_and_unit_attention_report_luns_changed() {
     let s2 = s.clone();
     let h = tokio::spawn(async move { s2.execute(lun(0), &TUR, DataDirection::None).await });
     let cmd = c.recv_command().await.unwrap();
-    let r = c.response(cmd.itt, testbed::fake_target::CHECK_CONDITION, &sense, None);
+    let r = c.response(
+        cmd.itt,
+        proto::scsi::Status::CHECK_CONDITION.0,
+        &sense,
+        None,
+    );
     c.send(r).await.unwrap();
     let retry = c.recv_command().await.unwrap();
     assert_eq!(&retry.cdb[..6], &TUR);
@@ -427,7 +432,10 @@ async fn data_in_beyond_the_buffer_fails_only_that_command() {
     let h = spawn_cmd(&s, rcdb, rdir);
     let cmd = c.recv_command().await.unwrap();
     let mut pdus = c.data_in(&cmd, &[7u8; 512]);
-    pdus[0].buffer_offset = 4096;
+    let Pdu::DataIn(d) = &mut pdus[0] else {
+        panic!("a read with data is answered with Data-In")
+    };
+    d.buffer_offset = 4096;
     c.send(pdus.remove(0)).await.unwrap();
     match join(h).await {
         Err(Error::Protocol(why)) => assert!(why.contains("beyond"), "{why}"),
@@ -457,7 +465,12 @@ async fn read_residuals_and_sense_are_reported() {
     let h = spawn_cmd(&s, rcdb, rdir);
     let cmd = c.recv_command().await.unwrap();
     let sense = Sense::illegal_request(Asc::LBA_OUT_OF_RANGE).encode(false);
-    let r = c.response(cmd.itt, testbed::fake_target::CHECK_CONDITION, &sense, None);
+    let r = c.response(
+        cmd.itt,
+        proto::scsi::Status::CHECK_CONDITION.0,
+        &sense,
+        None,
+    );
     c.send(r).await.unwrap();
     let r = join(h).await.unwrap();
     assert_eq!(r.status, 2);

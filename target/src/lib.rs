@@ -1,5 +1,7 @@
 //! The iSCSI target: portals, login, sessions (MC/S), the SCSI device server
-//! and its backends.
+//! and its backends. The full-feature rules (CmdSN window, StatSN stamping,
+//! Data-In/Data-Out segmentation) are `proto::session`'s; this crate is the
+//! tokio shell around them.
 
 pub mod admin;
 pub mod backend;
@@ -14,4 +16,3 @@ pub mod scsi;
 pub mod server;
 pub mod session;
 pub mod tmf;
-pub mod window;

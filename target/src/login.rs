@@ -33,11 +33,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::config::{AuthConfig, SessionLimits};
-use crate::conn::dataout::WriteLimits;
-use crate::conn::response::DataInLimits;
 use crate::conn::{ConnLimits, Established};
 use crate::server::{ServerShared, Session, TargetRuntime};
 use crate::session::{ConnHandle, SessionCore, SessionKey, SessionKind};
+use proto::session::{DataInLimits, WriteLimits};
 
 /// Why a login did not produce a connection.
 #[derive(Debug, thiserror::Error)]
@@ -204,8 +203,8 @@ impl TargetLoginPolicy for Policy<'_> {
         let (exp, max) = s.core.window_snapshot();
         let join = SessionJoin {
             session: s.params.clone(),
-            exp_cmd_sn: exp,
-            max_cmd_sn: max,
+            exp_cmd_sn: exp.get(),
+            max_cmd_sn: max.get(),
         };
         self.join = Some(s);
         Ok(join)

@@ -86,7 +86,7 @@ impl HasCore for Session {
 }
 
 impl WindowSource for Session {
-    fn window(&self) -> (u32, u32) {
+    fn window(&self) -> (proto::serial::CmdSn, proto::serial::CmdSn) {
         self.core.window_snapshot()
     }
 }

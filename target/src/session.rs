@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::window::CmdWindow;
+use proto::serial::CmdSn;
+use proto::session::CmdWindow;
 
 /// Lock a mutex, recovering from poisoning (a panicking task must not take
 /// every other session down with it).
@@ -210,7 +211,7 @@ impl SessionCore {
             target_name,
             tpgt,
             max_connections: max_connections.max(1),
-            window: Mutex::new(CmdWindow::new(first_cmd_sn, queue_depth)),
+            window: Mutex::new(CmdWindow::new(CmdSn::new(first_cmd_sn), queue_depth)),
             conns: Mutex::new(Vec::new()),
             tasks: Mutex::new(HashMap::new()),
             next_task_id: AtomicU64::new(1),
@@ -220,9 +221,8 @@ impl SessionCore {
     }
 
     /// (ExpCmdSN, MaxCmdSN) to put in an outgoing PDU.
-    pub fn window_snapshot(&self) -> (u32, u32) {
-        let w = lock(&self.window);
-        (w.exp_cmd_sn(), w.max_cmd_sn())
+    pub fn window_snapshot(&self) -> (CmdSn, CmdSn) {
+        lock(&self.window).snapshot()
     }
 
     /// Number of connections currently logged in.
@@ -503,8 +503,8 @@ mod tests {
         let s = session(&table, "iqn.i", 1);
         let core = &s.0;
         assert_eq!(
-            core.window.lock().unwrap().admit(1, false),
-            crate::window::Admit::Accept { counted: true }
+            lock(&core.window).admit(CmdSn::new(1), false),
+            proto::session::Admit::Accept { counted: true }
         );
         let t = core.register_task(0x10, 0, 0, 1, true).unwrap();
         assert_eq!(
@@ -516,10 +516,10 @@ mod tests {
         assert!(!t.start_responding());
         core.finish_task(&t);
         assert!(core.task(0x10).is_none());
-        assert_eq!(core.window_snapshot(), (2, 5));
+        assert_eq!(core.window_snapshot(), (CmdSn::new(2), CmdSn::new(5)));
         // Finishing twice does not release a second slot.
         core.finish_task(&t);
-        assert_eq!(core.window_snapshot(), (2, 5));
+        assert_eq!(core.window_snapshot(), (CmdSn::new(2), CmdSn::new(5)));
         // A task whose response is on its way cannot be aborted.
         let t2 = core.register_task(0x11, 0, 0, 2, false).unwrap();
         assert!(t2.start_executing());

@@ -185,19 +185,9 @@ async fn abort_task(session: &Session, req: &TaskMgmtRequest) -> TmfResponse {
             // RFC 7143 §11.5.1 b): a task not received yet whose RefCmdSN is
             // inside the window and below the TMF's CmdSN is considered
             // received, and the abort completes.
-            let rcs = SerialNumber(req.ref_cmd_sn);
-            let (exp, max) = session.core.window_snapshot();
-            let not_yet = rcs.ge(SerialNumber(exp))
-                && rcs.le(SerialNumber(max))
-                && rcs.lt(SerialNumber(req.cmd_sn));
+            let not_yet = crate::session::lock(&session.core.window)
+                .consider_received(SerialNumber(req.ref_cmd_sn), SerialNumber(req.cmd_sn));
             if not_yet {
-                let mut w = crate::session::lock(&session.core.window);
-                if matches!(
-                    w.admit(req.ref_cmd_sn, false),
-                    crate::window::Admit::Accept { counted: true }
-                ) {
-                    w.complete();
-                }
                 TmfResponse::FUNCTION_COMPLETE
             } else {
                 TmfResponse::TASK_DOES_NOT_EXIST

@@ -17,6 +17,11 @@
 //! as requested by each R2T. A violation is returned as an
 //! `io::ErrorKind::InvalidData` error or counted in [`FakeConn::violations`].
 //!
+//! Data-In, R2T and the write-data checks are `proto::session`'s, the same
+//! code our target runs; the CmdSN window here is deliberately the test's
+//! to set ([`FakeConn::window`], [`FakeConn::max_cmd_sn`]), not the
+//! target's completion-driven one, so that tests can close it.
+//!
 //! This is a test peer, not a mock: everything goes over real sockets.
 
 use std::io;
@@ -31,22 +36,21 @@ use proto::login::{
     SessionParams, TargetLogin, TargetLoginConfig, TargetLoginPolicy, TargetStep,
 };
 use proto::pdu::{
-    decode_frame, AsyncEvent, AsyncMessage, DataIn, DecodeLimits, DigestConfig, LogoutResponse,
-    LogoutResponseCode, NopIn, Pdu, R2t, ScsiCommand, ScsiResponse, TaskMgmtResponse, TmfResponse,
+    decode_frame, AsyncEvent, AsyncMessage, DecodeLimits, DigestConfig, LogoutResponse,
+    LogoutResponseCode, NopIn, Pdu, ScsiCommand, ScsiResponse, TaskMgmtResponse, TmfResponse,
 };
-use proto::serial::SerialNumber;
+use proto::scsi::Status;
+use proto::serial::{CmdSn, SerialNumber, StatSn};
+use proto::session::data_in::{self, Completion, DataInLimits, Residual};
+use proto::session::{stamp_target, TagAllocator, WriteCollector, WriteLimits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// The reserved tag (RFC 7143 §11.2.1.8).
-pub const RESERVED_TAG: u32 = 0xffff_ffff;
-
-/// SCSI status GOOD / CHECK CONDITION.
-pub const GOOD: u8 = 0x00;
-pub const CHECK_CONDITION: u8 = 0x02;
+/// The reserved tag (RFC 7143 §11.2.1.8), re-exported for tests.
+pub use proto::pdu::RESERVED_TAG;
 
 /// How the fake target logs initiators in.
 #[derive(Debug, Clone)]
@@ -177,7 +181,7 @@ async fn login(
         violations: Vec::new(),
         last_exp_stat_sn: 0,
         recv_timeout: cfg.recv_timeout,
-        next_ttt: 0x100,
+        ttts: TagAllocator::new(0x100),
     };
     let mut login = TargetLogin::new(TargetLoginConfig {
         operational: cfg.operational.clone(),
@@ -247,7 +251,7 @@ pub struct FakeConn {
     pub last_exp_stat_sn: u32,
     /// Bound on each receive.
     pub recv_timeout: Duration,
-    next_ttt: u32,
+    ttts: TagAllocator,
 }
 
 impl FakeConn {
@@ -480,42 +484,38 @@ impl FakeConn {
         }
     }
 
-    /// Data-In PDUs for `data` (split at the initiator's
-    /// MaxRecvDataSegmentLength, DataSN from 0), with GOOD status and the
-    /// residual in the last one (phase collapse, RFC 7143 §11.7.3).
-    pub fn data_in(&mut self, cmd: &ScsiCommand, data: &[u8]) -> Vec<DataIn> {
-        let step = self.initiator_max_recv().max(1) as usize;
-        let edtl = cmd.expected_data_transfer_length as usize;
-        let mut out = Vec::new();
-        let mut off = 0;
-        let mut data_sn = 0u32;
-        loop {
-            let end = (off + step).min(data.len());
-            let last = end == data.len();
-            let residual = edtl.abs_diff(data.len()) as u32;
-            out.push(DataIn {
-                final_: last,
-                ack: false,
-                overflow: last && data.len() > edtl,
-                underflow: last && data.len() < edtl,
-                status: last.then_some(GOOD),
-                lun: cmd.lun,
-                itt: cmd.itt,
-                ttt: RESERVED_TAG,
-                stat_sn: if last { self.take_stat_sn() } else { 0 },
-                exp_cmd_sn: self.exp_cmd_sn,
-                max_cmd_sn: self.max_cmd_sn,
-                data_sn,
-                buffer_offset: off as u32,
-                residual_count: if last { residual } else { 0 },
-                data: Bytes::copy_from_slice(&data[off..end]),
-            });
-            data_sn += 1;
-            off = end;
-            if last {
-                return out;
-            }
+    /// Stamp StatSN (advancing it when the PDU consumes one) and our
+    /// ExpCmdSN/MaxCmdSN into a target PDU, as our target's writer does.
+    pub fn stamp(&mut self, pdu: &mut Pdu) {
+        let mut next = StatSn::new(self.stat_sn);
+        let window = (CmdSn::new(self.exp_cmd_sn), CmdSn::new(self.max_cmd_sn));
+        stamp_target(pdu, &mut next, window);
+        self.stat_sn = next.get();
+    }
+
+    /// The PDUs answering a read with `data` and GOOD status, built as our
+    /// target builds them (`proto::session::data_in`): Data-In split at the
+    /// initiator's MaxRecvDataSegmentLength and MaxBurstLength, DataSN from
+    /// 0, status and residual in the last one (phase collapse, RFC 7143
+    /// §11.7.3); with no data, a SCSI Response.
+    pub fn data_in(&mut self, cmd: &ScsiCommand, data: &[u8]) -> Vec<Pdu> {
+        let c = Completion {
+            itt: cmd.itt,
+            lun: cmd.lun,
+            status: Status::GOOD,
+            sense: None,
+            data_in: Bytes::copy_from_slice(data),
+            residual: Residual::compute(cmd.expected_data_transfer_length, data.len() as u32),
+        };
+        let limits = DataInLimits {
+            max_send_data_segment_length: self.initiator_max_recv(),
+            max_burst_length: self.session().max_burst_length,
+        };
+        let mut pdus = data_in::build(&c, limits);
+        for p in pdus.iter_mut() {
+            self.stamp(p);
         }
+        pdus
     }
 
     /// Answer a read with `data` and GOOD status.
@@ -528,117 +528,53 @@ impl FakeConn {
 
     /// Answer with GOOD status and no data.
     pub async fn complete_good(&mut self, itt: u32) -> io::Result<()> {
-        let r = self.response(itt, GOOD, &[], None);
+        let r = self.response(itt, Status::GOOD.0, &[], None);
         self.send(r).await
     }
 
-    /// Receive the whole Data-Out payload of a write: immediate data,
-    /// unsolicited Data-Out (checked against FirstBurstLength), then one
-    /// R2T at a time (MaxOutstandingR2T 1) of at most MaxBurstLength for the
-    /// rest (RFC 7143 §11.8, §13.13, §13.14). Returns the payload and the
-    /// number of R2Ts sent.
+    /// Receive the whole Data-Out payload of a write with our target's
+    /// checks (`proto::session::WriteCollector`): immediate data,
+    /// unsolicited Data-Out within FirstBurstLength, then one R2T at a time
+    /// (MaxOutstandingR2T 1) of at most MaxBurstLength for the rest, DataSN
+    /// and offsets exact (RFC 7143 §11.7, §11.8, §13.13, §13.14). Returns
+    /// the payload and the number of R2Ts sent.
     pub async fn receive_write(&mut self, cmd: &ScsiCommand) -> io::Result<(Vec<u8>, u32)> {
         let s = self.session().clone();
-        let total = cmd.expected_data_transfer_length as usize;
-        let mut got = vec![0u8; total];
-        let mut have = 0usize;
-        if cmd.data.len() > total || cmd.data.len() > s.first_burst_length as usize {
-            return Err(invalid(format!(
-                "immediate data of {} bytes (EDTL {total}, FirstBurstLength {})",
-                cmd.data.len(),
-                s.first_burst_length
-            )));
-        }
-        got[..cmd.data.len()].copy_from_slice(&cmd.data);
-        have += cmd.data.len();
-        if !cmd.final_ {
-            // Unsolicited Data-Out, TTT 0xffffffff, until F.
-            let mut data_sn = 0;
-            loop {
-                let d = self.recv_data_out(RESERVED_TAG, cmd.itt, data_sn).await?;
-                self.place(&mut got, &mut have, d.buffer_offset, &d.data)?;
-                data_sn += 1;
-                if have > s.first_burst_length as usize {
+        let limits = WriteLimits {
+            immediate_data: s.immediate_data,
+            initial_r2t: s.initial_r2t,
+            first_burst_length: s.first_burst_length,
+            max_burst_length: s.max_burst_length,
+            max_outstanding_r2t: 1,
+            max_recv_data_segment_length: self.limits.max_data_segment_length,
+        };
+        let edtl = cmd.expected_data_transfer_length;
+        let mut c = WriteCollector::new(edtl, cmd.data.clone(), cmd.final_, limits)
+            .map_err(|e| invalid(format!("write command: {e}")))?;
+        let mut r2ts = 0;
+        while !c.is_complete() {
+            let ttts = &mut self.ttts;
+            for r in c.next_r2ts(|| ttts.allocate()) {
+                let mut r2t = Pdu::R2t(r.to_pdu(cmd.lun, cmd.itt));
+                self.stamp(&mut r2t);
+                self.send(r2t).await?;
+                r2ts += 1;
+            }
+            match self.recv().await? {
+                Pdu::DataOut(d) if d.itt == cmd.itt => c
+                    .data_out(d.ttt, d.data_sn, d.buffer_offset, d.final_, d.data)
+                    .map_err(|e| invalid(format!("Data-Out: {e}")))?,
+                other => {
                     return Err(invalid(format!(
-                        "{have} bytes of unsolicited data, FirstBurstLength {}",
-                        s.first_burst_length
-                    )));
-                }
-                if d.final_ {
-                    break;
-                }
-            }
-        }
-        let mut r2t_sn = 0;
-        while have < total {
-            let len = (total - have).min(s.max_burst_length as usize);
-            let ttt = self.next_ttt;
-            self.next_ttt += 1;
-            let r2t = R2t {
-                lun: cmd.lun,
-                itt: cmd.itt,
-                ttt,
-                stat_sn: self.stat_sn,
-                exp_cmd_sn: self.exp_cmd_sn,
-                max_cmd_sn: self.max_cmd_sn,
-                r2t_sn,
-                buffer_offset: have as u32,
-                desired_data_transfer_length: len as u32,
-                data: Bytes::new(),
-            };
-            self.send(r2t).await?;
-            r2t_sn += 1;
-            let start = have;
-            let mut data_sn = 0;
-            loop {
-                let d = self.recv_data_out(ttt, cmd.itt, data_sn).await?;
-                self.place(&mut got, &mut have, d.buffer_offset, &d.data)?;
-                data_sn += 1;
-                if d.final_ {
-                    break;
+                        "expected a Data-Out for ITT {:#x}, got {:?} (ITT {:#x})",
+                        cmd.itt,
+                        other.opcode(),
+                        other.itt()
+                    )))
                 }
             }
-            if have - start != len {
-                return Err(invalid(format!(
-                    "R2T for {len} bytes answered with {}",
-                    have - start
-                )));
-            }
         }
-        Ok((got, r2t_sn))
-    }
-
-    async fn recv_data_out(
-        &mut self,
-        ttt: u32,
-        itt: u32,
-        data_sn: u32,
-    ) -> io::Result<proto::pdu::DataOut> {
-        match self.recv().await? {
-            Pdu::DataOut(d) if d.ttt == ttt && d.itt == itt && d.data_sn == data_sn => Ok(d),
-            Pdu::DataOut(d) => Err(invalid(format!(
-                "Data-Out ITT {:#x} TTT {:#x} DataSN {}, expected ITT {itt:#x} TTT {ttt:#x} DataSN {data_sn}",
-                d.itt, d.ttt, d.data_sn
-            ))),
-            other => Err(invalid(format!(
-                "expected a Data-Out, got {:?}",
-                other.opcode()
-            ))),
-        }
-    }
-
-    fn place(&self, got: &mut [u8], have: &mut usize, off: u32, data: &[u8]) -> io::Result<()> {
-        // DataPDUInOrder/DataSequenceInOrder=Yes: contiguous data.
-        if off as usize != *have || *have + data.len() > got.len() {
-            return Err(invalid(format!(
-                "Data-Out at offset {off} (+{}), expected offset {have} within {}",
-                data.len(),
-                got.len()
-            )));
-        }
-        got[*have..*have + data.len()].copy_from_slice(data);
-        *have += data.len();
-        Ok(())
+        Ok((c.take_data().to_vec(), r2ts))
     }
 
     /// Serve READ (16), WRITE (16) and TEST UNIT READY on a RAM disk of
@@ -680,7 +616,7 @@ impl FakeConn {
     async fn illegal_request(&mut self, itt: u32) -> io::Result<()> {
         use proto::scsi::sense::{Asc, Sense};
         let sense = Sense::illegal_request(Asc::INVALID_COMMAND_OPERATION_CODE).encode(false);
-        let r = self.response(itt, CHECK_CONDITION, &sense, None);
+        let r = self.response(itt, Status::CHECK_CONDITION.0, &sense, None);
         self.send(r).await
     }
 }

@@ -13,7 +13,6 @@
 //! supported (ERL 1), nor is connection recovery via Logout reason 2 or
 //! TASK REASSIGN (ERL 2): those are refused with the codes the RFC defines.
 
-pub mod dataout;
 pub mod response;
 pub mod writer;
 
@@ -26,8 +25,8 @@ use bytes::{Bytes, BytesMut};
 use proto::login::params::ConnectionParams;
 use proto::pdu::{
     AsyncEvent, AsyncMessage, DataOut, DecodeError, DecodeLimits, DigestConfig, LogoutReason,
-    LogoutRequest, LogoutResponse, LogoutResponseCode, NopIn, NopOut, Pdu, R2t, Reject,
-    RejectReason, ScsiCommand, TextRequest, TextResponse, RESERVED_TAG,
+    LogoutRequest, LogoutResponse, LogoutResponseCode, NopIn, NopOut, Pdu, Reject, RejectReason,
+    ScsiCommand, TextRequest, TextResponse, RESERVED_TAG,
 };
 use thiserror::Error;
 use tokio::io::AsyncReadExt;
@@ -41,9 +40,10 @@ use tracing::{debug, info, warn, Instrument};
 use crate::device;
 use crate::server::{ServerShared, Session};
 use crate::session::{ConnNotice, RegisterError, TaskPhase, TaskShared};
-use crate::window::Admit;
-use dataout::{DataOutError, WriteCollector, WriteLimits};
-use response::{Completion, DataInLimits, Residual, ResponsePdu};
+use proto::scsi::Status;
+use proto::serial::CmdSn;
+use proto::session::data_in::{self, Completion, DataInLimits, Residual};
+use proto::session::{Admit, DataOutError, R2tRequest, TagAllocator, WriteCollector, WriteLimits};
 use writer::Outbound;
 
 /// Largest write buffer one command may need (EDTL); above this the
@@ -168,7 +168,7 @@ async fn full_feature(
             rx,
             est.session.clone(),
             digests,
-            est.next_stat_sn,
+            proto::serial::StatSn::new(est.next_stat_sn),
             writer_cancel.clone(),
         )
         .in_current_span(),
@@ -185,7 +185,7 @@ async fn full_feature(
         notices: est.notices,
         limits: est.limits,
         pending: HashMap::new(),
-        next_ttt: 1,
+        ttts: TagAllocator::new(1),
         text: TextState::default(),
         ping: None,
         last_rx: Instant::now(),
@@ -256,7 +256,7 @@ struct Conn {
     notices: mpsc::UnboundedReceiver<ConnNotice>,
     limits: ConnLimits,
     pending: HashMap<u32, PendingWrite>,
-    next_ttt: u32,
+    ttts: TagAllocator,
     text: TextState,
     /// Outstanding NOP-In ping: (TTT, when sent).
     ping: Option<(u32, Instant)>,
@@ -266,12 +266,7 @@ struct Conn {
 
 impl Conn {
     fn alloc_ttt(&mut self) -> u32 {
-        let t = self.next_ttt;
-        self.next_ttt = self.next_ttt.wrapping_add(1);
-        if self.next_ttt == RESERVED_TAG {
-            self.next_ttt = 1;
-        }
-        t
+        self.ttts.allocate()
     }
 
     async fn send(&self, pdu: impl Into<Pdu>) -> Result<(), ConnError> {
@@ -432,7 +427,8 @@ impl Conn {
 
     /// Apply the CmdSN window to a command-carrying PDU. `None`: ignore it.
     fn admit(&self, cmd_sn: u32, immediate: bool) -> Option<bool> {
-        let a = crate::session::lock(&self.session.core.window).admit(cmd_sn, immediate);
+        let a =
+            crate::session::lock(&self.session.core.window).admit(CmdSn::new(cmd_sn), immediate);
         match a {
             Admit::Accept { counted } => Some(counted),
             other => {
@@ -601,7 +597,7 @@ impl Conn {
             self.execute(task, cmd, data);
             return Ok(());
         }
-        let r2ts = collector.next_r2ts(|| self.alloc_ttt());
+        let r2ts = collector.next_r2ts(|| self.ttts.allocate());
         drop(_g);
         self.pending.insert(
             cmd.itt,
@@ -614,30 +610,13 @@ impl Conn {
         self.send_r2ts(&cmd, r2ts).await
     }
 
-    async fn send_r2ts(
-        &self,
-        cmd: &CmdInfo,
-        r2ts: Vec<dataout::R2tRequest>,
-    ) -> Result<(), ConnError> {
+    async fn send_r2ts(&self, cmd: &CmdInfo, r2ts: Vec<R2tRequest>) -> Result<(), ConnError> {
         if r2ts.is_empty() {
             return Ok(());
         }
         let pdus = r2ts
             .into_iter()
-            .map(|r| {
-                Pdu::R2t(R2t {
-                    lun: cmd.lun,
-                    itt: cmd.itt,
-                    ttt: r.ttt,
-                    stat_sn: 0,
-                    exp_cmd_sn: 0,
-                    max_cmd_sn: 0,
-                    r2t_sn: r.r2t_sn,
-                    buffer_offset: r.buffer_offset,
-                    desired_data_transfer_length: r.desired_data_transfer_length,
-                    data: Bytes::new(),
-                })
-            })
+            .map(|r| Pdu::R2t(r.to_pdu(cmd.lun, cmd.itt)))
             .collect();
         self.queue(Outbound::Pdus(pdus)).await
     }
@@ -676,17 +655,8 @@ impl Conn {
             return Ok(());
         }
         if d.final_ {
-            let mut ttts = self.next_ttt;
-            let r2ts = p.collector.next_r2ts(|| {
-                let t = ttts;
-                ttts = if ttts.wrapping_add(1) == RESERVED_TAG {
-                    1
-                } else {
-                    ttts.wrapping_add(1)
-                };
-                t
-            });
-            self.next_ttt = ttts;
+            let ttts = &mut self.ttts;
+            let r2ts = p.collector.next_r2ts(|| ttts.allocate());
             let cmd = p.cmd.clone();
             return self.send_r2ts(&cmd, r2ts).await;
         }
@@ -705,9 +675,9 @@ impl Conn {
             return Ok(());
         }
         let edtl = cmd.edtl;
-        let resp = response::status_only(
+        let resp = data_in::status_only(
             cmd.itt,
-            response::STATUS_CHECK_CONDITION,
+            Status::CHECK_CONDITION,
             Some(sense),
             Residual::compute(edtl, 0),
         );
@@ -1061,7 +1031,7 @@ pub(crate) async fn execute(
     let c = Completion {
         itt: cmd.itt,
         lun: cmd.lun,
-        status: out.status,
+        status: Status(out.status),
         sense: out.sense,
         data_in,
         residual,
@@ -1081,13 +1051,7 @@ async fn respond(
         session.core.finish_task(task);
         return;
     }
-    let pdus: Vec<Pdu> = response::build(c, limits)
-        .into_iter()
-        .map(|p| match p {
-            ResponsePdu::DataIn(d) => Pdu::DataIn(d),
-            ResponsePdu::Response(r) => Pdu::ScsiResponse(r),
-        })
-        .collect();
+    let pdus = data_in::build(c, limits);
     session.core.retire_task(task);
     let _ = tx.send(Outbound::Pdus(pdus)).await;
     task.set_done();

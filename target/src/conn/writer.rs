@@ -2,8 +2,9 @@
 //! as vectored writes (header, data, trailer), batching whatever is queued.
 //!
 //! Sequence numbers are assigned here, at send time, so they are in wire
-//! order: StatSN per connection (RFC 7143 §4.2.2.2), ExpCmdSN/MaxCmdSN from
-//! the session's window at that moment (§4.2.2.1). Data-In payloads are
+//! order (`proto::session::stamp`): StatSN per connection (RFC 7143
+//! §4.2.2.2), ExpCmdSN/MaxCmdSN from the session's window at that moment
+//! (§4.2.2.1). Data-In payloads are
 //! `Bytes` slices of the device server's buffer: they go to the socket
 //! without being copied.
 
@@ -12,7 +13,9 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
-use proto::pdu::{DigestConfig, Pdu, RESERVED_TAG};
+use proto::pdu::{DigestConfig, Pdu};
+use proto::serial::{CmdSn, StatSn};
+use proto::session::stamp_target;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 /// Something that knows the session's current command window.
 pub trait WindowSource: Send + Sync {
     /// (ExpCmdSN, MaxCmdSN).
-    fn window(&self) -> (u32, u32);
+    fn window(&self) -> (CmdSn, CmdSn);
 }
 
 /// What the writer is asked to do.
@@ -31,66 +34,6 @@ pub enum Outbound {
     Pdus(Vec<Pdu>),
     /// Send everything queued before this, then shut the socket down.
     Close,
-}
-
-/// Assigns StatSN, ExpCmdSN and MaxCmdSN to an outgoing PDU.
-///
-/// RFC 7143 §11.19 (NOP-In StatSN): "when the Initiator Task Tag is set to
-/// 0xffffffff, the StatSN for the connection is not advanced"; R2T and
-/// Data-In without status carry the next StatSN without consuming it.
-pub fn stamp(pdu: &mut Pdu, next_stat_sn: &mut u32, window: (u32, u32)) {
-    let (exp, max) = window;
-    let mut take = |advance: bool| {
-        let sn = *next_stat_sn;
-        if advance {
-            *next_stat_sn = next_stat_sn.wrapping_add(1);
-        }
-        sn
-    };
-    match pdu {
-        Pdu::ScsiResponse(p) => {
-            p.stat_sn = take(true);
-            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
-        }
-        Pdu::DataIn(p) => {
-            p.stat_sn = if p.status.is_some() { take(true) } else { 0 };
-            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
-        }
-        Pdu::R2t(p) => {
-            p.stat_sn = take(false);
-            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
-        }
-        Pdu::NopIn(p) => {
-            p.stat_sn = take(p.itt != RESERVED_TAG);
-            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
-        }
-        Pdu::TextResponse(p) => {
-            p.stat_sn = take(true);
-            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
-        }
-        Pdu::LogoutResponse(p) => {
-            p.stat_sn = take(true);
-            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
-        }
-        Pdu::TaskMgmtResponse(p) => {
-            p.stat_sn = take(true);
-            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
-        }
-        Pdu::AsyncMessage(p) => {
-            p.stat_sn = take(true);
-            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
-        }
-        Pdu::Reject(p) => {
-            p.stat_sn = take(true);
-            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
-        }
-        Pdu::LoginResponse(p) => {
-            p.stat_sn = take(true);
-            (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
-        }
-        // Initiator PDUs are never sent by the target.
-        _ => {}
-    }
 }
 
 /// Bytes queued per batch before writing (keeps latency bounded).
@@ -105,9 +48,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Outbound>,
     window: Arc<dyn WindowSource>,
     digests: DigestConfig,
-    mut next_stat_sn: u32,
+    mut next_stat_sn: StatSn,
     cancel: CancellationToken,
-) -> io::Result<u32> {
+) -> io::Result<StatSn> {
     let mut bufs: VecDeque<Bytes> = VecDeque::new();
     loop {
         let first = tokio::select! {
@@ -156,13 +99,13 @@ pub async fn run<W: AsyncWrite + Unpin>(
 fn enqueue(
     m: Outbound,
     bufs: &mut VecDeque<Bytes>,
-    next_stat_sn: &mut u32,
+    next_stat_sn: &mut StatSn,
     window: &dyn WindowSource,
     digests: DigestConfig,
     queued: &mut usize,
 ) -> bool {
     let mut push = |mut pdu: Pdu| {
-        stamp(&mut pdu, next_stat_sn, window.window());
+        stamp_target(&mut pdu, next_stat_sn, window.window());
         let enc = pdu.encode(digests);
         *queued += enc.len();
         for b in [enc.header, enc.data, enc.trailer] {
@@ -212,12 +155,12 @@ pub async fn write_all_bufs<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::pdu::{DecodeLimits, NopIn, R2t, ScsiResponse};
+    use proto::pdu::{DecodeLimits, NopIn, RESERVED_TAG};
 
     struct W(u32, u32);
     impl WindowSource for W {
-        fn window(&self) -> (u32, u32) {
-            (self.0, self.1)
+        fn window(&self) -> (CmdSn, CmdSn) {
+            (CmdSn::new(self.0), CmdSn::new(self.1))
         }
     }
 
@@ -233,47 +176,6 @@ mod tests {
         })
     }
 
-    #[test]
-    fn stat_sn_rules() {
-        let mut next = 10;
-        let mut p = nop_in(RESERVED_TAG);
-        stamp(&mut p, &mut next, (5, 9));
-        assert_eq!(next, 10, "unsolicited NOP-In does not advance StatSN");
-        let Pdu::NopIn(n) = &p else { unreachable!() };
-        assert_eq!((n.stat_sn, n.exp_cmd_sn, n.max_cmd_sn), (10, 5, 9));
-        let mut p = nop_in(1);
-        stamp(&mut p, &mut next, (5, 9));
-        assert_eq!(next, 11);
-        let mut r = Pdu::R2t(R2t {
-            lun: 0,
-            itt: 1,
-            ttt: 2,
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
-            r2t_sn: 0,
-            buffer_offset: 0,
-            desired_data_transfer_length: 512,
-            data: Bytes::new(),
-        });
-        stamp(&mut r, &mut next, (5, 9));
-        assert_eq!(next, 11);
-        let Pdu::R2t(r) = &r else { unreachable!() };
-        assert_eq!(r.stat_sn, 11);
-        let mut s = Pdu::ScsiResponse(crate::conn::response::status_only(
-            3,
-            0,
-            None,
-            Default::default(),
-        ));
-        stamp(&mut s, &mut next, (6, 9));
-        assert_eq!(next, 12);
-        let Pdu::ScsiResponse(ScsiResponse { stat_sn, .. }) = s else {
-            unreachable!()
-        };
-        assert_eq!(stat_sn, 11);
-    }
-
     #[tokio::test]
     async fn writes_batches_in_order_and_closes() {
         let (client, server) = tokio::io::duplex(1 << 20);
@@ -284,7 +186,7 @@ mod tests {
             rx,
             Arc::new(W(1, 8)),
             DigestConfig::BOTH,
-            100,
+            StatSn::new(100),
             cancel.clone(),
         ));
         tx.send(Outbound::Pdu(nop_in(1))).await.unwrap();
@@ -293,7 +195,7 @@ mod tests {
             .unwrap();
         tx.send(Outbound::Close).await.unwrap();
         let next = h.await.unwrap().unwrap();
-        assert_eq!(next, 103);
+        assert_eq!(next.get(), 103);
         let mut client = client;
         let mut all = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut client, &mut all)

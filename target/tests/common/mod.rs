@@ -13,9 +13,10 @@ use iscsi_target::config::{
 use iscsi_target::server::Server;
 use proto::login::{InitiatorLogin, InitiatorLoginConfig, InitiatorStep, LoginOutcome};
 use proto::pdu::{
-    DataOut, DecodeLimits, DigestConfig, Isid, LogoutReason, LogoutRequest, Pdu, ScsiCommand,
-    TaskAttr, RESERVED_TAG,
+    DecodeLimits, DigestConfig, Isid, LogoutReason, LogoutRequest, Pdu, ScsiCommand, TaskAttr,
+    RESERVED_TAG,
 };
+use proto::session::data_out::{data_out_pdus, DataOutTarget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -169,10 +170,7 @@ impl Conn {
     pub async fn recv(&mut self) -> Result<Pdu, String> {
         let p = read_pdu(&mut self.stream, &mut self.buf, self.digests).await?;
         if let Some(sn) = p.stat_sn() {
-            let status_bearing = !matches!(&p, Pdu::R2t(_))
-                && !matches!(&p, Pdu::DataIn(d) if d.status.is_none())
-                && !matches!(&p, Pdu::NopIn(n) if n.itt == RESERVED_TAG);
-            if status_bearing {
+            if proto::session::stamp::consumes_stat_sn(&p) {
                 self.exp_stat_sn = sn.wrapping_add(1);
             }
         }
@@ -234,6 +232,7 @@ impl Conn {
         };
         self.cmd_sn = self.cmd_sn.wrapping_add(1);
         self.send(Pdu::ScsiCommand(cmd)).await;
+        let write_data = Bytes::copy_from_slice(write);
         let mut data = vec![0u8; read_len as usize];
         let mut got = 0usize;
         loop {
@@ -242,25 +241,16 @@ impl Conn {
                     if r.itt != itt {
                         return Err("R2T for another task".into());
                     }
-                    let mut off = r.buffer_offset as usize;
-                    let end = off + r.desired_data_transfer_length as usize;
-                    let seg = self.outcome.connection.max_send_data_segment_length as usize;
-                    let mut sn = 0;
-                    while off < end {
-                        let len = seg.min(end - off);
-                        let d = DataOut {
-                            final_: off + len == end,
-                            lun,
-                            itt,
-                            ttt: r.ttt,
-                            exp_stat_sn: self.exp_stat_sn,
-                            data_sn: sn,
-                            buffer_offset: off as u32,
-                            data: Bytes::copy_from_slice(&write[off..off + len]),
-                        };
+                    let to = DataOutTarget {
+                        lun,
+                        itt,
+                        ttt: r.ttt,
+                    };
+                    let end = r.buffer_offset + r.desired_data_transfer_length;
+                    let seg = self.outcome.connection.max_send_data_segment_length;
+                    for mut d in data_out_pdus(&write_data, to, r.buffer_offset, end, seg) {
+                        d.exp_stat_sn = self.exp_stat_sn;
                         self.send(Pdu::DataOut(d)).await;
-                        sn += 1;
-                        off += len;
                     }
                 }
                 Pdu::DataIn(d) => {

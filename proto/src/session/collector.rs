@@ -3,8 +3,9 @@
 //! (MaxOutstandingR2T, MaxBurstLength). RFC 7143 §4.2.5.2 (data transfer),
 //! §11.7 (Data-Out), §11.8 (R2T), §13.10-13.14.
 //!
-//! Sans-IO: [`WriteCollector`] says which R2Ts to send and when the data is
-//! complete; the connection sends them. We negotiate DataPDUInOrder=Yes and
+//! Target side. [`WriteCollector`] says which R2Ts to send and when the
+//! data is complete; the connection sends them. (The initiator's side of
+//! the same rules is [`crate::session::data_out`].) We negotiate DataPDUInOrder=Yes and
 //! DataSequenceInOrder=Yes, so within a sequence DataSN and BufferOffset
 //! must increase exactly; a violation is a protocol error that ends the
 //! connection (ErrorRecoveryLevel 0: RFC 7143 §7.1.4.1 "the target ...
@@ -25,8 +26,7 @@ use std::collections::BTreeMap;
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
 
-/// The reserved "no tag" value for ITT/TTT.
-pub const RESERVED_TAG: u32 = 0xffff_ffff;
+use crate::pdu::{R2t, RESERVED_TAG};
 
 /// Negotiated values that shape a write's data transfer.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +70,25 @@ pub struct R2tRequest {
     pub r2t_sn: u32,
     pub buffer_offset: u32,
     pub desired_data_transfer_length: u32,
+}
+
+impl R2tRequest {
+    /// The R2T PDU for task `itt` on `lun` (StatSN and the window are
+    /// stamped when it is sent).
+    pub fn to_pdu(self, lun: u64, itt: u32) -> R2t {
+        R2t {
+            lun,
+            itt,
+            ttt: self.ttt,
+            stat_sn: 0,
+            exp_cmd_sn: 0,
+            max_cmd_sn: 0,
+            r2t_sn: self.r2t_sn,
+            buffer_offset: self.buffer_offset,
+            desired_data_transfer_length: self.desired_data_transfer_length,
+            data: Bytes::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -477,32 +496,18 @@ mod tests {
             seqs.push((r.ttt, r.buffer_offset, r.desired_data_transfer_length));
         }
         seqs.into_iter()
-            .map(|(ttt, start, len)| {
-                let mut pdus = Vec::new();
-                let mut off = 0;
-                let mut sn = 0;
-                while off < len {
-                    let n = seg.min(len - off);
-                    pdus.push((ttt, sn, start + off, start + off + n, off + n == len));
-                    off += n;
-                    sn += 1;
-                }
-                pdus
-            })
+            .map(|(ttt, start, len)| planned(ttt, start, len, seg))
+            .collect()
+    }
+
+    fn planned(ttt: u32, start: u32, len: u32, seg: u32) -> Vec<Planned> {
+        crate::session::data_out::segments(start, start + len, seg)
+            .map(|s| (ttt, s.data_sn, s.offset, s.end, s.final_))
             .collect()
     }
 
     fn plan_r2t(r: R2tRequest, seg: u32) -> Vec<Planned> {
-        let (start, len) = (r.buffer_offset, r.desired_data_transfer_length);
-        let mut pdus = Vec::new();
-        let (mut off, mut sn) = (0, 0);
-        while off < len {
-            let n = seg.min(len - off);
-            pdus.push((r.ttt, sn, start + off, start + off + n, off + n == len));
-            off += n;
-            sn += 1;
-        }
-        pdus
+        planned(r.ttt, r.buffer_offset, r.desired_data_transfer_length, seg)
     }
 
     #[test]

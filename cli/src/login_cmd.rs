@@ -14,9 +14,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use initiator::device::{self, LunInfo};
-use initiator::session::{Session, SessionConfig, SessionEvent};
-use initiator::{Error, NbdExport, NbdListen, NbdServer, ScsiDevice};
+use initiator::daemon::api::SessionInfo;
+use initiator::daemon::ExportedSession;
+use initiator::session::SessionConfig;
+use initiator::{Error, NbdListen, NbdServer};
 use serde_json::json;
 
 use crate::initiator_cmd::{exit_code, login_config, one_line, AuthOpts};
@@ -41,11 +42,19 @@ Exit codes: 0 logged out cleanly, 1 refused or failed, 2 usage, 3 unreachable.";
 /// `iscsi login` arguments.
 #[derive(Args, Debug)]
 #[command(after_help = LOGIN_EXAMPLES)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["target", "all"])))]
 pub struct LoginArgs {
-    /// Target IQN.
+    /// Target IQN. Through the daemon its node record (from `iscsi
+    /// discover`) gives the settings.
     #[arg(long)]
-    pub target: String,
-    /// Portal, HOST[:PORT] (default port 3260). Required with --foreground.
+    pub target: Option<String>,
+    /// Through the daemon: log in to every node whose startup setting is
+    /// automatic.
+    #[arg(long, conflicts_with = "foreground")]
+    pub all: bool,
+    /// Portal, HOST[:PORT] (default port 3260). Required with --foreground;
+    /// through the daemon, picks one of the target's node records (or
+    /// records one with default settings).
     #[arg(long)]
     pub portal: Option<String>,
     /// Run the session and its NBD exports in this process, without the
@@ -53,20 +62,23 @@ pub struct LoginArgs {
     #[arg(long)]
     pub foreground: bool,
     /// Where the NBD server listens: HOST:PORT, [V6]:PORT or unix:PATH
-    /// [default: 127.0.0.1:10809].
+    /// [default: the node's setting, else 127.0.0.1:10809 (the daemon takes
+    /// the next free port when it is in use)].
     #[arg(long, value_name = "ADDR")]
     pub nbd: Option<NbdListen>,
     /// Allow a non-loopback NBD address (NBD has no authentication: anyone
     /// who reaches it can read and write the disks).
     #[arg(long)]
     pub allow_remote_nbd: bool,
-    /// Connections in the session (MC/S), if the target allows.
-    #[arg(long, default_value_t = 1)]
-    pub connections: u16,
+    /// Connections in the session (MC/S), if the target allows
+    /// [default: the node's setting, else 1].
+    #[arg(long)]
+    pub connections: Option<u16>,
     /// Seconds to keep recovering a lost session before failing I/O with
-    /// EIO (open-iscsi's replacement_timeout).
-    #[arg(long, value_name = "SECS", default_value_t = 120)]
-    pub recovery_timeout: u64,
+    /// EIO (open-iscsi's replacement_timeout) [default: 120]. With the
+    /// daemon: `iscsi node update --replacement-timeout`.
+    #[arg(long, value_name = "SECS")]
+    pub recovery_timeout: Option<u64>,
     /// Request CRC32C header and data digests.
     #[arg(long)]
     pub digests: bool,
@@ -82,6 +94,8 @@ pub struct LoginArgs {
     /// Print the exports as one JSON line on stdout once they are ready.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub state: crate::daemon_cmd::StateOpts,
 }
 
 pub fn run(args: LoginArgs) -> ExitCode {
@@ -104,40 +118,68 @@ pub fn run(args: LoginArgs) -> ExitCode {
     }
 }
 
-/// `iscsi login` without `--foreground`: the daemon owns the session.
-// DAEMON: the `daemon` helper replaces this body with the call to the
-// initiator daemon (it keeps `LoginArgs` and the `--foreground` path here).
-fn run_via_daemon(_args: LoginArgs) -> ExitCode {
-    eprintln!(
-        "iscsi login: this build has no initiator daemon yet; run the session in this \
-         process with `iscsi login --foreground --portal HOST --target IQN`"
-    );
-    ExitCode::from(2)
+/// `iscsi login` without `--foreground`: the daemon owns the session and
+/// the node record holds the settings; flags that belong to the record are
+/// refused with the command that sets them.
+fn run_via_daemon(a: LoginArgs) -> ExitCode {
+    let node_only = [
+        (
+            a.auth.chap.is_some() || a.auth.mutual_chap.is_some(),
+            "--chap U:S",
+        ),
+        (
+            !a.auth.chap_alg.is_empty(),
+            "(CHAP algorithms: only with --foreground)",
+        ),
+        (
+            a.auth.initiator_name.is_some(),
+            "(initiator name: only with --foreground)",
+        ),
+        (a.digests, "--digests on"),
+        (a.recovery_timeout.is_some(), "--replacement-timeout SECS"),
+    ];
+    if let Some((_, how)) = node_only.iter().find(|(given, _)| *given) {
+        eprintln!(
+            "iscsi login: through the daemon, login settings live in the node record: \
+             iscsi node update --target IQN {how}; or run this session with --foreground"
+        );
+        return ExitCode::from(2);
+    }
+    crate::session_cmd::login(crate::session_cmd::DaemonLogin {
+        target: if a.all { None } else { a.target },
+        portal: a.portal,
+        nbd: a.nbd.map(|l| l.to_string()),
+        connections: a.connections,
+        allow_remote_nbd: a.allow_remote_nbd,
+        state: a.state,
+        json: a.json,
+    })
 }
 
-fn session_config(a: &LoginArgs, portal: &str) -> Result<SessionConfig, Error> {
+fn session_config(a: &LoginArgs, portal: &str, target: &str) -> Result<SessionConfig, Error> {
     let mut cfg = login_config(
         portal,
-        &a.target,
+        target,
         &a.auth,
-        a.connections,
+        a.connections.unwrap_or(1),
         a.digests,
         a.timeout,
     )?;
-    cfg.recovery_timeout = Duration::from_secs(a.recovery_timeout);
+    cfg.recovery_timeout = Duration::from_secs(a.recovery_timeout.unwrap_or(120));
     // A command may wait out a whole recovery before it completes.
     cfg.command_timeout = Duration::from_secs(60).max(cfg.login_timeout);
     Ok(cfg)
 }
 
 async fn foreground(a: LoginArgs) -> Result<(), Error> {
-    let Some(portal) = a.portal.clone() else {
+    let (Some(portal), Some(target)) = (a.portal.clone(), a.target.clone()) else {
         return Err(Error::Usage(
-            "--foreground needs --portal HOST[:PORT] (the daemon's node records are not used)"
+            "--foreground needs --portal HOST[:PORT] and --target IQN (the daemon's node \
+             records are not used)"
                 .into(),
         ));
     };
-    let cfg = session_config(&a, &portal)?;
+    let cfg = session_config(&a, &portal, &target)?;
     // Bind first: a bad or busy NBD address is reported before logging in.
     let listen = a.nbd.clone().unwrap_or_default();
     let server = NbdServer::bind(&listen, a.allow_remote_nbd).await?;
@@ -148,118 +190,67 @@ async fn foreground(a: LoginArgs) -> Result<(), Error> {
             server.listen()
         );
     }
-    let session = Session::connect(cfg).await?;
-    tracing::info!(target = %a.target, %portal, tsih = session.tsih(), "logged in");
-    let luns = match export_luns(&session, &server, &a.target).await {
-        Ok(l) => l,
-        Err(e) => {
-            server.shutdown().await;
-            let _ = tokio::time::timeout(Duration::from_secs(5), session.logout()).await;
-            return Err(e);
-        }
-    };
-    print_exports(&a, &portal, &server, &luns);
-    let events = tokio::spawn(log_events(session.clone()));
-    wait_for_signal().await;
+    let s = ExportedSession::start(cfg, server).await?;
+    print_exports(&a, &s.info());
+    crate::target_cmd::wait_for_signal().await;
     eprintln!("iscsi login: stopping: ending NBD clients, flushing, logging out");
-    server.shutdown().await;
-    for (_, dev) in &luns {
-        if let Err(e) = tokio::time::timeout(Duration::from_secs(30), dev.flush()).await {
-            tracing::warn!(error = %e, "SYNCHRONIZE CACHE did not finish");
-        }
-    }
-    events.abort();
-    match tokio::time::timeout(Duration::from_secs(10), session.logout()).await {
-        Ok(r) => r,
-        Err(_) => Err(Error::Timeout("logout did not finish within 10 s".into())),
+    let out = s.logout().await;
+    if out.warning.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Timeout(out.warning))
     }
 }
 
-/// Open every disk LUN and add it as export `lun<N>`.
-async fn export_luns(
-    s: &Session,
-    server: &NbdServer,
-    target: &str,
-) -> Result<Vec<(LunInfo, ScsiDevice)>, Error> {
-    let mut out = Vec::new();
-    for l in device::scan_luns(s).await? {
-        // Direct-access block devices only (tgtd's LUN 0 is a controller).
-        if l.device_type != 0 || l.capacity.is_none() {
-            continue;
-        }
-        let dev = ScsiDevice::open_raw(s, l.lun).await?;
-        let name = match l.number {
-            Some(n) => format!("lun{n}"),
-            None => format!("lun-{:016x}", l.lun),
-        };
-        let description = format!(
-            "{target} LUN {} ({} {})",
-            l.number
-                .map(|n| n.to_string())
-                .unwrap_or_else(|| format!("{:#x}", l.lun)),
-            l.vendor,
-            l.product
-        );
-        server.add_export(NbdExport {
-            name,
-            description,
-            device: dev.clone(),
-            read_only: false,
-        })?;
-        out.push((l, dev));
-    }
-    if out.is_empty() {
-        return Err(Error::Unsupported(format!(
-            "{target} has no disk LUN to export (see `iscsi scsi ... report-luns`)"
-        )));
-    }
-    Ok(out)
-}
-
-fn print_exports(a: &LoginArgs, portal: &str, server: &NbdServer, luns: &[(LunInfo, ScsiDevice)]) {
-    let stats = server.exports();
+fn print_exports(a: &LoginArgs, info: &SessionInfo) {
+    let listen: Option<NbdListen> = info.nbd.as_deref().and_then(|l| l.parse().ok());
+    let exported: Vec<_> = info
+        .luns
+        .iter()
+        .filter_map(|l| l.export.as_ref().map(|e| (l, e)))
+        .collect();
     if a.json {
-        let exports: Vec<_> = stats
+        let exports: Vec<_> = exported
             .iter()
-            .zip(luns)
-            .map(|(s, (l, _))| {
+            .map(|(l, e)| {
                 json!({
-                    "name": s.name, "uri": server.uri(&s.name), "lun": l.number,
-                    "size": s.size, "block_size": s.block_size, "read_only": s.read_only,
+                    "name": e.name, "uri": e.uri, "lun": l.lun,
+                    "size": l.size, "block_size": l.block_size, "read_only": e.read_only,
                     "vendor": l.vendor, "product": l.product,
                 })
             })
             .collect();
-        let v = json!({"target": a.target, "portal": portal,
-            "nbd": server.listen().to_string(), "exports": exports});
+        let v = json!({"target": info.target, "portal": info.portal,
+            "nbd": info.nbd, "exports": exports});
         println!("{v}");
     } else {
-        println!("logged in to {} at {portal}", a.target);
-        for s in &stats {
-            let uri = server.uri(&s.name);
-            let mode = if s.read_only {
+        println!("logged in to {} at {}", info.target, info.portal);
+        for (l, e) in &exported {
+            let mode = if e.read_only {
                 "read-only"
             } else {
                 "read-write"
             };
             println!(
-                "{}: {} bytes, {}-byte blocks, {mode}: {uri}",
-                s.name, s.size, s.block_size
+                "{}: {} bytes, {}-byte blocks, {mode}: {}",
+                e.name, l.size, l.block_size, e.uri
             );
-            for c in attach_commands(&server.listen(), &s.name, &uri) {
-                println!("  {c}");
+            if let Some(listen) = &listen {
+                for c in attach_commands(listen, &e.name, &e.uri) {
+                    println!("  {c}");
+                }
             }
         }
     }
     println!(
         "ready: {} NBD export(s) on {}; Ctrl-C or SIGTERM flushes, ends NBD clients and logs out",
-        stats.len(),
-        server.listen()
+        exported.len(),
+        info.nbd.as_deref().unwrap_or("-")
     );
 }
 
 /// How to attach an export: the kernel NBD client, FUSE, qemu.
-fn attach_commands(listen: &NbdListen, name: &str, uri: &str) -> Vec<String> {
+pub(crate) fn attach_commands(listen: &NbdListen, name: &str, uri: &str) -> Vec<String> {
     let kernel = match listen {
         NbdListen::Tcp(a) => format!("nbd-client {} {} /dev/nbd0 -N {name}", a.ip(), a.port()),
         NbdListen::Unix(p) => format!("nbd-client -unix {} /dev/nbd0 -N {name}", p.display()),
@@ -269,38 +260,4 @@ fn attach_commands(listen: &NbdListen, name: &str, uri: &str) -> Vec<String> {
         format!("nbdfuse /tmp/nbd/{name} '{uri}'   (mkdir -p /tmp/nbd; then losetup -f --show /tmp/nbd/{name})"),
         format!("qemu-img info '{uri}'"),
     ]
-}
-
-async fn log_events(s: Session) {
-    let mut rx = s.events();
-    loop {
-        match rx.recv().await {
-            Ok(SessionEvent::Recovering(why)) => {
-                tracing::warn!(reason = %why, "connection lost; recovering (NBD requests wait)")
-            }
-            Ok(SessionEvent::Recovered { tsih }) => tracing::info!(tsih, "session recovered"),
-            Ok(SessionEvent::Failed(why)) => {
-                tracing::error!(reason = %why, "session recovery failed; NBD requests fail with EIO")
-            }
-            Ok(e) => tracing::info!(event = ?e, "session event"),
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-            Err(_) => break,
-        }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        // No signal handlers: Ctrl-C through tokio's fallback.
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
 }

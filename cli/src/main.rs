@@ -12,6 +12,7 @@ mod daemon_cmd;
 mod initiator_cmd;
 mod login_cmd;
 mod node_cmd;
+mod session_cmd;
 mod target_admin;
 mod target_cmd;
 

@@ -232,7 +232,11 @@ fn changes(a: &NodeUpdateArgs) -> Result<NodeUpdate, Error> {
     let nbd = match a.nbd.as_deref() {
         None => None,
         Some("default" | "") => Some(None),
-        Some(s) => Some(Some(s.to_string())),
+        Some(s) => {
+            s.parse::<initiator::NbdListen>()
+                .map_err(|e| Error::Usage(format!("--nbd {s:?}: {e}")))?;
+            Some(Some(s.to_string()))
+        }
     };
     let u = NodeUpdate {
         startup: a.startup,

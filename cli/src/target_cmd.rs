@@ -222,7 +222,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     })
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (
         signal(SignalKind::interrupt()),

@@ -8,6 +8,8 @@
 //!   answers every line, parseable or not).
 //! - [`client`]: the blocking one-request, one-response client the CLI uses,
 //!   with a bounded response and timeouts.
+//! - [`json`]: JSON requests and `{"ok":..}` responses on top of
+//!   [`server`], for a service that names its request type and error kinds.
 //! - [`file`]: atomic, private file writes (temporary file, fsync, rename,
 //!   directory fsync) for configuration and state files.
 //!
@@ -17,6 +19,7 @@
 
 pub mod client;
 pub mod file;
+pub mod json;
 pub mod server;
 
 pub use client::{call, CallError};

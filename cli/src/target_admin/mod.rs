@@ -21,6 +21,7 @@ mod render;
 mod serve;
 mod verbs;
 
+pub(crate) use render::human_size;
 pub use serve::{from_flags, load_config, start};
 
 use client::Fail;

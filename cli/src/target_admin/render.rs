@@ -40,7 +40,7 @@ pub(super) fn show(o: &AdminOpts, target: Option<String>) -> Result<(), Fail> {
 }
 
 /// `1073741824` -> `1 GiB`.
-pub(super) fn human_size(n: u64) -> String {
+pub(crate) fn human_size(n: u64) -> String {
     for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
         if n >= 1u64 << shift {
             let whole = n >> shift;

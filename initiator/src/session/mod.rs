@@ -247,7 +247,7 @@ struct Counters {
 }
 
 /// Snapshot of one connection's counters.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConnectionStats {
     pub cid: u16,
     pub connected: bool,

@@ -223,42 +223,10 @@ pub enum ErrorKind {
 }
 
 /// The error member of a failed response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub kind: ErrorKind,
-    pub message: String,
-}
+pub type ErrorBody = ctlsock::json::ErrorBody<ErrorKind>;
 
 /// One response line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Response {
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorBody>,
-}
-
-impl Response {
-    pub fn ok(result: serde_json::Value) -> Self {
-        Response {
-            ok: true,
-            result: Some(result),
-            error: None,
-        }
-    }
-
-    pub fn err(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Response {
-            ok: false,
-            result: None,
-            error: Some(ErrorBody {
-                kind,
-                message: message.into(),
-            }),
-        }
-    }
-}
+pub type Response = ctlsock::json::Response<ErrorKind>;
 
 /// `show`: the whole running state.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

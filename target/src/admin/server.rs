@@ -31,24 +31,14 @@ pub fn default_socket_path() -> PathBuf {
     }
 }
 
-/// Adapts [`Admin`] to the socket server: JSON in, JSON out.
-struct JsonAdmin(Arc<Admin>);
+impl ctlsock::json::JsonService for Admin {
+    type Request = Request;
+    type Kind = ErrorKind;
+    const BAD_REQUEST: ErrorKind = ErrorKind::BadRequest;
+    const REFUSED: ErrorKind = ErrorKind::Refused;
 
-fn to_line(r: &Response) -> Vec<u8> {
-    serde_json::to_vec(r).unwrap_or_else(|_| br#"{"ok":false}"#.to_vec())
-}
-
-impl ctlsock::Handler for JsonAdmin {
-    async fn handle(&self, line: Vec<u8>) -> Vec<u8> {
-        to_line(&handle_line(&self.0, &line).await)
-    }
-
-    fn refusal(&self, why: &ctlsock::Refusal) -> Vec<u8> {
-        let kind = match why {
-            ctlsock::Refusal::TooLarge(_) => ErrorKind::BadRequest,
-            _ => ErrorKind::Refused,
-        };
-        to_line(&Response::err(kind, why.to_string()))
+    async fn call(&self, req: Request) -> Response {
+        self.handle(req).await
     }
 }
 
@@ -58,19 +48,12 @@ pub async fn listen(
     path: &Path,
     limits: AdminLimits,
 ) -> Result<AdminSocket, SocketError> {
-    let s = ctlsock::listen(Arc::new(JsonAdmin(admin)), path, limits).await?;
+    let s = ctlsock::listen(Arc::new(ctlsock::json::Json(admin)), path, limits).await?;
     tracing::info!(socket = %path.display(), "admin API listening");
     Ok(s)
 }
 
 /// Parse one request line and execute it.
 pub async fn handle_line(admin: &Admin, line: &[u8]) -> Response {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.iter().all(|b| b.is_ascii_whitespace()) {
-        return Response::err(ErrorKind::BadRequest, "empty request");
-    }
-    match serde_json::from_slice::<Request>(line) {
-        Ok(req) => admin.handle(req).await,
-        Err(e) => Response::err(ErrorKind::BadRequest, format!("bad request: {e}")),
-    }
+    ctlsock::json::handle_line(admin, line).await
 }

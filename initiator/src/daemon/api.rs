@@ -1,0 +1,243 @@
+//! The daemon's JSON API, shared by the daemon ([`super::server`]) and its
+//! client ([`super::client`]): newline-delimited JSON over a unix socket
+//! (mode 0600, requests up to [`MAX_REQUEST`] bytes).
+//!
+//! ```text
+//! > {"op":"login","target":"iqn.2024-01.org.example:disk1","portal":"127.0.0.1:3260"}
+//! < {"ok":true,"result":{"target":"iqn...","state":"logged-in",...}}
+//! > {"op":"sessions"}
+//! < {"ok":true,"result":[{...}]}
+//! ```
+//!
+//! Errors: `{"ok":false,"error":{"kind":"not-found","message":"..."}}`;
+//! [`ErrorKind`] says which exit code the CLI uses. Node records are not
+//! part of the API: they are files ([`super::nodes`]) that the daemon reads
+//! at login, as iscsiadm's node database.
+
+use serde::{Deserialize, Serialize};
+
+pub use ctlsock::server::MAX_REQUEST;
+
+/// One request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Variants without members are written `Name {}` so that
+// `deny_unknown_fields` applies to them too.
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// Is the daemon there? Answers its version, pid and state directory.
+    Ping {},
+    /// Log in to a node (its record is created with default settings when
+    /// `portal` is given and none exists) and export its LUNs over NBD.
+    Login {
+        target: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        portal: Option<String>,
+        /// Overrides the node's NBD address for this session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nbd: Option<String>,
+        /// Overrides the node's connection count for this session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connections: Option<u16>,
+        /// Allow a non-loopback NBD address (NBD has no authentication).
+        #[serde(default)]
+        allow_remote_nbd: bool,
+    },
+    /// Log out of the sessions of `target` (all of them without `portal`).
+    Logout {
+        target: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        portal: Option<String>,
+    },
+    /// Log out of every session.
+    LogoutAll {},
+    /// Every session, with state, LUNs, exports and counters.
+    Sessions {},
+}
+
+/// Error classes, each with its CLI exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// Not valid JSON, unknown op or member, too large (exit 2).
+    BadRequest,
+    /// A bad value or missing node record (exit 2).
+    Invalid,
+    /// No such session (exit 1).
+    NotFound,
+    /// Refused in the current state, e.g. already logged in (exit 1).
+    Refused,
+    /// The operation failed: login refused, SCSI error, cannot bind (exit 1).
+    Failed,
+    /// The target cannot be reached (exit 3).
+    Unreachable,
+}
+
+impl ErrorKind {
+    /// The `iscsi` exit code for this error.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::BadRequest | ErrorKind::Invalid => 2,
+            ErrorKind::NotFound | ErrorKind::Refused | ErrorKind::Failed => 1,
+            ErrorKind::Unreachable => 3,
+        }
+    }
+
+    /// Classify an initiator error.
+    pub fn of(e: &crate::Error) -> ErrorKind {
+        match e.kind() {
+            crate::ErrorKind::Usage => ErrorKind::Invalid,
+            crate::ErrorKind::Failed => ErrorKind::Failed,
+            crate::ErrorKind::Unreachable => ErrorKind::Unreachable,
+        }
+    }
+}
+
+/// The error member of a failed response.
+pub type ErrorBody = ctlsock::json::ErrorBody<ErrorKind>;
+
+/// One response line.
+pub type Response = ctlsock::json::Response<ErrorKind>;
+
+/// `ping`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingInfo {
+    pub version: String,
+    pub pid: u32,
+    pub state_dir: String,
+    pub initiator_name: String,
+}
+
+/// Session state as `iscsi session` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionState {
+    /// Full-feature phase.
+    LoggedIn,
+    /// Connection lost; reconnecting within the replacement timeout. NBD
+    /// requests wait.
+    Recovering,
+    /// Recovery gave up: NBD requests fail with EIO. Log in again.
+    Failed,
+}
+
+impl std::fmt::Display for SessionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SessionState::LoggedIn => "logged-in",
+            SessionState::Recovering => "recovering",
+            SessionState::Failed => "failed",
+        })
+    }
+}
+
+/// A state change, as logged and shown by `iscsi session`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    /// `login`, `connection-lost`, `recovering`, `recovered`, `failed`,
+    /// `luns-changed`, `unit-attention`, `logout-requested`.
+    pub event: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// An NBD export and its counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportInfo {
+    pub name: String,
+    /// `nbd://HOST:PORT/NAME` or `nbd+unix:///NAME?socket=PATH`.
+    pub uri: String,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub clients: u64,
+    #[serde(default)]
+    pub reads: u64,
+    #[serde(default)]
+    pub writes: u64,
+    #[serde(default)]
+    pub bytes_read: u64,
+    #[serde(default)]
+    pub bytes_written: u64,
+    #[serde(default)]
+    pub errors: u64,
+}
+
+/// One logical unit of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LunInfo {
+    /// The LUN number; `None` for a LUN that is not single-level.
+    pub lun: Option<u16>,
+    /// The 8-byte LUN field, hex.
+    pub lun_raw: String,
+    pub vendor: String,
+    pub product: String,
+    pub size: u64,
+    pub block_size: u32,
+    /// `None` for LUNs that are not disks (e.g. tgtd's controller LUN 0)
+    /// or could not be opened (`note` says why).
+    pub export: Option<ExportInfo>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+/// One session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub target: String,
+    pub portal: String,
+    pub initiator_name: String,
+    /// Hex.
+    pub isid: String,
+    pub tsih: u16,
+    pub state: SessionState,
+    /// When `state` was entered (seconds since the Unix epoch).
+    pub since: u64,
+    pub replacement_timeout: u64,
+    /// Where the NBD exports listen (`HOST:PORT` or `unix:PATH`).
+    pub nbd: Option<String>,
+    pub connections: Vec<crate::session::ConnectionStats>,
+    pub luns: Vec<LunInfo>,
+    /// State changes, oldest first (the last 32).
+    pub events: Vec<EventRecord>,
+}
+
+/// `logout` / `logout-all`: what was logged out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedOut {
+    pub target: String,
+    pub portal: String,
+    /// Empty when the logout was clean; else what went wrong (the session
+    /// is gone either way).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub warning: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_unknown_members_are_refused() {
+        let r: Request = serde_json::from_str(
+            r#"{"op":"login","target":"iqn.2024-01.org.example:d","connections":2}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Request::Login {
+                target: "iqn.2024-01.org.example:d".into(),
+                portal: None,
+                nbd: None,
+                connections: Some(2),
+                allow_remote_nbd: false,
+            }
+        );
+        let back: Request = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert!(serde_json::from_str::<Request>(r#"{"op":"sessions","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"format-disk"}"#).is_err());
+        assert_eq!(ErrorKind::Unreachable.exit_code(), 3);
+    }
+}

@@ -1,0 +1,63 @@
+//! The daemon's socket: [`api`](super::api) requests in, responses out,
+//! over [`ctlsock`] (mode 0600, owner and root only, requests bounded to
+//! 1 MiB, read timeout, client cap; garbage gets an error response and the
+//! connection stays usable).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::api::{ErrorKind, Request, Response};
+use super::Daemon;
+
+pub use ctlsock::server::{ControlSocket, Limits, SocketError};
+
+impl ctlsock::json::JsonService for Daemon {
+    type Request = Request;
+    type Kind = ErrorKind;
+    const BAD_REQUEST: ErrorKind = ErrorKind::BadRequest;
+    const REFUSED: ErrorKind = ErrorKind::Refused;
+
+    async fn call(&self, req: Request) -> Response {
+        execute(self, req).await
+    }
+}
+
+/// Serve `daemon` on the socket at `path`.
+pub async fn listen(
+    daemon: Arc<Daemon>,
+    path: &Path,
+    limits: Limits,
+) -> Result<ControlSocket, SocketError> {
+    let s = ctlsock::listen(Arc::new(ctlsock::json::Json(daemon)), path, limits).await?;
+    tracing::info!(socket = %path.display(), "daemon API listening");
+    Ok(s)
+}
+
+/// Execute one request.
+async fn execute(d: &Daemon, req: Request) -> Response {
+    let r = match req {
+        Request::Ping {} => return Response::ok(d.ping()),
+        Request::Login {
+            target,
+            portal,
+            nbd,
+            connections,
+            allow_remote_nbd,
+        } => d
+            .login(
+                &target,
+                portal.as_deref(),
+                nbd.as_deref(),
+                connections,
+                allow_remote_nbd,
+            )
+            .await
+            .map(Response::ok),
+        Request::Logout { target, portal } => {
+            d.logout(&target, portal.as_deref()).await.map(Response::ok)
+        }
+        Request::LogoutAll {} => Ok(Response::ok(d.logout_all().await)),
+        Request::Sessions {} => Ok(Response::ok(d.sessions().await)),
+    };
+    r.unwrap_or_else(|(kind, msg)| Response::err(kind, msg))
+}

@@ -621,8 +621,15 @@ async fn discovery_chap() {
     ));
     let discover = |chap: Option<&str>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_iscsi"));
-        c.args(["discover", "--portal", &d.addr, "--timeout", "5"])
-            .args(["--initiator-name", HOLDER]);
+        c.args([
+            "discover",
+            "--portal",
+            &d.addr,
+            "--timeout",
+            "5",
+            "--no-record",
+        ])
+        .args(["--initiator-name", HOLDER]);
         if let Some(a) = chap {
             c.args(["--chap", a]);
         }

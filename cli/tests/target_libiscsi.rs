@@ -352,7 +352,14 @@ fn discovery_chap_protects_send_targets() {
     );
     let discover = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_iscsi"))
-            .args(["discover", "--portal", &t.addrs[0], "--timeout", "5"])
+            .args([
+                "discover",
+                "--portal",
+                &t.addrs[0],
+                "--timeout",
+                "5",
+                "--no-record",
+            ])
             .args(extra)
             .output()
             .expect("run iscsi discover")

@@ -54,6 +54,11 @@ pub struct ServeArgs {
     /// Allow only this initiator name (repeatable; default: any initiator).
     #[arg(long = "allow", value_name = "IQN")]
     pub allow: Vec<String>,
+    /// Refuse --allow names outside RFC 3722 (such as names with '_');
+    /// without it they are accepted with a warning. A config file has its
+    /// own "strict_names" key.
+    #[arg(long = "strict-names")]
+    pub strict_names: bool,
     /// Log level or tracing filter (error, warn, info, debug, trace, or e.g.
     /// "iscsi_target=debug").
     #[arg(long = "log", value_name = "LEVEL", default_value = "info")]
@@ -106,6 +111,10 @@ pub fn serve_config(args: &ServeArgs) -> Result<ServerConfig, String> {
     let mut portals = Vec::new();
     for p in &args.portals {
         portals.push(parse_portal(p).map_err(|e| e.to_string())?);
+    }
+    for name in &args.allow {
+        iscsi_target::config_file::check_initiator_name("--allow", name, args.strict_names)
+            .map_err(|e| e.to_string())?;
     }
     let mut luns = Vec::new();
     for (i, spec) in args.luns.iter().enumerate() {

@@ -92,11 +92,19 @@ pub struct IscsiName {
 
 /// Case-fold and check the character repertoire (RFC 3722, see module docs).
 pub fn normalize(raw: &str) -> Result<String, NameError> {
+    normalize_with(raw, false)
+}
+
+fn normalize_with(raw: &str, allow_underscore: bool) -> Result<String, NameError> {
     let mut out = String::with_capacity(raw.len().min(MAX_NAME_LEN + 4));
     for (pos, ch) in raw.char_indices() {
         if ch.is_ascii() {
             let c = ch.to_ascii_lowercase();
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | ':') {
+            if c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || matches!(c, '-' | '.' | ':')
+                || (allow_underscore && c == '_')
+            {
                 out.push(c);
             } else {
                 return Err(NameError::InvalidChar { ch, pos });
@@ -179,10 +187,29 @@ fn check_iqn(rest: &str) -> Result<(), NameError> {
 impl IscsiName {
     /// Validate and normalize (case-fold) a name.
     pub fn parse(raw: &str) -> Result<Self, NameError> {
+        Self::parse_with(raw, false)
+    }
+
+    /// [`IscsiName::parse`] that also accepts `_` in the unique part of
+    /// the name (after the naming authority). RFC 3722's repertoire has no
+    /// `_`, but initiators in the field send names with it (hostnames such
+    /// as `iqn.1991-05.com.microsoft:web_01`); the second value says
+    /// whether the name needed this leniency, for the caller to warn.
+    pub fn parse_lenient(raw: &str) -> Result<(Self, bool), NameError> {
+        match Self::parse(raw) {
+            Ok(n) => Ok((n, false)),
+            Err(NameError::InvalidChar { ch: '_', .. }) => {
+                Self::parse_with(raw, true).map(|n| (n, true))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn parse_with(raw: &str, allow_underscore: bool) -> Result<Self, NameError> {
         if raw.is_empty() {
             return Err(NameError::Empty);
         }
-        let name = normalize(raw)?;
+        let name = normalize_with(raw, allow_underscore)?;
         if name.len() > MAX_NAME_LEN {
             return Err(NameError::TooLong { len: name.len() });
         }
@@ -524,6 +551,20 @@ mod tests {
         assert_eq!(e, IscsiName::parse("eui.02004567a425678d").unwrap());
         let u = IscsiName::parse("iqn.2001-04.com.example:DİSK-Ä").unwrap();
         assert!(u.as_str().ends_with(":di\u{307}sk-ä"), "{}", u.as_str());
+    }
+
+    #[test]
+    fn lenient_parse_accepts_underscore_in_the_unique_part_only() {
+        let (n, lenient) = IscsiName::parse_lenient("IQN.1991-05.com.microsoft:Web_01").unwrap();
+        assert_eq!(
+            (n.as_str(), lenient),
+            ("iqn.1991-05.com.microsoft:web_01", true)
+        );
+        let (_, lenient) = IscsiName::parse_lenient("iqn.1991-05.com.microsoft:web-01").unwrap();
+        assert!(!lenient);
+        assert!(IscsiName::parse_lenient("iqn.1991-05.com.micro_soft:web").is_err());
+        assert!(IscsiName::parse_lenient("iqn.1991-05.com.microsoft:web 01").is_err());
+        assert!(IscsiName::parse_lenient("eui.02004567a425678_").is_err());
     }
 
     #[test]

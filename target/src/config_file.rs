@@ -114,6 +114,10 @@ pub struct ConfigFile {
     /// Authentication of discovery sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<DiscoveryEntry>,
+    /// Refuse initiator names outside RFC 3722 (e.g. with `_`) in ACLs;
+    /// by default they are accepted with a warning.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strict_names: bool,
     pub targets: Vec<TargetEntry>,
 }
 
@@ -314,6 +318,8 @@ pub struct SessionEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extensions {
     pub comment: Option<Comment>,
+    /// The file's `strict_names` (kept for `save`).
+    pub strict_names: bool,
     pub targets: BTreeMap<String, TargetExt>,
 }
 
@@ -428,6 +434,29 @@ pub(crate) fn check_name(path: &str, name: &str) -> Result<(), FileError> {
     proto::name::IscsiName::parse(name)
         .map(|_| ())
         .map_err(|e| FileError::invalid(path, format!("{name:?}: {e}")))
+}
+
+/// An initiator name in an ACL: RFC 3722 names, and (unless `strict`)
+/// names with `_`, which the RFC's repertoire lacks but Windows and other
+/// initiators derive from host names. Accepted ones are logged with a
+/// warning so the operator knows the name is outside the RFC.
+pub fn check_initiator_name(path: &str, name: &str, strict: bool) -> Result<(), FileError> {
+    if strict {
+        return check_name(path, name);
+    }
+    match proto::name::IscsiName::parse_lenient(name) {
+        Ok((_, false)) => Ok(()),
+        Ok((_, true)) => {
+            tracing::warn!(
+                initiator = name,
+                field = path,
+                "initiator name contains '_', which RFC 3722 does not allow; accepted \
+                 (set strict_names to refuse such names)"
+            );
+            Ok(())
+        }
+        Err(e) => Err(FileError::invalid(path, format!("{name:?}: {e}"))),
+    }
 }
 
 pub(crate) fn check_ascii_field(path: &str, v: &str, max: usize) -> Result<(), FileError> {
@@ -737,6 +766,7 @@ pub fn lun_to_runtime(path: &str, l: &LunEntry) -> Result<(LunConfig, LunExt), F
 pub fn to_runtime(file: &ConfigFile) -> Result<Loaded, FileError> {
     let mut ext = Extensions {
         comment: file.comment.clone(),
+        strict_names: file.strict_names,
         ..Extensions::default()
     };
     let discovery_auth = match file.discovery.as_ref().and_then(|d| d.chap.as_ref()) {
@@ -835,7 +865,7 @@ pub fn to_runtime(file: &ConfigFile) -> Result<Loaded, FileError> {
         let mut initiators = BTreeMap::new();
         for (j, a) in t.acl.iter().enumerate() {
             let ap = format!("{tp}.acl[{j}]");
-            check_name(&format!("{ap}.initiator"), &a.initiator)?;
+            check_initiator_name(&format!("{ap}.initiator"), &a.initiator, file.strict_names)?;
             if allow.iter().any(|o| o.eq_ignore_ascii_case(&a.initiator)) {
                 return Err(FileError::invalid(
                     format!("{ap}.initiator"),
@@ -1048,6 +1078,7 @@ pub fn to_file(loaded: &Loaded) -> ConfigFile {
     ConfigFile {
         comment: loaded.ext.comment.clone(),
         admin_socket: loaded.admin_socket.clone(),
+        strict_names: loaded.ext.strict_names,
         discovery: chap_entry(&loaded.server.discovery_auth).map(|c| DiscoveryEntry {
             comment: None,
             chap: Some(c),
@@ -1112,6 +1143,34 @@ mod tests {
         assert_eq!(t.limits, SessionLimits::default());
         assert!(t.allow.is_empty());
         assert_eq!(l.ext, Extensions::default());
+    }
+
+    /// Issue 10 item 3: initiator names with '_' (outside RFC 3722, sent
+    /// by real initiators) are accepted in ACLs unless `strict_names`;
+    /// other bad names stay refused; `save` keeps the setting.
+    #[test]
+    fn underscore_initiator_names_unless_strict() {
+        let acl = r#""luns": [{"lun": 0, "backend": "mem", "size": "64M"}],
+            "acl": [{"initiator": "iqn.1991-05.com.microsoft:web_01"}]"#;
+        let text = MINIMAL.replacen(
+            r#""luns": [{"lun": 0, "backend": "mem", "size": "64M"}]"#,
+            acl,
+            1,
+        );
+        let l = parse_str(&text).unwrap();
+        assert_eq!(
+            l.server.targets[0].allow,
+            ["iqn.1991-05.com.microsoft:web_01"]
+        );
+        assert!(!to_file(&l).strict_names);
+        let strict = text.replacen("\"targets\"", "\"strict_names\": true, \"targets\"", 1);
+        let e = err_of(&strict);
+        assert_eq!(e.json_path(), Some("targets[0].acl[0].initiator"), "{e}");
+        assert!(e.to_string().contains("'_'"), "{e}");
+        let bad_name = text.replacen("web_01", "web 01", 1);
+        assert!(err_of(&bad_name).to_string().contains("' '"));
+        let strict_ok = MINIMAL.replacen("\"targets\"", "\"strict_names\": true, \"targets\"", 1);
+        assert!(to_file(&parse_str(&strict_ok).unwrap()).strict_names);
     }
 
     #[test]

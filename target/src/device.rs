@@ -131,9 +131,22 @@ pub fn lu_config(target: &str, l: &LunConfig) -> Result<LuConfig, String> {
     c.removable = l.removable;
     c.sanitize = l.sanitize;
     let seed = format!("{target}/{ident}/{lun}");
-    c.serial_seed = l.serial.clone().unwrap_or_else(|| seed.clone());
+    if let Some(s) = &l.serial {
+        crate::scsi::lu::check_serial(s).map_err(|e| format!("LUN {}: {e}", l.lun))?;
+    }
+    // A serial the user set is reported as written (and still seeds
+    // nothing else: the WWN keeps coming from the target and backing).
+    c.serial = l.serial.clone();
+    c.serial_seed = seed.clone();
     c.wwn_seed = seed;
     Ok(c)
+}
+
+/// Whether sense data for `lun`, as `n` addresses it, is in descriptor
+/// format (the Control mode page's D_SENSE); fixed format for a LUN
+/// without a logical unit.
+pub fn descriptor_sense(d: &Device, n: &Nexus, lun: u64) -> bool {
+    d.descriptor_sense(n, lun)
 }
 
 /// Execute one command.
@@ -272,6 +285,33 @@ mod tests {
     fn sense(o: &Outcome) -> (SenseKey, Asc) {
         let s = proto::scsi::Sense::parse(o.sense.as_ref().unwrap()).unwrap();
         (s.key, s.asc)
+    }
+
+    /// Issue 10 item 3: a serial the user set is reported as written (it
+    /// used to be hashed into 16 hex digits); a derived one stays stable;
+    /// one SPC-5 cannot carry is refused with the reason.
+    #[tokio::test]
+    async fn user_serial_is_reported_verbatim() {
+        let mut t = target();
+        t.allow.clear();
+        t.initiators.clear();
+        t.luns[0] = LunConfig::parse_spec(0, "mem:1M,serial=Disk 0001-a").unwrap();
+        let d = build(&t).unwrap();
+        let n = nexus(H1, [0x40, 0, 1, 0x37, 0, 0], "iqn.t", 1);
+        uas(&d, &n, 0).await;
+        let vpd80 = cdb::inquiry(true, 0x80, 255);
+        let r = run(&d, &n, 0, vpd80.as_bytes(), &[]).await;
+        assert_eq!(&r.data_in[4..], b"Disk 0001-a");
+        let r = run(&d, &n, 1, vpd80.as_bytes(), &[]).await;
+        assert_eq!(r.data_in.len(), 4 + 16, "derived: 16 hex digits");
+        let r = run(&d, &n, 0, cdb::inquiry(true, 0x83, 255).as_bytes(), &[]).await;
+        assert!(r.data_in.windows(11).any(|w| w == b"Disk 0001-a"));
+        for bad in ["tab\there", "caf\u{e9}", &"x".repeat(200)] {
+            let mut l = LunConfig::parse_spec(0, "mem:1M").unwrap();
+            l.serial = Some(bad.to_string());
+            let e = lu_config(&t.name, &l).unwrap_err();
+            assert!(e.contains("serial"), "{e}");
+        }
     }
 
     #[test]

@@ -834,7 +834,10 @@ impl Admin {
         mutual: Option<Account>,
     ) -> Outcome {
         let rt = self.target(target)?;
-        config_file::check_name("initiator", initiator).map_err(|e| invalid(e.to_string()))?;
+        // Names with '_' are accepted with a warning, as in the config file
+        // without strict_names (RFC 3722 lacks '_'; initiators send it).
+        config_file::check_initiator_name("initiator", initiator, false)
+            .map_err(|e| invalid(e.to_string()))?;
         let cfg = rt.config();
         let luns = luns.map(|mut v| {
             v.sort_unstable();

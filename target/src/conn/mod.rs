@@ -663,13 +663,20 @@ impl Conn {
         Ok(())
     }
 
-    /// Answer a command the transport fails before execution.
+    /// Answer a command the transport fails before execution. The sense
+    /// data takes the format the LU's D_SENSE asks for (SPC-5 §7.5.8
+    /// Control mode page), like the device server's own.
     async fn fail_command(
         &self,
         task: Arc<TaskShared>,
         cmd: &CmdInfo,
-        sense: Bytes,
+        sense: proto::scsi::Sense,
     ) -> Result<(), ConnError> {
+        let descriptor = match (&self.session.target, &self.session.nexus) {
+            (Some(t), Some(n)) => device::descriptor_sense(&t.device, n, cmd.lun),
+            _ => false,
+        };
+        let sense = Bytes::from(sense.encode(descriptor));
         if !task.start_responding() {
             self.session.core.finish_task(&task);
             return Ok(());

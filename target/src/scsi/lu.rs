@@ -51,6 +51,9 @@ pub struct LuConfig {
     /// Seed of the unit serial number (e.g. target name + backing path).
     /// The same seed always gives the same serial.
     pub serial_seed: String,
+    /// A serial number the user set: reported verbatim (VPD 80h and the T10
+    /// vendor designator of VPD 83h) instead of one derived from the seed.
+    pub serial: Option<String>,
     /// Seed of the NAA WWN; same seed, same WWN across restarts.
     pub wwn_seed: String,
     /// IEEE company id in the NAA designator (24 bits).
@@ -72,6 +75,7 @@ impl LuConfig {
             removable: false,
             sanitize: false,
             serial_seed: format!("lun{lun}"),
+            serial: None,
             wwn_seed: format!("lun{lun}"),
             company_id: DEFAULT_COMPANY_ID,
             vendor: "RUST-ISC".into(),
@@ -94,6 +98,27 @@ pub fn fnv1a64(data: &[u8], seed: u64) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01B3);
     }
     h
+}
+
+/// Longest serial number a user may set: VPD 83h's T10 vendor designator
+/// holds 8 bytes of vendor id and the serial in a 255-byte field.
+pub const MAX_SERIAL_LEN: usize = 128;
+
+/// A user-set serial number as SPC-5 §7.7.18 wants it (PRODUCT SERIAL
+/// NUMBER: ASCII graphic characters and spaces), or why not.
+pub fn check_serial(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > MAX_SERIAL_LEN {
+        return Err(format!(
+            "serial must be 1 to {MAX_SERIAL_LEN} characters, got {}",
+            s.len()
+        ));
+    }
+    if let Some(c) = s.chars().find(|c| !(' '..='~').contains(c)) {
+        return Err(format!(
+            "serial {s:?} has {c:?}: use printable ASCII (SPC-5 PRODUCT SERIAL NUMBER)"
+        ));
+    }
+    Ok(())
 }
 
 /// Unit serial number (VPD 80h): 16 upper-case hex digits from the seed.
@@ -228,7 +253,10 @@ pub struct LogicalUnit {
 
 impl LogicalUnit {
     pub fn new(cfg: LuConfig) -> Self {
-        let serial = serial_from_seed(&cfg.serial_seed);
+        let serial = cfg
+            .serial
+            .clone()
+            .unwrap_or_else(|| serial_from_seed(&cfg.serial_seed));
         let naa = naa_from_seed(&cfg.wwn_seed, cfg.company_id);
         let state = LuState {
             mode: cfg.mode,

@@ -433,6 +433,14 @@ impl DeviceServer {
         }
     }
 
+    /// The Control mode page's D_SENSE of `lun` as `nexus` sees it (false
+    /// for a LUN with no logical unit): the sense format the transport
+    /// uses for the errors it reports itself.
+    pub fn descriptor_sense(&self, nexus: &Nexus, lun: u64) -> bool {
+        self.lu_for(nexus, lun)
+            .is_some_and(|l| l.state().modes.d_sense)
+    }
+
     /// The I_T nexus is gone (logout, connection loss without recovery):
     /// SPC-2 reservations, medium-removal prevention and held copy results
     /// it had are released.

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod daemon_cmd;
+mod demo_cmd;
 mod initiator_cmd;
 mod login_cmd;
 mod node_cmd;
@@ -26,6 +27,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Try the whole stack on this machine, no root, no arguments: a target
+    /// with a memory disk, our initiator logged in with CHAP and two
+    /// connections, the disk exported over NBD and checked, then served
+    /// until Ctrl-C.
+    Demo(demo_cmd::DemoArgs),
     /// Run and administer the iSCSI target.
     #[command(subcommand)]
     Target(target_cmd::TargetCmd),
@@ -41,6 +47,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo(args) => demo_cmd::run(args),
         Command::Target(cmd) => target_cmd::run(cmd),
         Command::Initiator(cmd) => initiator_cmd::run(cmd),
         Command::Login(args) => login_cmd::run(args),

@@ -155,11 +155,20 @@ impl ServerProcess {
     /// Ask the process to stop (SIGTERM via `kill`), wait up to `grace`,
     /// then SIGKILL. Returns the exit status.
     pub fn terminate(&mut self, grace: Duration) -> io::Result<std::process::ExitStatus> {
+        self.stop_with("-TERM", grace)
+    }
+
+    /// [`ServerProcess::terminate`] with SIGINT (what Ctrl-C sends).
+    pub fn interrupt(&mut self, grace: Duration) -> io::Result<std::process::ExitStatus> {
+        self.stop_with("-INT", grace)
+    }
+
+    fn stop_with(&mut self, signal: &str, grace: Duration) -> io::Result<std::process::ExitStatus> {
         if let Some(s) = self.child.try_wait()? {
             return Ok(s);
         }
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();

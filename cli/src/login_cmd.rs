@@ -190,7 +190,7 @@ async fn foreground(a: LoginArgs) -> Result<(), Error> {
             server.listen()
         );
     }
-    let s = ExportedSession::start(cfg, server).await?;
+    let s = ExportedSession::start(cfg, server, &|m| eprintln!("iscsi login: {m}")).await?;
     print_exports(&a, &s.info());
     crate::target_cmd::wait_for_signal().await;
     eprintln!("iscsi login: stopping: ending NBD clients, flushing, logging out");

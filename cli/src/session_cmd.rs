@@ -115,13 +115,14 @@ fn login_one(
             .unwrap_or_default();
         eprintln!("Logging in to [target: {target}{where_}]{conns} ...");
     }
-    let info: SessionInfo = c.call(&Request::Login {
+    let req = Request::Login {
         target: target.to_string(),
         portal: portal.map(str::to_string),
         nbd: a.nbd.clone(),
         connections: a.connections,
         allow_remote_nbd: a.allow_remote_nbd,
-    })?;
+    };
+    let info: SessionInfo = c.call_with_progress(&req, |m| eprintln!("  {m}"))?;
     if !a.json {
         println!(
             "Login to [target: {}, portal: {}] successful ({} connection(s)).",

@@ -338,7 +338,7 @@ fn login_session_logout_round_trip_with_nbd_clients() {
     let mut env = Env::new();
     env.start_daemon();
     env.ok(&["discover", "--portal", &portal]);
-    let out = env.ok(&[
+    let o = env.iscsi(&[
         "login",
         "--target",
         TARGET,
@@ -347,6 +347,13 @@ fn login_session_logout_round_trip_with_nbd_clients() {
         "--connections",
         "2",
     ]);
+    assert!(o.status.success(), "{o:?}{}", env.daemon_log());
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    // Progress, step by step, while the login runs.
+    let progress = String::from_utf8_lossy(&o.stderr);
+    for step in ["NBD server on", "2 connection(s) logged in", "exported as lun1"] {
+        assert!(progress.contains(step), "{step:?} missing: {progress}");
+    }
     assert!(out.contains("successful"), "{out}");
     assert!(out.contains("nbd://127.0.0.1:"), "{out}");
     assert!(out.contains("/dev/nbd0 -N lun0"), "{out}");

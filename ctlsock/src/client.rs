@@ -26,6 +26,20 @@ pub enum CallError {
 /// Send `request` (one line; a newline is appended) and return the response
 /// line without its newline. `timeout` bounds each read and write.
 pub fn call(socket: &Path, request: &[u8], timeout: Duration) -> Result<Vec<u8>, CallError> {
+    call_with_progress(socket, request, timeout, |_| true, |_| {})
+}
+
+/// [`call`] for requests that send progress lines before their answer:
+/// each line for which `is_answer` is false goes to `on_progress`; the
+/// first for which it is true is returned. `timeout` bounds each read, so
+/// a request may take longer overall as long as progress keeps coming.
+pub fn call_with_progress(
+    socket: &Path,
+    request: &[u8],
+    timeout: Duration,
+    mut is_answer: impl FnMut(&[u8]) -> bool,
+    mut on_progress: impl FnMut(&[u8]),
+) -> Result<Vec<u8>, CallError> {
     let path = socket.display().to_string();
     let mut s = UnixStream::connect(socket).map_err(|source| CallError::Connect {
         path: path.clone(),
@@ -42,24 +56,29 @@ pub fn call(socket: &Path, request: &[u8], timeout: Duration) -> Result<Vec<u8>,
     s.write_all(&line)
         .map_err(|e| ex(format!("sending: {e}")))?;
     let mut r = BufReader::new(Read::take(s, MAX_RESPONSE));
-    let mut answer = Vec::new();
-    r.read_until(b'\n', &mut answer).map_err(|e| {
-        if matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-        ) {
-            ex(format!("no answer within {timeout:?}"))
-        } else {
-            ex(format!("reading: {e}"))
+    loop {
+        let mut answer = Vec::new();
+        r.read_until(b'\n', &mut answer).map_err(|e| {
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) {
+                ex(format!("no answer within {timeout:?}"))
+            } else {
+                ex(format!("reading: {e}"))
+            }
+        })?;
+        if answer.last() != Some(&b'\n') {
+            return Err(ex(if answer.is_empty() {
+                "closed the connection without answering".into()
+            } else {
+                "answer cut short".into()
+            }));
         }
-    })?;
-    if answer.last() != Some(&b'\n') {
-        return Err(ex(if answer.is_empty() {
-            "closed the connection without answering".into()
-        } else {
-            "answer cut short".into()
-        }));
+        answer.pop();
+        if is_answer(&answer) {
+            return Ok(answer);
+        }
+        on_progress(&answer);
     }
-    answer.pop();
-    Ok(answer)
 }

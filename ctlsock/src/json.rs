@@ -3,7 +3,9 @@
 //! `{"ok":false,"error":{"kind":...,"message":...}}`). A [`JsonService`]
 //! names its request type and error kinds; [`Json`] turns it into a
 //! [`Handler`]: empty lines, invalid JSON, unknown ops and refusals get an
-//! error response, and the connection stays usable.
+//! error response, and the connection stays usable. Before its response a
+//! request may send progress lines `{"progress":"TEXT"}` ([`progress`]);
+//! [`is_response`] tells a client which line is the response.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::server::{Handler, Refusal};
+use crate::server::{Handler, Progress, Refusal};
 
 /// The error member of a failed response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +62,11 @@ pub trait JsonService: Send + Sync + 'static {
     const BAD_REQUEST: Self::Kind;
     /// The kind for clients turned away (too many, not allowed).
     const REFUSED: Self::Kind;
-    fn call(&self, req: Self::Request) -> impl Future<Output = Response<Self::Kind>> + Send;
+    fn call(
+        &self,
+        req: Self::Request,
+        progress: Progress,
+    ) -> impl Future<Output = Response<Self::Kind>> + Send;
 }
 
 /// Adapts a [`JsonService`] to the line server.
@@ -70,20 +76,35 @@ fn to_line<K: Serialize>(r: &Response<K>) -> Vec<u8> {
     serde_json::to_vec(r).unwrap_or_else(|_| br#"{"ok":false}"#.to_vec())
 }
 
+/// A progress line: `{"progress":"TEXT"}`.
+pub fn progress(p: &Progress, text: impl Into<String>) {
+    let text: String = text.into();
+    p.send(serde_json::to_vec(&serde_json::json!({ "progress": text })).unwrap_or_default());
+}
+
+/// Is this line a response (rather than a progress line)?
+pub fn is_response(line: &[u8]) -> bool {
+    !line.starts_with(br#"{"progress":"#)
+}
+
 /// Parse one request line and answer it.
-pub async fn handle_line<S: JsonService>(s: &S, line: &[u8]) -> Response<S::Kind> {
+pub async fn handle_line<S: JsonService>(
+    s: &S,
+    line: &[u8],
+    progress: Progress,
+) -> Response<S::Kind> {
     if line.iter().all(|b| b.is_ascii_whitespace()) {
         return Response::err(S::BAD_REQUEST, "empty request");
     }
     match serde_json::from_slice::<S::Request>(line) {
-        Ok(req) => s.call(req).await,
+        Ok(req) => s.call(req, progress).await,
         Err(e) => Response::err(S::BAD_REQUEST, format!("bad request: {e}")),
     }
 }
 
 impl<S: JsonService> Handler for Json<S> {
-    async fn handle(&self, line: Vec<u8>) -> Vec<u8> {
-        to_line(&handle_line(&*self.0, &line).await)
+    async fn handle(&self, line: Vec<u8>, progress: Progress) -> Vec<u8> {
+        to_line(&handle_line(&*self.0, &line, progress).await)
     }
 
     fn refusal(&self, why: &Refusal) -> Vec<u8> {

@@ -22,9 +22,9 @@ pub mod file;
 pub mod json;
 pub mod server;
 
-pub use client::{call, CallError};
+pub use client::{call, call_with_progress, CallError};
 pub use file::save_atomic;
-pub use server::{listen, ControlSocket, Handler, Limits, Refusal, SocketError};
+pub use server::{listen, ControlSocket, Handler, Limits, Progress, Refusal, SocketError};
 
 /// The effective user id of this process.
 #[allow(unsafe_code)]

@@ -11,7 +11,8 @@
 //!   stalls or disconnects mid-request is simply dropped;
 //! - at most [`Limits::max_clients`] clients at once;
 //! - every line, garbage included, is answered by the [`Handler`] and the
-//!   connection stays usable.
+//!   connection stays usable;
+//! - a long request may send [`Progress`] lines before its answer.
 //!
 //! A stale socket left by a killed daemon is replaced; a live one (some
 //! daemon answers on it) is not.
@@ -26,7 +27,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Largest request line accepted by default (bytes, newline included).
@@ -77,12 +78,32 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+/// Lines a request sends before its answer (e.g. each step of a login),
+/// written to the client as they come.
+#[derive(Debug, Clone)]
+pub struct Progress(Option<mpsc::UnboundedSender<Vec<u8>>>);
+
+impl Progress {
+    /// Progress that goes nowhere (requests made without a client).
+    pub fn none() -> Progress {
+        Progress(None)
+    }
+
+    /// Send one line (newlines inside are dropped).
+    pub fn send(&self, line: Vec<u8>) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(line);
+        }
+    }
+}
+
 /// What answers the requests.
 pub trait Handler: Send + Sync + 'static {
     /// Answer one request line (newline and a trailing `\r` removed; may be
     /// anything, including invalid UTF-8). The answer must be one line:
-    /// no newline inside; the server appends one.
-    fn handle(&self, line: Vec<u8>) -> impl Future<Output = Vec<u8>> + Send;
+    /// no newline inside; the server appends one. Lines sent through
+    /// `progress` before the answer reach the client first.
+    fn handle(&self, line: Vec<u8>, progress: Progress) -> impl Future<Output = Vec<u8>> + Send;
     /// The line sent to a client before it is disconnected.
     fn refusal(&self, why: &Refusal) -> Vec<u8>;
 }
@@ -261,6 +282,29 @@ async fn write_line(s: &mut UnixStream, mut line: Vec<u8>, limits: &Limits) -> i
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?
 }
 
+/// Run one request, writing its progress lines as they come, then its
+/// answer.
+async fn answer<H: Handler>(
+    handler: &H,
+    line: Vec<u8>,
+    s: &mut UnixStream,
+    limits: &Limits,
+) -> io::Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let work = handler.handle(line, Progress(Some(tx)));
+    tokio::pin!(work);
+    let r = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            Some(p) = rx.recv() => write_line(s, p, limits).await?,
+        }
+    };
+    while let Ok(p) = rx.try_recv() {
+        write_line(s, p, limits).await?;
+    }
+    write_line(s, r, limits).await
+}
+
 async fn serve_client<H: Handler>(handler: &H, s: &mut UnixStream, limits: &Limits) {
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
@@ -271,8 +315,7 @@ async fn serve_client<H: Handler>(handler: &H, s: &mut UnixStream, limits: &Limi
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            let r = handler.handle(line).await;
-            if write_line(s, r, limits).await.is_err() {
+            if answer(handler, line, s, limits).await.is_err() {
                 return;
             }
             continue;
@@ -312,7 +355,8 @@ mod tests {
 
     struct Echo;
     impl Handler for Echo {
-        async fn handle(&self, line: Vec<u8>) -> Vec<u8> {
+        async fn handle(&self, line: Vec<u8>, progress: Progress) -> Vec<u8> {
+            progress.send(b"working".to_vec());
             let mut r = b"echo:".to_vec();
             r.extend_from_slice(&line);
             r
@@ -335,7 +379,16 @@ mod tests {
         assert_eq!(mode, 0o600);
         let p = path.clone();
         let out = tokio::task::spawn_blocking(move || {
-            let a = crate::call(&p, b"\xff garbage", Duration::from_secs(5)).unwrap();
+            let mut seen = Vec::new();
+            let a = crate::client::call_with_progress(
+                &p,
+                b"\xff garbage",
+                Duration::from_secs(5),
+                |l| l.starts_with(b"echo:") || l.starts_with(b"refused:"),
+                |l| seen.push(l.to_vec()),
+            )
+            .unwrap();
+            assert_eq!(seen, vec![b"working".to_vec()]);
             let b = crate::call(&p, &[b'x'; 100], Duration::from_secs(5)).unwrap();
             (a, b)
         })

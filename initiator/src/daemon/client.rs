@@ -53,11 +53,34 @@ impl Client {
 
     /// Send `req`; `Ok(result)` when the daemon says ok.
     pub fn call<T: DeserializeOwned>(&self, req: &Request) -> Result<T, ClientError> {
+        self.call_with_progress(req, |_| {})
+    }
+
+    /// [`Client::call`], passing each progress message the daemon sends
+    /// before its answer (e.g. the steps of a login) to `on_progress`.
+    pub fn call_with_progress<T: DeserializeOwned>(
+        &self,
+        req: &Request,
+        mut on_progress: impl FnMut(&str),
+    ) -> Result<T, ClientError> {
         let line = serde_json::to_vec(req).map_err(|e| ClientError {
             kind: Some(ErrorKind::BadRequest),
             message: e.to_string(),
         })?;
-        let answer = ctlsock::call(&self.socket, &line, self.timeout).map_err(|e| match e {
+        let progress = |l: &[u8]| {
+            let v: serde_json::Value = serde_json::from_slice(l).unwrap_or_default();
+            if let Some(m) = v.get("progress").and_then(|m| m.as_str()) {
+                on_progress(m);
+            }
+        };
+        let answer = ctlsock::call_with_progress(
+            &self.socket,
+            &line,
+            self.timeout,
+            ctlsock::json::is_response,
+            progress,
+        )
+        .map_err(|e| match e {
             ctlsock::CallError::Connect { .. } => ClientError {
                 kind: None,
                 message: format!(

@@ -99,6 +99,7 @@ impl Daemon {
         nbd: Option<&str>,
         connections: Option<u16>,
         allow_remote_nbd: bool,
+        progress: &(dyn Fn(String) + Send + Sync),
     ) -> Result<SessionInfo, Fail> {
         let mut node = self.resolve_node(target, portal)?;
         if let Some(c) = connections {
@@ -129,6 +130,7 @@ impl Daemon {
         };
         if let Some(s) = stale {
             tracing::info!(target_name = %node.target, "replacing the failed session");
+            progress("replacing the failed session".into());
             s.logout().await;
         }
         if !self.lock_busy().insert(key.clone()) {
@@ -140,7 +142,7 @@ impl Daemon {
                 ),
             ));
         }
-        let r = sessions::login(&node, &self.initiator_name, nbd, allow_remote_nbd).await;
+        let r = sessions::login(&node, &self.initiator_name, nbd, allow_remote_nbd, progress).await;
         self.lock_busy().remove(&key);
         let m = r.map_err(fail)?;
         let info = m.info();
@@ -206,7 +208,7 @@ impl Daemon {
             .filter(|n| n.startup == Startup::Automatic)
         {
             let r = self
-                .login(&n.target, Some(&n.portal), None, None, false)
+                .login(&n.target, Some(&n.portal), None, None, false, &|_| {})
                 .await;
             match &r {
                 Ok(_) => {}

@@ -17,8 +17,8 @@ impl ctlsock::json::JsonService for Daemon {
     const BAD_REQUEST: ErrorKind = ErrorKind::BadRequest;
     const REFUSED: ErrorKind = ErrorKind::Refused;
 
-    async fn call(&self, req: Request) -> Response {
-        execute(self, req).await
+    async fn call(&self, req: Request, progress: ctlsock::Progress) -> Response {
+        execute(self, req, progress).await
     }
 }
 
@@ -33,8 +33,8 @@ pub async fn listen(
     Ok(s)
 }
 
-/// Execute one request.
-async fn execute(d: &Daemon, req: Request) -> Response {
+/// Execute one request; a login reports its steps as progress lines.
+async fn execute(d: &Daemon, req: Request, progress: ctlsock::Progress) -> Response {
     let r = match req {
         Request::Ping {} => return Response::ok(d.ping()),
         Request::Login {
@@ -50,6 +50,7 @@ async fn execute(d: &Daemon, req: Request) -> Response {
                 nbd.as_deref(),
                 connections,
                 allow_remote_nbd,
+                &|m| ctlsock::json::progress(&progress, m),
             )
             .await
             .map(Response::ok),

@@ -251,7 +251,12 @@ impl Lun {
 }
 
 /// Scan the session's LUNs and export every disk; an error if none is.
-async fn export_luns(session: &Session, nbd: &NbdServer, target: &str) -> Result<Vec<Lun>> {
+async fn export_luns(
+    session: &Session,
+    nbd: &NbdServer,
+    target: &str,
+    progress: &(dyn Fn(String) + Send + Sync),
+) -> Result<Vec<Lun>> {
     let mut out = Vec::new();
     for l in device::scan_luns(session).await? {
         let mut lun = Lun {
@@ -282,6 +287,10 @@ async fn export_luns(session: &Session, nbd: &NbdServer, target: &str) -> Result
             device: dev.clone(),
             read_only: false,
         })?;
+        progress(format!(
+            "LUN {number}: {} bytes, exported as {name}",
+            lun.size
+        ));
         lun.export = Some(name);
         lun.device = Some(dev);
         out.push(lun);
@@ -351,20 +360,31 @@ pub(crate) async fn login(
     initiator_name: &str,
     nbd: Option<&str>,
     allow_remote: bool,
+    progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<ExportedSession> {
     let cfg = node.session_config(initiator_name)?;
     // Bind first: a taken NBD address should not cost a login.
     let server = bind_nbd(nbd.or(node.nbd.as_deref()), allow_remote).await?;
-    ExportedSession::start(cfg, server).await
+    progress(format!("NBD server on {}", server.listen()));
+    ExportedSession::start(cfg, server, progress).await
 }
 
 impl ExportedSession {
     /// Log in with `cfg` and export every disk LUN on `server` (already
-    /// bound; shut down here if the login fails).
-    pub async fn start(cfg: SessionConfig, server: NbdServer) -> Result<ExportedSession> {
+    /// bound; shut down here if the login fails). Each step is reported
+    /// through `progress` as it completes.
+    pub async fn start(
+        cfg: SessionConfig,
+        server: NbdServer,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<ExportedSession> {
         let target = cfg.target_name.clone();
         let portal = cfg.portal.to_string();
         tracing::info!(target_name = %target, %portal, connections = cfg.connections, "logging in");
+        progress(format!(
+            "logging in to {target} at {portal} ({} connection(s) requested)",
+            cfg.connections
+        ));
         let session = match Session::connect(cfg).await {
             Ok(s) => s,
             Err(e) => {
@@ -385,8 +405,13 @@ impl ExportedSession {
                 session.tsih()
             ),
         );
+        progress(format!(
+            "session up: TSIH {}, {} connection(s) logged in; scanning LUNs",
+            session.tsih(),
+            session.connection_count()
+        ));
         let watcher = tokio::spawn(watch(session.events(), status.clone(), target.clone()));
-        let luns = match export_luns(&session, &server, &target).await {
+        let luns = match export_luns(&session, &server, &target, progress).await {
             Ok(l) => l,
             Err(e) => {
                 watcher.abort();
@@ -407,5 +432,36 @@ impl ExportedSession {
             status,
             watcher: watcher.abort_handle(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default NBD address is the NBD port on loopback, or the next
+    /// free one: two servers bound at once get two ports in that range.
+    #[tokio::test]
+    async fn default_nbd_address_takes_the_next_free_port() {
+        let a = bind_nbd(None, false).await.unwrap();
+        let b = bind_nbd(None, false).await.unwrap();
+        let port = |s: &NbdServer| match s.listen() {
+            NbdListen::Tcp(a) => {
+                assert!(a.ip().is_loopback());
+                a.port()
+            }
+            other => panic!("{other}"),
+        };
+        let range = NBD_PORT..NBD_PORT + NBD_PORT_TRIES;
+        assert!(range.contains(&port(&a)) && range.contains(&port(&b)));
+        assert_ne!(port(&a), port(&b));
+        // An explicit address is used as given, or refused with advice.
+        let taken = a.listen().to_string();
+        let e = bind_nbd(Some(&taken), false).await.unwrap_err().to_string();
+        assert!(e.contains("--nbd"), "{e}");
+        let e = bind_nbd(Some("192.0.2.1:10809"), false).await.unwrap_err();
+        assert!(e.to_string().contains("192.0.2.1"), "{e}");
+        a.shutdown().await;
+        b.shutdown().await;
     }
 }

@@ -37,7 +37,7 @@ impl ctlsock::json::JsonService for Admin {
     const BAD_REQUEST: ErrorKind = ErrorKind::BadRequest;
     const REFUSED: ErrorKind = ErrorKind::Refused;
 
-    async fn call(&self, req: Request) -> Response {
+    async fn call(&self, req: Request, _progress: ctlsock::Progress) -> Response {
         self.handle(req).await
     }
 }
@@ -55,5 +55,5 @@ pub async fn listen(
 
 /// Parse one request line and execute it.
 pub async fn handle_line(admin: &Admin, line: &[u8]) -> Response {
-    ctlsock::json::handle_line(admin, line).await
+    ctlsock::json::handle_line(admin, line, ctlsock::Progress::none()).await
 }

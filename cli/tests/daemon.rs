@@ -351,7 +351,11 @@ fn login_session_logout_round_trip_with_nbd_clients() {
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     // Progress, step by step, while the login runs.
     let progress = String::from_utf8_lossy(&o.stderr);
-    for step in ["NBD server on", "2 connection(s) logged in", "exported as lun1"] {
+    for step in [
+        "NBD server on",
+        "2 connection(s) logged in",
+        "exported as lun1",
+    ] {
         assert!(progress.contains(step), "{step:?} missing: {progress}");
     }
     assert!(out.contains("successful"), "{out}");
@@ -459,6 +463,14 @@ fn login_all_and_daemon_restart_log_in_automatic_nodes() {
     env.start_daemon();
     env.wait_state("logged-in", Duration::from_secs(20));
     assert_eq!(env.sessions().len(), 1);
+    // A daemon that starts while the target is down keeps trying.
+    env.daemon = None;
+    drop(t);
+    env.start_daemon();
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(env.sessions().is_empty());
+    let _t = serve(&portal, &["mem:4M"]);
+    env.wait_state("logged-in", Duration::from_secs(20));
     env.ok(&["logout", "--all"]);
 }
 

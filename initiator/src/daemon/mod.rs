@@ -32,6 +32,10 @@ pub use sessions::ExportedSession;
 
 pub use sessions::NBD_PORT;
 
+/// Attempts of an automatic login whose target is unreachable (open-iscsi's
+/// `node.session.initial_login_retry_max` default is 8 too).
+pub const AUTO_LOGIN_ATTEMPTS: u32 = 8;
+
 /// A failed request: its class (exit code) and a message for humans.
 pub type Fail = (ErrorKind, String);
 
@@ -192,8 +196,10 @@ impl Daemon {
             .collect()
     }
 
-    /// Log in to every `startup: automatic` node that has no session yet
-    /// (one after the other); returns each node's outcome.
+    /// Log in to every `startup: automatic` node that has no session yet,
+    /// all at once; a node whose target cannot be reached is retried with
+    /// backoff, up to [`AUTO_LOGIN_ATTEMPTS`] attempts (like open-iscsi's
+    /// `node.session.initial_login_retry_max`). Returns each node's outcome.
     pub async fn login_automatic(&self) -> Vec<(Node, Result<SessionInfo, Fail>)> {
         let nodes = match self.nodes.list() {
             Ok(n) => n,
@@ -202,21 +208,37 @@ impl Daemon {
                 return Vec::new();
             }
         };
-        let mut out = Vec::new();
-        for n in nodes
+        let auto = nodes
             .into_iter()
-            .filter(|n| n.startup == Startup::Automatic)
-        {
+            .filter(|n| n.startup == Startup::Automatic);
+        futures::future::join_all(auto.map(|n| async move {
+            let r = self.login_with_retries(&n).await;
+            if let Err(e) = &r {
+                tracing::warn!(target_name = %n.target, portal = %n.portal,
+                    error = %e.1, "automatic login failed");
+            }
+            (n, r)
+        }))
+        .await
+    }
+
+    async fn login_with_retries(&self, n: &Node) -> Result<SessionInfo, Fail> {
+        let mut delay = std::time::Duration::from_millis(500);
+        let mut attempt = 1;
+        loop {
             let r = self
                 .login(&n.target, Some(&n.portal), None, None, false, &|_| {})
                 .await;
-            match &r {
-                Ok(_) => {}
-                Err(e) => tracing::warn!(target_name = %n.target, portal = %n.portal,
-                    error = %e.1, "automatic login failed"),
+            match r {
+                Err((ErrorKind::Unreachable, why)) if attempt < AUTO_LOGIN_ATTEMPTS => {
+                    tracing::info!(target_name = %n.target, portal = %n.portal, attempt,
+                        error = %why, "target unreachable; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                    attempt += 1;
+                }
+                r => return r,
             }
-            out.push((n, r));
         }
-        out
     }
 }

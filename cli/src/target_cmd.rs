@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// own "strict_names" key.
     #[arg(long = "strict-names")]
     pub strict_names: bool,
+    /// IEEE company id (OUI) in every LU's NAA WWN (VPD page 83h), as 6
+    /// hex digits ("00:14:05"); overrides the config file's company_id.
+    /// Default: the OUI Linux software targets use.
+    #[arg(long = "company-id", value_name = "OUI")]
+    pub company_id: Option<String>,
     /// Log level or tracing filter (error, warn, info, debug, trace, or e.g.
     /// "iscsi_target=debug").
     #[arg(long = "log", value_name = "LEVEL", default_value = "info")]
@@ -176,9 +181,20 @@ pub(crate) fn init_logging(filter: &str) {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    // Before loading: loading warns (e.g. initiator names with '_').
+    init_logging(&args.log);
     let loaded = match &args.config {
         Some(f) => crate::target_admin::load_config(f),
         None => serve_config(&args).map(crate::target_admin::from_flags),
+    };
+    let loaded = match (loaded, &args.company_id) {
+        (Ok(mut l), Some(v)) => iscsi_target::config_file::parse_company_id(v)
+            .map(|id| {
+                l.ext.company_id = Some(id);
+                l
+            })
+            .map_err(|e| format!("--company-id: {e}")),
+        (l, _) => l,
     };
     let config_file = args
         .config
@@ -191,7 +207,6 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&args.log);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

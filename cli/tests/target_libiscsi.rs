@@ -377,3 +377,61 @@ fn discovery_chap_protects_send_targets() {
         assert!(text(&ls).contains(iqn), "{}", text(&ls));
     }
 }
+
+/// Issue 10 item 3, seen by libiscsi's iscsi-inq: `--company-id` puts the
+/// deployment's OUI in the NAA designator (VPD 83h; the default is the
+/// Linux software-target OUI 00:14:05), a serial set with `serial=` is
+/// reported as written (VPD 80h), and an ACL name with '_' is accepted.
+#[test]
+fn company_id_serial_and_underscore_initiator() {
+    if !have_libiscsi() {
+        return;
+    }
+    let ini = "iqn.1991-05.com.microsoft:web_01";
+    let t = Target::start(
+        "iqn.2024-01.rs.iscsi:test.identity",
+        &[
+            "--lun",
+            "mem:16M,serial=Disk_0001 A",
+            "--company-id",
+            "00:a0:98",
+            "--allow",
+            ini,
+        ],
+    );
+    let o = run(
+        "iscsi-inq",
+        &["-i", ini, "-e", "1", "-c", "128", &t.url(None, 0)],
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("Unit Serial Number:[Disk_0001 A]"), "{out}");
+    let o = run(
+        "iscsi-inq",
+        &["-i", ini, "-e", "1", "-c", "131", &t.url(None, 0)],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // iscsi-inq prints the binary NAA designator raw: NAA 6, then the OUI.
+    let naa = b"Designator:[\x60\x0a\x09\x80";
+    assert!(
+        o.stdout
+            .windows(naa.len())
+            .any(|w| w[..15] == naa[..15] && w[15] & 0xf0 == 0x80),
+        "{}",
+        text(&o)
+    );
+    assert!(t.stop());
+    let bad = Command::new(env!("CARGO_BIN_EXE_iscsi"))
+        .args([
+            "target",
+            "serve",
+            "--lun",
+            "mem:1M",
+            "--company-id",
+            "14:05",
+        ])
+        .args(["--portal", "127.0.0.1:0", "--strict-names", "--allow", ini])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+}

@@ -118,6 +118,11 @@ pub struct ConfigFile {
     /// by default they are accepted with a warning.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub strict_names: bool,
+    /// IEEE company id (OUI, 24 bits, e.g. "00:14:05" or "0x001405") in
+    /// the NAA WWN of every LU; set it to your organisation's OUI. Default:
+    /// the OUI Linux software targets use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company_id: Option<String>,
     pub targets: Vec<TargetEntry>,
 }
 
@@ -320,6 +325,9 @@ pub struct Extensions {
     pub comment: Option<Comment>,
     /// The file's `strict_names` (kept for `save`).
     pub strict_names: bool,
+    /// IEEE company id (OUI) of every LU's NAA designator (VPD 83h); the
+    /// default is [`crate::scsi::lu::DEFAULT_COMPANY_ID`].
+    pub company_id: Option<u32>,
     pub targets: BTreeMap<String, TargetExt>,
 }
 
@@ -434,6 +442,30 @@ pub(crate) fn check_name(path: &str, name: &str) -> Result<(), FileError> {
     proto::name::IscsiName::parse(name)
         .map(|_| ())
         .map_err(|e| FileError::invalid(path, format!("{name:?}: {e}")))
+}
+
+/// An IEEE company id (OUI): 24 bits written as 6 hex digits, optionally
+/// with a `0x` prefix or `:`/`-` between the bytes ("00:14:05").
+pub fn parse_company_id(v: &str) -> Result<u32, String> {
+    let digits: String = v
+        .trim()
+        .trim_start_matches("0x")
+        .trim_start_matches("0X")
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-'))
+        .collect();
+    if digits.len() != 6 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{v:?} is not a company id: write the 24-bit OUI as 6 hex digits, e.g. \"00:14:05\""
+        ));
+    }
+    u32::from_str_radix(&digits, 16).map_err(|e| e.to_string())
+}
+
+/// The form `save` writes: "00:14:05".
+pub fn format_company_id(id: u32) -> String {
+    let b = id.to_be_bytes();
+    format!("{:02x}:{:02x}:{:02x}", b[1], b[2], b[3])
 }
 
 /// An initiator name in an ACL: RFC 3722 names, and (unless `strict`)
@@ -767,6 +799,10 @@ pub fn to_runtime(file: &ConfigFile) -> Result<Loaded, FileError> {
     let mut ext = Extensions {
         comment: file.comment.clone(),
         strict_names: file.strict_names,
+        company_id: match &file.company_id {
+            Some(v) => Some(parse_company_id(v).map_err(|e| FileError::invalid("company_id", e))?),
+            None => None,
+        },
         ..Extensions::default()
     };
     let discovery_auth = match file.discovery.as_ref().and_then(|d| d.chap.as_ref()) {
@@ -1079,6 +1115,7 @@ pub fn to_file(loaded: &Loaded) -> ConfigFile {
         comment: loaded.ext.comment.clone(),
         admin_socket: loaded.admin_socket.clone(),
         strict_names: loaded.ext.strict_names,
+        company_id: loaded.ext.company_id.map(format_company_id),
         discovery: chap_entry(&loaded.server.discovery_auth).map(|c| DiscoveryEntry {
             comment: None,
             chap: Some(c),
@@ -1171,6 +1208,26 @@ mod tests {
         assert!(err_of(&bad_name).to_string().contains("' '"));
         let strict_ok = MINIMAL.replacen("\"targets\"", "\"strict_names\": true, \"targets\"", 1);
         assert!(to_file(&parse_str(&strict_ok).unwrap()).strict_names);
+    }
+
+    #[test]
+    fn company_id_forms_and_save() {
+        for v in ["00:a0:98", "0x00A098", "00-a0-98", "00a098"] {
+            assert_eq!(parse_company_id(v), Ok(0x00a098), "{v}");
+        }
+        for v in ["14:05", "0x1001405", "zz:zz:zz", ""] {
+            assert!(parse_company_id(v).is_err(), "{v}");
+        }
+        let text = MINIMAL.replacen(
+            "\"targets\"",
+            "\"company_id\": \"0x00A098\", \"targets\"",
+            1,
+        );
+        let l = parse_str(&text).unwrap();
+        assert_eq!(l.ext.company_id, Some(0x00a098));
+        assert_eq!(to_file(&l).company_id.as_deref(), Some("00:a0:98"));
+        let bad = MINIMAL.replacen("\"targets\"", "\"company_id\": \"x\", \"targets\"", 1);
+        assert_eq!(err_of(&bad).json_path(), Some("company_id"));
     }
 
     #[test]

@@ -273,6 +273,36 @@ async fn read_pdu(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Pdu, Log
     }
 }
 
+/// The next Login Request. Any other PDU, or one that cannot be decoded,
+/// ends the login with a Login Response "initiator error" (0x0200, RFC
+/// 7143 §11.13.5) carrying the offending PDU's ITT when its header
+/// arrived, then the connection closes: the initiator learns why instead
+/// of seeing a bare disconnect.
+async fn next_request(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    machine: &mut TargetLogin,
+) -> Result<proto::pdu::LoginRequest, LoginFailure> {
+    let (itt, failure) = match read_pdu(stream, buf).await {
+        Ok(Pdu::LoginRequest(r)) => return Ok(r),
+        Ok(other) => (
+            Some(other.itt()),
+            LoginFailure::UnexpectedPdu(format!("{:?}", other.opcode())),
+        ),
+        Err(LoginFailure::Decode(e)) => (
+            buf.get(16..20)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+            LoginFailure::Decode(e),
+        ),
+        Err(e) => return Err(e),
+    };
+    debug!(error = %failure, "login refused: not a Login Request");
+    let resp = machine.refuse_pdu(itt);
+    let _ = write_pdu(stream, Pdu::LoginResponse(resp)).await;
+    let _ = stream.shutdown().await;
+    Err(failure)
+}
+
 async fn write_pdu(stream: &mut TcpStream, pdu: Pdu) -> Result<(), LoginFailure> {
     let enc = pdu.encode(DigestConfig::NONE);
     stream.write_all(&enc.to_bytes()).await?;
@@ -304,12 +334,7 @@ async fn login(
         new_tsih: None,
     };
     let (resp, outcome) = loop {
-        let req = match read_pdu(stream, buf).await? {
-            Pdu::LoginRequest(r) => r,
-            other => {
-                return Err(LoginFailure::UnexpectedPdu(format!("{:?}", other.opcode())));
-            }
-        };
+        let req = next_request(stream, buf, &mut machine).await?;
         match machine.handle_request(req, &mut policy) {
             TargetStep::Send(resp) => write_pdu(stream, Pdu::LoginResponse(resp)).await?,
             TargetStep::Complete(resp, outcome) => break (resp, outcome),

@@ -168,3 +168,82 @@ async fn test_unit_ready_reports_sanitize_in_progress_until_done() {
     assert!(r.data.chunks(4).all(|w| w == [0xde, 0xad, 0xbe, 0xef]));
     s.shutdown_with_grace(Duration::from_millis(200)).await;
 }
+
+/// Reads the one Login Response a refused connection gets, then checks the
+/// connection closes.
+async fn refused_login(mut sock: tokio::net::TcpStream, what: &str) -> proto::pdu::LoginResponse {
+    let mut buf = bytes::BytesMut::new();
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        common::read_pdu(&mut sock, &mut buf, proto::pdu::DigestConfig::NONE),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what}: no answer"));
+    let Ok(Pdu::LoginResponse(resp)) = r else {
+        panic!("{what}: expected a Login Response, got {r:?}")
+    };
+    let mut rest = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), async {
+        use tokio::io::AsyncReadExt;
+        sock.read(&mut rest).await
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: connection left open"));
+    assert!(
+        matches!(n, Ok(0) | Err(_)),
+        "{what}: more data after the reject"
+    );
+    resp
+}
+
+/// A PDU other than a Login Request as the first PDU, and a Login Request
+/// whose data segment exceeds the login limit (8192 bytes, undecodable):
+/// a Login Response 0x0200 "initiator error" with the PDU's ITT, then the
+/// connection closes (it used to close without a word).
+#[tokio::test]
+async fn non_login_and_undecodable_pdus_during_login_get_a_login_reject() {
+    use proto::pdu::{DigestConfig, LoginRequest, NopOut, Stage, RESERVED_TAG};
+    use tokio::io::AsyncWriteExt;
+    let s = start_server(T, &["mem:1M"], SessionLimits::default()).await;
+    let addr = s.local_addrs()[0];
+
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let nop = Pdu::NopOut(NopOut {
+        immediate: true,
+        lun: 0,
+        itt: 0x1234,
+        ttt: RESERVED_TAG,
+        cmd_sn: 1,
+        exp_stat_sn: 0,
+        data: Bytes::new(),
+    });
+    sock.write_all(&nop.encode(DigestConfig::NONE).to_bytes())
+        .await
+        .unwrap();
+    let r = refused_login(sock, "NOP-Out first").await;
+    assert_eq!((r.status_class, r.status_detail, r.itt), (2, 0, 0x1234));
+    assert!(!r.transit);
+
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let big = Pdu::LoginRequest(LoginRequest {
+        transit: true,
+        continue_: false,
+        csg: Stage::SecurityNegotiation,
+        nsg: Stage::LoginOperationalNegotiation,
+        version_max: 0,
+        version_min: 0,
+        isid: isid(3),
+        tsih: 0,
+        itt: 0x77,
+        cid: 0,
+        cmd_sn: 1,
+        exp_stat_sn: 0,
+        data: Bytes::from(vec![b'x'; 9000]),
+    });
+    sock.write_all(&big.encode(DigestConfig::NONE).to_bytes())
+        .await
+        .unwrap();
+    let r = refused_login(sock, "9000-byte login segment").await;
+    assert_eq!((r.status_class, r.status_detail, r.itt), (2, 0, 0x77));
+    s.shutdown_with_grace(Duration::from_millis(200)).await;
+}

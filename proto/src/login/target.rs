@@ -287,6 +287,20 @@ impl TargetLogin {
         }
     }
 
+    /// Refuse a PDU that is not a Login Request, or that could not be
+    /// decoded, arriving during login: the login ends with status 0x0200
+    /// "initiator error" (RFC 7143 §11.13.5; §6.1: during the login phase
+    /// "the only PDUs allowed" are Login Requests and Responses). `itt` is
+    /// the offending PDU's Initiator Task Tag when its header had one.
+    /// Send the response, then close the connection.
+    pub fn refuse_pdu(&mut self, itt: Option<u32>) -> LoginResponse {
+        self.finished = true;
+        if let Some(itt) = itt {
+            self.itt = itt;
+        }
+        self.error_response(LoginStatus::INITIATOR_ERROR)
+    }
+
     /// A response with the next StatSN.
     fn response(
         &mut self,

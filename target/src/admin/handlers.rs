@@ -496,12 +496,16 @@ impl Admin {
             luns.push(LunConfig::parse_spec(i as u64, s).map_err(|e| invalid(e.to_string()))?);
         }
         // Open the backends before anything becomes visible.
+        let company_id = st.ext.company_id;
         let built = {
             let name = name.clone();
             let luns = luns.clone();
             tokio::task::spawn_blocking(move || {
                 luns.iter()
-                    .map(|l| build_lu(&name, l, None).map_err(|e| format!("LUN {}: {e}", l.lun)))
+                    .map(|l| {
+                        build_lu(&name, l, None, company_id)
+                            .map_err(|e| format!("LUN {}: {e}", l.lun))
+                    })
                     .collect::<Result<Vec<_>, String>>()
             })
             .await
@@ -671,7 +675,8 @@ impl Admin {
         }
         let (lu, handle) = {
             let (name, l, ext) = (rt.name.clone(), l.clone(), ext.clone());
-            tokio::task::spawn_blocking(move || build_lu(&name, &l, Some(&ext)))
+            let company_id = st.ext.company_id;
+            tokio::task::spawn_blocking(move || build_lu(&name, &l, Some(&ext), company_id))
                 .await
                 .map_err(|e| failed(e.to_string()))?
                 .map_err(failed)?

@@ -111,8 +111,12 @@ pub(crate) fn build_lu(
     target: &str,
     l: &LunConfig,
     ext: Option<&LunExt>,
+    company_id: Option<u32>,
 ) -> Result<(LuConfig, LunHandle), String> {
     let mut c = crate::device::lu_config(target, l)?;
+    if let Some(id) = company_id {
+        c.company_id = id;
+    }
     if let Some(e) = ext {
         if let Some(v) = &e.vendor {
             c.vendor = v.clone();
@@ -154,11 +158,14 @@ pub async fn launch(
         let text = loaded.ext.target(&t.name);
         for l in &t.luns {
             let le = text.and_then(|e| e.luns.get(&l.lun));
-            let (lu, handle) = build_lu(&t.name, l, le).map_err(|reason| LaunchError::Lun {
-                target: t.name.clone(),
-                lun: l.lun,
-                reason,
-            })?;
+            let (lu, handle) =
+                build_lu(&t.name, l, le, loaded.ext.company_id).map_err(|reason| {
+                    LaunchError::Lun {
+                        target: t.name.clone(),
+                        lun: l.lun,
+                        reason,
+                    }
+                })?;
             built.push((t.name.clone(), l.clone(), lu, handle));
         }
     }

@@ -14,6 +14,7 @@
 #        CARGO_TARGET_DIR=... (where the release binaries are; default build/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 
 RUNS=${RUNS:-3}
 LUN_MIB=${LUN_MIB:-1024}
@@ -40,37 +41,19 @@ TGTD_PID= OURS_PID= CTL=
 cleanup() {
     set +e
     [ -n "$OURS_PID" ] && kill "$OURS_PID" 2>/dev/null
-    if [ -n "$TGTD_PID" ]; then
-        # tgtd ignores SIGTERM while it has targets: ask it to exit.
-        timeout 5 tgtadm -C "$CTL" --op delete --mode system >/dev/null 2>&1
-        sleep 0.2
-        kill -9 "$TGTD_PID" 2>/dev/null
-    fi
+    stop_tgtd
     wait 2>/dev/null
-    rm -f "$SHM_T" "$SHM_O" "/var/run/tgtd/socket.$CTL" "/var/run/tgtd/socket.$CTL.lock"
+    rm -f "$SHM_T" "$SHM_O"
     rm -rf "$TMP"
 }
 trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Same backing store kind for both: a preallocated file on tmpfs.
 dd if=/dev/zero of="$SHM_T" bs=1M count="$LUN_MIB" status=none
 dd if=/dev/zero of="$SHM_O" bs=1M count="$LUN_MIB" status=none
 
 # --- tgtd: private control port, LUN 1 (LUN 0 is tgtd's controller) ---
-mkdir -p /var/run/tgtd
-CTL=$((20000 + RANDOM % 12000))
-TPORT=$(free_port)
-tgtd -f -C "$CTL" --iscsi "portal=127.0.0.1:$TPORT" >"$TMP/tgtd.log" 2>&1 &
-TGTD_PID=$!
-for _ in $(seq 50); do
-    tgtadm -C "$CTL" --lld iscsi --mode target --op show >/dev/null 2>&1 && break
-    sleep 0.1
-done
-tgtadm -C "$CTL" --lld iscsi --mode target --op new --tid 1 --targetname "$IQN"
-tgtadm -C "$CTL" --lld iscsi --mode logicalunit --op new --tid 1 --lun 1 --backing-store "$SHM_T"
-tgtadm -C "$CTL" --lld iscsi --mode target --op bind --tid 1 --initiator-address ALL
+start_tgtd "$IQN" "$SHM_T" "$TMP/tgtd.log"
 TGTD_PORTAL=127.0.0.1:$TPORT
 
 # --- our target: file LUN 0 ---
@@ -81,7 +64,6 @@ for _ in $(seq 50); do grep -q "listening on" "$TMP/ours.out" 2>/dev/null && bre
 OURS_PORTAL=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$TMP/ours.out" | head -1)
 [ -n "$OURS_PORTAL" ] || { echo "our target did not start:" >&2; cat "$TMP/ours.err" >&2; exit 1; }
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.0f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 # seqbench PORTAL LUN QD -> "write read" MiB/s (one run)
 seq_once() {
@@ -115,7 +97,6 @@ for target in tgtd ours; do
     done
 done
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
 {
     echo "| initiator | op | QD | tgtd MiB/s | our target MiB/s | our target / tgtd |"

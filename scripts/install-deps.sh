@@ -12,6 +12,8 @@ command -v fio >/dev/null || need+=(fio)
 command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v qemu-img >/dev/null || need+=(qemu-utils)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+# libublk's build runs bindgen, which needs libclang (feature `ublk`).
+compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null || need+=(libclang-dev)
 command -v python3 >/dev/null || need+=(python3)
 
 if ((${#need[@]})); then

@@ -5,4 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo build --workspace --all-targets
+# The ublk export (cargo feature, off by default; the kernel here has no
+# ublk driver, so it is only built).
+cargo check -p initiator --features ublk
+cargo check -p cli --features ublk
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -82,6 +82,11 @@ pub struct LoginArgs {
     /// Request CRC32C header and data digests.
     #[arg(long)]
     pub digests: bool,
+    /// With --foreground: also expose each LUN as a ublk block device
+    /// (/dev/ublkbN) where the kernel has ublk (/dev/ublk-control) and this
+    /// build has the `ublk` feature; otherwise say why and serve NBD only.
+    #[arg(long, requires = "foreground")]
+    pub ublk: bool,
     #[command(flatten)]
     pub auth: AuthOpts,
     /// Bound, in seconds, on connecting, each login step and each command.
@@ -191,9 +196,15 @@ async fn foreground(a: LoginArgs) -> Result<(), Error> {
         );
     }
     let s = ExportedSession::start(cfg, server, &|m| eprintln!("iscsi login: {m}")).await?;
+    let ublk = if a.ublk {
+        ublk::start(&s.devices())
+    } else {
+        Vec::new()
+    };
     print_exports(&a, &s.info());
     crate::target_cmd::wait_for_signal().await;
     eprintln!("iscsi login: stopping: ending NBD clients, flushing, logging out");
+    ublk::stop(ublk);
     let out = s.logout().await;
     if out.warning.is_empty() {
         Ok(())
@@ -260,4 +271,70 @@ pub(crate) fn attach_commands(listen: &NbdListen, name: &str, uri: &str) -> Vec<
         format!("nbdfuse /tmp/nbd/{name} '{uri}'   (mkdir -p /tmp/nbd; then losetup -f --show /tmp/nbd/{name})"),
         format!("qemu-img info '{uri}'"),
     ]
+}
+
+/// `--ublk`: one ublk device per exported LUN, each served by its own thread.
+#[cfg(all(feature = "ublk", target_os = "linux"))]
+mod ublk {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use initiator::{ublk, ScsiDevice};
+
+    /// Start the devices; their ids, to stop them.
+    pub(super) fn start(devices: &[(String, ScsiDevice)]) -> Vec<i32> {
+        if !ublk::available() {
+            eprintln!(
+                "iscsi login: no {} (load the ublk_drv kernel module); serving NBD only",
+                ublk::CONTROL
+            );
+            return Vec::new();
+        }
+        let mut ids = Vec::new();
+        for (name, dev) in devices {
+            let (tx, rx) = mpsc::channel();
+            let (dev, rt) = (dev.clone(), tokio::runtime::Handle::current());
+            std::thread::spawn(move || {
+                let tx2 = tx.clone();
+                if let Err(e) = ublk::serve(dev, false, rt, move |id| {
+                    let _ = tx2.send(Ok(id));
+                }) {
+                    let _ = tx.send(Err(e));
+                }
+            });
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(Ok(id)) => {
+                    println!("{name}: /dev/ublkb{id}");
+                    ids.push(id);
+                }
+                Ok(Err(e)) => eprintln!("iscsi login: ublk for {name}: {e}; NBD only"),
+                Err(_) => eprintln!("iscsi login: ublk for {name} did not start; NBD only"),
+            }
+        }
+        ids
+    }
+
+    pub(super) fn stop(ids: Vec<i32>) {
+        for id in ids {
+            if let Err(e) = ublk::stop(id) {
+                tracing::warn!(id, error = %e, "ublk device did not stop");
+            }
+        }
+    }
+}
+
+/// `--ublk` in a build without the feature: say so, serve NBD only.
+#[cfg(not(all(feature = "ublk", target_os = "linux")))]
+mod ublk {
+    use initiator::ScsiDevice;
+
+    pub(super) fn start(_devices: &[(String, ScsiDevice)]) -> Vec<i32> {
+        eprintln!(
+            "iscsi login: this build has no ublk support (build with `--features ublk` on \
+             Linux); serving NBD only"
+        );
+        Vec::new()
+    }
+
+    pub(super) fn stop(_ids: Vec<i32>) {}
 }

@@ -343,3 +343,39 @@ fn misbehaving_clients_do_not_disturb_others() {
     let mut c = Raw::connect(addr);
     assert_eq!(c.go("").0, 64 << 20, "the empty name is the first export");
 }
+
+#[test]
+fn unix_socket_export_and_the_remote_address_policy() {
+    let t = target(&["mem:16M"]);
+    let portal = t.addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("nbd.sock");
+    let mut l = login(
+        portal,
+        TARGET,
+        &["--nbd", &format!("unix:{}", sock.display())],
+    );
+    let uri = format!("nbd+unix:///lun0?socket={}", sock.display());
+    assert!(
+        l.stdout_values("lun0: ").iter().any(|v| v.contains(&uri)),
+        "{:?}",
+        l.output()
+    );
+    if have("nbdinfo") {
+        let out = run_ok(20, "nbdinfo", &["--size", &uri]);
+        assert_eq!(out.trim(), (16u64 << 20).to_string());
+    }
+    let status = l.terminate(std::time::Duration::from_secs(20)).unwrap();
+    assert!(status.success(), "{:?}", l.output());
+    assert!(!sock.exists(), "the socket file is removed at exit");
+
+    // NBD has no authentication: a non-loopback address needs the flag
+    // (refused before anything is bound; 192.0.2.1 is TEST-NET-1).
+    let o = std::process::Command::new(BIN)
+        .args(["login", "--foreground", "--portal", &portal.to_string()])
+        .args(["--target", TARGET, "--nbd", "192.0.2.1:10809"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--allow-remote-nbd"));
+}

@@ -11,6 +11,7 @@
 //! - [`daemon`]: the initiator daemon (iscsid): node database, sessions and
 //!   their NBD exports, JSON API on a unix socket, and its client.
 //! - [`nbd`]: an NBD server exporting a session's LUNs.
+//! - `ublk` (cargo feature `ublk`, Linux): a LUN as a ublk block device.
 //! - [`error`]: the crate's error type and exit-code classification.
 #![forbid(unsafe_code)]
 
@@ -24,6 +25,8 @@ pub mod nbd;
 pub mod portal;
 pub mod session;
 pub mod transport;
+#[cfg(all(feature = "ublk", target_os = "linux"))]
+pub mod ublk;
 
 pub use bytes;
 pub use device::{Capacity, LunInfo, ScsiDevice};

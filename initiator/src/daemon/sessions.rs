@@ -115,6 +115,16 @@ impl ExportedSession {
         &self.nbd
     }
 
+    /// The exported LUNs' block devices, by export name (for other
+    /// exports of the same LUNs, e.g. ublk).
+    pub fn devices(&self) -> Vec<(String, ScsiDevice)> {
+        self.luns
+            .iter()
+            .filter(|l| l.export.is_some())
+            .filter_map(|l| Some((l.name(), l.device.clone()?)))
+            .collect()
+    }
+
     /// Everything `iscsi session` shows.
     pub fn info(&self) -> SessionInfo {
         let st = locked(&self.status);

@@ -301,3 +301,106 @@ impl Haggle {
         reply(w, option, REP_ACK, &[]).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    async fn option(c: &mut DuplexStream, opt: u32, data: &[u8]) {
+        c.write_u64(IHAVEOPT).await.unwrap();
+        c.write_u32(opt).await.unwrap();
+        c.write_u32(data.len() as u32).await.unwrap();
+        c.write_all(data).await.unwrap();
+    }
+
+    async fn reply(c: &mut DuplexStream) -> (u32, u32, Vec<u8>) {
+        assert_eq!(c.read_u64().await.unwrap(), OPT_REPLY_MAGIC);
+        let (opt, kind, len) = (
+            c.read_u32().await.unwrap(),
+            c.read_u32().await.unwrap(),
+            c.read_u32().await.unwrap(),
+        );
+        let mut d = vec![0; len as usize];
+        c.read_exact(&mut d).await.unwrap();
+        (opt, kind, d)
+    }
+
+    /// Option haggling with an empty registry (no LUN needed).
+    #[tokio::test]
+    async fn options_answered_and_haggling_goes_on() {
+        let (mut client, server) = duplex(1 << 16);
+        let task = tokio::spawn(async move {
+            let (mut rd, mut wr) = tokio::io::split(server);
+            negotiate(&mut rd, &mut wr, &Registry::default()).await
+        });
+        let mut g = [0u8; 18];
+        client.read_exact(&mut g).await.unwrap();
+        assert_eq!(g, greeting());
+        client
+            .write_u32(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)
+            .await
+            .unwrap();
+        option(&mut client, 42, b"junk").await;
+        let (opt, kind, _) = reply(&mut client).await;
+        assert_eq!((opt, kind), (42, REP_ERR_UNSUP));
+        option(&mut client, OPT_LIST, &[]).await;
+        assert_eq!(reply(&mut client).await.1, REP_ACK, "no exports");
+        option(&mut client, OPT_LIST, b"x").await;
+        assert_eq!(reply(&mut client).await.1, REP_ERR_INVALID);
+        option(&mut client, OPT_STARTTLS, &[]).await;
+        assert_eq!(reply(&mut client).await.1, REP_ERR_POLICY);
+        // Meta contexts need structured replies first.
+        option(
+            &mut client,
+            OPT_LIST_META_CONTEXT,
+            &[0, 0, 0, 0, 0, 0, 0, 0],
+        )
+        .await;
+        assert_eq!(reply(&mut client).await.1, REP_ERR_INVALID);
+        option(&mut client, OPT_STRUCTURED_REPLY, &[]).await;
+        assert_eq!(reply(&mut client).await.1, REP_ACK);
+        option(&mut client, OPT_STRUCTURED_REPLY, &[]).await;
+        assert_eq!(reply(&mut client).await.1, REP_ERR_INVALID, "only once");
+        // Unknown export, and malformed GO data.
+        let go = [0, 0, 0, 4, b'l', b'u', b'n', b'9', 0, 0];
+        option(&mut client, OPT_GO, &go).await;
+        let (_, kind, msg) = reply(&mut client).await;
+        assert_eq!(kind, REP_ERR_UNKNOWN);
+        assert!(String::from_utf8_lossy(&msg).contains("lun9"));
+        option(&mut client, OPT_INFO, &[0, 0, 0, 200, b'x']).await;
+        assert_eq!(reply(&mut client).await.1, REP_ERR_INVALID);
+        option(
+            &mut client,
+            OPT_SET_META_CONTEXT,
+            &[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff],
+        )
+        .await;
+        assert_eq!(
+            reply(&mut client).await.1,
+            REP_ERR_INVALID,
+            "query count bounded"
+        );
+        option(&mut client, OPT_ABORT, &[]).await;
+        assert_eq!(reply(&mut client).await.1, REP_ACK);
+        assert!(task.await.unwrap().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn oversized_option_and_bad_flags_close() {
+        for (flags, opt_len) in [(FLAG_C_FIXED_NEWSTYLE, MAX_OPTION_LEN + 1), (0x80, 0)] {
+            let (mut client, server) = duplex(1 << 16);
+            let task = tokio::spawn(async move {
+                let (mut rd, mut wr) = tokio::io::split(server);
+                negotiate(&mut rd, &mut wr, &Registry::default()).await
+            });
+            let mut g = [0u8; 18];
+            client.read_exact(&mut g).await.unwrap();
+            client.write_u32(flags).await.unwrap();
+            client.write_u64(IHAVEOPT).await.unwrap();
+            client.write_u32(OPT_LIST).await.unwrap();
+            client.write_u32(opt_len).await.unwrap();
+            assert!(task.await.unwrap().unwrap().is_none());
+        }
+    }
+}

@@ -15,7 +15,7 @@ use testbed::ServerProcess;
 /// Restart our target on the same portal (retrying while the port is
 /// still held by the dying process).
 fn restart(portal: &str, luns: &[&str]) -> ServerProcess {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut c = Command::new(BIN);
         c.args([
@@ -24,7 +24,7 @@ fn restart(portal: &str, luns: &[&str]) -> ServerProcess {
         for l in luns {
             c.args(["--lun", l]);
         }
-        match ServerProcess::spawn(c, "listening on", Duration::from_secs(10)) {
+        match ServerProcess::spawn(c, "listening on", Duration::from_secs(20)) {
             Ok(p) => return p,
             Err(e) if Instant::now() < deadline => {
                 eprintln!("restart failed, retrying: {e}");
@@ -46,7 +46,11 @@ fn target_killed_mid_nbdcopy_and_restarted_in_time_copy_completes() {
     let lun = format!("file:{},size=256M,thin", img.display());
     let t = target(&[&lun]);
     let portal = t.addr().unwrap().to_string();
-    let l = login(t.addr().unwrap(), TARGET, &["--recovery-timeout", "30"]);
+    let l = login(
+        t.addr().unwrap(),
+        TARGET,
+        &["--recovery-timeout", "30", "--log", "info"],
+    );
     let (src, back) = (dir.path().join("src.bin"), dir.path().join("back.bin"));
     random_file(&src, SIZE);
     let u = uri(&l, "lun0");
@@ -62,6 +66,7 @@ fn target_killed_mid_nbdcopy_and_restarted_in_time_copy_completes() {
         ])
         .args(["--connections=1", "--flush", src.to_str().unwrap(), &u])
         .stdin(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("nbdcopy");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -75,16 +80,19 @@ fn target_killed_mid_nbdcopy_and_restarted_in_time_copy_completes() {
     }
     assert!(
         copy.try_wait().unwrap().is_none(),
-        "nbdcopy finished before the target could be killed"
+        "nbdcopy finished before the target could be killed (make the copy slower)"
     );
     let killed = Instant::now();
     drop(t); // SIGKILL
     std::thread::sleep(Duration::from_secs(2));
     let _t = restart(&portal, &[&lun]);
-    let status = copy.wait().unwrap();
+    let out = copy.wait_with_output().unwrap();
     assert!(
-        status.success(),
-        "nbdcopy failed across the restart: {status}"
+        out.status.success(),
+        "nbdcopy failed across the restart ({}): {}\niscsi login:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        l.output().join("\n")
     );
     eprintln!("copy completed {:?} after the kill", killed.elapsed());
     run_ok(120, "nbdcopy", &[&u, back.to_str().unwrap()]);

@@ -58,7 +58,10 @@ pub fn login(portal: SocketAddr, target: &str, extra: &[&str]) -> ServerProcess 
     if !extra.contains(&"--nbd") {
         c.args(["--nbd", "127.0.0.1:0"]);
     }
-    c.args(["--log", "warn", "--timeout", "5"]);
+    if !extra.contains(&"--log") {
+        c.args(["--log", "warn"]);
+    }
+    c.args(["--timeout", "5"]);
     c.args(extra);
     ServerProcess::spawn(c, "ready:", Duration::from_secs(20)).expect("iscsi login --foreground")
 }

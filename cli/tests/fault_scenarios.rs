@@ -1,10 +1,13 @@
 //! The fault scenarios of `testbed::scenarios` (issue 11) against our own
 //! target process and initiator: connection cuts every 2 s, a target kill
 //! and restart, stalls longer than the NOP timeout, corrupted bytes with
-//! digests on, and a slow target. Each ends with a block-by-block audit.
+//! digests on, and a slow target. The workload goes through our NBD export
+//! (the session's LUN 0) with the `nbd` crate's client, one NBD connection
+//! per worker; each scenario ends with a block-by-block audit.
 
 use std::time::Duration;
 
+use initiator::NbdServer;
 use testbed::scenarios::{self, Direction, Opener, ScenarioReport, Stack, StackOptions, Workload};
 
 const BIN: &str = env!("CARGO_BIN_EXE_iscsi");
@@ -25,8 +28,9 @@ async fn stack(digests: bool) -> Stack {
         .expect("target, proxy and session start")
 }
 
-fn opener(s: &Stack, w: &Workload) -> Opener {
-    s.scsi_opener(w.op_timeout)
+/// The NBD export of the stack's LUN 0 and an opener of client connections.
+async fn opener(s: &Stack, w: &Workload) -> (NbdServer, Opener) {
+    s.nbd_export(w.op_timeout).await.expect("NBD export")
 }
 
 fn done(r: std::io::Result<ScenarioReport>) {
@@ -41,7 +45,7 @@ fn done(r: std::io::Result<ScenarioReport>) {
 async fn scenario_cut_connections_every_2s() {
     let mut s = stack(false).await;
     let w = workload(30, 101);
-    let o = opener(&s, &w);
+    let (_nbd, o) = opener(&s, &w).await;
     done(scenarios::cut_connections(&mut s, o, &w, Duration::from_secs(2)).await);
 }
 
@@ -49,7 +53,7 @@ async fn scenario_cut_connections_every_2s() {
 async fn scenario_kill_and_restart_target() {
     let mut s = stack(false).await;
     let w = workload(15, 102);
-    let o = opener(&s, &w);
+    let (_nbd, o) = opener(&s, &w).await;
     let r = scenarios::kill_target(
         &mut s,
         o,
@@ -66,7 +70,7 @@ async fn scenario_kill_and_restart_target() {
 async fn scenario_stall_longer_than_nop_timeout() {
     let mut s = stack(false).await;
     let w = workload(15, 103);
-    let o = opener(&s, &w);
+    let (_nbd, o) = opener(&s, &w).await;
     // The session's NOP timeout is 3 s (StackOptions::new).
     done(scenarios::stall(&mut s, o, &w, Duration::from_secs(5)).await);
 }
@@ -75,7 +79,7 @@ async fn scenario_stall_longer_than_nop_timeout() {
 async fn scenario_corrupt_bytes_with_digests() {
     let mut s = stack(true).await;
     let w = workload(15, 104);
-    let o = opener(&s, &w);
+    let (_nbd, o) = opener(&s, &w).await;
     let every = Duration::from_millis(1500);
     let r = scenarios::corrupt_with_digests(&mut s, o, &w, every, &[Direction::ToClient]).await;
     if r.is_err() {
@@ -92,7 +96,7 @@ async fn scenario_slow_target() {
         size: 16 << 20,
         ..workload(15, 105)
     };
-    let o = opener(&s, &w);
+    let (_nbd, o) = opener(&s, &w).await;
     let r = scenarios::slow_target(&mut s, o, &w, Duration::from_millis(20), 4 << 20).await;
     done(r);
 }
@@ -108,7 +112,7 @@ async fn scenario_slow_target() {
 async fn scenario_corrupt_bytes_toward_target_with_digests() {
     let mut s = stack(true).await;
     let w = workload(15, 106);
-    let o = opener(&s, &w);
+    let (_nbd, o) = opener(&s, &w).await;
     let every = Duration::from_millis(1500);
     let r = scenarios::corrupt_with_digests(&mut s, o, &w, every, &[Direction::ToServer]).await;
     done(r);

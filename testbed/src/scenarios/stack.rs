@@ -12,9 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use initiator::session::{ChapConfig, Offer};
-use initiator::{Portal, ScsiDevice, Session, SessionConfig, SessionEvent};
+use initiator::{
+    NbdExport, NbdListen, NbdServer, Portal, ScsiDevice, Session, SessionConfig, SessionEvent,
+};
 use tokio::runtime::Handle;
 
+use crate::nbd_client::NbdIo;
 use crate::process::{free_port, ServerProcess};
 use crate::proxy::Proxy;
 use crate::scenarios::workload::{BlockIo, Opener};
@@ -217,6 +220,33 @@ impl Stack {
             Some(t) => matches!(t.try_wait(), Ok(None)),
             None => false,
         }
+    }
+
+    /// Export LUN 0 over NBD on a free loopback port (our `NbdServer`, in
+    /// this process, on this stack's session) and return an opener of
+    /// [`NbdIo`] connections to it (the `nbd` crate's client), each request
+    /// bounded by `op_timeout`. Keep the server until the workload is done.
+    pub async fn nbd_export(&self, op_timeout: Duration) -> io::Result<(NbdServer, Opener)> {
+        let listen = NbdListen::Tcp(([127, 0, 0, 1], 0).into());
+        let server = NbdServer::bind(&listen, false)
+            .await
+            .map_err(io::Error::other)?;
+        server
+            .add_export(NbdExport {
+                name: "lun0".into(),
+                description: format!("{TARGET_IQN} LUN 0 (fault scenario)"),
+                device: self.device.clone(),
+                read_only: false,
+            })
+            .map_err(io::Error::other)?;
+        let NbdListen::Tcp(addr) = server.listen() else {
+            return Err(io::Error::other("NBD server is not on TCP"));
+        };
+        let addr = addr.to_string();
+        let open: Opener = Arc::new(move || {
+            NbdIo::connect(&addr, "lun0", op_timeout).map(|c| Box::new(c) as Box<dyn BlockIo>)
+        });
+        Ok((server, open))
     }
 
     /// An opener of [`ScsiIo`] handles on LUN 0, for the workload.

@@ -24,6 +24,26 @@ if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# Ceph (the RBD backend's tests: a single-host cluster from
+# scripts/ceph-mini.sh, and librbd/librados to build `--features cli/rbd`).
+# Optional: when these cannot be installed, scripts/test.sh builds without
+# the feature and the RBD tests say so and skip.
+ceph=()
+command -v ceph-mon >/dev/null || ceph+=(ceph-mon)
+command -v ceph-mgr >/dev/null || ceph+=(ceph-mgr)
+command -v ceph-osd >/dev/null || ceph+=(ceph-osd)
+command -v rbd >/dev/null || ceph+=(ceph-common)
+[ -e /usr/include/rbd/librbd.h ] || ceph+=(librbd-dev)
+[ -e /usr/include/rados/librados.h ] || ceph+=(librados-dev)
+if ((${#ceph[@]})) && [ -z "${ISCSI_NO_CEPH:-}" ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "installing (optional, for the RBD tests): ${ceph[*]}" >&2
+    if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${ceph[@]}" >/dev/null; then
+        echo "warning: could not install ${ceph[*]}: the RBD backend is not built and its tests skip" >&2
+    fi
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install --locked cargo-nextest
 fi

@@ -1,12 +1,40 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, property, integration against real peers
-# (tgtd, libiscsi's tools and conformance suite). Installs what it needs first.
+# (tgtd, libiscsi's tools and conformance suite, a Ceph cluster for the RBD
+# backend). Installs what it needs first.
+#
+# With Ceph installed (scripts/install-deps.sh tries; ISCSI_NO_CEPH=1 skips
+# it), the workspace is built with `--features cli/rbd` and a single-host
+# cluster (scripts/ceph-mini.sh, memstore) runs for the RBD tests, started
+# while cargo builds and stopped on exit whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cargo build --workspace --all-targets
+features=()
+if [ -z "${ISCSI_NO_CEPH:-}" ] && [ -e /usr/include/rbd/librbd.h ] && [ -e /usr/include/rados/librados.h ] \
+    && command -v ceph-mon >/dev/null && command -v rbd >/dev/null; then
+    features=(--features cli/rbd)
+    export CEPH_MINI_DIR=${CEPH_MINI_DIR:-${TMPDIR:-/tmp}/iscsi-rs-test-ceph}
+    ceph_pid=
+    trap '[ -n "$ceph_pid" ] && kill "$ceph_pid" 2>/dev/null; wait 2>/dev/null; scripts/ceph-mini.sh stop >/dev/null 2>&1 || true' EXIT
+    IMAGE_SIZE= scripts/ceph-mini.sh start >"${TMPDIR:-/tmp}/iscsi-rs-ceph-mini.log" 2>&1 &
+    ceph_pid=$!
+else
+    echo "Ceph packages (ceph-mon ceph-mgr ceph-osd ceph-common librbd-dev librados-dev) missing:" \
+        "building without the rbd feature; the RBD tests will skip" >&2
+fi
+cargo build --workspace --all-targets "${features[@]}"
 # The ublk export (cargo feature, off by default; the kernel here has no
 # ublk driver, so it is only built).
 cargo check -p initiator --features ublk
 cargo check -p cli --features ublk
-cargo nextest run --workspace --no-fail-fast "$@"
+if ((${#features[@]})); then
+    if wait "$ceph_pid"; then
+        export ISCSI_TEST_CEPH_CONF=$CEPH_MINI_DIR/ceph.conf
+    else
+        echo "warning: the test Ceph cluster did not start (log: ${TMPDIR:-/tmp}/iscsi-rs-ceph-mini.log);" \
+            "the RBD tests that need it will skip" >&2
+        tail -5 "${TMPDIR:-/tmp}/iscsi-rs-ceph-mini.log" >&2 || true
+    fi
+fi
+cargo nextest run --workspace --no-fail-fast "${features[@]}" "$@"

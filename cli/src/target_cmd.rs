@@ -35,7 +35,9 @@ pub struct ServeArgs {
     pub target: Option<String>,
     /// Logical unit (repeatable, numbered 0, 1, 2 ... in order):
     /// mem:SIZE | null:SIZE | file:PATH[,size=SIZE][,sector=512|4096][,mode=wb|wt|ro][,thin]
-    /// | block:DEVICE[,mode=...]. SIZE takes K/M/G/T suffixes. Every kind also
+    /// | block:DEVICE[,mode=...] | rbd:POOL/IMAGE[,conf=PATH][,user=NAME]
+    /// [,keyring=PATH][,namespace=NS][,timeout=SECS][,shared][,mode=...][,sector=...]
+    /// (Ceph RBD; builds with `--features rbd`). SIZE takes K/M/G/T suffixes. Every kind also
     /// takes `serial=S`, `removable` (virtual removable media) and `sanitize`
     /// (accept SANITIZE, which erases the whole LUN; off by default).
     #[arg(long = "lun", value_name = "SPEC")]

@@ -9,7 +9,9 @@
 //!
 //! This module also parses the quick-start LUN SPEC syntax
 //! (`mem:SIZE`, `null:SIZE`, `file:PATH[,size=SIZE][,sector=512|4096]
-//! [,mode=wb|wt|ro][,thin]`, `block:DEVICE[,mode=...]`) into [`LunConfig`].
+//! [,mode=wb|wt|ro][,thin]`, `block:DEVICE[,mode=...]`,
+//! `rbd:POOL/IMAGE[,conf=PATH][,user=NAME][,keyring=PATH][,namespace=NS]
+//! [,timeout=SECS][,shared]`) into [`LunConfig`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -79,6 +81,59 @@ pub enum BackendConfig {
     },
     /// A block device.
     Block { path: PathBuf },
+    /// A Ceph RBD image (cargo feature `rbd`).
+    Rbd(RbdSpec),
+}
+
+/// Where a Ceph RBD image is and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RbdSpec {
+    pub pool: String,
+    pub image: String,
+    /// RADOS namespace inside the pool.
+    pub namespace: Option<String>,
+    /// ceph.conf; default: librados' search (`$CEPH_CONF`, /etc/ceph/ceph.conf).
+    pub conf: Option<PathBuf>,
+    /// Ceph user without `client.` (default `admin`).
+    pub user: Option<String>,
+    /// Keyring; default: the one the conf names.
+    pub keyring: Option<PathBuf>,
+    /// Seconds a cluster operation may take before the command fails with
+    /// a retryable sense (default 20).
+    pub timeout_secs: Option<u32>,
+    /// Open even when another client holds the image's exclusive lock, and
+    /// do not hold it ourselves (librbd then passes the lock back and forth
+    /// between writers; see docs/rbd.md).
+    pub shared: bool,
+}
+
+impl RbdSpec {
+    /// `POOL/IMAGE` or `POOL/NAMESPACE/IMAGE`, as `rbd` spells it.
+    pub fn display_name(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{}/{ns}/{}", self.pool, self.image),
+            None => format!("{}/{}", self.pool, self.image),
+        }
+    }
+
+    /// Parse `POOL/IMAGE` (or `POOL/NAMESPACE/IMAGE`).
+    pub fn parse_name(s: &str) -> Option<RbdSpec> {
+        let parts: Vec<&str> = s.split('/').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        let (pool, namespace, image) = match parts[..] {
+            [p, i] => (p, None, i),
+            [p, n, i] => (p, Some(n.to_string()), i),
+            _ => return None,
+        };
+        Some(RbdSpec {
+            pool: pool.into(),
+            image: image.into(),
+            namespace,
+            ..Default::default()
+        })
+    }
 }
 
 /// One logical unit.
@@ -105,7 +160,9 @@ impl LunConfig {
     /// Parse a quick-start LUN SPEC; `lun` is the number it will get.
     ///
     /// `mem:SIZE`, `null:SIZE`, `file:PATH[,size=SIZE][,sector=512|4096]
-    /// [,mode=wb|wt|ro][,thin]`, `block:DEVICE[,mode=...]`. `mem` and `null`
+    /// [,mode=wb|wt|ro][,thin]`, `block:DEVICE[,mode=...]`,
+    /// `rbd:POOL/IMAGE[,conf=PATH][,user=NAME][,keyring=PATH]
+    /// [,namespace=NS][,timeout=SECS][,shared]`. `mem` and `null`
     /// also take `sector=` and `mode=`; every kind takes `serial=S`,
     /// `removable` and `sanitize`.
     pub fn parse_spec(lun: u64, spec: &str) -> Result<LunConfig, ConfigError> {
@@ -115,7 +172,7 @@ impl LunConfig {
         };
         let (kind, rest) = spec
             .split_once(':')
-            .ok_or_else(|| bad("expected KIND:..., KIND one of mem, null, file, block"))?;
+            .ok_or_else(|| bad("expected KIND:..., KIND one of mem, null, file, block, rbd"))?;
         let mut parts = rest.split(',');
         let first = parts.next().unwrap_or("");
         if first.is_empty() {
@@ -128,6 +185,7 @@ impl LunConfig {
         let mut serial = None;
         let mut removable = false;
         let mut sanitize = false;
+        let mut rbd = RbdSpec::default();
         for opt in parts {
             let (key, value) = match opt.split_once('=') {
                 Some((k, v)) => (k, Some(v)),
@@ -149,6 +207,27 @@ impl LunConfig {
                 ("removable", None) => removable = true,
                 ("sanitize", None) => sanitize = true,
                 ("serial", Some(v)) if !v.is_empty() => serial = Some(v.to_string()),
+                ("conf", Some(v)) if kind == "rbd" && !v.is_empty() => {
+                    rbd.conf = Some(PathBuf::from(v))
+                }
+                ("user", Some(v)) if kind == "rbd" && !v.is_empty() => {
+                    rbd.user = Some(v.trim_start_matches("client.").to_string())
+                }
+                ("keyring", Some(v)) if kind == "rbd" && !v.is_empty() => {
+                    rbd.keyring = Some(PathBuf::from(v))
+                }
+                ("namespace", Some(v)) if kind == "rbd" && !v.is_empty() => {
+                    rbd.namespace = Some(v.to_string())
+                }
+                ("timeout", Some(v)) if kind == "rbd" => {
+                    rbd.timeout_secs = Some(
+                        v.parse()
+                            .ok()
+                            .filter(|t| (1..=3600).contains(t))
+                            .ok_or_else(|| bad("timeout must be 1..=3600 seconds"))?,
+                    )
+                }
+                ("shared", None) if kind == "rbd" => rbd.shared = true,
                 _ => return Err(bad(&format!("unknown option {opt:?}"))),
             }
         }
@@ -177,8 +256,27 @@ impl LunConfig {
                     path: PathBuf::from(first),
                 }
             }
-            _ => return Err(bad("KIND must be mem, null, file or block")),
+            "rbd" => {
+                if size.is_some() || thin || removable || sanitize {
+                    return Err(bad(
+                        "an rbd LUN has the size of its image (rbd resize) and is always thin",
+                    ));
+                }
+                let name = RbdSpec::parse_name(first)
+                    .ok_or_else(|| bad("expected rbd:POOL/IMAGE or rbd:POOL/NAMESPACE/IMAGE"))?;
+                if name.namespace.is_some() && rbd.namespace.is_some() {
+                    return Err(bad("namespace given twice"));
+                }
+                BackendConfig::Rbd(RbdSpec {
+                    pool: name.pool,
+                    image: name.image,
+                    namespace: name.namespace.or(rbd.namespace),
+                    ..rbd
+                })
+            }
+            _ => return Err(bad("KIND must be mem, null, file, block or rbd")),
         };
+
         let lc = LunConfig {
             lun,
             backend,
@@ -197,7 +295,7 @@ impl LunConfig {
         let size = match &self.backend {
             BackendConfig::Memory { size } | BackendConfig::Null { size } => Some(*size),
             BackendConfig::File { size, .. } => *size,
-            BackendConfig::Block { .. } => None,
+            BackendConfig::Block { .. } | BackendConfig::Rbd(_) => None,
         };
         if self.block_size != 512 && self.block_size != 4096 {
             return Err(ConfigError::Invalid {
@@ -582,6 +680,41 @@ mod tests {
             "file:/x,bogus",
             "block:/dev/x,size=1G",
             "mem:100",
+        ] {
+            assert!(LunConfig::parse_spec(0, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rbd_specs() {
+        let l = LunConfig::parse_spec(
+            0,
+            "rbd:rbd/disk1,conf=/etc/ceph/c.conf,user=client.iscsi,keyring=/k,timeout=5,shared,mode=wt,sector=4096",
+        )
+        .unwrap();
+        let BackendConfig::Rbd(r) = &l.backend else {
+            panic!("{l:?}")
+        };
+        assert_eq!((r.pool.as_str(), r.image.as_str()), ("rbd", "disk1"));
+        assert_eq!(r.user.as_deref(), Some("iscsi"));
+        assert_eq!(r.conf, Some(PathBuf::from("/etc/ceph/c.conf")));
+        assert_eq!((r.timeout_secs, r.shared), (Some(5), true));
+        assert_eq!((l.mode, l.block_size), (IoMode::WriteThrough, 4096));
+        let l = LunConfig::parse_spec(1, "rbd:p/ns/img").unwrap();
+        let BackendConfig::Rbd(r) = &l.backend else {
+            panic!()
+        };
+        assert_eq!(r.display_name(), "p/ns/img");
+        for bad in [
+            "rbd:img",
+            "rbd:p/",
+            "rbd:/i",
+            "rbd:a/b/c/d",
+            "rbd:p/i,size=1G",
+            "rbd:p/i,thin",
+            "rbd:p/i,timeout=0",
+            "rbd:p/ns/i,namespace=x",
+            "file:/x,conf=/y",
         ] {
             assert!(LunConfig::parse_spec(0, bad).is_err(), "{bad}");
         }

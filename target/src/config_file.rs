@@ -220,11 +220,17 @@ pub struct LunEntry {
     #[serde(rename = "_comment", default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<Comment>,
     pub lun: u64,
-    /// `file`, `block`, `mem` or `null`.
+    /// `file`, `block`, `mem`, `null` or `rbd`.
     pub backend: String,
     /// File or block device (file/block backends only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
+    /// `POOL/IMAGE` or `POOL/NAMESPACE/IMAGE` (rbd backend only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// How to reach the Ceph cluster (rbd backend only; all optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceph: Option<CephEntry>,
     /// Required for mem/null; for file: size of a created file (an
     /// existing file keeps its size unless given); not for block.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -258,6 +264,31 @@ pub struct LunEntry {
     /// Accept SANITIZE, which erases the whole LUN (default false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sanitize: bool,
+}
+
+/// Ceph client settings of an rbd LUN.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CephEntry {
+    /// ceph.conf (default: `$CEPH_CONF`, then /etc/ceph/ceph.conf).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conf: Option<PathBuf>,
+    /// Ceph user without `client.` (default `admin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Keyring (default: the one the conf names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyring: Option<PathBuf>,
+    /// RADOS namespace (or give `POOL/NAMESPACE/IMAGE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Seconds a cluster operation may take before the command fails with
+    /// a retryable sense (1..=3600, default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u32>,
+    /// Open even when another client holds the image's exclusive lock.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 /// One initiator allowed to log in.
@@ -403,8 +434,12 @@ pub fn load(file: &Path) -> Result<Loaded, FileError> {
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     for t in &mut loaded.server.targets {
         for l in &mut t.luns {
-            if let BackendConfig::File { path, .. } | BackendConfig::Block { path } = &mut l.backend
-            {
+            let paths: Vec<&mut PathBuf> = match &mut l.backend {
+                BackendConfig::File { path, .. } | BackendConfig::Block { path } => vec![path],
+                BackendConfig::Rbd(r) => r.conf.iter_mut().chain(r.keyring.iter_mut()).collect(),
+                _ => Vec::new(),
+            };
+            for path in paths {
                 if path.is_relative() {
                     *path = dir.join(&*path);
                 }
@@ -723,7 +758,53 @@ pub fn lun_to_runtime(path: &str, l: &LunEntry) -> Result<(LunConfig, LunExt), F
             Ok(())
         }
     };
+    if l.backend != "rbd" {
+        no("image", l.image.is_some(), "only rbd LUNs have an image")?;
+        no("ceph", l.ceph.is_some(), "only rbd LUNs have ceph settings")?;
+    }
     let backend = match l.backend.as_str() {
+        "rbd" => {
+            no(
+                "path",
+                l.path.is_some(),
+                "an rbd LUN names its image in \"image\"",
+            )?;
+            no(
+                "size",
+                l.size.is_some(),
+                "an rbd LUN has the size of its image (rbd resize)",
+            )?;
+            no("thin", l.thin.is_some(), "an rbd LUN is always thin")?;
+            let name = l.image.as_deref().unwrap_or("");
+            let mut r = crate::config::RbdSpec::parse_name(name).ok_or_else(|| {
+                FileError::invalid(
+                    p("image"),
+                    format!("expected \"POOL/IMAGE\" or \"POOL/NAMESPACE/IMAGE\", got {name:?}"),
+                )
+            })?;
+            let c = l.ceph.clone().unwrap_or_default();
+            if c.namespace.is_some() && r.namespace.is_some() {
+                return Err(FileError::invalid(
+                    p("ceph.namespace"),
+                    "namespace given twice",
+                ));
+            }
+            if let Some(t) = c.timeout_secs {
+                if !(1..=3600).contains(&t) {
+                    return Err(FileError::invalid(
+                        p("ceph.timeout_secs"),
+                        format!("must be between 1 and 3600, got {t}"),
+                    ));
+                }
+            }
+            r.namespace = r.namespace.or(c.namespace);
+            r.conf = c.conf;
+            r.user = c.user.map(|u| u.trim_start_matches("client.").to_string());
+            r.keyring = c.keyring;
+            r.timeout_secs = c.timeout_secs;
+            r.shared = c.shared;
+            BackendConfig::Rbd(r)
+        }
         "mem" | "null" => {
             no("path", l.path.is_some(), "mem and null LUNs have no path")?;
             no(
@@ -759,7 +840,7 @@ pub fn lun_to_runtime(path: &str, l: &LunEntry) -> Result<(LunConfig, LunExt), F
         other => {
             return Err(FileError::invalid(
                 p("backend"),
-                format!("must be \"file\", \"block\", \"mem\" or \"null\", got {other:?}"),
+                format!("must be \"file\", \"block\", \"mem\", \"null\" or \"rbd\", got {other:?}"),
             ))
         }
     };
@@ -1031,12 +1112,30 @@ pub fn lun_entry(l: &LunConfig, e: Option<&LunExt>) -> LunEntry {
             thin.then_some(true),
         ),
         BackendConfig::Block { path } => ("block", Some(path.clone()), None, None),
+        BackendConfig::Rbd(_) => ("rbd", None, None, None),
+    };
+    let (image, ceph) = match &l.backend {
+        BackendConfig::Rbd(r) => (
+            Some(format!("{}/{}", r.pool, r.image)),
+            Some(CephEntry {
+                conf: r.conf.clone(),
+                user: r.user.clone(),
+                keyring: r.keyring.clone(),
+                namespace: r.namespace.clone(),
+                timeout_secs: r.timeout_secs,
+                shared: r.shared,
+            })
+            .filter(|c| *c != CephEntry::default()),
+        ),
+        _ => (None, None),
     };
     LunEntry {
         comment: e.and_then(|e| e.comment.clone()),
         lun: l.lun,
         backend: backend.into(),
         path,
+        image,
+        ceph,
         size,
         sector_size: Some(l.block_size),
         mode: Some(l.mode.as_str().into()),
@@ -1421,6 +1520,44 @@ mod tests {
         assert_eq!(again, l);
         // Secrets never in Debug output.
         assert!(!format!("{:?}", to_file(&l)).contains("h1-secret"));
+    }
+
+    #[test]
+    fn rbd_luns_load_and_round_trip() {
+        let text = MINIMAL.replacen(
+            r#""backend": "mem", "size": "64M""#,
+            r#""backend": "rbd", "image": "rbd/disk1",
+               "ceph": {"conf": "/etc/ceph/ceph.conf", "user": "iscsi", "timeout_secs": 5}"#,
+            1,
+        );
+        let l = parse_str(&text).unwrap();
+        let BackendConfig::Rbd(r) = &l.server.targets[0].luns[0].backend else {
+            panic!("{l:?}")
+        };
+        assert_eq!(r.display_name(), "rbd/disk1");
+        assert_eq!(
+            (r.user.as_deref(), r.timeout_secs),
+            (Some("iscsi"), Some(5))
+        );
+        assert_eq!(parse_str(&to_json(&to_file(&l))).unwrap(), l);
+        bad(
+            r#""backend": "mem", "size": "64M""#,
+            r#""backend": "rbd", "image": "nopool""#,
+            "targets[0].luns[0].image",
+            "POOL/IMAGE",
+        );
+        bad(
+            r#""backend": "mem", "size": "64M""#,
+            r#""backend": "rbd", "image": "p/i", "size": "1G""#,
+            "targets[0].luns[0].size",
+            "rbd resize",
+        );
+        bad(
+            r#""size": "64M""#,
+            r#""size": "64M", "image": "p/i""#,
+            "targets[0].luns[0].image",
+            "only rbd",
+        );
     }
 
     #[test]

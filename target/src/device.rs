@@ -123,6 +123,7 @@ pub fn lu_config(target: &str, l: &LunConfig) -> Result<LuConfig, String> {
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             (Arc::new(b), false, path.display().to_string())
         }
+        BackendConfig::Rbd(spec) => (open_rbd(spec, ro)?, true, spec.display_name()),
     };
     let mut c = LuConfig::new(lun, backend);
     c.block_size = l.block_size;
@@ -147,6 +148,21 @@ pub fn lu_config(target: &str, l: &LunConfig) -> Result<LuConfig, String> {
 /// without a logical unit.
 pub fn descriptor_sense(d: &Device, n: &Nexus, lun: u64) -> bool {
     d.descriptor_sense(n, lun)
+}
+
+/// Opens a Ceph RBD image (blocks up to the spec's timeout).
+#[cfg(feature = "rbd")]
+fn open_rbd(spec: &crate::config::RbdSpec, ro: bool) -> Result<Arc<dyn Backend>, String> {
+    Ok(Arc::new(crate::backend::rbd::RbdBackend::open(spec, ro)?))
+}
+
+#[cfg(not(feature = "rbd"))]
+fn open_rbd(spec: &crate::config::RbdSpec, _ro: bool) -> Result<Arc<dyn Backend>, String> {
+    Err(format!(
+        "rbd:{}: this build has no Ceph RBD support; rebuild with `cargo build --features rbd` \
+         (needs librbd-dev and librados-dev)",
+        spec.display_name()
+    ))
 }
 
 /// Execute one command.

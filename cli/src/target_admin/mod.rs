@@ -405,6 +405,7 @@ mod tests {
                     read_bytes: 4096,
                     ..IoStats::default()
                 }),
+                backend_info: None,
             }],
             acl: vec![AclInfo {
                 initiator: "iqn.2024-01.org.example:h".into(),

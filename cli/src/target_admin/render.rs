@@ -175,6 +175,11 @@ fn render_target(t: &TargetInfo) -> String {
             &rows,
             "  ",
         ));
+        for l in &t.luns {
+            if let Some(info) = &l.backend_info {
+                out.push_str(&backend_info_line(l.lun, info));
+            }
+        }
     }
     if t.sessions.is_empty() {
         out.push_str("  Sessions: none\n");
@@ -236,4 +241,31 @@ pub(super) fn render_show(show: &ShowResult) -> String {
         out.push_str(&format!("warning: {w}\n"));
     }
     out
+}
+
+/// One line of what a backend reports about itself (rbd: image, size,
+/// features, lock, monitors).
+fn backend_info_line(lun: u64, info: &serde_json::Value) -> String {
+    let Some(m) = info.as_object() else {
+        return String::new();
+    };
+    let fields: Vec<String> = m
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            serde_json::Value::Array(a) => format!(
+                "{k}={}",
+                a.iter()
+                    .map(|x| x
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| x.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    format!("  LUN {lun}: {}\n", fields.join(" "))
 }

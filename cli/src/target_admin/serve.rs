@@ -46,6 +46,7 @@ impl Running {
         }
         self.admin.stop_extra_listeners().await;
         self.server.shutdown().await;
+        self.admin.close_luns().await;
     }
 }
 

@@ -346,6 +346,7 @@ impl Admin {
                     BackendConfig::File { path, .. } | BackendConfig::Block { path } => {
                         Some(path.display().to_string())
                     }
+                    BackendConfig::Rbd(r) => Some(r.display_name()),
                     _ => None,
                 };
                 let backend = match &l.backend {
@@ -353,6 +354,7 @@ impl Admin {
                     BackendConfig::Null { .. } => "null",
                     BackendConfig::File { .. } => "file",
                     BackendConfig::Block { .. } => "block",
+                    BackendConfig::Rbd(_) => "rbd",
                 };
                 let io = st
                     .luns
@@ -379,6 +381,7 @@ impl Admin {
                             product: lu.cfg.product.clone(),
                             in_use,
                             io,
+                            backend_info: lu.cfg.backend.info(),
                         }
                     }
                     // Configured but not in the device server: cannot
@@ -398,6 +401,7 @@ impl Admin {
                         product: le.and_then(|e| e.product.clone()).unwrap_or_default(),
                         in_use: false,
                         io,
+                        backend_info: None,
                     },
                 }
             })
@@ -779,6 +783,13 @@ impl Admin {
                     BackendConfig::Null { .. } => {
                         return Err(refused("null LUNs cannot be resized (remove and add it)"))
                     }
+                    BackendConfig::Rbd(ref r) => {
+                        return Err(refused(format!(
+                        "an rbd LUN has the size of its image: run `rbd resize --size SIZE {}`; \
+                             the target notices and reports CAPACITY DATA HAS CHANGED",
+                        r.display_name()
+                    )))
+                    }
                     _ => {}
                 }
                 if bytes < lu.cfg.backend.size() && !force {
@@ -813,7 +824,7 @@ impl Admin {
                     match &mut l.backend {
                         BackendConfig::Memory { size } | BackendConfig::Null { size } => *size = b,
                         BackendConfig::File { size, .. } => *size = Some(b),
-                        BackendConfig::Block { .. } => {}
+                        BackendConfig::Block { .. } | BackendConfig::Rbd(_) => {}
                     }
                 }
             }

@@ -102,6 +102,25 @@ impl Admin {
             t.abort();
         }
     }
+
+    /// Take every LUN out of its device server after the server shut down,
+    /// so that backends close now rather than at process exit: an RBD
+    /// image's exclusive lock and watch are released at once, instead of
+    /// being left to expire on the cluster (which would keep another
+    /// gateway from taking the image over for about 30 s).
+    pub async fn close_luns(&self) {
+        let targets = self.shared.all_targets();
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in targets {
+                for n in t.device.luns() {
+                    if let Ok(n) = u16::try_from(n) {
+                        let _ = t.device.remove_lun(n);
+                    }
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// Build the logical unit of `l`: backend (wrapped with I/O counters) and

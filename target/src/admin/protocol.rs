@@ -269,8 +269,9 @@ pub struct TargetInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LunInfo {
     pub lun: u64,
-    /// `file`, `block`, `mem`, `null`.
+    /// `file`, `block`, `mem`, `null`, `rbd`.
     pub backend: String,
+    /// File or device path; `POOL/IMAGE` for rbd.
     pub path: Option<String>,
     pub size_bytes: u64,
     pub sector_size: u32,
@@ -286,6 +287,10 @@ pub struct LunInfo {
     /// Whether a logged-in initiator has used the LUN.
     pub in_use: bool,
     pub io: Option<IoStats>,
+    /// What the backend reports about itself (rbd: image, size, features,
+    /// monitors, lock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_info: Option<serde_json::Value>,
 }
 
 /// Per-LUN I/O counters since the LUN was created.

@@ -8,7 +8,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::backend::{Backend, Result};
+use bytes::Bytes;
+
+use crate::backend::{AsyncIo, Backend, IoFuture, Result};
 
 use super::protocol::IoStats;
 
@@ -139,6 +141,95 @@ impl Backend for CountingBackend {
 
     fn resize(&self, new_size: u64) -> Result<()> {
         self.inner.resize(new_size)
+    }
+
+    fn aio(&self) -> Option<&dyn AsyncIo> {
+        self.inner.aio().map(|_| self as &dyn AsyncIo)
+    }
+
+    fn unmap_granularity(&self) -> u64 {
+        self.inner.unmap_granularity()
+    }
+
+    fn unmap_reads_zero(&self) -> bool {
+        self.inner.unmap_reads_zero()
+    }
+
+    fn info(&self) -> Option<serde_json::Value> {
+        self.inner.info()
+    }
+}
+
+/// Which counters an asynchronous operation bumps.
+#[derive(Clone, Copy)]
+enum Kind {
+    Read,
+    Write,
+    Flush,
+    Unmap,
+}
+
+impl CountingBackend {
+    /// The inner backend's future, counted when it completes. Only called
+    /// through `aio()`, which exists only when the inner backend has one.
+    fn counted<T: Send + 'static>(
+        &self,
+        kind: Kind,
+        bytes: u64,
+        f: impl FnOnce(&dyn AsyncIo) -> IoFuture<T>,
+    ) -> IoFuture<T> {
+        let Some(a) = self.inner.aio() else {
+            return Box::pin(async { Err(crate::backend::BackendError::Unsupported) });
+        };
+        let fut = f(a);
+        let c = self.counters.clone();
+        Box::pin(async move {
+            let r = fut.await;
+            match kind {
+                Kind::Read => c.count(r, &c.read_ops, Some((&c.read_bytes, bytes))),
+                Kind::Write => c.count(r, &c.write_ops, Some((&c.write_bytes, bytes))),
+                Kind::Flush => c.count(r, &c.flush_ops, None),
+                Kind::Unmap => c.count(r, &c.unmap_ops, None),
+            }
+        })
+    }
+}
+
+impl AsyncIo for CountingBackend {
+    fn read(&self, offset: u64, len: usize) -> IoFuture<Bytes> {
+        self.counted(Kind::Read, len as u64, |a| a.read(offset, len))
+    }
+
+    fn write(&self, offset: u64, data: Bytes) -> IoFuture<()> {
+        self.counted(Kind::Write, data.len() as u64, |a| a.write(offset, data))
+    }
+
+    fn flush(&self) -> IoFuture<()> {
+        self.counted(Kind::Flush, 0, |a| a.flush())
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> IoFuture<()> {
+        self.counted(Kind::Unmap, 0, |a| a.discard(offset, len))
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> IoFuture<()> {
+        self.counted(Kind::Write, len, |a| a.write_zeroes(offset, len))
+    }
+
+    fn write_same(&self, offset: u64, len: u64, block: Bytes) -> IoFuture<()> {
+        self.counted(Kind::Write, len, |a| a.write_same(offset, len, block))
+    }
+
+    fn compare_and_write(
+        &self,
+        offset: u64,
+        expected: Bytes,
+        data: Bytes,
+    ) -> IoFuture<Option<u64>> {
+        let n = data.len() as u64;
+        self.counted(Kind::Write, n, |a| {
+            a.compare_and_write(offset, expected, data)
+        })
     }
 }
 

@@ -6,9 +6,15 @@
 //! blocking pool. Capability methods (`supports_unmap`, `seek_data`, ...)
 //! feed the Logical Block Provisioning VPD page and GET LBA STATUS.
 //!
+//! Backends with completion-based I/O of their own (librbd's aio) also
+//! offer [`AsyncIo`] through [`Backend::aio`]: the device server then
+//! awaits their futures instead of occupying a blocking-pool thread per
+//! request.
+//!
 //! Implementations: [`FileBackend`] (regular file, sparse when thin),
 //! [`BlockBackend`] (block device), [`MemoryBackend`] (sparse chunked RAM),
-//! [`NullBackend`] (reads zeros, discards writes).
+//! [`NullBackend`] (reads zeros, discards writes), `RbdBackend` (a Ceph RBD
+//! image, cargo feature `rbd`).
 //!
 //! [`BackendError::sense`] is the one place where backend failures become
 //! SCSI sense data.
@@ -17,14 +23,19 @@ mod block;
 mod file;
 mod memory;
 mod null;
+#[cfg(feature = "rbd")]
+pub mod rbd;
 
 pub use block::BlockBackend;
 pub use file::{FileBackend, FileOptions};
 pub use memory::MemoryBackend;
 pub use null::NullBackend;
 
+use bytes::Bytes;
 use proto::scsi::{Asc, Sense, SenseKey};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 
 /// Errors from a backend.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +48,15 @@ pub enum BackendError {
     Unsupported,
     #[error("backend is read-only")]
     ReadOnly,
+    /// The storage did not answer in time or lost its connection (a Ceph
+    /// cluster with an OSD or monitor down): the command may succeed if
+    /// retried later.
+    #[error("backing store unavailable: {0}")]
+    Unavailable(String),
 }
+
+/// ASC/ASCQ 3Eh/02h TIMEOUT ON LOGICAL UNIT (SPC-5 Annex D).
+const TIMEOUT_ON_LOGICAL_UNIT: Asc = Asc::new(0x3E, 0x02);
 
 /// Direction of the failed operation, to pick the medium error ASC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +73,15 @@ impl BackendError {
                 // SBC-4 §4.7.3.6: SPACE ALLOCATION FAILED WRITE PROTECT.
                 Sense::new(SenseKey::DATA_PROTECT, Asc::new(0x27, 0x07))
             }
+            // SAM-5 §5.3.2 / SPC-5 §4.4.3: ABORTED COMMAND, "the
+            // application client may be able to recover by trying the
+            // command again" (Linux sd and libiscsi-based initiators do).
+            BackendError::Unavailable(_) => {
+                Sense::new(SenseKey::ABORTED_COMMAND, TIMEOUT_ON_LOGICAL_UNIT)
+            }
+            BackendError::Io(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => {
+                Sense::new(SenseKey::ABORTED_COMMAND, TIMEOUT_ON_LOGICAL_UNIT)
+            }
             BackendError::Io(e) if e.raw_os_error() == Some(libc::EROFS) => {
                 Sense::new(SenseKey::DATA_PROTECT, Asc::WRITE_PROTECTED)
             }
@@ -69,6 +97,32 @@ impl BackendError {
 }
 
 pub type Result<T> = std::result::Result<T, BackendError>;
+
+/// A backend operation in flight (owns everything it needs).
+pub type IoFuture<T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'static>>;
+
+/// Completion-based data path of a backend (librbd's aio): each call starts
+/// the operation at once and returns a future of its completion. Offsets
+/// and lengths are bytes, inside `size()`.
+pub trait AsyncIo: Send + Sync {
+    fn read(&self, offset: u64, len: usize) -> IoFuture<Bytes>;
+    fn write(&self, offset: u64, data: Bytes) -> IoFuture<()>;
+    /// Makes every completed write durable.
+    fn flush(&self) -> IoFuture<()>;
+    /// Deallocates a range (UNMAP); may leave data where the store's
+    /// granularity is coarser ([`Backend::unmap_reads_zero`]).
+    fn discard(&self, offset: u64, len: u64) -> IoFuture<()>;
+    /// Writes zeros (deallocating where the store can).
+    fn write_zeroes(&self, offset: u64, len: u64) -> IoFuture<()>;
+    /// Writes `block` repeated over `len` bytes.
+    fn write_same(&self, offset: u64, len: u64, block: Bytes) -> IoFuture<()>;
+    /// Atomically compares `expected` with the medium and, when equal,
+    /// writes `data`: `Ok(None)` written, `Ok(Some(i))` first differing
+    /// byte, nothing written. [`BackendError::Unsupported`] when the store
+    /// cannot do it for this range (the caller then uses its own lock).
+    fn compare_and_write(&self, offset: u64, expected: Bytes, data: Bytes)
+        -> IoFuture<Option<u64>>;
+}
 
 /// A byte-addressed store. Offsets and lengths are in bytes; the device
 /// server only issues block-aligned requests inside `size()`.
@@ -130,6 +184,27 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Changes the size (new space reads as zeros).
     fn resize(&self, _new_size: u64) -> Result<()> {
         Err(BackendError::Unsupported)
+    }
+
+    /// The asynchronous data path, when the backend has one.
+    fn aio(&self) -> Option<&dyn AsyncIo> {
+        None
+    }
+
+    /// Bytes below which `punch_hole` may leave a range allocated (0: any
+    /// block is deallocated). Feeds the Block Limits VPD page.
+    fn unmap_granularity(&self) -> u64 {
+        0
+    }
+
+    /// Whether deallocated blocks read as zeros (LBPRZ, SBC-4 §4.7.3.3).
+    fn unmap_reads_zero(&self) -> bool {
+        true
+    }
+
+    /// Backend-specific facts for the admin API (`target show`).
+    fn info(&self) -> Option<serde_json::Value> {
+        None
     }
 }
 

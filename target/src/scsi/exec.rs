@@ -203,6 +203,11 @@ pub(super) async fn execute(srv: &DeviceServer, nexus: &Nexus, mut req: ScsiRequ
             st.push_ua(nexus, Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET);
         }
         let d = st.modes.d_sense;
+        if lu.capacity_changed() {
+            // SBC-4 §4.10: a capacity changed outside the device server (an
+            // RBD image grown with `rbd resize`).
+            st.push_ua_all(Asc::CAPACITY_DATA_HAS_CHANGED, None);
+        }
         if !ua_exempt(op) {
             if let Some(asc) = st.ua.get_mut(nexus).and_then(|q| q.pop_front()) {
                 return ScsiResult::check(&Sense::unit_attention(asc), d);
@@ -406,7 +411,7 @@ impl Ctx<'_> {
                     last_lba: self.lu.num_blocks().saturating_sub(1),
                     block_len: self.lu.block_size(),
                     lbpme: thin,
-                    lbprz: thin,
+                    lbprz: thin && self.lu.cfg.backend.unmap_reads_zero(),
                     lbppbe: self.lu.lbppbe(),
                     ..Default::default()
                 };
@@ -643,6 +648,15 @@ impl Ctx<'_> {
         }
     }
 
+    /// Awaits an operation of the backend's asynchronous data path
+    /// ([`crate::backend::AsyncIo`]), mapping its error to sense data.
+    async fn awaited<T>(&self, dir: IoDir, f: crate::backend::IoFuture<T>) -> Result<T, Fail> {
+        f.await.map_err(|e| {
+            tracing::warn!(error = %e, "backend I/O failed");
+            e.sense(dir).into()
+        })
+    }
+
     async fn read_blocks(&self, lba: u64, blocks: u32) -> R {
         let bs = self.bs();
         let len = blocks as usize * bs as usize;
@@ -650,6 +664,9 @@ impl Ctx<'_> {
             return Ok(Bytes::new());
         }
         let off = lba * bs;
+        if let Some(a) = self.lu.cfg.backend.aio() {
+            return self.awaited(IoDir::Read, a.read(off, len)).await;
+        }
         let buf = self
             .blocking(IoDir::Read, move |b| {
                 let mut buf = BytesMut::zeroed(len);
@@ -667,6 +684,13 @@ impl Ctx<'_> {
         let off = lba * self.bs();
         let len = data.len() as u64;
         let sync = self.must_sync(fua);
+        if let Some(a) = self.lu.cfg.backend.aio() {
+            self.awaited(IoDir::Write, a.write(off, data)).await?;
+            if sync {
+                self.awaited(IoDir::Write, a.flush()).await?;
+            }
+            return Ok(());
+        }
         self.blocking(IoDir::Write, move |b| {
             b.write_at(&data, off)?;
             if sync {
@@ -678,6 +702,9 @@ impl Ctx<'_> {
     }
 
     async fn flush(&self) -> Result<(), Fail> {
+        if let Some(a) = self.lu.cfg.backend.aio() {
+            return self.awaited(IoDir::Write, a.flush()).await;
+        }
         self.blocking(IoDir::Write, |b| b.flush()).await
     }
 }

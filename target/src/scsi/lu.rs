@@ -249,6 +249,9 @@ pub struct LogicalUnit {
     pub naa: [u8; 16],
     state: Mutex<LuState>,
     pub(crate) locks: RangeLocks,
+    /// The backend size last seen by the device server, to notice a
+    /// capacity changed from outside (an RBD image resized by `rbd`).
+    seen_size: std::sync::atomic::AtomicU64,
 }
 
 impl LogicalUnit {
@@ -269,12 +272,14 @@ impl LogicalUnit {
             sanitizing: false,
             copy_results: HashMap::new(),
         };
+        let seen_size = std::sync::atomic::AtomicU64::new(cfg.backend.size());
         Self {
             cfg,
             serial,
             naa,
             state: Mutex::new(state),
             locks: RangeLocks::default(),
+            seen_size,
         }
     }
 
@@ -301,6 +306,23 @@ impl LogicalUnit {
     /// Thin provisioning is in effect.
     pub fn thin(&self) -> bool {
         self.cfg.thin && self.cfg.backend.supports_unmap()
+    }
+
+    /// Whether the backend's size changed since the last call (one atomic
+    /// load per command; the first caller after a change gets `true`).
+    pub fn capacity_changed(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = self.cfg.backend.size();
+        self.seen_size.load(Ordering::Acquire) != now
+            && self.seen_size.swap(now, Ordering::AcqRel) != now
+    }
+
+    /// OPTIMAL UNMAP GRANULARITY in logical blocks: the physical block, or
+    /// the backend's discard granularity when coarser.
+    pub fn unmap_granularity_blocks(&self) -> u32 {
+        let bs = u64::from(self.cfg.block_size.max(1));
+        let g = self.cfg.backend.unmap_granularity().div_ceil(bs);
+        g.max(1 << self.lbppbe()).min(u32::MAX as u64) as u32
     }
 }
 

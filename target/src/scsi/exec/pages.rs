@@ -97,7 +97,11 @@ impl Ctx<'_> {
                     } else {
                         0
                     },
-                    optimal_unmap_granularity: if thin { 1 << self.lu.lbppbe() } else { 0 },
+                    optimal_unmap_granularity: if thin {
+                        self.lu.unmap_granularity_blocks()
+                    } else {
+                        0
+                    },
                     unmap_granularity_alignment: if thin { Some(0) } else { None },
                     max_write_same_length: l.max_write_same_blocks as u64,
                     max_atomic_transfer_length: (l.max_transfer_bytes as u64 / bs) as u32,
@@ -126,7 +130,9 @@ impl Ctx<'_> {
                 lbpu: true,
                 lbpws: true,
                 lbpws10: true,
-                lbprz: 1,
+                // LBPRZ 0 where a discard may leave data (RBD below its
+                // discard granularity; SBC-4 §4.7.3.3).
+                lbprz: u8::from(self.lu.cfg.backend.unmap_reads_zero()),
                 provisioning_type: 2,
                 ..Default::default()
             }

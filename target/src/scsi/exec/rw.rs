@@ -3,6 +3,7 @@
 //! WRITE (§5.3), ORWRITE (§5.10) and WRITE ATOMIC (§5.47).
 
 use super::{invalid_cdb, Ctx, Fail, R};
+use crate::backend::{BackendError, IoDir};
 use bytes::Bytes;
 use proto::scsi::cdb::{CdbSize, Rw};
 use proto::scsi::{Asc, Sense, SenseKey};
@@ -113,6 +114,31 @@ impl Ctx<'_> {
         }
         let (verify, write) = (d.slice(..len as usize), d.slice(len as usize..));
         let _g = self.lu.locks.lock(rw.lba, rw.lba + rw.blocks as u64).await;
+        if let Some(a) = self.lu.cfg.backend.aio() {
+            // Atomic in the store itself (RBD: on the cluster, against
+            // other gateways too); Unsupported falls back to the lock.
+            let off = rw.lba * self.bs();
+            match a
+                .compare_and_write(off, verify.clone(), write.clone())
+                .await
+            {
+                Ok(None) => {
+                    if self.must_sync(rw.fua) {
+                        self.flush().await?;
+                    }
+                    return Ok(Bytes::new());
+                }
+                Ok(Some(i)) => {
+                    return Err(
+                        Sense::new(SenseKey::MISCOMPARE, Asc::MISCOMPARE_DURING_VERIFY)
+                            .with_information(i)
+                            .into(),
+                    )
+                }
+                Err(BackendError::Unsupported) => {}
+                Err(e) => return Err(e.sense(IoDir::Write).into()),
+            }
+        }
         self.compare(rw.lba, rw.blocks, &verify, Asc::MISCOMPARE_DURING_VERIFY)
             .await?;
         self.write_blocks(rw.lba, write, rw.fua).await?;

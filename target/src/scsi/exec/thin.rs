@@ -58,8 +58,23 @@ impl Ctx<'_> {
         let off = lba * bs;
         let len = count * bs;
         let sync = self.must_sync(false);
+        if let Some(a) = self.lu.cfg.backend.aio() {
+            // Backends with their own write-same and write-zeroes (RBD):
+            // zeros are written as zeros (deallocating where the store
+            // can), never as a discard that may leave data (LBPRZ 0).
+            let f = if block.iter().all(|&b| b == 0) {
+                a.write_zeroes(off, len)
+            } else {
+                a.write_same(off, len, block)
+            };
+            self.awaited(IoDir::Write, f).await?;
+            if sync {
+                self.awaited(IoDir::Write, a.flush()).await?;
+            }
+            return Ok(Bytes::new());
+        }
         self.blocking(IoDir::Write, move |b| {
-            if zero && (unmap || thin) && b.supports_unmap() {
+            if zero && (unmap || thin) && b.supports_unmap() && b.unmap_reads_zero() {
                 // LBPRZ = 1: deallocated blocks read as zeros.
                 b.punch_hole(off, len)?;
             } else if zero {
@@ -123,6 +138,11 @@ impl Ctx<'_> {
                 continue;
             }
             let _g = self.lu.locks.lock(lba, lba + count as u64).await;
+            if let Some(a) = self.lu.cfg.backend.aio() {
+                let f = a.discard(lba * bs, count as u64 * bs);
+                self.awaited(IoDir::Write, f).await?;
+                continue;
+            }
             self.blocking(IoDir::Write, move |b| {
                 b.punch_hole(lba * bs, count as u64 * bs)
             })

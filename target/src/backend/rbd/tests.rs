@@ -1,0 +1,162 @@
+//! The RBD backend against a real cluster (`ISCSI_TEST_CEPH_CONF`, see
+//! `scripts/ceph-mini.sh`); skipped with a message without one.
+
+use super::*;
+use std::process::Command;
+
+fn conf() -> Option<String> {
+    match std::env::var("ISCSI_TEST_CEPH_CONF") {
+        Ok(c) if std::path::Path::new(&c).exists() => Some(c),
+        _ => {
+            eprintln!(
+                "skipping: no Ceph cluster (scripts/ceph-mini.sh start, then set \
+                 ISCSI_TEST_CEPH_CONF to its ceph.conf)"
+            );
+            None
+        }
+    }
+}
+
+fn rbd(conf: &str, args: &[&str]) -> bool {
+    Command::new("timeout")
+        .args(["60", "rbd", "-c", conf])
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A fresh image, removed on drop.
+struct Img {
+    conf: String,
+    spec: RbdSpec,
+}
+
+impl Img {
+    fn new(conf: &str, tag: &str, size: &str) -> Img {
+        let image = format!("ut-{tag}-{}", std::process::id());
+        let name = format!("rbd/{image}");
+        rbd(conf, &["rm", "--no-progress", &name]);
+        assert!(rbd(conf, &["create", "--size", size, &name]));
+        Img {
+            conf: conf.into(),
+            spec: RbdSpec {
+                pool: "rbd".into(),
+                image,
+                conf: Some(conf.into()),
+                timeout_secs: Some(10),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl Drop for Img {
+    fn drop(&mut self) {
+        rbd(
+            &self.conf,
+            &["rm", "--no-progress", &self.spec.display_name()],
+        );
+    }
+}
+
+#[test]
+fn feature_names_follow_the_bits() {
+    assert_eq!(
+        feature_names(1 | 4 | 8 | 16 | 32),
+        [
+            "layering",
+            "exclusive-lock",
+            "object-map",
+            "fast-diff",
+            "deep-flatten"
+        ]
+    );
+    assert!(feature_names(0).is_empty());
+}
+
+#[test]
+fn sync_path_allocation_map_and_info() {
+    let Some(c) = conf() else { return };
+    let img = Img::new(&c, "sync", "16M");
+    let b = RbdBackend::open(&img.spec, false).expect("open");
+    assert_eq!(b.size(), 16 << 20);
+    assert!(!b.unmap_reads_zero());
+    assert_eq!(b.unmap_granularity(), 64 << 10);
+    super::super::tests::exercise(&b, false);
+    // Objects are 4 MiB: data written at 9 MiB allocates [8, 12) MiB.
+    b.write_at(&[7u8; 4096], 9 << 20).unwrap();
+    Backend::flush(&b).unwrap();
+    assert_eq!(b.seek_data(4 << 20).unwrap(), Some(8 << 20));
+    assert_eq!(b.seek_hole(8 << 20).unwrap(), 12 << 20);
+    assert_eq!(b.seek_data(12 << 20).unwrap(), None);
+    let info = b.info().unwrap();
+    assert_eq!(info["lock"], "exclusive (held)");
+    assert!(info["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "exclusive-lock"));
+    assert!(b.read_at(&mut [0u8; 512], 16 << 20).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_path_compare_and_write_and_resize() {
+    let Some(c) = conf() else { return };
+    let img = Img::new(&c, "aio", "8M");
+    let spec = img.spec.clone();
+    let b = tokio::task::spawn_blocking(move || RbdBackend::open(&spec, false))
+        .await
+        .unwrap()
+        .expect("open");
+    let a = b.aio().expect("rbd has an async path");
+    // Many writes in flight at once.
+    let futs: Vec<_> = (0..64u64)
+        .map(|i| a.write(i * 8192, Bytes::from(vec![i as u8; 8192])))
+        .collect();
+    for f in futs {
+        f.await.unwrap();
+    }
+    let got = a.read(8192 * 5, 8192).await.unwrap();
+    assert!(got.iter().all(|&x| x == 5));
+    // COMPARE AND WRITE: equal -> written; differing -> offset of the first
+    // differing byte, nothing written.
+    let old = Bytes::from(vec![3u8; 512]);
+    let new = Bytes::from(vec![9u8; 512]);
+    assert_eq!(
+        a.compare_and_write(3 * 8192, old.clone(), new.clone())
+            .await
+            .unwrap(),
+        None
+    );
+    let mut cmp = vec![9u8; 512];
+    cmp[100] = 0;
+    let r = a
+        .compare_and_write(3 * 8192, Bytes::from(cmp), Bytes::from(vec![1u8; 512]))
+        .await
+        .unwrap();
+    assert_eq!(r, Some(100));
+    assert!(a.read(3 * 8192, 512).await.unwrap().iter().all(|&x| x == 9));
+    // Write zeroes, write same, discard.
+    a.write_zeroes(0, 8192).await.unwrap();
+    assert!(a.read(0, 8192).await.unwrap().iter().all(|&x| x == 0));
+    a.write_same(8192, 4096, Bytes::from(vec![0xEEu8; 512]))
+        .await
+        .unwrap();
+    assert!(a.read(8192, 4096).await.unwrap().iter().all(|&x| x == 0xEE));
+    a.discard(4 << 20, 4 << 20).await.unwrap();
+    a.flush().await.unwrap();
+    // A resize by the rbd CLI reaches the backend through the watch.
+    let name = img.spec.display_name();
+    let c2 = c.clone();
+    assert!(
+        tokio::task::spawn_blocking(move || rbd(&c2, &["resize", "--size", "12M", &name]))
+            .await
+            .unwrap()
+    );
+    let t0 = std::time::Instant::now();
+    while b.size() != 12 << 20 && t0.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(b.size(), 12 << 20);
+    drop(b);
+}

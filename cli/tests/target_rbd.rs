@@ -313,3 +313,151 @@ async fn second_writer_refused_read_only_allowed() {
     stop(first);
     stop(ro);
 }
+
+/// A cluster of this test's own (its OSD gets frozen), on free ports.
+struct OwnCluster {
+    dir: tempfile::TempDir,
+    conf: String,
+}
+
+impl OwnCluster {
+    fn start() -> Option<OwnCluster> {
+        let dir = tempfile::tempdir().ok()?;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/ceph-mini.sh");
+        let v2 = testbed::free_port().ok()?.to_string();
+        let v1 = testbed::free_port().ok()?.to_string();
+        let out = Command::new("timeout")
+            .args(["120", script, "start"])
+            .env("CEPH_MINI_DIR", dir.path())
+            .env("MON_PORT_V2", &v2)
+            .env("MON_PORT_V1", &v1)
+            .env("IMAGE_SIZE", "")
+            .output()
+            .ok()?;
+        let c = OwnCluster {
+            conf: dir.path().join("ceph.conf").display().to_string(),
+            dir,
+        };
+        ok(&out);
+        Some(c)
+    }
+
+    /// The OSD's pid, from the script's pid file.
+    fn osd_pid(&self) -> String {
+        let pids = std::fs::read_to_string(self.dir.path().join("pids")).expect("pid file");
+        pids.lines()
+            .find_map(|l| l.strip_prefix("osd.0 "))
+            .expect("osd.0 in the pid file")
+            .trim()
+            .to_string()
+    }
+
+    fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([sig, &self.osd_pid()])
+            .status()
+            .expect("kill");
+        assert!(st.success());
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/ceph-mini.sh");
+        let _ = Command::new("timeout")
+            .args(["60", script, "stop"])
+            .env("CEPH_MINI_DIR", self.dir.path())
+            .output();
+    }
+}
+
+/// An OSD that stops answering mid-I/O (SIGSTOP): commands on the RBD LUN
+/// fail after the LU's timeout with ABORTED COMMAND, TIMEOUT ON LOGICAL
+/// UNIT (retryable), never hang and never succeed silently; the memory
+/// LUN of the same target keeps serving; after SIGCONT the RBD LUN works
+/// again without a restart and no acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn osd_stall_fails_retryably_then_resumes() {
+    if cluster().is_none() {
+        return;
+    }
+    let Some(cl) = OwnCluster::start() else {
+        eprintln!("skipping: could not start a second test cluster");
+        return;
+    };
+    // An image whose every object holds data on the OSD, so that a read
+    // the target has not cached must go to the OSD.
+    let dir = tempfile::tempdir().unwrap();
+    let seed: Vec<u8> = (0..16u32 << 20).map(|i| (i % 241) as u8 | 1).collect();
+    let seed_file = dir.path().join("seed.img");
+    std::fs::write(&seed_file, &seed).unwrap();
+    ok(&rbd(
+        &cl.conf,
+        &[
+            "import",
+            "--no-progress",
+            seed_file.to_str().unwrap(),
+            "rbd/data",
+        ],
+    ));
+    let target = "iqn.2026-01.rs.iscsi-rs:rbd-stall";
+    let luns = [
+        format!("rbd:rbd/data,conf={},timeout=3,mode=wt", cl.conf),
+        "mem:16M".to_string(),
+    ];
+    let srv = serve(target, &luns, dir.path()).expect("target starts");
+    let s = login(&srv, target).await;
+    let rbd_dev = ScsiDevice::open(&s, 0).await.unwrap();
+    let mem_dev = ScsiDevice::open(&s, 1).await.unwrap();
+    let before: Vec<u8> = (0..65536u32).map(|i| (i % 253) as u8).collect();
+    rbd_dev
+        .write(0, before.clone().into(), false)
+        .await
+        .unwrap();
+
+    cl.signal("-STOP");
+    let t0 = Instant::now();
+    let w = rbd_dev.write(4096, vec![0xABu8; 65536].into(), false).await;
+    let r = rbd_dev.read(16384, 128).await;
+    let waited = t0.elapsed();
+    for (what, e) in [("write", w.err()), ("read", r.err())] {
+        let e = e.unwrap_or_else(|| panic!("{what} must fail while the OSD is stopped"));
+        let initiator::Error::Scsi(se) = &e else {
+            panic!("{what}: expected CHECK CONDITION, got {e}")
+        };
+        let sense = se.sense.as_ref().expect("sense data");
+        assert_eq!(
+            (sense.key.0, sense.asc.asc(), sense.asc.ascq()),
+            (0x0B, 0x3E, 0x02),
+            "{what}: ABORTED COMMAND, TIMEOUT ON LOGICAL UNIT: {e}"
+        );
+    }
+    assert!(waited < Duration::from_secs(25), "bounded: {waited:?}");
+    // The other LUN of the same target still serves.
+    mem_dev
+        .write(0, vec![7u8; 4096].into(), true)
+        .await
+        .unwrap();
+    assert!(mem_dev.read(0, 8).await.unwrap().iter().all(|&b| b == 7));
+
+    cl.signal("-CONT");
+    // I/O resumes without restarting the target (the initiator retries).
+    let t1 = Instant::now();
+    loop {
+        match rbd_dev.write(4096, vec![0xCDu8; 4096].into(), false).await {
+            Ok(()) => break,
+            Err(e) if t1.elapsed() < Duration::from_secs(30) => {
+                eprintln!("retrying after the OSD came back: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("I/O did not resume: {e}"),
+        }
+    }
+    let got = rbd_dev.read(0, 128).await.unwrap();
+    assert_eq!(&got[..], &before[..], "acknowledged write kept");
+    let got = rbd_dev.read(4096, 8).await.unwrap();
+    assert!(got.iter().all(|&b| b == 0xCD));
+    s.logout().await.unwrap();
+    stop(srv);
+}

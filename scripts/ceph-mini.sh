@@ -16,7 +16,9 @@
 # Needs Debian's ceph-mon ceph-mgr ceph-osd ceph-common (Ceph 16.2 Pacific).
 #
 # Env: CEPH_MINI_DIR (default: $TMPDIR/iscsi-rs-ceph-mini), OSD_STORE=memstore|bluestore,
-#      MON_PORT_V2 (3300), MON_PORT_V1 (6789), IMAGE_SIZE (1G; empty = no image)
+#      MON_PORT_V2 (3300), MON_PORT_V1 (6789), IMAGE_SIZE (1G; empty = no image),
+#      WAIT_HEALTH (1; 0: return once the PGs are active+clean, without
+#      waiting for HEALTH_OK, which tests do not need)
 set -euo pipefail
 BASE=${CEPH_MINI_DIR:-${TMPDIR:-/tmp}/iscsi-rs-ceph-mini}
 STORE=${OSD_STORE:-memstore}
@@ -150,7 +152,9 @@ fi
 
 # --- 6. wait for all PGs active+clean and HEALTH_OK (gives up after ~60 s; WARN is usable) ---
 for i in $(seq 120); do C pg stat 2>/dev/null | grep -qE '^([0-9]+) pgs: \1 active\+clean[;,]' && break; sleep 0.5; done
-for i in $(seq 120); do h=$(C health 2>/dev/null || true); [ "$h" = HEALTH_OK ] && break; sleep 0.5; done
+if [ "${WAIT_HEALTH:-1}" = 1 ]; then
+  for i in $(seq 120); do h=$(C health 2>/dev/null || true); [ "$h" = HEALTH_OK ] && break; sleep 0.5; done
+fi
 ts "$(C pg stat | cut -d";" -f1)"
 ts "health: $(C health detail | head -5 | tr '\n' ' ')"
 echo "export CEPH_CONF=$CONF   # for rbd/rados/ceph CLIs and librados/librbd clients"

@@ -17,7 +17,7 @@ if [ -z "${ISCSI_NO_CEPH:-}" ] && [ -e /usr/include/rbd/librbd.h ] && [ -e /usr/
     export CEPH_MINI_DIR=${CEPH_MINI_DIR:-${TMPDIR:-/tmp}/iscsi-rs-test-ceph}
     ceph_pid=
     trap '[ -n "$ceph_pid" ] && kill "$ceph_pid" 2>/dev/null; wait 2>/dev/null; scripts/ceph-mini.sh stop >/dev/null 2>&1 || true' EXIT
-    IMAGE_SIZE= scripts/ceph-mini.sh start >"${TMPDIR:-/tmp}/iscsi-rs-ceph-mini.log" 2>&1 &
+    IMAGE_SIZE= WAIT_HEALTH=0 scripts/ceph-mini.sh start >"${TMPDIR:-/tmp}/iscsi-rs-ceph-mini.log" 2>&1 &
     ceph_pid=$!
 else
     echo "Ceph packages (ceph-mon ceph-mgr ceph-osd ceph-common librbd-dev librados-dev) missing:" \

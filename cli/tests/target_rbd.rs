@@ -327,7 +327,8 @@ impl OwnCluster {
         let v2 = testbed::free_port().ok()?.to_string();
         let v1 = testbed::free_port().ok()?.to_string();
         let out = Command::new("timeout")
-            .args(["120", script, "start"])
+            .args(["300", script, "start"])
+            .env("WAIT_HEALTH", "0")
             .env("CEPH_MINI_DIR", dir.path())
             .env("MON_PORT_V2", &v2)
             .env("MON_PORT_V1", &v1)

@@ -95,6 +95,7 @@ fn target_config(secret: &str) -> Result<ServerConfig, Error> {
     Ok(ServerConfig {
         targets: vec![target],
         discovery_auth: AuthConfig::default(),
+        limits: Default::default(),
     })
 }
 

@@ -167,6 +167,7 @@ pub fn serve_config(args: &ServeArgs) -> Result<ServerConfig, String> {
             incoming: discovery,
             outgoing: None,
         },
+        limits: Default::default(),
     };
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)

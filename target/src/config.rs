@@ -522,6 +522,8 @@ pub struct ServerConfig {
     pub targets: Vec<TargetConfig>,
     /// Authentication for discovery sessions (None: AuthMethod=None).
     pub discovery_auth: AuthConfig,
+    /// Admission caps and the authentication backoff.
+    pub limits: crate::limits::ServerLimits,
 }
 
 impl ServerConfig {
@@ -776,6 +778,7 @@ mod tests {
         let mut c = ServerConfig {
             targets: vec![t],
             discovery_auth: AuthConfig::default(),
+            limits: Default::default(),
         };
         assert!(c.validate().is_err());
         c.targets[0].luns.pop();

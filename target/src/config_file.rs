@@ -123,7 +123,79 @@ pub struct ConfigFile {
     /// the OUI Linux software targets use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub company_id: Option<String>,
+    /// Admission caps and the authentication backoff (defaults when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsEntry>,
     pub targets: Vec<TargetEntry>,
+}
+
+/// `limits`: caps checked at login before anything is committed, and the
+/// per-source backoff after failed authentications (`crate::limits`).
+/// Every field is optional; absent ones keep their defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_logins_in_progress: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions_per_target: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_initiator: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_failures_before_backoff: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_backoff_max_secs: Option<u64>,
+}
+
+fn limits_to_runtime(e: Option<&LimitsEntry>) -> Result<crate::limits::ServerLimits, FileError> {
+    let mut l = crate::limits::ServerLimits::default();
+    let Some(e) = e else { return Ok(l) };
+    let positive = |name: &str, v: usize| {
+        if v == 0 {
+            Err(FileError::invalid(
+                format!("limits.{name}"),
+                "must be at least 1",
+            ))
+        } else {
+            Ok(v)
+        }
+    };
+    if let Some(v) = e.max_logins_in_progress {
+        l.max_logins_in_progress = positive("max_logins_in_progress", v)?;
+    }
+    if let Some(v) = e.max_sessions_per_target {
+        l.max_sessions_per_target = positive("max_sessions_per_target", v)?;
+    }
+    if let Some(v) = e.max_connections_per_initiator {
+        l.max_connections_per_initiator = positive("max_connections_per_initiator", v)?;
+    }
+    if let Some(v) = e.auth_failures_before_backoff {
+        l.auth_failures_before_backoff =
+            positive("auth_failures_before_backoff", v as usize)? as u32;
+    }
+    if let Some(v) = e.auth_backoff_max_secs {
+        l.auth_backoff_max = std::time::Duration::from_secs(v);
+    }
+    Ok(l)
+}
+
+fn limits_entry(l: &crate::limits::ServerLimits) -> Option<LimitsEntry> {
+    let d = crate::limits::ServerLimits::default();
+    let pick = |a: usize, b: usize| (a != b).then_some(a);
+    let e = LimitsEntry {
+        max_logins_in_progress: pick(l.max_logins_in_progress, d.max_logins_in_progress),
+        max_sessions_per_target: pick(l.max_sessions_per_target, d.max_sessions_per_target),
+        max_connections_per_initiator: pick(
+            l.max_connections_per_initiator,
+            d.max_connections_per_initiator,
+        ),
+        auth_failures_before_backoff: (l.auth_failures_before_backoff
+            != d.auth_failures_before_backoff)
+            .then_some(l.auth_failures_before_backoff),
+        auth_backoff_max_secs: (l.auth_backoff_max != d.auth_backoff_max)
+            .then_some(l.auth_backoff_max.as_secs()),
+    };
+    (e != LimitsEntry::default()).then_some(e)
 }
 
 /// `discovery`: who may run SendTargets.
@@ -1052,6 +1124,7 @@ pub fn to_runtime(file: &ConfigFile) -> Result<Loaded, FileError> {
     let server = ServerConfig {
         targets,
         discovery_auth,
+        limits: limits_to_runtime(file.limits.as_ref())?,
     };
     // The runtime's own checks, as a second line of defence.
     server
@@ -1215,6 +1288,7 @@ pub fn to_file(loaded: &Loaded) -> ConfigFile {
         admin_socket: loaded.admin_socket.clone(),
         strict_names: loaded.ext.strict_names,
         company_id: loaded.ext.company_id.map(format_company_id),
+        limits: limits_entry(&loaded.server.limits),
         discovery: chap_entry(&loaded.server.discovery_auth).map(|c| DiscoveryEntry {
             comment: None,
             chap: Some(c),

@@ -10,6 +10,7 @@ pub mod config_file;
 pub mod conn;
 pub mod device;
 pub mod discovery;
+pub mod limits;
 pub mod login;
 pub mod portal;
 pub mod scsi;

@@ -15,9 +15,10 @@
 //!   initiator's ACL entry when it has its own
 //!   ([`crate::config::TargetConfig::auth_for`]), else the target-wide ones.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use proto::login::params::{Digest, OperationalConfig, SessionType};
@@ -30,12 +31,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::config::{AuthConfig, SessionLimits};
 use crate::conn::{ConnLimits, Established};
 use crate::server::{ServerShared, Session, TargetRuntime};
-use crate::session::{ConnHandle, SessionCore, SessionKey, SessionKind};
+use crate::session::{lock, ConnHandle, SessionCore, SessionKey, SessionKind};
 use proto::session::{DataInLimits, WriteLimits};
 
 /// Why a login did not produce a connection.
@@ -129,13 +130,69 @@ fn tpgt_for(t: &TargetRuntime, portal: SocketAddr) -> Option<u16> {
 struct Policy<'a> {
     shared: &'a ServerShared,
     portal: SocketAddr,
+    gate: Gate,
     target: Option<Arc<TargetRuntime>>,
     join: Option<Arc<Session>>,
     new_tsih: Option<u16>,
 }
 
+impl Policy<'_> {
+    /// The admission caps and the authentication backoff (`crate::limits`),
+    /// checked before any session or connection is committed.
+    fn check_caps(&self, id: &LoginIdentity) -> Result<(), LoginStatus> {
+        let l = &self.shared.limits;
+        if self.gate.over_login_cap {
+            warn!(
+                max = l.max_logins_in_progress,
+                "login refused: too many logins in progress"
+            );
+            return Err(LoginStatus::OUT_OF_RESOURCES);
+        }
+        if let Some(ip) = self.gate.peer {
+            if let Some(wait) = lock(&self.shared.auth_backoff).remaining(ip, Instant::now()) {
+                warn!(source = %ip, wait_ms = wait.as_millis() as u64, "login refused: source in authentication backoff");
+                return Err(LoginStatus::SERVICE_UNAVAILABLE);
+            }
+        }
+        let sessions = self.shared.sessions.all();
+        let live = || sessions.iter().filter(|s| !s.core.is_closed());
+        let conns: usize = live()
+            .filter(|s| {
+                s.core
+                    .initiator_name
+                    .eq_ignore_ascii_case(&id.initiator_name)
+            })
+            .map(|s| s.core.connection_count())
+            .sum();
+        if conns >= l.max_connections_per_initiator {
+            warn!(initiator = %id.initiator_name, max = l.max_connections_per_initiator, "login refused: too many connections from this initiator");
+            return Err(LoginStatus::OUT_OF_RESOURCES);
+        }
+        if let (SessionType::Normal, 0, Some(t)) = (id.session_type, id.tsih, &id.target_name) {
+            let n = live()
+                .filter(|s| !s.is_discovery() && s.core.target_name.eq_ignore_ascii_case(t))
+                .count();
+            if n >= l.max_sessions_per_target {
+                warn!(target = %t, max = l.max_sessions_per_target, "login refused: too many sessions on the target");
+                return Err(LoginStatus::OUT_OF_RESOURCES);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Record a failed authentication from `peer` (its address and counts are
+/// logged, never the secret or the CHAP response).
+fn auth_failed(shared: &ServerShared, peer: Option<IpAddr>) {
+    let Some(ip) = peer else { return };
+    if let Some(wait) = lock(&shared.auth_backoff).failed(ip, Instant::now(), &shared.limits) {
+        warn!(source = %ip, backoff_ms = wait.as_millis() as u64, "authentication failed: source backs off");
+    }
+}
+
 impl TargetLoginPolicy for Policy<'_> {
     fn admit(&mut self, id: &LoginIdentity) -> Result<Admission, LoginStatus> {
+        self.check_caps(id)?;
         match id.session_type {
             SessionType::Discovery => {
                 let auth = self
@@ -247,12 +304,50 @@ pub(crate) async fn run(
             })
         })
         .unwrap_or((Duration::from_secs(15), 1, 128));
+    // Counted from here to the end of the login phase; over the cap, the
+    // login is answered "out of resources" once its first request arrives.
+    let slot = LoginSlot::take(shared);
+    let gate = Gate {
+        peer: stream.peer_addr().ok().map(|a| a.ip()),
+        over_login_cap: slot.over_cap,
+    };
     tokio::select! {
-        r = tokio::time::timeout(timeout, login(shared, stream, buf, portal, conn_id, tpgt, depth)) => {
+        r = tokio::time::timeout(timeout, login(shared, stream, buf, portal, conn_id, tpgt, depth, gate)) => {
             r.map_err(|_| LoginFailure::Timeout(timeout))?
         }
         _ = shared.shutdown.cancelled() => Err(LoginFailure::ShuttingDown),
     }
+}
+
+/// One connection in the login phase (`ServerShared::logins_in_progress`).
+struct LoginSlot<'a> {
+    shared: &'a ServerShared,
+    over_cap: bool,
+}
+
+impl<'a> LoginSlot<'a> {
+    fn take(shared: &'a ServerShared) -> Self {
+        let now = shared.logins_in_progress.fetch_add(1, Ordering::AcqRel) + 1;
+        LoginSlot {
+            shared,
+            over_cap: now > shared.limits.max_logins_in_progress,
+        }
+    }
+}
+
+impl Drop for LoginSlot<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .logins_in_progress
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What admission knows about the connection before its first request.
+#[derive(Clone, Copy)]
+struct Gate {
+    peer: Option<IpAddr>,
+    over_login_cap: bool,
 }
 
 async fn read_pdu(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Pdu, LoginFailure> {
@@ -273,9 +368,10 @@ async fn read_pdu(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Pdu, Log
     }
 }
 
-/// The next Login Request. Any other PDU, or one that cannot be decoded,
-/// ends the login with a Login Response "initiator error" (0x0200, RFC
-/// 7143 §11.13.5) carrying the offending PDU's ITT when its header
+/// The next Login Request. Any other PDU (0x020b "invalid request type
+/// during login"), or one that cannot be decoded (0x0200 "initiator
+/// error"), ends the login with a Login Response (RFC 7143 §11.13.5)
+/// carrying the offending PDU's ITT when its header
 /// arrived, then the connection closes: the initiator learns why instead
 /// of seeing a bare disconnect.
 async fn next_request(
@@ -297,7 +393,8 @@ async fn next_request(
         Err(e) => return Err(e),
     };
     debug!(error = %failure, "login refused: not a Login Request");
-    let resp = machine.refuse_pdu(itt);
+    let decoded = matches!(failure, LoginFailure::UnexpectedPdu(_));
+    let resp = machine.refuse_pdu(itt, decoded);
     let _ = write_pdu(stream, Pdu::LoginResponse(resp)).await;
     let _ = stream.shutdown().await;
     Err(failure)
@@ -318,6 +415,7 @@ async fn login(
     conn_id: u64,
     tpgt: u16,
     depth: u32,
+    gate: Gate,
 ) -> Result<Established, LoginFailure> {
     let cfg = TargetLoginConfig {
         target_portal_group_tag: tpgt,
@@ -329,6 +427,7 @@ async fn login(
     let mut policy = Policy {
         shared,
         portal,
+        gate,
         target: None,
         join: None,
         new_tsih: None,
@@ -337,11 +436,19 @@ async fn login(
         let req = next_request(stream, buf, &mut machine).await?;
         match machine.handle_request(req, &mut policy) {
             TargetStep::Send(resp) => write_pdu(stream, Pdu::LoginResponse(resp)).await?,
-            TargetStep::Complete(resp, outcome) => break (resp, outcome),
+            TargetStep::Complete(resp, outcome) => {
+                if let Some(ip) = gate.peer {
+                    lock(&shared.auth_backoff).succeeded(ip);
+                }
+                break (resp, outcome);
+            }
             TargetStep::Fail(resp, err) => {
                 // RFC 7143 §11.13.5: the reject status is sent, then the
                 // connection closes.
                 debug!(status = ?LoginStatus::of(&resp), "login refused");
+                if LoginStatus::of(&resp) == LoginStatus::AUTHENTICATION_FAILURE {
+                    auth_failed(shared, gate.peer);
+                }
                 let _ = write_pdu(stream, Pdu::LoginResponse(resp)).await;
                 let _ = stream.shutdown().await;
                 return Err(err.into());

@@ -127,6 +127,12 @@ pub struct ServerShared {
     pub targets: RwLock<Vec<Arc<TargetRuntime>>>,
     pub sessions: SessionTable<Session>,
     pub discovery_auth: RwLock<AuthConfig>,
+    /// Admission caps and authentication backoff settings.
+    pub limits: crate::limits::ServerLimits,
+    /// Connections now in the login phase.
+    pub(crate) logins_in_progress: AtomicUsize,
+    /// Failed authentications per source address.
+    pub(crate) auth_backoff: std::sync::Mutex<crate::limits::AuthBackoff>,
     /// Cancelled on shutdown.
     pub shutdown: CancellationToken,
     /// Addresses actually bound (port 0 resolved).
@@ -226,6 +232,9 @@ impl Server {
             targets: RwLock::new(targets),
             sessions: SessionTable::new(),
             discovery_auth: RwLock::new(config.discovery_auth.clone()),
+            limits: config.limits.clone(),
+            logins_in_progress: AtomicUsize::new(0),
+            auth_backoff: std::sync::Mutex::new(crate::limits::AuthBackoff::default()),
             shutdown: CancellationToken::new(),
             local_addrs: listeners.iter().map(|(_, b, _)| *b).collect(),
             next_conn_id: AtomicU64::new(1),

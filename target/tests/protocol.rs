@@ -501,6 +501,7 @@ async fn long_text_response_is_continued() {
             limits: SessionLimits::default(),
         }],
         discovery_auth: AuthConfig::default(),
+        limits: Default::default(),
     };
     let s = iscsi_target::server::Server::start(cfg).await.unwrap();
     assert_eq!(s.local_addrs().len(), 24);

@@ -198,8 +198,9 @@ async fn refused_login(mut sock: tokio::net::TcpStream, what: &str) -> proto::pd
 
 /// A PDU other than a Login Request as the first PDU, and a Login Request
 /// whose data segment exceeds the login limit (8192 bytes, undecodable):
-/// a Login Response 0x0200 "initiator error" with the PDU's ITT, then the
-/// connection closes (it used to close without a word).
+/// a Login Response with the PDU's ITT (0x020b "invalid request type
+/// during login", 0x0200 "initiator error" for the undecodable one), then
+/// the connection closes (it used to close without a word).
 #[tokio::test]
 async fn non_login_and_undecodable_pdus_during_login_get_a_login_reject() {
     use proto::pdu::{DigestConfig, LoginRequest, NopOut, Stage, RESERVED_TAG};
@@ -221,7 +222,7 @@ async fn non_login_and_undecodable_pdus_during_login_get_a_login_reject() {
         .await
         .unwrap();
     let r = refused_login(sock, "NOP-Out first").await;
-    assert_eq!((r.status_class, r.status_detail, r.itt), (2, 0, 0x1234));
+    assert_eq!((r.status_class, r.status_detail, r.itt), (2, 0x0b, 0x1234));
     assert!(!r.transit);
 
     let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -287,18 +287,22 @@ impl TargetLogin {
         }
     }
 
-    /// Refuse a PDU that is not a Login Request, or that could not be
-    /// decoded, arriving during login: the login ends with status 0x0200
-    /// "initiator error" (RFC 7143 §11.13.5; §6.1: during the login phase
-    /// "the only PDUs allowed" are Login Requests and Responses). `itt` is
-    /// the offending PDU's Initiator Task Tag when its header had one.
-    /// Send the response, then close the connection.
-    pub fn refuse_pdu(&mut self, itt: Option<u32>) -> LoginResponse {
+    /// Refuse a PDU arriving during login that is not a Login Request
+    /// (`decoded`: RFC 7143 §11.13.5 0x020b "Invalid request type during
+    /// login: an initiator has attempted a non-login request during
+    /// login") or that could not be decoded at all (0x0200 "initiator
+    /// error"). `itt` is the offending PDU's Initiator Task Tag when its
+    /// header arrived. Send the response, then close the connection.
+    pub fn refuse_pdu(&mut self, itt: Option<u32>, decoded: bool) -> LoginResponse {
         self.finished = true;
         if let Some(itt) = itt {
             self.itt = itt;
         }
-        self.error_response(LoginStatus::INITIATOR_ERROR)
+        self.error_response(if decoded {
+            LoginStatus::INVALID_DURING_LOGIN
+        } else {
+            LoginStatus::INITIATOR_ERROR
+        })
     }
 
     /// A response with the next StatSN.

@@ -1130,6 +1130,7 @@ impl Admin {
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
                     .clone(),
+                limits: self.shared.limits.clone(),
             },
             ext,
             admin_socket: st.admin_socket_setting.clone(),

@@ -54,6 +54,7 @@ pub async fn start_targets(targets: Vec<TargetConfig>) -> Server {
     let cfg = ServerConfig {
         targets,
         discovery_auth: AuthConfig::default(),
+        limits: Default::default(),
     };
     Server::start(cfg).await.expect("server start")
 }
@@ -120,7 +121,20 @@ impl Conn {
         cid: u16,
         tweak: impl FnOnce(&mut InitiatorLoginConfig),
     ) -> Result<Conn, String> {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        Self::login_on(stream, target, isid, tsih, cid, tweak).await
+    }
+
+    /// [`Conn::login_with`] on a connected stream (e.g. one bound to a
+    /// chosen source address).
+    pub async fn login_on(
+        mut stream: TcpStream,
+        target: Option<&str>,
+        isid: Isid,
+        tsih: u16,
+        cid: u16,
+        tweak: impl FnOnce(&mut InitiatorLoginConfig),
+    ) -> Result<Conn, String> {
         let mut cfg = InitiatorLoginConfig::new(INITIATOR, target.map(String::from), isid);
         cfg.tsih = tsih;
         cfg.cid = cid;

@@ -2,12 +2,14 @@
 //! binaries, a FROM scratch image, target + discovery + initiator (CHAP,
 //! two connections, NBD published on the host) + the `check` service (the
 //! `nbd` crate's client writes and verifies 64 MiB), then `nbdinfo` from the
-//! host on the published port, then `--down`. Skips with a clear line where
-//! no Docker engine or Compose is reachable.
+//! host on the published port, then `--down`; then the two-network MC/S
+//! variant (`--mcs`: one connection per portal, one network disconnected
+//! mid-copy, the copy audited). Skips with a clear line where no Docker
+//! engine or Compose is reachable.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -38,7 +40,13 @@ struct Down {
 
 impl Drop for Down {
     fn drop(&mut self) {
-        let _ = script(&["--down"], &self.env);
+        let mcs = self.env.iter().any(|(k, _)| *k == "MCS");
+        let args: &[&str] = if mcs {
+            &["--mcs", "--down"]
+        } else {
+            &["--down"]
+        };
+        let _ = script(args, &self.env);
     }
 }
 
@@ -104,5 +112,36 @@ fn compose_demo_end_to_end() {
             assert_eq!(size.trim(), (256u64 << 20).to_string());
         }
     }
-    assert!(t.elapsed() < Duration::from_secs(600));
+    drop(_down);
+
+    // The two-network MC/S variant: one connection per portal, san-a cut
+    // mid-copy, the copy goes on over san-b (the image is built already).
+    let _down_mcs = Down {
+        env: env
+            .iter()
+            .cloned()
+            .chain([("MCS", "1".to_string())])
+            .collect(),
+    };
+    let t = Instant::now();
+    let out = script(&["--mcs"], &env).expect("compose-demo.sh --mcs runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "compose-demo.sh --mcs took {:.1} s:\n{text}",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(out.status.success(), "compose-demo.sh --mcs failed: {text}");
+    assert!(text.contains("disconnecting the initiator from"), "{text}");
+    assert!(
+        text.contains("nbd-verify: OK") && text.contains(" 0 errors, 0 read mismatches"),
+        "{text}"
+    );
+    assert!(
+        text.contains("session recovered"),
+        "no recovery after the disconnect: {text}"
+    );
 }

@@ -166,7 +166,10 @@ async fn login_once(
     spec: &LoginSpec,
     portal: &Portal,
 ) -> Result<std::result::Result<Established, Portal>> {
-    let stream = portal.connect(spec.connect_timeout).await?;
+    // One connection per address when the portal name has several.
+    let stream = portal
+        .connect_nth(spec.connect_timeout, usize::from(spec.cid))
+        .await?;
     let (rd, wr) = stream.into_split();
     // RFC 7143 §13.12: until declared, the default 8192 applies to login PDUs.
     let mut reader = PduReader::new(rd, DecodeLimits::default());

@@ -83,6 +83,16 @@ impl Portal {
     /// Resolve and connect, trying every address, each attempt bounded by
     /// `timeout` (so an unresponsive host cannot hang the caller).
     pub async fn connect(&self, timeout: Duration) -> Result<TcpStream, Error> {
+        self.connect_nth(timeout, 0).await
+    }
+
+    /// [`Portal::connect`] starting at the `nth` address (modulo how many
+    /// the name resolves to), then the others in order. Connections of one
+    /// session pass their CID, so a name that resolves to several portals
+    /// (e.g. one per network) gets one connection per portal (MC/S across
+    /// networks), each falling back to the other portals when its own is
+    /// unreachable.
+    pub async fn connect_nth(&self, timeout: Duration, nth: usize) -> Result<TcpStream, Error> {
         let target = (self.host.as_str(), self.port);
         let addrs: Vec<SocketAddr> =
             match tokio::time::timeout(timeout, tokio::net::lookup_host(target)).await {
@@ -101,7 +111,13 @@ impl Portal {
                 }
             };
         let mut last = format!("no address found for {}", self.host);
-        for addr in addrs {
+        let start = if addrs.is_empty() {
+            0
+        } else {
+            nth % addrs.len()
+        };
+        let ordered = addrs[start..].iter().chain(&addrs[..start]).copied();
+        for addr in ordered {
             match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
@@ -199,5 +215,17 @@ mod tests {
         };
         let e = p.connect(Duration::from_secs(2)).await.unwrap_err();
         assert!(matches!(e, Error::Unreachable(_)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn connect_nth_wraps_around_the_addresses() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let p = Portal::parse(&format!("127.0.0.1:{port}")).unwrap();
+        // One address: every CID lands on it.
+        for nth in [0, 1, 7] {
+            let s = p.connect_nth(Duration::from_secs(2), nth).await.unwrap();
+            assert_eq!(s.peer_addr().unwrap().port(), port);
+        }
     }
 }

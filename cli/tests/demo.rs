@@ -39,7 +39,13 @@ fn demo_serves_an_nbd_export_until_sigint() {
     }
 
     let status = demo.interrupt(Duration::from_secs(20)).expect("demo stops");
-    let out = demo.output().join("\n");
+    // The reader threads may still be delivering the last lines.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    let mut out = demo.output().join("\n");
+    while !out.contains("stopped: NBD clients ended") && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+        out = demo.output().join("\n");
+    }
     assert!(status.success(), "exit {status}: {out}");
     assert!(out.contains("stopped: NBD clients ended"), "{out}");
 }

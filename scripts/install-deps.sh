@@ -15,6 +15,12 @@ command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 # libublk's build runs bindgen, which needs libclang (feature `ublk`).
 compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null || need+=(libclang-dev)
 command -v python3 >/dev/null || need+=(python3)
+# The compose demo's test (cli/tests/compose_demo.rs) runs where a Docker
+# engine is; it needs Compose v1 or v2 there.
+if command -v docker >/dev/null && ! docker compose version >/dev/null 2>&1 \
+    && ! command -v docker-compose >/dev/null; then
+    need+=(docker-compose)
+fi
 
 if ((${#need[@]})); then
     SUDO=""

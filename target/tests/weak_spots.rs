@@ -121,8 +121,9 @@ async fn transport_sense_follows_d_sense() {
 }
 
 /// SANITIZE OVERWRITE with IMMED = 1 on a file LU large enough to take a
-/// while: TEST UNIT READY answers NOT READY, SANITIZE IN PROGRESS until the
-/// erase is done, then GOOD, and the medium holds the pattern.
+/// while: TEST UNIT READY answers NOT READY, SANITIZE IN PROGRESS with a
+/// growing progress indication (the old target sent none) until the erase
+/// is done, then GOOD, and the medium holds the pattern.
 #[tokio::test]
 async fn test_unit_ready_reports_sanitize_in_progress_until_done() {
     let dir = tempfile::tempdir().unwrap();
@@ -141,6 +142,7 @@ async fn test_unit_ready_reports_sanitize_in_progress_until_done() {
     assert_eq!(r.status, 0, "SANITIZE IMMED: {r:?}");
     let started = Instant::now();
     let mut in_progress = 0;
+    let mut last_progress = 0u16;
     loop {
         let r = c.command(0, &[0u8; 6], &[], 0).await.unwrap();
         if r.status == 0 {
@@ -152,6 +154,16 @@ async fn test_unit_ready_reports_sanitize_in_progress_until_done() {
             (SenseKey::NOT_READY, Asc::SANITIZE_IN_PROGRESS),
             "TEST UNIT READY while sanitizing"
         );
+        // SPC-5 §4.4.2.4.4: the sense data carries a PROGRESS INDICATION
+        // that only grows.
+        let Some(proto::scsi::sense::SenseKeySpecific::Progress(p)) = sd.sense_key_specific else {
+            panic!("no progress indication: {sd:?}")
+        };
+        assert!(
+            p >= last_progress,
+            "progress went back: {p} < {last_progress}"
+        );
+        last_progress = p;
         in_progress += 1;
         assert!(
             started.elapsed() < Duration::from_secs(60),
@@ -163,6 +175,7 @@ async fn test_unit_ready_reports_sanitize_in_progress_until_done() {
         in_progress > 0,
         "the overwrite finished before the first TEST UNIT READY"
     );
+    assert!(last_progress > 0, "progress never moved");
     let r = c.read10(1000, 1).await.unwrap();
     assert_eq!(r.status, 0);
     assert!(r.data.chunks(4).all(|w| w == [0xde, 0xad, 0xbe, 0xef]));

@@ -373,7 +373,7 @@ impl Ctx<'_> {
                     Inquiry { .. } | ReportLuns { .. } | RequestSense { .. }
                 )
             {
-                return Err(Sense::new(SenseKey::NOT_READY, Asc::SANITIZE_IN_PROGRESS).into());
+                return Err(st.sanitize_in_progress().into());
             }
             if self.lu.cfg.removable && !st.medium_present && needs_medium(&cmd) {
                 return Err(Sense::new(SenseKey::NOT_READY, Asc::MEDIUM_NOT_PRESENT).into());

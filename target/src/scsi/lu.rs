@@ -162,6 +162,10 @@ pub struct LuState {
     /// A SANITIZE is running: other commands get NOT READY, SANITIZE IN
     /// PROGRESS (SBC-4 §4.11).
     pub sanitizing: bool,
+    /// How far the running SANITIZE is, in 65536ths (the PROGRESS
+    /// INDICATION of its NOT READY sense data, SPC-5 §4.4.2.4.4); written
+    /// by the job on the blocking pool.
+    pub sanitize_progress: std::sync::Arc<std::sync::atomic::AtomicU16>,
     /// Results of the last EXTENDED COPY per (nexus, list id).
     pub copy_results: HashMap<(Nexus, u8), CopyResult>,
 }
@@ -254,6 +258,22 @@ pub struct LogicalUnit {
     seen_size: std::sync::atomic::AtomicU64,
 }
 
+impl LuState {
+    /// NOT READY, SANITIZE IN PROGRESS with the progress indication
+    /// (SBC-4 §4.11: reported "for as long as" the sanitize runs).
+    pub fn sanitize_in_progress(&self) -> proto::scsi::Sense {
+        let p = self
+            .sanitize_progress
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut s = proto::scsi::Sense::new(
+            proto::scsi::SenseKey::NOT_READY,
+            proto::scsi::Asc::SANITIZE_IN_PROGRESS,
+        );
+        s.sense_key_specific = Some(proto::scsi::sense::SenseKeySpecific::Progress(p));
+        s
+    }
+}
+
 impl LogicalUnit {
     pub fn new(cfg: LuConfig) -> Self {
         let serial = cfg
@@ -270,6 +290,7 @@ impl LogicalUnit {
             prevent: HashSet::new(),
             medium_present: true,
             sanitizing: false,
+            sanitize_progress: Default::default(),
             copy_results: HashMap::new(),
         };
         let seen_size = std::sync::atomic::AtomicU64::new(cfg.backend.size());

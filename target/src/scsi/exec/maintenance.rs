@@ -69,6 +69,8 @@ impl Ctx<'_> {
                 }
                 let invert = p[0] & 0x80 != 0;
                 let pattern = p.slice(4..);
+                let progress = self.lu.state().sanitize_progress.clone();
+                let total = (size * count as u64).max(1);
                 Box::new(move |b| {
                     let chunk = 1u64 << 20;
                     let mut buf: Vec<u8> = pattern
@@ -86,6 +88,9 @@ impl Ctx<'_> {
                             let n = chunk.min(size - off);
                             b.write_at(&buf[..n as usize], off)?;
                             off += n;
+                            let done = pass as u64 * size + off;
+                            let p = (done.saturating_mul(65536) / total).min(65535) as u16;
+                            progress.store(p, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
                     b.flush()
@@ -115,9 +120,11 @@ impl Ctx<'_> {
         {
             let mut st = self.lu.state();
             if st.sanitizing {
-                return Err(Sense::new(SenseKey::NOT_READY, Asc::SANITIZE_IN_PROGRESS).into());
+                return Err(st.sanitize_in_progress().into());
             }
             st.sanitizing = true;
+            st.sanitize_progress
+                .store(0, std::sync::atomic::Ordering::Relaxed);
         }
         let lu = self.lu.clone();
         let handle = tokio::task::spawn_blocking(move || {

@@ -17,7 +17,7 @@ impl Ctx<'_> {
         let sense = if let Some(asc) = st.ua.get_mut(self.nexus).and_then(|q| q.pop_front()) {
             Sense::unit_attention(asc)
         } else if st.sanitizing {
-            Sense::new(SenseKey::NOT_READY, Asc::SANITIZE_IN_PROGRESS)
+            st.sanitize_in_progress()
         } else if self.lu.cfg.removable && !st.medium_present {
             Sense::new(SenseKey::NOT_READY, Asc::MEDIUM_NOT_PRESENT)
         } else {

@@ -1,62 +1,52 @@
-//! PDU framing over a TCP stream: a reader that decodes frames from a
-//! `BytesMut` with the negotiated limits (RFC 7143 §13.12: nothing larger
-//! than our MaxRecvDataSegmentLength is accepted, checked before any
-//! allocation by `proto::pdu::decode_frame`), and a writer that sends
-//! header, data and trailer of many PDUs in one vectored write.
+//! PDU framing over a TCP stream with `proto`'s one framed transport: a
+//! reader (`proto::codec::PduCodec` in a `FramedRead`) that decodes frames
+//! with the negotiated limits (RFC 7143 §13.12: nothing larger than our
+//! MaxRecvDataSegmentLength is accepted, checked before any allocation),
+//! and a writer that sends header, data and trailer of many PDUs in one
+//! vectored write (`proto::codec::WriteQueue`).
 
-use std::io::IoSlice;
-
-use bytes::BytesMut;
-use proto::pdu::{decode_frame, DecodeLimits, DigestConfig, EncodedPdu, Pdu};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use futures::StreamExt;
+use proto::codec::{CodecError, PduCodec, WriteQueue};
+use proto::pdu::{DecodeLimits, DigestConfig, Pdu};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::codec::FramedRead;
 
 use crate::error::{Error, Result};
 
 /// Decodes PDUs from the read half of a connection.
 pub struct PduReader {
-    rd: OwnedReadHalf,
-    buf: BytesMut,
-    limits: DecodeLimits,
+    frames: FramedRead<OwnedReadHalf, PduCodec>,
 }
 
 impl PduReader {
     pub fn new(rd: OwnedReadHalf, limits: DecodeLimits) -> Self {
         PduReader {
-            rd,
-            buf: BytesMut::with_capacity(64 * 1024),
-            limits,
+            frames: FramedRead::with_capacity(rd, PduCodec::new(limits), 64 * 1024),
         }
     }
 
     /// Switch limits/digests after login (RFC 7143 §13.1: digests start
     /// with the first PDU after the Login Response that ends the login).
     pub fn set_limits(&mut self, limits: DecodeLimits) {
-        self.limits = limits;
+        self.frames.decoder_mut().set_limits(limits);
     }
 
     /// The next PDU and its length on the wire.
     pub async fn read(&mut self) -> Result<(Pdu, usize)> {
-        loop {
-            let before = self.buf.len();
-            match decode_frame(&mut self.buf, &self.limits) {
-                Ok(Some(pdu)) => return Ok((pdu, before - self.buf.len())),
-                Ok(None) => {}
-                Err(e) => return Err(Error::Protocol(format!("bad PDU from target: {e}"))),
+        let before = self.frames.decoder().decoded_bytes();
+        match self.frames.next().await {
+            Some(Ok(pdu)) => {
+                let len = self.frames.decoder().decoded_bytes() - before;
+                Ok((pdu, len as usize))
             }
-            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
-                self.buf.reserve(64 * 1024);
+            Some(Err(CodecError::Decode(e))) => {
+                Err(Error::Protocol(format!("bad PDU from target: {e}")))
             }
-            let n = self
-                .rd
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|e| Error::ConnectionLost(format!("read: {e}")))?;
-            if n == 0 {
-                return Err(Error::ConnectionLost(
-                    "connection closed by the target".into(),
-                ));
-            }
+            Some(Err(CodecError::Io(e))) => Err(Error::ConnectionLost(format!("read: {e}"))),
+            None => Err(Error::ConnectionLost(
+                "connection closed by the target".into(),
+            )),
         }
     }
 }
@@ -65,11 +55,16 @@ impl PduReader {
 pub struct PduWriter {
     wr: OwnedWriteHalf,
     digests: DigestConfig,
+    queue: WriteQueue,
 }
 
 impl PduWriter {
     pub fn new(wr: OwnedWriteHalf, digests: DigestConfig) -> Self {
-        PduWriter { wr, digests }
+        PduWriter {
+            wr,
+            digests,
+            queue: WriteQueue::new(),
+        }
     }
 
     pub fn set_digests(&mut self, digests: DigestConfig) {
@@ -83,41 +78,13 @@ impl PduWriter {
 
     /// Write several PDUs with as few syscalls as possible; returns bytes written.
     pub async fn write_batch(&mut self, pdus: &[Pdu]) -> Result<usize> {
-        let encoded: Vec<EncodedPdu> = pdus.iter().map(|p| p.encode(self.digests)).collect();
-        let parts: Vec<&[u8]> = encoded
-            .iter()
-            .flat_map(|e| [&e.header[..], &e.data[..], &e.trailer[..]])
-            .filter(|s| !s.is_empty())
-            .collect();
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let (mut idx, mut off) = (0usize, 0usize);
-        while idx < parts.len() {
-            let n = {
-                let mut slices = Vec::with_capacity(64);
-                slices.push(IoSlice::new(&parts[idx][off..]));
-                slices.extend(parts[idx + 1..].iter().take(63).map(|p| IoSlice::new(p)));
-                self.wr
-                    .write_vectored(&slices)
-                    .await
-                    .map_err(|e| Error::ConnectionLost(format!("write: {e}")))?
-            };
-            if n == 0 {
-                return Err(Error::ConnectionLost("write: connection closed".into()));
-            }
-            let mut n = n;
-            while n > 0 && idx < parts.len() {
-                let rem = parts[idx].len() - off;
-                if n >= rem {
-                    n -= rem;
-                    idx += 1;
-                    off = 0;
-                } else {
-                    off += n;
-                    n = 0;
-                }
-            }
+        for p in pdus {
+            self.queue.push(p, self.digests);
         }
-        Ok(total)
+        self.queue
+            .write_all(&mut self.wr)
+            .await
+            .map_err(|e| Error::ConnectionLost(format!("write: {e}")))
     }
 
     /// Half-close the write side.

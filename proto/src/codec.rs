@@ -1,10 +1,16 @@
-//! `tokio_util::codec` framing for iSCSI PDUs (RFC 7143 §11), behind the
-//! `codec` feature so the rest of the crate stays runtime-free.
+//! The one framed transport of the stack (RFC 7143 §11), behind the `codec`
+//! feature so the rest of the crate stays runtime-free: target (login and
+//! full-feature phase), initiator and the test peers all read frames with
+//! these codecs in a `tokio_util::codec::FramedRead`/`Framed`, and write
+//! with [`WriteQueue`].
 //!
 //! [`PduCodec`] decodes with [`crate::pdu::decode_frame`] (data segments are
 //! zero-copy slices of the read buffer; DataSegmentLength is checked against
 //! the negotiated MaxRecvDataSegmentLength before anything is reserved) and
-//! encodes with [`Pdu::encode`].
+//! encodes with [`Pdu::encode`]. While it waits for bytes it keeps room for
+//! a large read (`read_chunk`), so that a busy connection is read in few
+//! system calls. [`WriteQueue`] sends header, data and trailer of many PDUs
+//! with vectored writes, without copying the data segments.
 //!
 //! Note on errors: `FramedRead` ends the stream after any decoder error
 //! (it yields `Some(Err)` and then `None`). A target that wants to answer a
@@ -12,12 +18,17 @@
 //! (RFC 7143 §7.8) should use [`RecoverablePduCodec`], whose items are
 //! `Result<Pdu, DecodeError>` and whose only errors are fatal ones.
 
+use std::collections::VecDeque;
 use std::io;
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::pdu::{decode_frame, DecodeError, DecodeLimits, Pdu};
+use crate::pdu::{decode_frame, DecodeError, DecodeLimits, DigestConfig, EncodedPdu, Pdu};
+
+/// Room kept free in the read buffer while waiting for bytes, at least.
+const MIN_READ_CHUNK: usize = 64 * 1024;
 
 /// Errors of the framed transport: a decode error or an I/O error.
 #[derive(Debug, thiserror::Error)]
@@ -45,13 +56,37 @@ impl CodecError {
 #[derive(Debug, Clone, Default)]
 pub struct PduCodec {
     limits: DecodeLimits,
+    decoded_bytes: u64,
 }
 
 impl PduCodec {
     /// A codec with the given limits; [`DecodeLimits::default`] is the state
     /// during login (8192-byte segments, no digests).
     pub fn new(limits: DecodeLimits) -> Self {
-        PduCodec { limits }
+        PduCodec {
+            limits,
+            decoded_bytes: 0,
+        }
+    }
+
+    /// Wire bytes of every PDU decoded so far (for connection counters).
+    pub fn decoded_bytes(&self) -> u64 {
+        self.decoded_bytes
+    }
+
+    /// One frame off `src`; `Ok(None)` after making room for the next read.
+    fn decode_one(&mut self, src: &mut BytesMut) -> Result<Option<Pdu>, DecodeError> {
+        let before = src.len();
+        let r = decode_frame(src, &self.limits);
+        self.decoded_bytes += (before - src.len()) as u64;
+        if matches!(r, Ok(None)) {
+            // Read big pieces: a segment and its header, or 64 KiB.
+            let chunk = (self.limits.max_data_segment_length as usize + 1024).max(MIN_READ_CHUNK);
+            if src.capacity() - src.len() < chunk / 2 {
+                src.reserve(chunk);
+            }
+        }
+        r
     }
 
     /// Current limits.
@@ -71,7 +106,7 @@ impl Decoder for PduCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Pdu>, CodecError> {
-        Ok(decode_frame(src, &self.limits)?)
+        Ok(self.decode_one(src)?)
     }
 }
 
@@ -111,6 +146,11 @@ impl RecoverablePduCodec {
     pub fn set_limits(&mut self, limits: DecodeLimits) {
         self.inner.set_limits(limits);
     }
+
+    /// Current limits.
+    pub fn limits(&self) -> &DecodeLimits {
+        self.inner.limits()
+    }
 }
 
 impl Decoder for RecoverablePduCodec {
@@ -118,7 +158,7 @@ impl Decoder for RecoverablePduCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, CodecError> {
-        match decode_frame(src, &self.inner.limits) {
+        match self.inner.decode_one(src) {
             Ok(Some(pdu)) => Ok(Some(Ok(pdu))),
             Ok(None) => Ok(None),
             Err(e) if !e.is_fatal() => Ok(Some(Err(e))),
@@ -132,6 +172,91 @@ impl Encoder<Pdu> for RecoverablePduCodec {
 
     fn encode(&mut self, pdu: Pdu, dst: &mut BytesMut) -> Result<(), CodecError> {
         self.inner.encode(pdu, dst)
+    }
+}
+
+/// IoSlices per `write_vectored` call (IOV_MAX is 1024 on Linux).
+const MAX_IOV: usize = 512;
+
+/// Encoded PDUs waiting to be written: the header, data and trailer of each
+/// as separate `Bytes` (data segments are not copied), written with as few
+/// vectored writes as possible.
+#[derive(Debug, Default)]
+pub struct WriteQueue {
+    bufs: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl WriteQueue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        WriteQueue::default()
+    }
+
+    /// Encode `pdu` with `digests` and queue it; returns its wire length.
+    pub fn push(&mut self, pdu: &Pdu, digests: DigestConfig) -> usize {
+        self.push_encoded(pdu.encode(digests))
+    }
+
+    /// Queue an encoded PDU; returns its wire length.
+    pub fn push_encoded(&mut self, enc: EncodedPdu) -> usize {
+        let len = enc.len();
+        for b in [enc.header, enc.data, enc.trailer] {
+            if !b.is_empty() {
+                self.bufs.push_back(b);
+            }
+        }
+        self.bytes += len;
+        len
+    }
+
+    /// Bytes queued.
+    pub fn len(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.bufs.is_empty()
+    }
+
+    /// Buffers queued (three per PDU at most).
+    pub fn parts(&self) -> usize {
+        self.bufs.len()
+    }
+
+    /// Write everything queued; returns the bytes written. On error the
+    /// queue keeps what was not written.
+    pub async fn write_all<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<usize> {
+        let total = self.bytes;
+        while !self.bufs.is_empty() {
+            let slices: Vec<io::IoSlice<'_>> = self
+                .bufs
+                .iter()
+                .take(MAX_IOV)
+                .map(|b| io::IoSlice::new(b))
+                .collect();
+            let mut n = w.write_vectored(&slices).await?;
+            drop(slices);
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.bytes = self.bytes.saturating_sub(n);
+            while n > 0 {
+                let Some(front) = self.bufs.front_mut() else {
+                    break;
+                };
+                if n >= front.len() {
+                    n -= front.len();
+                    self.bufs.pop_front();
+                } else {
+                    front.advance(n);
+                    n = 0;
+                }
+            }
+        }
+        self.bytes = 0;
+        Ok(total)
     }
 }
 
@@ -215,5 +340,38 @@ mod tests {
         assert_eq!(wire.len(), second_len, "exactly the bad PDU was consumed");
         let second = codec.decode(&mut wire).unwrap().unwrap().unwrap();
         assert_eq!(second, nop(2, b"efgh"));
+    }
+
+    #[test]
+    fn decoder_counts_bytes_and_keeps_room_for_a_read() {
+        let mut codec = PduCodec::default();
+        let mut wire = BytesMut::new();
+        codec.encode(nop(1, b"abc"), &mut wire).unwrap();
+        let len = wire.len() as u64;
+        let mut rx = BytesMut::from(&wire[..10]);
+        assert!(codec.decode(&mut rx).unwrap().is_none());
+        assert!(rx.capacity() - rx.len() >= MIN_READ_CHUNK / 2);
+        rx.extend_from_slice(&wire[10..]);
+        assert_eq!(codec.decode(&mut rx).unwrap(), Some(nop(1, b"abc")));
+        assert_eq!(codec.decoded_bytes(), len);
+    }
+
+    #[tokio::test]
+    async fn write_queue_writes_everything_in_order() {
+        let mut q = WriteQueue::new();
+        let mut expect = BytesMut::new();
+        for i in 0..700u32 {
+            // 700 PDUs: more parts than one vectored write takes.
+            let p = nop(i, if i % 2 == 0 { b"data!" } else { b"" });
+            q.push(&p, DigestConfig::BOTH);
+            p.encode(DigestConfig::BOTH).write_to(&mut expect);
+        }
+        assert!(q.parts() > MAX_IOV);
+        let mut out: Vec<u8> = Vec::new();
+        let n = q.write_all(&mut out).await.unwrap();
+        assert_eq!(n, expect.len());
+        assert_eq!(out, expect);
+        assert!(q.is_empty());
+        assert_eq!(q.parts(), 0);
     }
 }

@@ -20,21 +20,22 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use futures::StreamExt;
+use proto::codec::CodecError;
 use proto::login::params::{Digest, OperationalConfig, SessionType};
 use proto::login::{
     Admission, LoginIdentity, LoginStatus, SessionJoin, TargetLogin, TargetLoginConfig,
     TargetLoginPolicy, TargetStep,
 };
-use proto::pdu::{DecodeLimits, DigestConfig, Pdu};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use proto::pdu::{DigestConfig, Pdu};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::config::{AuthConfig, SessionLimits};
-use crate::conn::{ConnLimits, Established};
+use crate::conn::{ConnLimits, Established, Frames};
 use crate::server::{ServerShared, Session, TargetRuntime};
 use crate::session::{lock, ConnHandle, SessionCore, SessionKey, SessionKind};
 use proto::session::{DataInLimits, WriteLimits};
@@ -284,8 +285,7 @@ impl TargetLoginPolicy for Policy<'_> {
 /// Run the login phase on a fresh connection.
 pub(crate) async fn run(
     shared: &Arc<ServerShared>,
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
+    stream: &mut Frames<TcpStream>,
     local: SocketAddr,
     portal: SocketAddr,
     conn_id: u64,
@@ -308,11 +308,11 @@ pub(crate) async fn run(
     // login is answered "out of resources" once its first request arrives.
     let slot = LoginSlot::take(shared);
     let gate = Gate {
-        peer: stream.peer_addr().ok().map(|a| a.ip()),
+        peer: stream.get_ref().peer_addr().ok().map(|a| a.ip()),
         over_login_cap: slot.over_cap,
     };
     tokio::select! {
-        r = tokio::time::timeout(timeout, login(shared, stream, buf, portal, conn_id, tpgt, depth, gate)) => {
+        r = tokio::time::timeout(timeout, login(shared, stream, portal, conn_id, tpgt, depth, gate)) => {
             r.map_err(|_| LoginFailure::Timeout(timeout))?
         }
         _ = shared.shutdown.cancelled() => Err(LoginFailure::ShuttingDown),
@@ -350,21 +350,12 @@ struct Gate {
     over_login_cap: bool,
 }
 
-async fn read_pdu(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Pdu, LoginFailure> {
-    // RFC 7143 §13.12: during login the data segment limit is 8192.
-    let limits = DecodeLimits::default();
-    loop {
-        match proto::pdu::decode_frame(buf, &limits) {
-            Ok(Some(p)) => return Ok(p),
-            Ok(None) => {}
-            Err(e) => return Err(e.into()),
-        }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
-        }
-        if stream.read_buf(buf).await? == 0 {
-            return Err(LoginFailure::Closed);
-        }
+async fn read_pdu(stream: &mut Frames<TcpStream>) -> Result<Pdu, LoginFailure> {
+    match stream.next().await {
+        Some(Ok(Ok(p))) => Ok(p),
+        Some(Ok(Err(e)) | Err(CodecError::Decode(e))) => Err(e.into()),
+        Some(Err(CodecError::Io(e))) => Err(e.into()),
+        None => Err(LoginFailure::Closed),
     }
 }
 
@@ -375,42 +366,45 @@ async fn read_pdu(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Pdu, Log
 /// arrived, then the connection closes: the initiator learns why instead
 /// of seeing a bare disconnect.
 async fn next_request(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
+    stream: &mut Frames<TcpStream>,
     machine: &mut TargetLogin,
 ) -> Result<proto::pdu::LoginRequest, LoginFailure> {
-    let (itt, failure) = match read_pdu(stream, buf).await {
+    let (itt, failure) = match read_pdu(stream).await {
         Ok(Pdu::LoginRequest(r)) => return Ok(r),
         Ok(other) => (
             Some(other.itt()),
             LoginFailure::UnexpectedPdu(format!("{:?}", other.opcode())),
         ),
-        Err(LoginFailure::Decode(e)) => (
-            buf.get(16..20)
-                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
-            LoginFailure::Decode(e),
-        ),
+        Err(LoginFailure::Decode(e)) => {
+            // A consumed PDU's header comes with the error; after a fatal
+            // error the header is still at the front of the read buffer.
+            let header = e.rejected_header().cloned();
+            let raw = header.as_deref().unwrap_or(&stream.read_buffer()[..]);
+            let itt = raw
+                .get(16..20)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            (itt, LoginFailure::Decode(e))
+        }
         Err(e) => return Err(e),
     };
     debug!(error = %failure, "login refused: not a Login Request");
     let decoded = matches!(failure, LoginFailure::UnexpectedPdu(_));
     let resp = machine.refuse_pdu(itt, decoded);
     let _ = write_pdu(stream, Pdu::LoginResponse(resp)).await;
-    let _ = stream.shutdown().await;
+    let _ = stream.get_mut().shutdown().await;
     Err(failure)
 }
 
-async fn write_pdu(stream: &mut TcpStream, pdu: Pdu) -> Result<(), LoginFailure> {
+async fn write_pdu(stream: &mut Frames<TcpStream>, pdu: Pdu) -> Result<(), LoginFailure> {
     let enc = pdu.encode(DigestConfig::NONE);
-    stream.write_all(&enc.to_bytes()).await?;
+    stream.get_mut().write_all(&enc.to_bytes()).await?;
     Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn login(
     shared: &Arc<ServerShared>,
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
+    stream: &mut Frames<TcpStream>,
     portal: SocketAddr,
     conn_id: u64,
     tpgt: u16,
@@ -433,7 +427,7 @@ async fn login(
         new_tsih: None,
     };
     let (resp, outcome) = loop {
-        let req = next_request(stream, buf, &mut machine).await?;
+        let req = next_request(stream, &mut machine).await?;
         match machine.handle_request(req, &mut policy) {
             TargetStep::Send(resp) => write_pdu(stream, Pdu::LoginResponse(resp)).await?,
             TargetStep::Complete(resp, outcome) => {
@@ -450,7 +444,7 @@ async fn login(
                     auth_failed(shared, gate.peer);
                 }
                 let _ = write_pdu(stream, Pdu::LoginResponse(resp)).await;
-                let _ = stream.shutdown().await;
+                let _ = stream.get_mut().shutdown().await;
                 return Err(err.into());
             }
         }

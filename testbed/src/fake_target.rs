@@ -30,24 +30,27 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use futures::StreamExt;
+use proto::codec::{CodecError, PduCodec, WriteQueue};
 use proto::login::{
     Admission, LoginIdentity, LoginOutcome, LoginStatus, OperationalConfig, SessionJoin,
     SessionParams, TargetLogin, TargetLoginConfig, TargetLoginPolicy, TargetStep,
 };
 use proto::pdu::{
-    decode_frame, AsyncEvent, AsyncMessage, DecodeLimits, DigestConfig, LogoutResponse,
-    LogoutResponseCode, NopIn, Pdu, ScsiCommand, ScsiResponse, TaskMgmtResponse, TmfResponse,
+    AsyncEvent, AsyncMessage, DecodeLimits, DigestConfig, LogoutResponse, LogoutResponseCode,
+    NopIn, Pdu, ScsiCommand, ScsiResponse, TaskMgmtResponse, TmfResponse,
 };
 use proto::scsi::Status;
 use proto::serial::{CmdSn, SerialNumber, StatSn};
 use proto::session::data_in::{self, Completion, DataInLimits, Residual};
 use proto::session::{stamp_target, TagAllocator, WriteCollector, WriteLimits};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::codec::FramedRead;
 
 /// The reserved tag (RFC 7143 §11.2.1.8), re-exported for tests.
 pub use proto::pdu::RESERVED_TAG;
@@ -167,10 +170,8 @@ async fn login(
     stream.set_nodelay(true)?;
     let (rd, wr) = stream.into_split();
     let mut conn = FakeConn {
-        rd,
+        frames: FramedRead::with_capacity(rd, PduCodec::default(), 64 * 1024),
         wr,
-        buf: BytesMut::with_capacity(64 * 1024),
-        limits: DecodeLimits::default(),
         digests: DigestConfig::NONE,
         outcome: None,
         stat_sn: 0,
@@ -212,10 +213,10 @@ async fn login(
                     header: outcome.connection.header_digest,
                     data: outcome.connection.data_digest,
                 };
-                conn.limits = DecodeLimits {
+                conn.frames.decoder_mut().set_limits(DecodeLimits {
                     max_data_segment_length: cfg.operational.max_recv_data_segment_length,
                     digests: conn.digests,
-                };
+                });
                 conn.stat_sn = outcome.stat_sn.wrapping_add(1);
                 conn.exp_cmd_sn = outcome.exp_cmd_sn;
                 conn.max_cmd_sn = outcome.max_cmd_sn;
@@ -228,10 +229,8 @@ async fn login(
 
 /// One logged-in connection, driven by the test.
 pub struct FakeConn {
-    rd: OwnedReadHalf,
+    frames: FramedRead<OwnedReadHalf, PduCodec>,
     wr: OwnedWriteHalf,
-    buf: BytesMut,
-    limits: DecodeLimits,
     digests: DigestConfig,
     outcome: Option<LoginOutcome>,
     /// The StatSN the next status-bearing PDU carries.
@@ -277,21 +276,16 @@ impl FakeConn {
     /// `InvalidData`, EOF is `UnexpectedEof`.
     pub async fn recv_raw(&mut self) -> io::Result<Pdu> {
         let fut = async {
-            loop {
-                match decode_frame(&mut self.buf, &self.limits) {
-                    Ok(Some(p)) => return Ok(p),
-                    Ok(None) => {}
-                    Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            match self.frames.next().await {
+                Some(Ok(p)) => Ok(p),
+                Some(Err(CodecError::Decode(e))) => {
+                    Err(io::Error::new(io::ErrorKind::InvalidData, e))
                 }
-                if self.buf.capacity() - self.buf.len() < 16 * 1024 {
-                    self.buf.reserve(64 * 1024);
-                }
-                if self.rd.read_buf(&mut self.buf).await? == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "initiator closed the connection",
-                    ));
-                }
+                Some(Err(CodecError::Io(e))) => Err(e),
+                None => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "initiator closed the connection",
+                )),
             }
         };
         match tokio::time::timeout(self.recv_timeout, fut).await {
@@ -363,8 +357,9 @@ impl FakeConn {
 
     /// Send one PDU (fields as given; use the builders for sequence numbers).
     pub async fn send(&mut self, pdu: impl Into<Pdu>) -> io::Result<()> {
-        let bytes = pdu.into().encode(self.digests).to_bytes();
-        self.wr.write_all(&bytes).await
+        let mut q = WriteQueue::new();
+        q.push(&pdu.into(), self.digests);
+        q.write_all(&mut self.wr).await.map(|_| ())
     }
 
     /// Send arbitrary bytes (malformed PDUs).
@@ -546,7 +541,7 @@ impl FakeConn {
             first_burst_length: s.first_burst_length,
             max_burst_length: s.max_burst_length,
             max_outstanding_r2t: 1,
-            max_recv_data_segment_length: self.limits.max_data_segment_length,
+            max_recv_data_segment_length: self.frames.decoder().limits().max_data_segment_length,
         };
         let edtl = cmd.expected_data_transfer_length;
         let mut c = WriteCollector::new(edtl, cmd.data.clone(), cmd.final_, limits)

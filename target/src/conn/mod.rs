@@ -21,7 +21,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use futures::StreamExt;
+use proto::codec::{CodecError, RecoverablePduCodec};
 use proto::login::params::ConnectionParams;
 use proto::pdu::{
     AsyncEvent, AsyncMessage, DataOut, DecodeError, DecodeLimits, DigestConfig, LogoutReason,
@@ -29,11 +31,11 @@ use proto::pdu::{
     ScsiCommand, TextRequest, TextResponse, RESERVED_TAG,
 };
 use thiserror::Error;
-use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
@@ -49,6 +51,11 @@ use writer::Outbound;
 /// Largest write buffer one command may need (EDTL); above this the
 /// command fails with ILLEGAL REQUEST instead of allocating.
 pub const MAX_WRITE_BUFFER: u32 = 64 << 20;
+
+/// A connection's frames: PDUs in, with non-fatal decode errors as items
+/// (answered with a Reject, RFC 7143 §7.8); the limits are the negotiated
+/// ones from the end of login.
+pub(crate) type Frames<T> = Framed<T, RecoverablePduCodec>;
 
 /// Outgoing PDUs queued per connection before senders wait.
 const OUT_QUEUE: usize = 512;
@@ -100,7 +107,7 @@ pub struct Established {
 /// Serve one accepted TCP connection to the end.
 pub(crate) async fn serve(
     shared: Arc<ServerShared>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     local: SocketAddr,
     peer: SocketAddr,
     portal: SocketAddr,
@@ -115,15 +122,16 @@ pub(crate) async fn serve(
         cid = tracing::field::Empty
     );
     async move {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        let est =
-            match crate::login::run(&shared, &mut stream, &mut buf, local, portal, conn_id).await {
-                Ok(e) => e,
-                Err(e) => {
-                    info!(error = %e, "login failed");
-                    return;
-                }
-            };
+        // RFC 7143 §13.12: during login the data segment limit is 8192,
+        // and there are no digests (the codec's default limits).
+        let mut frames = Framed::new(stream, RecoverablePduCodec::default());
+        let est = match crate::login::run(&shared, &mut frames, local, portal, conn_id).await {
+            Ok(e) => e,
+            Err(e) => {
+                info!(error = %e, "login failed");
+                return;
+            }
+        };
         let span = tracing::Span::current();
         span.record(
             "isid",
@@ -137,7 +145,7 @@ pub(crate) async fn serve(
             kind = ?est.session.core.kind,
             "logged in"
         );
-        full_feature(shared, stream, buf, est, local, conn_id).await;
+        full_feature(shared, frames, est, local, conn_id).await;
     }
     .instrument(span)
     .await
@@ -149,18 +157,29 @@ fn hex6(b: &[u8; 6]) -> String {
 
 async fn full_feature(
     shared: Arc<ServerShared>,
-    stream: TcpStream,
-    buf: BytesMut,
+    frames: Frames<TcpStream>,
     est: Established,
     local: SocketAddr,
     conn_id: u64,
 ) {
-    let (rd, wr) = stream.into_split();
-    let (tx, rx) = mpsc::channel(OUT_QUEUE);
     let digests = DigestConfig {
         header: est.limits.conn.header_digest,
         data: est.limits.conn.data_digest,
     };
+    // RFC 7143 §13.1, §13.12: digests and our MaxRecvDataSegmentLength
+    // apply from the first PDU after the final Login Response; the bytes
+    // already read stay in the read buffer.
+    let parts = frames.into_parts();
+    let (rd, wr) = parts.io.into_split();
+    let mut codec = parts.codec;
+    codec.set_limits(DecodeLimits {
+        max_data_segment_length: est.limits.conn.max_recv_data_segment_length,
+        digests,
+    });
+    let mut read_parts = FramedParts::new::<Pdu>(rd, codec);
+    read_parts.read_buf = parts.read_buf;
+    let frames = Framed::from_parts(read_parts);
+    let (tx, rx) = mpsc::channel(OUT_QUEUE);
     let writer_cancel = CancellationToken::new();
     let writer = tokio::spawn(
         writer::run(
@@ -191,7 +210,7 @@ async fn full_feature(
         last_rx: Instant::now(),
         logged_out: false,
     };
-    let result = conn.read_loop(rd, buf).await;
+    let result = conn.read_loop(frames).await;
     match &result {
         Ok(()) => debug!("connection closed"),
         Err(ConnError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -294,32 +313,19 @@ impl Conn {
         }
     }
 
-    async fn read_loop(
-        &mut self,
-        mut rd: OwnedReadHalf,
-        mut buf: BytesMut,
-    ) -> Result<(), ConnError> {
-        let limits = DecodeLimits {
-            max_data_segment_length: self.limits.conn.max_recv_data_segment_length,
-            digests: DigestConfig {
-                header: self.limits.conn.header_digest,
-                data: self.limits.conn.data_digest,
-            },
-        };
-        let chunk = (self.limits.conn.max_recv_data_segment_length as usize + 1024).max(64 * 1024);
+    async fn read_loop(&mut self, mut frames: Frames<OwnedReadHalf>) -> Result<(), ConnError> {
         loop {
-            loop {
-                match proto::pdu::decode_frame(&mut buf, &limits) {
-                    Ok(Some(pdu)) => {
+            let ping_at = self.next_ping_deadline();
+            tokio::select! {
+                f = frames.next() => match f {
+                    Some(Ok(Ok(pdu))) => {
                         self.last_rx = Instant::now();
                         self.handle(pdu).await?;
                         if self.logged_out {
                             return Ok(());
                         }
                     }
-                    Ok(None) => break,
-                    Err(e) if e.is_fatal() => return Err(e.into()),
-                    Err(e) => {
+                    Some(Ok(Err(e))) => {
                         // RFC 7143 §7.8: a data digest error is answered with
                         // a Reject and the PDU discarded; so is an unknown
                         // opcode (§11.17.1 "Command not supported").
@@ -328,18 +334,12 @@ impl Conn {
                         let header = e.rejected_header().cloned().unwrap_or_default();
                         self.reject(reason, header).await?;
                     }
-                }
-            }
-            if buf.capacity() - buf.len() < chunk / 2 {
-                buf.reserve(chunk);
-            }
-            let ping_at = self.next_ping_deadline();
-            tokio::select! {
-                r = rd.read_buf(&mut buf) => {
-                    if r? == 0 {
-                        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+                    Some(Err(CodecError::Decode(e))) => return Err(e.into()),
+                    Some(Err(CodecError::Io(e))) => return Err(e.into()),
+                    None => {
+                        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into())
                     }
-                }
+                },
                 _ = self.cancel.cancelled() => return Ok(()),
                 Some(n) = self.notices.recv() => self.notice(n).await?,
                 _ = sleep_until_opt(ping_at) => self.ping_tick().await?,

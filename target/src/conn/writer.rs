@@ -1,5 +1,6 @@
 //! The writer task of a connection: stamps sequence numbers and sends PDUs
-//! as vectored writes (header, data, trailer), batching whatever is queued.
+//! as vectored writes (header, data, trailer; `proto::codec::WriteQueue`),
+//! batching whatever is queued.
 //!
 //! Sequence numbers are assigned here, at send time, so they are in wire
 //! order (`proto::session::stamp`): StatSN per connection (RFC 7143
@@ -8,11 +9,10 @@
 //! `Bytes` slices of the device server's buffer: they go to the socket
 //! without being copied.
 
-use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes};
+use proto::codec::WriteQueue;
 use proto::pdu::{DigestConfig, Pdu};
 use proto::serial::{CmdSn, StatSn};
 use proto::session::stamp_target;
@@ -38,8 +38,8 @@ pub enum Outbound {
 
 /// Bytes queued per batch before writing (keeps latency bounded).
 const BATCH_BYTES: usize = 4 << 20;
-/// IoSlices per write_vectored call (IOV_MAX is 1024 on Linux).
-const MAX_IOV: usize = 512;
+/// Buffers queued per batch before writing.
+const BATCH_PARTS: usize = 2048;
 
 /// Run the writer until the channel closes, [`Outbound::Close`] arrives, the
 /// token is cancelled or the socket fails. Returns the next StatSN.
@@ -51,39 +51,22 @@ pub async fn run<W: AsyncWrite + Unpin>(
     mut next_stat_sn: StatSn,
     cancel: CancellationToken,
 ) -> io::Result<StatSn> {
-    let mut bufs: VecDeque<Bytes> = VecDeque::new();
+    let mut queue = WriteQueue::new();
     loop {
         let first = tokio::select! {
             m = rx.recv() => m,
             _ = cancel.cancelled() => None,
         };
         let Some(first) = first else { break };
-        let mut queued = 0usize;
-        let mut close = enqueue(
-            first,
-            &mut bufs,
-            &mut next_stat_sn,
-            &*window,
-            digests,
-            &mut queued,
-        );
-        while !close && bufs.len() < MAX_IOV * 4 && queued < BATCH_BYTES {
+        let mut close = enqueue(first, &mut queue, &mut next_stat_sn, &*window, digests);
+        while !close && queue.parts() < BATCH_PARTS && queue.len() < BATCH_BYTES {
             match rx.try_recv() {
-                Ok(m) => {
-                    close |= enqueue(
-                        m,
-                        &mut bufs,
-                        &mut next_stat_sn,
-                        &*window,
-                        digests,
-                        &mut queued,
-                    )
-                }
+                Ok(m) => close |= enqueue(m, &mut queue, &mut next_stat_sn, &*window, digests),
                 Err(_) => break,
             }
         }
         tokio::select! {
-            r = write_all_bufs(&mut sock, &mut bufs) => r?,
+            r = queue.write_all(&mut sock) => { r?; }
             _ = cancel.cancelled() => break,
         }
         if close {
@@ -95,24 +78,17 @@ pub async fn run<W: AsyncWrite + Unpin>(
     Ok(next_stat_sn)
 }
 
-/// Stamp and encode one message into `bufs`; returns true for Close.
+/// Stamp and encode one message into `queue`; returns true for Close.
 fn enqueue(
     m: Outbound,
-    bufs: &mut VecDeque<Bytes>,
+    queue: &mut WriteQueue,
     next_stat_sn: &mut StatSn,
     window: &dyn WindowSource,
     digests: DigestConfig,
-    queued: &mut usize,
 ) -> bool {
     let mut push = |mut pdu: Pdu| {
         stamp_target(&mut pdu, next_stat_sn, window.window());
-        let enc = pdu.encode(digests);
-        *queued += enc.len();
-        for b in [enc.header, enc.data, enc.trailer] {
-            if !b.is_empty() {
-                bufs.push_back(b);
-            }
-        }
+        queue.push(&pdu, digests);
     };
     match m {
         Outbound::Pdu(p) => push(p),
@@ -122,39 +98,10 @@ fn enqueue(
     false
 }
 
-/// Write every buffer with as few `write_vectored` calls as possible.
-pub async fn write_all_bufs<W: AsyncWrite + Unpin>(
-    sock: &mut W,
-    bufs: &mut VecDeque<Bytes>,
-) -> io::Result<()> {
-    while !bufs.is_empty() {
-        let slices: Vec<io::IoSlice<'_>> = bufs
-            .iter()
-            .take(MAX_IOV)
-            .map(|b| io::IoSlice::new(b))
-            .collect();
-        let mut n = sock.write_vectored(&slices).await?;
-        drop(slices);
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        while n > 0 {
-            let Some(front) = bufs.front_mut() else { break };
-            if n >= front.len() {
-                n -= front.len();
-                bufs.pop_front();
-            } else {
-                front.advance(n);
-                n = 0;
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use proto::pdu::{DecodeLimits, NopIn, RESERVED_TAG};
 
     struct W(u32, u32);

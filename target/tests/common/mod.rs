@@ -11,6 +11,7 @@ use iscsi_target::config::{
     AuthConfig, LunConfig, PortalGroup, ServerConfig, SessionLimits, TargetConfig,
 };
 use iscsi_target::server::Server;
+use proto::codec::PduCodec;
 use proto::login::{InitiatorLogin, InitiatorLoginConfig, InitiatorStep, LoginOutcome};
 use proto::pdu::{
     DecodeLimits, DigestConfig, Isid, LogoutReason, LogoutRequest, Pdu, ScsiCommand, TaskAttr,
@@ -19,6 +20,7 @@ use proto::pdu::{
 use proto::session::data_out::{data_out_pdus, DataOutTarget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::codec::Decoder;
 
 pub const INITIATOR: &str = "iqn.2024-01.rs.iscsi:test-initiator";
 
@@ -366,13 +368,13 @@ pub async fn read_pdu(
         max_data_segment_length: 16 << 20,
         digests,
     };
+    // proto's frame decoder; `buf` keeps partial frames between calls, so
+    // a receive cut short by a timeout loses nothing.
+    let mut codec = PduCodec::new(limits);
     loop {
-        match proto::pdu::decode_frame(buf, &limits) {
-            Ok(Some(p)) => return Ok(p),
-            Ok(None) => {}
-            Err(e) => return Err(e.to_string()),
+        if let Some(p) = codec.decode(buf).map_err(|e| e.to_string())? {
+            return Ok(p);
         }
-        buf.reserve(64 * 1024);
         let n = stream.read_buf(buf).await.map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("connection closed".into());

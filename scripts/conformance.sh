@@ -9,6 +9,8 @@
 #   multipath  memory LUN behind two portals; the second portal's URL is
 #              given to iscsi-test-cu as the multipath URL
 #   removable  memory LUN presented as removable media (PreventAllow, StartStopUnit)
+#   rbd        a 1 GiB Ceph RBD image (not in the default set: needs CEPH_CONF
+#              and a build with --features cli/rbd)
 #
 # Environment:
 #   ISCSI_BIN   the `iscsi` binary (default: build it with cargo, debug)
@@ -32,7 +34,7 @@ command -v iscsi-test-cu >/dev/null || { echo "iscsi-test-cu not found (apt-get 
 
 if [ -z "${ISCSI_BIN:-}" ]; then
     export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/build}
-    cargo build -q -p cli
+    if [[ " ${RUNS[*]} " == *" rbd "* ]]; then cargo build -q -p cli --features rbd; else cargo build -q -p cli; fi
     ISCSI_BIN=$CARGO_TARGET_DIR/debug/iscsi
 fi
 SUMMARY=${CU_SUMMARY:-$ROOT/scripts/cu_summary.py}
@@ -127,8 +129,21 @@ for run in "${RUNS[@]}"; do
         run_suite removable "iscsi://127.0.0.1:$port/$IQN/0"
         stop_target
         ;;
+    rbd)
+        # A Ceph RBD image (docs/rbd.md): needs ISCSI_BIN built with
+        # `--features cli/rbd` (done here when ISCSI_BIN is unset) and a
+        # cluster in CEPH_CONF (scripts/ceph-mini.sh start gives one).
+        [ -n "${CEPH_CONF:-}" ] || { echo "rbd run: set CEPH_CONF (scripts/ceph-mini.sh start)" >&2; exit 3; }
+        img=rbd/conformance-$$
+        rbd -c "$CEPH_CONF" create --size 1G "$img"
+        start_target "$TMP/rbd.out" --portal 127.0.0.1:0 --lun "rbd:$img,conf=$CEPH_CONF"
+        port=$(sed -n 's/^listening on 127.0.0.1:\([0-9]*\)$/\1/p' "$TMP/rbd.out" | head -1)
+        run_suite rbd "iscsi://127.0.0.1:$port/$IQN/0"
+        stop_target
+        rbd -c "$CEPH_CONF" rm --no-progress "$img" >/dev/null 2>&1 || true
+        ;;
     *)
-        echo "unknown run $run (mem, file, multipath, removable)" >&2
+        echo "unknown run $run (mem, file, multipath, removable, rbd)" >&2
         exit 2
         ;;
     esac

@@ -78,7 +78,17 @@ fn assert_no_panics() {
 // ---------------------------------------------------------------- process
 
 /// Resident set size of this process, in KiB (/proc/self/status VmRSS).
+/// Resident memory in KiB, after handing the allocator's free pages back to
+/// the kernel: glibc keeps freed memory in per-thread arenas, so without the
+/// trim the figure depends on which worker threads happened to run the
+/// test's allocations (it failed under load with nothing leaked), not on
+/// what is still live.
 fn rss_kib() -> u64 {
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it has
+    // no preconditions and touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let s = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     s.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))

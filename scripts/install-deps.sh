@@ -27,6 +27,7 @@ if ((${#need[@]})); then
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     echo "installing: ${need[*]}" >&2
     $SUDO apt-get update -qq
+    updated=1
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
@@ -45,6 +46,7 @@ if ((${#ceph[@]})) && [ -z "${ISCSI_NO_CEPH:-}" ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     echo "installing (optional, for the RBD tests): ${ceph[*]}" >&2
+    [ -n "${updated:-}" ] || $SUDO apt-get update -qq || true
     if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${ceph[@]}" >/dev/null; then
         echo "warning: could not install ${ceph[*]}: the RBD backend is not built and its tests skip" >&2
     fi

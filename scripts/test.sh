@@ -16,7 +16,18 @@ if [ -z "${ISCSI_NO_CEPH:-}" ] && [ -e /usr/include/rbd/librbd.h ] && [ -e /usr/
     features=(--features cli/rbd)
     export CEPH_MINI_DIR=${CEPH_MINI_DIR:-${TMPDIR:-/tmp}/iscsi-rs-test-ceph}
     ceph_pid=
-    trap '[ -n "$ceph_pid" ] && kill "$ceph_pid" 2>/dev/null; wait 2>/dev/null; scripts/ceph-mini.sh stop >/dev/null 2>&1 || true' EXIT
+    # Keeps the suite's exit status: under `set -e` a failing `kill` of the
+    # already finished start-up job would otherwise end the trap, and the
+    # script, with status 1 after a green run.
+    stop_ceph() {
+        local rc=$?
+        set +e
+        [ -n "$ceph_pid" ] && kill "$ceph_pid" 2>/dev/null
+        wait 2>/dev/null
+        scripts/ceph-mini.sh stop >/dev/null 2>&1
+        exit "$rc"
+    }
+    trap stop_ceph EXIT
     IMAGE_SIZE= WAIT_HEALTH=0 scripts/ceph-mini.sh start >"${TMPDIR:-/tmp}/iscsi-rs-ceph-mini.log" 2>&1 &
     ceph_pid=$!
 else

@@ -16,14 +16,15 @@ use std::sync::Arc;
 use proto::scsi::Lun;
 use serde_json::{json, Value};
 
+use super::access::{users, ChapChange};
 use super::protocol::{
-    Account, AclInfo, ErrorKind, LunInfo, PortalGroupInfo, Request, Response, SessionInfo,
-    ShowResult, TargetInfo,
+    AclInfo, ErrorKind, LunInfo, PortalGroupInfo, Request, Response, SessionInfo, ShowResult,
+    TargetInfo,
 };
 use super::{build_lu, Admin, AdminState};
 use crate::config::{
-    parse_portal, parse_size, AuthConfig, BackendConfig, ChapCredentials, InitiatorConfig, IoMode,
-    LunConfig, PortalGroup, TargetConfig,
+    parse_portal, parse_size, AuthConfig, BackendConfig, IoMode, LunConfig, PortalGroup,
+    TargetConfig,
 };
 use crate::config_file::{self, Loaded, LunExt, MAX_LUN};
 use crate::server::{Session, TargetRuntime};
@@ -33,25 +34,20 @@ use crate::session::ConnNotice;
 #[derive(Debug)]
 pub(crate) struct Failure(ErrorKind, String);
 
-type Outcome = Result<Value, Failure>;
+pub(super) type Outcome = Result<Value, Failure>;
 
-fn refused(msg: impl Into<String>) -> Failure {
+pub(super) fn refused(msg: impl Into<String>) -> Failure {
     Failure(ErrorKind::Refused, msg.into())
 }
-fn invalid(msg: impl Into<String>) -> Failure {
+pub(super) fn invalid(msg: impl Into<String>) -> Failure {
     Failure(ErrorKind::Invalid, msg.into())
 }
-fn not_found(msg: impl Into<String>) -> Failure {
+pub(super) fn not_found(msg: impl Into<String>) -> Failure {
     Failure(ErrorKind::NotFound, msg.into())
 }
-fn failed(msg: impl Into<String>) -> Failure {
+pub(super) fn failed(msg: impl Into<String>) -> Failure {
     Failure(ErrorKind::Failed, msg.into())
 }
-
-/// RFC 7143 §9.2.1 asks for CHAP secrets of at least 12 bytes when the
-/// connection is not protected by IPsec; shorter ones are accepted with a
-/// warning (test setups).
-const SHORT_SECRET: usize = chap::MIN_SECRET_LEN;
 
 fn raw_lun(n: u64) -> u64 {
     Lun::from_number(n as u16).0
@@ -62,70 +58,6 @@ fn lu_of(rt: &TargetRuntime, n: u64) -> Option<Arc<crate::scsi::LogicalUnit>> {
         return None;
     }
     rt.device.lu(raw_lun(n))
-}
-
-fn credentials(a: &Account, what: &str) -> Result<ChapCredentials, Failure> {
-    if a.user.is_empty() || a.user.len() > 255 || a.secret.is_empty() || a.secret.len() > 255 {
-        return Err(invalid(format!(
-            "{what}: user and secret must be 1 to 255 bytes"
-        )));
-    }
-    Ok(ChapCredentials {
-        user: a.user.clone(),
-        secret: a.secret.as_bytes().to_vec(),
-    })
-}
-
-fn short_secret_warnings(auth: &AuthConfig) -> Vec<String> {
-    auth.incoming
-        .iter()
-        .chain(auth.outgoing.iter())
-        .filter(|c| c.secret.len() < SHORT_SECRET)
-        .map(|c| {
-            format!(
-                "the secret of CHAP user {:?} is shorter than {SHORT_SECRET} bytes (RFC 7143 §9.2.1)",
-                c.user
-            )
-        })
-        .collect()
-}
-
-impl Admin {
-    /// Warnings about the running configuration: CHAP secrets shorter than
-    /// RFC 7143 §9.2.1 recommends (discovery, target-wide, per-initiator).
-    /// Logged at start-up and listed by `show`.
-    pub(crate) fn config_warnings(&self) -> Vec<String> {
-        let d = self
-            .shared
-            .discovery_auth
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut v: Vec<String> = short_secret_warnings(&d)
-            .into_iter()
-            .map(|w| format!("discovery: {w}"))
-            .collect();
-        for rt in self.shared.all_targets() {
-            let c = rt.config();
-            let own = c
-                .initiators
-                .iter()
-                .filter_map(|(ini, i)| i.auth.as_ref().map(|a| (format!(" for {ini}"), a)));
-            for (scope, a) in std::iter::once((String::new(), &c.auth)).chain(own) {
-                for w in short_secret_warnings(a) {
-                    v.push(format!("{}{scope}: {w}", c.name));
-                }
-            }
-        }
-        v
-    }
-}
-
-fn users(auth: &AuthConfig) -> (Vec<String>, Option<String>) {
-    (
-        auth.incoming.iter().map(|c| c.user.clone()).collect(),
-        auth.outgoing.as_ref().map(|c| c.user.clone()),
-    )
 }
 
 fn hex(b: &[u8]) -> String {
@@ -284,7 +216,7 @@ impl Admin {
         }
     }
 
-    fn target(&self, name: &str) -> Result<Arc<TargetRuntime>, Failure> {
+    pub(super) fn target(&self, name: &str) -> Result<Arc<TargetRuntime>, Failure> {
         self.shared
             .target(name)
             .ok_or_else(|| not_found(format!("no target {name:?}")))
@@ -838,235 +770,6 @@ impl Admin {
         }))
     }
 
-    // ----- access control ------------------------------------------------
-
-    fn allow(
-        &self,
-        target: &str,
-        initiator: &str,
-        luns: Option<Vec<u64>>,
-        all_luns: bool,
-        chap: Option<Account>,
-        mutual: Option<Account>,
-    ) -> Outcome {
-        let rt = self.target(target)?;
-        // Names with '_' are accepted with a warning, as in the config file
-        // without strict_names (RFC 3722 lacks '_'; initiators send it).
-        config_file::check_initiator_name("initiator", initiator, false)
-            .map_err(|e| invalid(e.to_string()))?;
-        let cfg = rt.config();
-        let luns = luns.map(|mut v| {
-            v.sort_unstable();
-            v.dedup();
-            v
-        });
-        if let Some(ls) = &luns {
-            for n in ls {
-                if !cfg.luns.iter().any(|l| l.lun == *n) {
-                    return Err(not_found(format!("no LUN {n} in {}", rt.name)));
-                }
-            }
-        }
-        if mutual.is_some() && chap.is_none() {
-            return Err(invalid(
-                "mutual CHAP needs a CHAP account for the initiator",
-            ));
-        }
-        let auth = match &chap {
-            Some(c) => Some(AuthConfig {
-                incoming: vec![credentials(c, "chap")?],
-                outgoing: mutual
-                    .as_ref()
-                    .map(|m| credentials(m, "mutual chap"))
-                    .transpose()?,
-            }),
-            None => None,
-        };
-        if all_luns && luns.is_some() {
-            return Err(invalid("give either luns or all_luns, not both"));
-        }
-        let mut warnings = auth.as_ref().map(short_secret_warnings).unwrap_or_default();
-        let was_open = cfg.allow.is_empty();
-        let key = initiator.to_ascii_lowercase();
-        let now = {
-            let mut c = rt.config.write().unwrap_or_else(|p| p.into_inner());
-            if !c.allow.iter().any(|a| a.eq_ignore_ascii_case(initiator)) {
-                c.allow.push(initiator.to_string());
-            }
-            let entry = c.initiators.entry(key.clone()).or_default();
-            if luns.is_some() {
-                entry.luns = luns;
-            }
-            if all_luns {
-                entry.luns = None;
-            }
-            if auth.is_some() {
-                entry.auth = auth;
-            }
-            let now = entry.clone();
-            if now == InitiatorConfig::default() {
-                c.initiators.remove(&key);
-            }
-            now
-        };
-        // LUN masking takes effect at once: the device server re-evaluates
-        // what every logged-in initiator may see and raises REPORTED LUNS
-        // DATA HAS CHANGED where that changed.
-        crate::device::apply_acl(&rt.device, &rt.config());
-        if was_open {
-            let others: Vec<Arc<Session>> = self
-                .shared
-                .sessions_of(&rt.name)
-                .into_iter()
-                .filter(|s| !s.core.initiator_name.eq_ignore_ascii_case(initiator))
-                .collect();
-            warnings.push(format!(
-                "{} was open to every initiator; now only the ACL's initiators may log in{}",
-                rt.name,
-                if others.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " (sessions of other initiators stay logged in but no longer see any \
-                         LUN: {}; end them with logout-session)",
-                        initiators(&others)
-                    )
-                }
-            ));
-        }
-        Ok(json!({
-            "target": rt.name,
-            "initiator": initiator,
-            "luns": now.luns,
-            "chap_users": now.auth.as_ref().map(|a| users(a).0).unwrap_or_default(),
-            "warnings": warnings,
-        }))
-    }
-
-    fn deny(&self, st: &mut AdminState, target: &str, initiator: &str, allow_any: bool) -> Outcome {
-        let rt = self.target(target)?;
-        let cfg = rt.config();
-        if !cfg.allow.iter().any(|a| a.eq_ignore_ascii_case(initiator)) {
-            return Err(not_found(format!(
-                "{initiator} is not in the ACL of {}",
-                rt.name
-            )));
-        }
-        if cfg.allow.len() == 1 && !allow_any {
-            return Err(refused(format!(
-                "{initiator} is the last ACL entry of {}; removing it lets every initiator log in \
-                 (pass --allow-any if that is what you want)",
-                rt.name
-            )));
-        }
-        {
-            let mut c = rt.config.write().unwrap_or_else(|p| p.into_inner());
-            c.allow.retain(|a| !a.eq_ignore_ascii_case(initiator));
-            c.initiators.remove(&initiator.to_ascii_lowercase());
-        }
-        // Its sessions still logged in lose every LUN (unless the ACL is
-        // now empty, which opens the target to everyone).
-        crate::device::apply_acl(&rt.device, &rt.config());
-        if let Some(e) = st.ext.targets.get_mut(&rt.name.to_ascii_lowercase()) {
-            e.acl_comments.remove(&initiator.to_ascii_lowercase());
-        }
-        let still: Vec<u16> = self
-            .shared
-            .sessions_of(&rt.name)
-            .iter()
-            .filter(|s| s.core.initiator_name.eq_ignore_ascii_case(initiator))
-            .map(|s| s.core.tsih)
-            .collect();
-        Ok(json!({
-            "target": rt.name,
-            "initiator": initiator,
-            "open_to_all": cfg.allow.len() == 1,
-            "sessions_still_logged_in": still,
-        }))
-    }
-
-    fn set_chap(&self, target: Option<&str>, initiator: Option<&str>, ch: ChapChange) -> Outcome {
-        if ch.add.is_none()
-            && ch.remove.is_none()
-            && ch.mutual.is_none()
-            && !ch.no_mutual
-            && !ch.clear
-        {
-            return Err(invalid(
-                "nothing to change: give add, remove, mutual, no-mutual or clear",
-            ));
-        }
-        let rt = target.map(|t| self.target(t)).transpose()?;
-        // The accounts as they are now.
-        let current: AuthConfig = match (&rt, initiator) {
-            (None, Some(_)) => return Err(invalid("--initiator needs --target")),
-            (None, None) => self
-                .shared
-                .discovery_auth
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            (Some(rt), None) => rt.config().auth,
-            (Some(rt), Some(ini)) => {
-                let cfg = rt.config();
-                if !cfg.allow.iter().any(|a| a.eq_ignore_ascii_case(ini)) {
-                    return Err(not_found(format!(
-                        "{ini} is not in the ACL of {}; add it with `allow` first",
-                        rt.name
-                    )));
-                }
-                cfg.initiator(ini)
-                    .and_then(|a| a.auth.clone())
-                    .unwrap_or_default()
-            }
-        };
-        let new = ch.apply(current)?;
-        let (incoming, outgoing) = users(&new);
-        let mut warnings = short_secret_warnings(&new);
-        match (&rt, initiator) {
-            (None, _) => {
-                *self
-                    .shared
-                    .discovery_auth
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner()) = new;
-            }
-            (Some(rt), None) => {
-                rt.config.write().unwrap_or_else(|p| p.into_inner()).auth = new;
-            }
-            (Some(rt), Some(ini)) => {
-                // Takes effect at the initiator's next login (login reads
-                // the accounts at every login).
-                let key = ini.to_ascii_lowercase();
-                let mut c = rt.config.write().unwrap_or_else(|p| p.into_inner());
-                let entry = c.initiators.entry(key.clone()).or_default();
-                entry.auth = (!new.incoming.is_empty()).then_some(new);
-                if *entry == InitiatorConfig::default() {
-                    c.initiators.remove(&key);
-                }
-                if c.initiators
-                    .get(&key)
-                    .and_then(|e| e.auth.as_ref())
-                    .is_none()
-                {
-                    warnings.push(format!(
-                        "{ini} has no CHAP account of its own any more: the target-wide accounts apply to it"
-                    ));
-                }
-            }
-        }
-        Ok(json!({
-            "scope": match (target, initiator) {
-                (None, _) => "discovery".to_string(),
-                (Some(t), None) => t.to_string(),
-                (Some(t), Some(i)) => format!("{t} for {i}"),
-            },
-            "chap_users": incoming,
-            "mutual_user": outgoing,
-            "warnings": warnings,
-        }))
-    }
-
     // ----- sessions --------------------------------------------------------
 
     async fn logout_session(&self, tsih: u16, target: Option<&str>) -> Outcome {
@@ -1161,7 +864,7 @@ impl Admin {
     }
 }
 
-fn initiators(sessions: &[Arc<Session>]) -> String {
+pub(super) fn initiators(sessions: &[Arc<Session>]) -> String {
     let mut v: Vec<String> = sessions
         .iter()
         .map(|s| s.core.initiator_name.clone())
@@ -1171,53 +874,12 @@ fn initiators(sessions: &[Arc<Session>]) -> String {
     v.join(", ")
 }
 
-/// The CHAP edits of one set-chap request.
-pub(crate) struct ChapChange {
-    add: Option<Account>,
-    remove: Option<String>,
-    mutual: Option<Account>,
-    no_mutual: bool,
-    clear: bool,
-}
-
-impl ChapChange {
-    fn apply(&self, mut a: AuthConfig) -> Result<AuthConfig, Failure> {
-        if self.clear {
-            a = AuthConfig::default();
-        }
-        if let Some(u) = &self.remove {
-            let before = a.incoming.len();
-            a.incoming.retain(|c| c.user != *u);
-            if a.incoming.len() == before {
-                return Err(not_found(format!("no CHAP user {u:?}")));
-            }
-        }
-        if let Some(acc) = &self.add {
-            let c = credentials(acc, "add")?;
-            match a.incoming.iter_mut().find(|o| o.user == c.user) {
-                Some(o) => *o = c,
-                None => a.incoming.push(c),
-            }
-        }
-        if self.no_mutual {
-            a.outgoing = None;
-        }
-        if let Some(m) = &self.mutual {
-            a.outgoing = Some(credentials(m, "mutual")?);
-        }
-        if a.outgoing.is_some() && a.incoming.is_empty() {
-            return Err(refused(
-                "mutual CHAP needs at least one incoming account (mutual follows one-way CHAP); \
-                 drop it with no-mutual first",
-            ));
-        }
-        Ok(a)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::access::short_secret_warnings;
+    use crate::admin::protocol::Account;
+    use crate::config::ChapCredentials;
 
     fn acc(u: &str, s: &str) -> Option<Account> {
         Some(Account {

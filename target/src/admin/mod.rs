@@ -18,6 +18,7 @@
 //! Nothing is ever saved implicitly: only the `save` request writes the
 //! configuration file, atomically ([`crate::config_file::save_atomic`]).
 
+mod access;
 mod handlers;
 pub mod protocol;
 pub mod server;

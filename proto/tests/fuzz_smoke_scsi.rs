@@ -1,10 +1,14 @@
 //! Fuzz smoke test for the SCSI parsers (CDBs, sense data, REPORT LUNS,
 //! VPD pages, INQUIRY, READ CAPACITY(16), GET LBA STATUS, mode parameters,
 //! UNMAP): the `scsi_parse` fuzz target's driver (`fuzz/drivers/scsi.rs`)
-//! run over deterministic pseudo-random inputs in `cargo test`.
+//! run over deterministic pseudo-random inputs in `cargo test`; likewise the
+//! control channel's (`control_parse`, `fuzz/drivers/control.rs`).
 
 #[path = "../../fuzz/drivers/scsi.rs"]
 mod driver;
+
+#[path = "../../fuzz/drivers/control.rs"]
+mod control_driver;
 
 /// xorshift64*: deterministic, dependency-free.
 struct Rng(u64);
@@ -104,4 +108,59 @@ fn sense_in_both_formats() {
         driver::sense(&b);
     }
     assert!(ok > 30_000, "only {ok} sense buffers parsed");
+}
+
+/// A valid vendor CDB followed by SET data, with one byte maybe mutated.
+fn shaped_command(rng: &mut Rng) -> Vec<u8> {
+    use proto::scsi::CtlCommand;
+    let alphabet = b"abcz09_.";
+    let name: String = (0..1 + rng.below(11))
+        .map(|_| alphabet[rng.below(alphabet.len())] as char)
+        .collect();
+    let cmd = match rng.below(3) {
+        0 => CtlCommand::List {
+            alloc_len: rng.below(65536) as u32,
+        },
+        1 => CtlCommand::Get {
+            name,
+            alloc_len: rng.below(65536) as u32,
+        },
+        _ => CtlCommand::Set {
+            name,
+            value: "x".repeat(1 + rng.below(20)),
+        },
+    };
+    let mut out = vec![0u8];
+    out.extend_from_slice(&cmd.encode().expect("valid command"));
+    out.extend_from_slice(&cmd.data_out().unwrap_or_default());
+    if rng.below(2) == 0 {
+        let i = 1 + rng.below(out.len() - 1);
+        out[i] = rng.next() as u8;
+    }
+    out
+}
+
+#[test]
+fn control_parsers_on_random_and_shaped_inputs() {
+    let mut rng = Rng(0xc7c7_0001_2345_6789);
+    let mut decoded = 0;
+    for round in 0..50_000 {
+        let len = rng.below(80);
+        let mut input: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        if round % 8 == 0 {
+            input = shaped_command(&mut rng);
+        } else if input.len() > 5 && round % 2 == 0 {
+            // A plausible list / page header.
+            input[1..5].copy_from_slice(&[0, 0xC7, 0, rng.below(40) as u8]);
+            input[5] = 1;
+        }
+        if let Some(first) = input.first_mut() {
+            *first = (round % usize::from(control_driver::PARSERS)) as u8;
+        }
+        if input.first() == Some(&0) && proto::scsi::CtlCommand::decode(&input[1..]).is_ok() {
+            decoded += 1;
+        }
+        control_driver::run(&input);
+    }
+    assert!(decoded > 1000, "only {decoded} shaped inputs decoded");
 }

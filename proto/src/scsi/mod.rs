@@ -9,14 +9,18 @@
 //! - [`lun`]: SAM-5 LUN addressing and REPORT LUNS data.
 //! - [`inquiry`]: standard INQUIRY, VPD pages, READ CAPACITY, LBA status.
 //! - [`mode`]: mode parameter header, block descriptors and pages.
+//! - [`control`]: the control channel (tags in reserved CDB bits, the
+//!   vendor switch command and VPD page), issue #12.
 
 pub mod cdb;
+pub mod control;
 pub mod inquiry;
 pub mod lun;
 pub mod mode;
 pub mod sense;
 
 pub use cdb::{CdbError, CdbSize, Command, Opcode, Rw};
+pub use control::{ControlError, ControlVpd, CtlCommand, Switch};
 pub use lun::Lun;
 pub use sense::{Asc, Sense, SenseKey};
 

@@ -6,6 +6,9 @@
 # usage: scripts/ceph-mini.sh start   # ~15-30 s; prints `export CEPH_CONF=...`
 #        scripts/ceph-mini.sh stop [--keep]
 #        scripts/ceph-mini.sh conf    # prints the ceph.conf path
+#        scripts/ceph-mini.sh restart-osd  # SIGKILL the OSD (a crash), start it again,
+#                                          # wait until it is up (bluestore keeps data;
+#                                          # memstore loses it)
 #
 # 1 mon (a), 1 mgr (x), 1 OSD (memstore by default: RAM, fastest; a fully
 # written 1 GiB image costs ~3 GB of OSD memory, so keep test images small),
@@ -160,9 +163,30 @@ ts "health: $(C health detail | head -5 | tr '\n' ' ')"
 echo "export CEPH_CONF=$CONF   # for rbd/rados/ceph CLIs and librados/librbd clients"
 }
 
+# A crash and a restart of osd.0: SIGKILL (no clean shutdown), then the
+# same command line again; returns once the monitor reports it up.
+do_restart_osd() {
+C() { ceph --cluster $CLUSTER -c "$CONF" --connect-timeout 10 "$@"; }
+local pid
+pid=$(awk '$1 == "osd.0" { print $2 }' "$BASE/pids")
+[ -n "$pid" ] || { echo "ceph-mini.sh: no osd.0 in $BASE/pids" >&2; exit 1; }
+if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF -- "$CONF"; then
+  kill -KILL "$pid"
+  for i in $(seq 100); do alive "$pid" || break; sleep 0.1; done
+fi
+for i in $(seq 120); do C osd stat 2>/dev/null | grep -q ' 0 up' && break; C osd down 0 >/dev/null 2>&1 || true; sleep 0.5; done
+setsid ceph-osd --cluster $CLUSTER -c "$CONF" -i 0 -f </dev/null >>"$BASE/log/osd.0.out" 2>&1 &
+local new=$!
+sed -i "s/^osd.0 .*/osd.0 $new/" "$BASE/pids"
+for i in $(seq 240); do C osd stat 2>/dev/null | grep -q ' 1 up' && break; sleep 0.5; done
+C osd stat | grep -q ' 1 up' || { echo "ceph-mini.sh: osd.0 did not come back (see $BASE/log/osd.0.out)" >&2; exit 1; }
+echo "osd.0 restarted (pid $new)"
+}
+
 case "${1:-}" in
   start) do_start ;;
+  restart-osd) do_restart_osd ;;
   stop) shift; do_stop "$@" ;;
   conf) echo "$CONF" ;;
-  *) echo "usage: $0 start|stop [--keep]|conf" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop [--keep]|conf|restart-osd" >&2; exit 2 ;;
 esac

@@ -6,7 +6,9 @@
 //! say so and skip; the unreachable-cluster test needs only the feature.
 //!
 //! Data written through our initiator is read back with `rbd export` and
-//! compared byte for byte.
+//! compared byte for byte. Two tests start clusters of their own: one
+//! stalls its OSD (SIGSTOP), one crashes a bluestore OSD (SIGKILL) under
+//! load and restarts it (`scripts/ceph-mini.sh restart-osd`).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -321,7 +323,10 @@ struct OwnCluster {
 }
 
 impl OwnCluster {
-    fn start() -> Option<OwnCluster> {
+    /// A cluster of its own (other ports, other directory); `store` is
+    /// the OSD's objectstore (`memstore`, or `bluestore` to survive an
+    /// OSD restart).
+    fn start(store: &str) -> Option<OwnCluster> {
         let dir = tempfile::tempdir().ok()?;
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/ceph-mini.sh");
         let v2 = testbed::free_port().ok()?.to_string();
@@ -333,6 +338,7 @@ impl OwnCluster {
             .env("MON_PORT_V2", &v2)
             .env("MON_PORT_V1", &v1)
             .env("IMAGE_SIZE", "")
+            .env("OSD_STORE", store)
             .output()
             .ok()?;
         let c = OwnCluster {
@@ -351,6 +357,17 @@ impl OwnCluster {
             .expect("osd.0 in the pid file")
             .trim()
             .to_string()
+    }
+
+    /// SIGKILL the OSD (a crash) and start it again; returns once it is up.
+    fn restart_osd(&self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/ceph-mini.sh");
+        let out = Command::new("timeout")
+            .args(["180", script, "restart-osd"])
+            .env("CEPH_MINI_DIR", self.dir.path())
+            .output()
+            .expect("run ceph-mini.sh restart-osd");
+        ok(&out);
     }
 
     fn signal(&self, sig: &str) {
@@ -383,7 +400,7 @@ async fn osd_stall_fails_retryably_then_resumes() {
     if cluster().is_none() {
         return;
     }
-    let Some(cl) = OwnCluster::start() else {
+    let Some(cl) = OwnCluster::start("memstore") else {
         eprintln!("skipping: could not start a second test cluster");
         return;
     };
@@ -461,4 +478,170 @@ async fn osd_stall_fails_retryably_then_resumes() {
     assert!(got.iter().all(|&b| b == 0xCD));
     s.logout().await.unwrap();
     stop(srv);
+}
+
+/// One writer's history: per 4 KiB block, the ids of the writes that
+/// covered it, in issue order, each with whether it was acknowledged.
+type History = Vec<Vec<(u32, bool)>>;
+
+const CRASH_BLOCK: usize = 4096;
+
+/// A block written by write `id`: the id, little-endian, repeated.
+fn block_of(id: u32) -> Vec<u8> {
+    id.to_le_bytes().repeat(CRASH_BLOCK / 4)
+}
+
+/// Sequential writes of 1-16 blocks at random places in `[first, first +
+/// blocks)` until `stop`, recording every outcome (ids from `ids`).
+async fn crash_writer(
+    dev: ScsiDevice,
+    first: u64,
+    blocks: u64,
+    ids: std::ops::Range<u32>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (History, u32, u32) {
+    let per = CRASH_BLOCK as u64 / dev.block_size() as u64;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(ids.start as u64);
+    let mut history: History = vec![Vec::new(); blocks as usize];
+    let (mut acked, mut failed) = (0, 0);
+    for id in ids {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let n = rng.gen_range(1..=16u64);
+        let at = rng.gen_range(0..blocks - n);
+        let data: Vec<u8> = (0..n).flat_map(|_| block_of(id)).collect();
+        let r = dev.write((first + at) * per, data.into(), false).await;
+        if r.is_ok() {
+            acked += 1;
+        } else {
+            failed += 1;
+        }
+        for b in at..at + n {
+            history[b as usize].push((id, r.is_ok()));
+        }
+    }
+    (history, acked, failed)
+}
+
+/// What a block may hold after the crash: the last acknowledged write's
+/// data, or that of any write issued after it that failed (a failed write
+/// may or may not have reached the OSD), or, with no acknowledged write,
+/// zeros or a failed write's data. Anything else lost an acknowledged
+/// write (or let an older, failed one overwrite a newer one).
+fn allowed(h: &[(u32, bool)]) -> Vec<Option<u32>> {
+    let last_ack = h.iter().rposition(|&(_, ok)| ok);
+    let mut ok: Vec<Option<u32>> = match last_ack {
+        Some(i) => vec![Some(h[i].0)],
+        None => vec![None],
+    };
+    let after = last_ack.map_or(0, |i| i + 1);
+    ok.extend(h[after..].iter().map(|&(id, _)| Some(id)));
+    ok
+}
+
+/// The OSD is killed (SIGKILL, a crash, bluestore so that it keeps its
+/// data) while writers are busy, and started again: writes issued while it
+/// is down fail or wait, and once it is back every acknowledged write is
+/// there, read through the target and with `rbd export`; no older write
+/// that failed overwrote a newer acknowledged one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn osd_crash_and_restart_loses_no_acknowledged_write() {
+    if cluster().is_none() {
+        return;
+    }
+    let Some(cl) = OwnCluster::start("bluestore") else {
+        eprintln!("skipping: could not start a bluestore test cluster");
+        return;
+    };
+    ok(&rbd(&cl.conf, &["create", "--size", "16M", "rbd/crash"]));
+    let dir = tempfile::tempdir().unwrap();
+    let target = "iqn.2026-01.rs.iscsi-rs:rbd-crash";
+    let luns = [format!("rbd:rbd/crash,conf={},timeout=3", cl.conf)];
+    let srv = serve(target, &luns, dir.path()).expect("target starts");
+    let s = login(&srv, target).await;
+    let dev = ScsiDevice::open(&s, 0).await.unwrap();
+    let per = CRASH_BLOCK as u64 / dev.block_size() as u64;
+    let total = dev.blocks() / per;
+    const WRITERS: u64 = 4;
+    let slice = total / WRITERS;
+    let halt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let ids = (w as u32 + 1) * 1_000_000..(w as u32 + 2) * 1_000_000;
+        let dev = ScsiDevice::open(&s, 0).await.unwrap();
+        let halt = halt.clone();
+        writers.push(tokio::spawn(crash_writer(dev, w * slice, slice, ids, halt)));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let conf_dir = cl.dir.path().to_path_buf();
+    let restart = tokio::task::spawn_blocking(move || {
+        let t = Instant::now();
+        cl.restart_osd();
+        (cl, t.elapsed())
+    });
+    let (cl, took) = restart.await.unwrap();
+    eprintln!("OSD down and back in {took:?} ({})", conf_dir.display());
+    // Keep writing a little after it is back, then stop the writers.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    halt.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut histories = Vec::new();
+    let (mut acked, mut failed) = (0, 0);
+    for w in writers {
+        let (h, a, f) = w.await.unwrap();
+        acked += a;
+        failed += f;
+        histories.push(h);
+    }
+    eprintln!("{acked} writes acknowledged, {failed} failed");
+    assert!(acked > 0, "some writes must succeed");
+    // Until the flush succeeds (the OSD may still be peering), retry.
+    let t = Instant::now();
+    while let Err(e) = dev.flush().await {
+        assert!(t.elapsed() < Duration::from_secs(60), "flush: {e}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let check = |what: &str, image: &[u8]| {
+        for (w, h) in histories.iter().enumerate() {
+            for (b, hist) in h.iter().enumerate() {
+                let o = ((w as u64 * slice + b as u64) as usize) * CRASH_BLOCK;
+                let got = &image[o..o + CRASH_BLOCK];
+                let id = u32::from_le_bytes(got[..4].try_into().unwrap());
+                let held = if got.iter().all(|&x| x == 0) {
+                    None
+                } else {
+                    assert_eq!(
+                        got,
+                        &block_of(id)[..],
+                        "{what}: block {b} of writer {w} is torn"
+                    );
+                    Some(id)
+                };
+                let ok = allowed(hist);
+                assert!(
+                    ok.contains(&held),
+                    "{what}: writer {w} block {b} holds {held:?}, allowed {ok:?} (history {hist:?})"
+                );
+            }
+        }
+    };
+    let mut image = Vec::with_capacity((total as usize) * CRASH_BLOCK);
+    for chunk in 0..total * per / 2048 {
+        image.extend_from_slice(&dev.read(chunk * 2048, 2048).await.expect("read back"));
+    }
+    check("read through the target", &image);
+    s.logout().await.unwrap();
+    stop(srv);
+    let out = dir.path().join("crash.img");
+    ok(&rbd(
+        &cl.conf,
+        &[
+            "export",
+            "--no-progress",
+            "rbd/crash",
+            out.to_str().unwrap(),
+        ],
+    ));
+    check("rbd export", &std::fs::read(out).unwrap());
+    drop(cl);
 }

@@ -234,6 +234,25 @@ impl DecodeError {
         }
     }
 
+    /// For a data digest error: the PDU decoded from its header alone, with
+    /// an empty data segment (the corrupted data is never handed out).
+    ///
+    /// RFC 7143 §7.8 has the receiver discard a PDU whose data digest
+    /// fails, but a target still needs the header of a discarded Data-Out
+    /// (ITT, TTT, F bit) to end its task cleanly at ERL 0. The header is
+    /// trustworthy when HeaderDigest is in use (its digest was checked
+    /// before the data digest); `None` if the header does not decode.
+    pub fn discarded_pdu_header(&self) -> Option<Pdu> {
+        let DecodeError::DataDigest { header, .. } = self else {
+            return None;
+        };
+        let mut frame = BytesMut::from(&header[..]);
+        frame
+            .get_mut(bhs::DATA_SEGMENT_LENGTH..bhs::DATA_SEGMENT_LENGTH + 3)?
+            .fill(0);
+        Pdu::decode(frame.freeze(), DigestConfig::NONE).ok()
+    }
+
     /// The header of the offending PDU (the Reject data segment, RFC 7143 §11.17).
     pub fn rejected_header(&self) -> Option<&Bytes> {
         match self {
@@ -1012,6 +1031,46 @@ mod tests {
         assert!(bad.is_empty(), "the whole PDU was consumed");
         assert!(!err.is_fatal());
         assert_eq!(err.reject_reason(), Some(RejectReason::DATA_DIGEST_ERROR));
+    }
+
+    #[test]
+    fn discarded_data_out_keeps_its_header_only() {
+        let limits = DecodeLimits {
+            digests: DigestConfig::BOTH,
+            ..Default::default()
+        };
+        let d = DataOut {
+            final_: true,
+            lun: 0,
+            itt: 7,
+            ttt: 0x55,
+            exp_stat_sn: 3,
+            data_sn: 2,
+            buffer_offset: 1024,
+            data: Bytes::from_static(b"corrupted payload"),
+        };
+        let enc = Pdu::DataOut(d.clone())
+            .encode(DigestConfig::BOTH)
+            .to_bytes();
+        let mut bad = BytesMut::from(&enc[..]);
+        bad[BHS_LEN + DIGEST_LEN + 3] ^= 0x40;
+        let err = decode_frame(&mut bad, &limits).unwrap_err();
+        let Some(Pdu::DataOut(h)) = err.discarded_pdu_header() else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            h,
+            DataOut {
+                data: Bytes::new(),
+                ..d
+            }
+        );
+        // Other errors have no discarded header.
+        let e = DecodeError::HeaderDigest {
+            expected: 1,
+            actual: 2,
+        };
+        assert!(e.discarded_pdu_header().is_none());
     }
 
     #[test]

@@ -124,6 +124,13 @@ impl Asc {
     pub const INQUIRY_DATA_HAS_CHANGED: Self = Self(0x3F03);
     pub const REPORTED_LUNS_DATA_HAS_CHANGED: Self = Self(0x3F0E);
     pub const INTERNAL_TARGET_FAILURE: Self = Self(0x4400);
+    /// DATA PHASE ERROR: a write's Data-Out sequence broke the rules
+    /// (DataSN, offsets, bursts; RFC 7143 §7.9).
+    pub const DATA_PHASE_ERROR: Self = Self(0x4B00);
+    /// PROTOCOL SERVICE CRC ERROR: RFC 7143 §11.4.7.2 "iSCSI Condition",
+    /// the answer to a Data-Out that failed its data digest (§7.8) with
+    /// sense key ABORTED COMMAND. The command may be retried.
+    pub const PROTOCOL_SERVICE_CRC_ERROR: Self = Self(0x4705);
     pub const MEDIUM_REMOVAL_PREVENTED: Self = Self(0x5302);
     pub const INSUFFICIENT_REGISTRATION_RESOURCES: Self = Self(0x5504);
 }

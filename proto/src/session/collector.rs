@@ -20,6 +20,18 @@
 //! The sequences tile `[immediate, EDTL)` without overlap and each one is
 //! received at exactly increasing offsets, so every byte is written once
 //! and the buffer is complete exactly when its length reaches EDTL.
+//!
+//! Data digest errors (RFC 7143 §7.8): a target that receives a Data-Out
+//! whose data digest fails "MUST answer with a Reject PDU ... and discard
+//! the PDU", then either request the data again with a recovery R2T (an
+//! ERL 1 feature) or "terminate the task with a response PDU with a CHECK
+//! CONDITION status and an iSCSI Condition of 'protocol service CRC
+//! error'", in which case "it MUST wait to receive all the data (signaled
+//! by a Data PDU with the final bit set for all outstanding R2Ts) before
+//! sending the response PDU". At ERL 0 we take the second way:
+//! [`WriteCollector::discard_after_digest_error`] drops what was collected
+//! (nothing of the command reaches the backend), offers no more R2Ts, and
+//! [`WriteCollector::is_drained`] says when every open sequence has ended.
 
 use std::collections::BTreeMap;
 
@@ -119,6 +131,8 @@ pub struct WriteCollector {
     next_r2t_offset: u32,
     next_r2t_sn: u32,
     limits: WriteLimits,
+    /// A Data-Out failed its data digest: data is discarded from now on.
+    discarding: bool,
 }
 
 impl WriteCollector {
@@ -163,6 +177,7 @@ impl WriteCollector {
             next_r2t_offset: unsolicited_end,
             next_r2t_sn: 0,
             limits,
+            discarding: false,
         };
         if imm_len == edtl {
             c.whole = Some(immediate);
@@ -187,6 +202,9 @@ impl WriteCollector {
 
     /// Whether every byte has arrived.
     pub fn is_complete(&self) -> bool {
+        if self.discarding {
+            return false;
+        }
         match (&self.whole, &self.buf) {
             (Some(_), _) => true,
             (None, Some(b)) => b.len() == self.edtl as usize,
@@ -200,7 +218,8 @@ impl WriteCollector {
         let mut out = Vec::new();
         let max_out = self.limits.max_outstanding_r2t.max(1) as usize;
         let burst = self.limits.max_burst_length.max(512);
-        while self.solicited.len() < max_out && self.next_r2t_offset < self.edtl {
+        while !self.discarding && self.solicited.len() < max_out && self.next_r2t_offset < self.edtl
+        {
             let len = burst.min(self.edtl - self.next_r2t_offset);
             let ttt = alloc_ttt();
             let r = R2tRequest {
@@ -246,6 +265,13 @@ impl WriteCollector {
         final_: bool,
         data: Bytes,
     ) -> Result<(), DataOutError> {
+        if self.discarding {
+            // Only the end of each open sequence matters now (module docs).
+            if final_ {
+                self.close_sequence(ttt);
+            }
+            return Ok(());
+        }
         let len = data.len() as u32;
         let seq = if ttt == RESERVED_TAG {
             match self.unsolicited.as_mut() {
@@ -319,13 +345,42 @@ impl WriteCollector {
             });
         }
         if done {
-            if ttt == RESERVED_TAG {
-                self.unsolicited = None;
-            } else {
-                self.solicited.retain(|s| s.ttt != ttt);
-            }
+            self.close_sequence(ttt);
         }
         Ok(())
+    }
+
+    fn close_sequence(&mut self, ttt: u32) {
+        if ttt == RESERVED_TAG {
+            self.unsolicited = None;
+        } else {
+            self.solicited.retain(|s| s.ttt != ttt);
+        }
+    }
+
+    /// A Data-Out of this command failed its data digest (RFC 7143 §7.8,
+    /// see the module docs); `ttt` and `final_` come from its header. The
+    /// data collected so far is dropped, later Data-Out are only counted
+    /// for their F bits, and no further R2T is offered.
+    pub fn discard_after_digest_error(&mut self, ttt: u32, final_: bool) {
+        self.discarding = true;
+        self.buf = None;
+        self.whole = None;
+        self.parked.clear();
+        if final_ {
+            self.close_sequence(ttt);
+        }
+    }
+
+    /// Whether the data is being discarded after a digest error.
+    pub fn is_discarding(&self) -> bool {
+        self.discarding
+    }
+
+    /// Discarding, and every sequence that was open has ended: the task
+    /// may now be answered with CHECK CONDITION (RFC 7143 §7.8).
+    pub fn is_drained(&self) -> bool {
+        self.discarding && self.unsolicited.is_none() && self.solicited.is_empty()
     }
 
     /// The collected data (all `edtl` bytes). Call once complete.
@@ -599,5 +654,63 @@ mod tests {
             assert_eq!(&c.take_data()[..], &all[..], "edtl {edtl} imm {imm}");
         }
         assert!(parked_seen > 100, "interleaving not exercised");
+    }
+
+    #[test]
+    fn digest_error_discards_and_waits_for_every_open_sequence() {
+        let all = pattern(6000);
+        let mut c = WriteCollector::new(
+            6000,
+            Bytes::copy_from_slice(&all[..512]),
+            false,
+            limits(false),
+        )
+        .unwrap();
+        let mut ttt = 100;
+        let r2ts = c.next_r2ts(|| {
+            ttt += 1;
+            ttt
+        });
+        assert_eq!(
+            r2ts.len(),
+            2,
+            "two R2T sequences open plus the unsolicited one"
+        );
+        let (t1, t2) = (r2ts[0].ttt, r2ts[1].ttt);
+        c.data_out(t1, 0, 1024, false, b(&all[1024..2048])).unwrap();
+        // The unsolicited Data-Out (F=1) fails its digest: it closes its
+        // sequence, everything is dropped, no more R2Ts are offered.
+        c.discard_after_digest_error(RESERVED_TAG, true);
+        assert!(c.is_discarding());
+        assert!(!c.is_complete());
+        assert!(!c.is_drained(), "two R2T sequences still open");
+        assert!(c.next_r2ts(|| 999).is_empty());
+        // Later PDUs are accepted whatever their DataSN/offset; only F counts.
+        c.data_out(t1, 7, 0, true, b(&all[2048..3072])).unwrap();
+        assert!(!c.is_drained());
+        c.data_out(t2, 0, 3072, false, b(&all[3072..4096])).unwrap();
+        assert!(!c.is_drained());
+        c.data_out(t2, 1, 4096, true, b(&all[4096..5120])).unwrap();
+        assert!(c.is_drained());
+        assert!(c.take_data().is_empty(), "no data survives the error");
+        assert!(
+            c.next_r2ts(|| 999).is_empty(),
+            "the rest is never asked for"
+        );
+    }
+
+    #[test]
+    fn digest_error_on_immediate_only_write_is_drained_at_once() {
+        // Unsolicited sequence only (no R2T yet), the last Data-Out is bad.
+        let mut c = WriteCollector::new(1024, b(&pattern(512)), false, limits(false)).unwrap();
+        c.discard_after_digest_error(RESERVED_TAG, true);
+        assert!(c.is_drained());
+        // A bad PDU without F leaves the sequence open until its end.
+        let mut c = WriteCollector::new(1024, b(&pattern(256)), false, limits(false)).unwrap();
+        c.discard_after_digest_error(RESERVED_TAG, false);
+        assert!(!c.is_drained());
+        c.data_out(RESERVED_TAG, 1, 512, true, b(&pattern(512)))
+            .unwrap();
+        assert!(c.is_drained());
     }
 }

@@ -12,6 +12,31 @@
 //! the connection; the session ends with its last connection. SNACK is not
 //! supported (ERL 1), nor is connection recovery via Logout reason 2 or
 //! TASK REASSIGN (ERL 2): those are refused with the codes the RFC defines.
+//!
+//! Data digest errors (RFC 7143 §7.8, §7.3, §11.17.1), decided from the
+//! RFC text:
+//! * Every PDU whose data digest fails is answered with a Reject, reason
+//!   Data (payload) Digest Error (0x02), and discarded (§7.8: the target
+//!   "MUST answer with a Reject PDU with a reason code of
+//!   Data-Digest-Error and discard the PDU"). Its data never reaches a
+//!   backend.
+//! * A SCSI Command carrying immediate data is such a PDU: the command is
+//!   discarded whole and its CmdSN is NOT consumed. §7.3: "The CmdSN of
+//!   the rejected command PDU (if it is a non-immediate command) MUST NOT
+//!   be considered received by the target (i.e., a command sequence gap
+//!   must be assumed for the CmdSN) ... Upon receiving the Reject, the
+//!   initiator MUST plug the CmdSN gap", by resending the command PDU with
+//!   the same CmdSN and ITT (§7.2.1, "the immediate data is implicitly
+//!   recovered when the task is retried", §7.8) or by ABORT TASK with
+//!   RefCmdSN (§11.5.1, `CmdWindow::consider_received`). Answering it with
+//!   CHECK CONDITION instead would break both MUSTs, so we do not.
+//! * A Data-Out is part of a task that is already active: §7.3 forbids
+//!   ending it implicitly by the Reject, and at ERL 0 (no recovery R2T)
+//!   §7.8 leaves "terminate the task with ... CHECK CONDITION status and
+//!   an iSCSI Condition of 'protocol service CRC error'" (ABORTED COMMAND,
+//!   47h/05h, §11.4.7.2), sent only once every outstanding sequence has
+//!   ended with F. `WriteCollector::discard_after_digest_error` drops the
+//!   collected data, so nothing of the task is written.
 
 pub mod response;
 pub mod writer;
@@ -326,13 +351,8 @@ impl Conn {
                         }
                     }
                     Some(Ok(Err(e))) => {
-                        // RFC 7143 §7.8: a data digest error is answered with
-                        // a Reject and the PDU discarded; so is an unknown
-                        // opcode (§11.17.1 "Command not supported").
-                        warn!(error = %e, "rejecting PDU");
-                        let reason = e.reject_reason().unwrap_or(RejectReason::PROTOCOL_ERROR);
-                        let header = e.rejected_header().cloned().unwrap_or_default();
-                        self.reject(reason, header).await?;
+                        self.last_rx = Instant::now();
+                        self.undecodable(e).await?;
                     }
                     Some(Err(CodecError::Decode(e))) => return Err(e.into()),
                     Some(Err(CodecError::Io(e))) => return Err(e.into()),
@@ -405,6 +425,59 @@ impl Conn {
             data: Bytes::new(),
         })
         .await
+    }
+
+    /// A PDU that could not be used but left the stream in sync. RFC 7143
+    /// §7.8: a data digest error is answered with a Reject and the PDU
+    /// discarded; so is an unknown opcode (§11.17.1 "Command not
+    /// supported"). A discarded Data-Out also ends its task (module docs).
+    async fn undecodable(&mut self, e: DecodeError) -> Result<(), ConnError> {
+        warn!(error = %e, "rejecting PDU");
+        let reason = e.reject_reason().unwrap_or(RejectReason::PROTOCOL_ERROR);
+        let header = e.rejected_header().cloned().unwrap_or_default();
+        self.reject(reason, header).await?;
+        match e.discarded_pdu_header() {
+            Some(Pdu::DataOut(d)) if !self.session.is_discovery() => {
+                self.data_out_digest_error(d).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A Data-Out of a pending write failed its data digest: discard the
+    /// write's data and end the task with PROTOCOL SERVICE CRC ERROR once
+    /// its open sequences have ended (RFC 7143 §7.8, ERL 0).
+    async fn data_out_digest_error(&mut self, d: DataOut) -> Result<(), ConnError> {
+        let Some(p) = self.pending.get_mut(&d.itt) else {
+            return Ok(());
+        };
+        p.collector.discard_after_digest_error(d.ttt, d.final_);
+        if p.task.is_aborted() {
+            self.pending.remove(&d.itt);
+            return Ok(());
+        }
+        self.end_if_drained(d.itt).await
+    }
+
+    /// Answer a write whose data was discarded, once nothing more of it is
+    /// expected.
+    async fn end_if_drained(&mut self, itt: u32) -> Result<(), ConnError> {
+        if !self
+            .pending
+            .get(&itt)
+            .is_some_and(|p| p.collector.is_drained())
+        {
+            return Ok(());
+        }
+        let Some(p) = self.pending.remove(&itt) else {
+            return Ok(());
+        };
+        warn!(
+            itt,
+            "write ended with PROTOCOL SERVICE CRC ERROR, nothing written"
+        );
+        self.fail_command(p.task, &p.cmd, response::sense_protocol_crc_error())
+            .await
     }
 
     async fn reject(&self, reason: RejectReason, header: Bytes) -> Result<(), ConnError> {
@@ -645,6 +718,9 @@ impl Conn {
                     .await?;
             }
             return Ok(());
+        }
+        if p.collector.is_discarding() {
+            return self.end_if_drained(d.itt).await;
         }
         if p.collector.is_complete() {
             let Some(mut p) = self.pending.remove(&d.itt) else {

@@ -14,5 +14,12 @@ pub fn sense_invalid_field_in_cdb() -> Sense {
 /// ABORTED COMMAND, DATA PHASE ERROR (4Bh/00h), for a write whose Data-Out
 /// sequence broke the rules (DataSN, offsets, bursts).
 pub fn sense_data_phase_error() -> Sense {
-    Sense::new(SenseKey::ABORTED_COMMAND, Asc::new(0x4b, 0x00))
+    Sense::new(SenseKey::ABORTED_COMMAND, Asc::DATA_PHASE_ERROR)
+}
+
+/// ABORTED COMMAND, PROTOCOL SERVICE CRC ERROR (47h/05h), for a write one
+/// of whose Data-Out failed its data digest (RFC 7143 §7.8, §11.4.7.2).
+/// Nothing was written; the initiator may retry the command.
+pub fn sense_protocol_crc_error() -> Sense {
+    Sense::new(SenseKey::ABORTED_COMMAND, Asc::PROTOCOL_SERVICE_CRC_ERROR)
 }

@@ -56,9 +56,10 @@ pub struct ServeArgs {
     /// Allow only this initiator name (repeatable; default: any initiator).
     #[arg(long = "allow", value_name = "IQN")]
     pub allow: Vec<String>,
-    /// Refuse --allow names outside RFC 3722 (such as names with '_');
-    /// without it they are accepted with a warning. A config file has its
-    /// own "strict_names" key.
+    /// Refuse initiator names outside RFC 3722 (such as names with '_') in
+    /// --allow and in ACL entries added later with `iscsi target allow`;
+    /// without it they are accepted with a warning. With --config, the
+    /// file's "strict_names" key does the same (either one turns it on).
     #[arg(long = "strict-names")]
     pub strict_names: bool,
     /// IEEE company id (OUI) in every LU's NAA WWN (VPD page 83h), as 6
@@ -199,6 +200,11 @@ fn serve(args: ServeArgs) -> ExitCode {
             .map_err(|e| format!("--company-id: {e}")),
         (l, _) => l,
     };
+    // Strict names also govern ACL entries added through the admin API.
+    let loaded = loaded.map(|mut l| {
+        l.ext.strict_names |= args.strict_names;
+        l
+    });
     let config_file = args
         .config
         .as_ref()

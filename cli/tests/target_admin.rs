@@ -922,3 +922,39 @@ fn bad_socket_input_leaves_the_daemon_serving() {
     // Still serving.
     assert_eq!(lun_numbers(&d.show()), vec![0]);
 }
+
+/// `--strict-names` (quick-start flags) also governs ACL entries added at
+/// run time: `allow` refuses a name with '_' and says why; without the
+/// flag the same name is accepted with a warning.
+#[test]
+fn strict_names_flag_governs_allow() {
+    let name = "iqn.1991-05.com.microsoft:web_01";
+    for strict in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("admin.sock");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_iscsi"));
+        cmd.args(["target", "serve", "--log", "warn", "--target", T])
+            .args(["--lun", "mem:1M", "--portal", "127.0.0.1:0"])
+            .arg("--admin-socket")
+            .arg(&socket);
+        if strict {
+            cmd.arg("--strict-names");
+        }
+        let _p = ServerProcess::spawn(cmd, "admin socket ", Duration::from_secs(10))
+            .expect("iscsi target serve starts");
+        let o = Command::new(env!("CARGO_BIN_EXE_iscsi"))
+            .args(["target", "allow", name, "--admin-socket"])
+            .arg(&socket)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        if strict {
+            assert!(!o.status.success(), "{err}");
+            assert!(err.contains("'_'") && err.contains("strict_names"), "{err}");
+        } else {
+            assert!(o.status.success(), "{err}");
+            let all = format!("{err}{}", String::from_utf8_lossy(&o.stdout));
+            assert!(all.contains("RFC 3722"), "a warning: {all}");
+        }
+    }
+}

@@ -150,7 +150,8 @@ pub enum AdminCmd {
     },
     /// Allow an initiator (adds it to the target's ACL, or updates its entry).
     Allow {
-        /// Initiator name.
+        /// Initiator name (RFC 3722; a name with '_' is accepted with a
+        /// warning unless the target runs with strict names).
         initiator: String,
         #[command(flatten)]
         t: TargetOpt,

@@ -88,8 +88,16 @@ pub(super) fn users(auth: &AuthConfig) -> (Vec<String>, Option<String>) {
 impl Admin {
     // ----- access control ------------------------------------------------
 
+    /// `strict`: the target's `strict_names` (config file key or
+    /// `--strict-names`). The same rule as the configuration file's ACL:
+    /// a name outside RFC 3722 is refused with the reason; a name whose
+    /// only fault is `_` (RFC 3722 lacks it, Windows and other initiators
+    /// derive names from host names that have it) is refused when strict,
+    /// else accepted with a warning in the answer.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn allow(
         &self,
+        strict: bool,
         target: &str,
         initiator: &str,
         luns: Option<Vec<u64>>,
@@ -98,10 +106,25 @@ impl Admin {
         mutual: Option<Account>,
     ) -> Outcome {
         let rt = self.target(target)?;
-        // Names with '_' are accepted with a warning, as in the config file
-        // without strict_names (RFC 3722 lacks '_'; initiators send it).
-        config_file::check_initiator_name("initiator", initiator, false)
-            .map_err(|e| invalid(e.to_string()))?;
+        let lenient = matches!(
+            proto::name::IscsiName::parse_lenient(initiator),
+            Ok((_, true))
+        );
+        config_file::check_initiator_name("initiator", initiator, strict).map_err(|e| {
+            let hint = if lenient {
+                " (the target runs with strict_names, which refuses '_')"
+            } else {
+                ""
+            };
+            invalid(format!("{e}{hint}"))
+        })?;
+        let name_warning = (!strict && lenient).then(|| {
+            format!(
+                "initiator name {initiator:?} contains '_', which RFC 3722 does not allow; \
+                 accepted (set strict_names in the config file or start the target with \
+                 --strict-names to refuse such names)"
+            )
+        });
         let cfg = rt.config();
         let luns = luns.map(|mut v| {
             v.sort_unstable();
@@ -134,6 +157,7 @@ impl Admin {
             return Err(invalid("give either luns or all_luns, not both"));
         }
         let mut warnings = auth.as_ref().map(short_secret_warnings).unwrap_or_default();
+        warnings.extend(name_warning);
         let was_open = cfg.allow.is_empty();
         let key = initiator.to_ascii_lowercase();
         let now = {

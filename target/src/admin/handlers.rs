@@ -184,7 +184,15 @@ impl Admin {
                 all_luns,
                 chap,
                 mutual_chap,
-            } => self.allow(&target, &initiator, luns, all_luns, chap, mutual_chap),
+            } => self.allow(
+                st.ext.strict_names,
+                &target,
+                &initiator,
+                luns,
+                all_luns,
+                chap,
+                mutual_chap,
+            ),
             Request::Deny {
                 target,
                 initiator,

@@ -291,48 +291,17 @@ fn mutual_chap() {
 #[test]
 fn conformance_suite_has_no_failures() {
     assert!(
-        Command::new("iscsi-test-cu").arg("--help").output().is_ok(),
+        testbed::conformance::available(),
         "iscsi-test-cu not found: install libiscsi-bin (scripts/install-deps.sh)"
     );
     let t = Target::start("iqn.2024-01.rs.iscsi:cu", &["--lun", "mem:256M"]);
-    let log = std::env::temp_dir().join(format!("iscsi-test-cu-{}.log", std::process::id()));
-    let out = Command::new("timeout")
-        .args(["900", "iscsi-test-cu", "-d", "-S", "-v"])
-        .arg(t.url(None, 0))
-        .output()
-        .expect("run iscsi-test-cu");
-    std::fs::write(&log, [&out.stdout[..], &out.stderr[..]].concat()).expect("write log");
-    let summary = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cu_summary.py");
-    let run_summary = |extra: &[&str]| {
-        let o = Command::new("python3")
-            .arg(summary)
-            .arg(&log)
-            .args(extra)
-            .output()
-            .expect("run cu_summary.py");
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    let counts = run_summary(&[]);
-    let failed = run_summary(&["--list", "failed"]);
-    let field = |name: &str| -> u32 {
-        let words: Vec<&str> = counts.split_whitespace().collect();
-        let i = words
-            .iter()
-            .position(|w| *w == name)
-            .unwrap_or_else(|| panic!("no {name} in summary {counts:?}"));
-        words[i + 1].parse().expect("count")
-    };
-    eprintln!("iscsi-test-cu: {counts}(log: {})", log.display());
-    assert!(field("tests") >= 200, "suite did not run: {counts}");
-    assert_eq!(
-        field("failed"),
-        0,
-        "failed tests:\n{failed}\nlog: {}",
-        log.display()
-    );
-    assert!(field("clean") >= 200, "{counts}");
+    let r = testbed::conformance::run(&t.url(None, 0), "mem", 900).expect("run the suite");
+    eprintln!("iscsi-test-cu: {r}");
+    assert!(r.tests >= 200, "suite did not run: {r}");
+    assert_eq!(r.failed, 0, "failed tests:\n{}\n{r}", r.failed_list);
+    assert!(r.clean >= 200, "{r}");
     assert!(t.stop(), "target did not exit cleanly after the suite");
-    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&r.log);
 }
 
 /// `--discovery-chap` protects SendTargets: without credentials discovery is

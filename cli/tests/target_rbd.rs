@@ -645,3 +645,30 @@ async fn osd_crash_and_restart_loses_no_acknowledged_write() {
     check("rbd export", &std::fs::read(out).unwrap());
     drop(cl);
 }
+
+/// libiscsi's conformance suite on an RBD LUN (the CI cluster): no
+/// failures, and the same clean count as the recorded run in
+/// docs/conformance/rbd.txt (204 of 230; the 26 skips are listed there
+/// with why: multipath, removable-medium and sanitize tests that do not
+/// apply to a disk, and COMPARE AND WRITE's oversized Data-Out).
+#[test]
+fn conformance_suite_on_rbd_has_no_failures() {
+    let Some(conf) = cluster() else { return };
+    assert!(
+        testbed::conformance::available(),
+        "iscsi-test-cu not found: install libiscsi-bin (scripts/install-deps.sh)"
+    );
+    let img = TestImage::create(&conf, "cu", "256M");
+    let dir = tempfile::tempdir().unwrap();
+    let target = "iqn.2026-01.rs.iscsi-rs:rbd-cu";
+    let spec = format!("rbd:{},conf={conf}", img.name);
+    let srv = serve(target, &[spec], dir.path()).expect("target with an rbd LUN starts");
+    let url = format!("iscsi://{}/{target}/0", srv.addr().expect("address"));
+    let r = testbed::conformance::run(&url, "rbd", 900).expect("run the suite");
+    eprintln!("iscsi-test-cu on rbd: {r}");
+    assert!(r.tests >= 200, "suite did not run: {r}");
+    assert_eq!(r.failed, 0, "failed tests:\n{}\n{r}", r.failed_list);
+    assert!(r.clean >= 204, "fewer clean passes than recorded: {r}");
+    stop(srv);
+    let _ = std::fs::remove_file(&r.log);
+}

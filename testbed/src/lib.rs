@@ -1,5 +1,7 @@
 //! Test harness for the iSCSI stack (DESIGN.md, "testbed").
 //!
+//! * [`conformance`]: libiscsi's `iscsi-test-cu` run against a URL and
+//!   summarised per test (clean, skipped, failed).
 //! * [`fake_target`]: a scripted raw-PDU fake target (real TCP, `proto`'s
 //!   login and codec) for protocol-level initiator tests.
 //! * [`proxy`]: a fault-injecting TCP proxy (latency, cuts, stalls,
@@ -16,6 +18,7 @@
 //! * [`tgtd`]: a private Debian `tgtd` (the tgt project's target) on a free
 //!   port, configured through `tgtadm`, as a real peer for the initiator.
 
+pub mod conformance;
 pub mod fake_target;
 pub mod nbd_client;
 pub mod process;

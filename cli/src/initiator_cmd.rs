@@ -35,6 +35,7 @@ Examples:
   iscsi scsi --portal 192.0.2.10 --target IQN vpd 0x83
   iscsi scsi --portal 192.0.2.10 --target IQN raw 12 00 00 00 24 00 --read 36
   iscsi scsi --portal 192.0.2.10 --target IQN raw 2a00 00000800 00 0008 00 --write-file 4k.bin
+  iscsi scsi --portal 192.0.2.10 --target IQN raw 2a00 00000800 00 0008 00 --write-file 4k.bin --tag 6
 
 LUN numbers are the target's: tgtd's first disk is LUN 1 (LUN 0 is its
 controller); `report-luns` lists them. With --json every operation prints one
@@ -151,6 +152,10 @@ pub enum ScsiOp {
         /// Write the Data-In bytes to FILE (binary) instead of a hex dump.
         #[arg(long, value_name = "FILE", requires = "read")]
         output: Option<std::path::PathBuf>,
+        /// Control channel: put tag N (1-7; 0 clears) in the reserved bits of
+        /// this READ/WRITE(10/12/16) CDB (WRITE(10) byte 6 = N << 5).
+        #[arg(long, value_name = "N")]
+        tag: Option<u8>,
     },
 }
 
@@ -358,14 +363,19 @@ async fn scsi(a: ScsiArgs) -> Result<ExitCode, Error> {
             cdb,
             read,
             write_file,
+            tag,
             ..
         } => {
-            let bytes = parse_hex(&cdb.join(""))?;
+            let mut bytes = parse_hex(&cdb.join(""))?;
             if bytes.is_empty() || bytes.len() > 16 {
                 return Err(Error::Usage(format!(
                     "CDB must be 1..16 bytes, got {}",
                     bytes.len()
                 )));
+            }
+            if let Some(t) = *tag {
+                proto::scsi::control::set_tag(&mut bytes, t)
+                    .map_err(|e| Error::Usage(format!("--tag {t}: {e}")))?;
             }
             let dir = match (read, write_file) {
                 (Some(n), _) => DataDirection::Read(*n),
@@ -532,6 +542,7 @@ async fn run_op(
             }
             if json {
                 print_json(&json!({
+                        "cdb": hex(&cdb),
                         "status": r.status,
                         "status_name": initiator::error::status_name(r.status),
                         "sense": hex(&r.raw_sense),
@@ -542,6 +553,7 @@ async fn run_op(
                         "residual_overflow": r.overflow,
                 }));
             } else {
+                println!("cdb: {}", hex(&cdb));
                 println!(
                     "status: {} ({:#04x})",
                     initiator::error::status_name(r.status),

@@ -17,7 +17,7 @@ use clap::Args;
 use initiator::daemon::api::SessionInfo;
 use initiator::daemon::ExportedSession;
 use initiator::session::SessionConfig;
-use initiator::{Error, NbdListen, NbdServer};
+use initiator::{Error, IoTags, NbdListen, NbdServer};
 use serde_json::json;
 
 use crate::initiator_cmd::{exit_code, login_config, one_line, AuthOpts};
@@ -82,6 +82,15 @@ pub struct LoginArgs {
     /// Request CRC32C header and data digests.
     #[arg(long)]
     pub digests: bool,
+    /// Control channel: put tag N (1-7) in the reserved bits of every WRITE
+    /// of the exports (READ/WRITE(10) byte 6 bits 7-5: 6 gives 0xC0); the
+    /// target's LUN needs the channel on. 0: untagged [default: the node's
+    /// setting, else untagged]. `lunN@tagT` exports tag one mount only.
+    #[arg(long, value_name = "N")]
+    pub tag_writes: Option<u8>,
+    /// Control channel: tag N (1-7) on every READ, as --tag-writes.
+    #[arg(long, value_name = "N")]
+    pub tag_reads: Option<u8>,
     /// With --foreground: also expose each LUN as a ublk block device
     /// (/dev/ublkbN) where the kernel has ublk (/dev/ublk-control) and this
     /// build has the `ublk` feature; otherwise say why and serve NBD only.
@@ -156,6 +165,8 @@ fn run_via_daemon(a: LoginArgs) -> ExitCode {
         nbd: a.nbd.map(|l| l.to_string()),
         connections: a.connections,
         allow_remote_nbd: a.allow_remote_nbd,
+        tag_writes: a.tag_writes,
+        tag_reads: a.tag_reads,
         state: a.state,
         json: a.json,
     })
@@ -171,6 +182,7 @@ fn session_config(a: &LoginArgs, portal: &str, target: &str) -> Result<SessionCo
         a.timeout,
     )?;
     cfg.recovery_timeout = Duration::from_secs(a.recovery_timeout.unwrap_or(120));
+    cfg.io_tags = IoTags::new(a.tag_reads, a.tag_writes)?;
     // A command may wait out a whole recovery before it completes.
     cfg.command_timeout = Duration::from_secs(60).max(cfg.login_timeout);
     Ok(cfg)
@@ -232,10 +244,13 @@ fn print_exports(a: &LoginArgs, info: &SessionInfo) {
             })
             .collect();
         let v = json!({"target": info.target, "portal": info.portal,
-            "nbd": info.nbd, "exports": exports});
+            "nbd": info.nbd, "io_tags": info.io_tags, "exports": exports});
         println!("{v}");
     } else {
         println!("logged in to {} at {}", info.target, info.portal);
+        if !info.io_tags.is_none() {
+            println!("control-channel tags: {}", info.io_tags);
+        }
         for (l, e) in &exported {
             let mode = if e.read_only {
                 "read-only"
@@ -251,6 +266,13 @@ fn print_exports(a: &LoginArgs, info: &SessionInfo) {
                     println!("  {c}");
                 }
             }
+        }
+        if let Some((_, e)) = exported.first() {
+            println!(
+                "tagged views: {n}@tag1 .. {n}@tag7 export the same LUN with every read and \
+                 write tagged (control channel); {n}@tag0 untagged",
+                n = e.name
+            );
         }
     }
     println!(

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod ctl_cmd;
 mod daemon_cmd;
 mod demo_cmd;
 mod initiator_cmd;
@@ -42,6 +43,10 @@ enum Command {
     Login(login_cmd::LoginArgs),
     #[command(flatten)]
     Daemon(daemon_cmd::DaemonVerbs),
+    /// The control channel: list, get and set a LUN's switches (io_mode,
+    /// trace, tag policies) through the vendor SCSI command.
+    #[command(subcommand)]
+    Ctl(ctl_cmd::CtlCmd),
 }
 
 fn main() -> ExitCode {
@@ -52,5 +57,6 @@ fn main() -> ExitCode {
         Command::Initiator(cmd) => initiator_cmd::run(cmd),
         Command::Login(args) => login_cmd::run(args),
         Command::Daemon(cmd) => daemon_cmd::run_verb(cmd),
+        Command::Ctl(cmd) => ctl_cmd::run(cmd),
     }
 }

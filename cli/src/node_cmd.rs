@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use initiator::control::parse_tag;
 use initiator::daemon::nodes::{Credentials, Node, NodeDb, NodeUpdate, Startup};
 use initiator::Error;
 use serde_json::json;
@@ -23,6 +24,8 @@ Settings (iscsiadm name in brackets):
                                  127.0.0.1:10809 if free, else the next free port)
   --replacement-timeout SECS     [node.session.timeo.replacement_timeout] default 120
   --digests on|off               [node.conn[0].iscsi.HeaderDigest/DataDigest]
+  --tag-writes N|none            control channel: tag 1-7 in the reserved bits of every
+  --tag-reads N|none             WRITE / READ of the session's exports (docs/control-channel.md)
 
 Examples:
   iscsi node list
@@ -96,6 +99,13 @@ pub struct NodeUpdateArgs {
     /// CRC32C header and data digests: on or off.
     #[arg(long, value_name = "on|off")]
     pub digests: Option<String>,
+    /// Control-channel tag 1-7 of every WRITE of the session's exports;
+    /// `none` (or 0) untags.
+    #[arg(long, value_name = "N|none")]
+    pub tag_writes: Option<String>,
+    /// Control-channel tag 1-7 of every READ; `none` (or 0) untags.
+    #[arg(long, value_name = "N|none")]
+    pub tag_reads: Option<String>,
 }
 
 pub fn run(cmd: NodeCmd) -> ExitCode {
@@ -137,6 +147,8 @@ pub fn node_json(n: &Node, db: &NodeDb) -> serde_json::Value {
         "chap": cred(&n.chap),
         "mutual_chap": cred(&n.mutual_chap),
         "digests": n.digests,
+        "tag_writes": n.tag_writes,
+        "tag_reads": n.tag_reads,
         "file": db.path_of(&n.target, &n.portal),
     })
 }
@@ -192,6 +204,9 @@ fn print_node(n: &Node, db: &NodeDb) {
         "digests:             {}",
         if n.digests { "on" } else { "off" }
     );
+    let tag = |t: Option<u8>| t.map_or("none".to_string(), |t| t.to_string());
+    println!("tag_writes:          {}", tag(n.tag_writes));
+    println!("tag_reads:           {}", tag(n.tag_reads));
     println!(
         "file:                {}",
         db.path_of(&n.target, &n.portal).display()
@@ -257,6 +272,8 @@ fn changes(a: &NodeUpdateArgs) -> Result<NodeUpdate, Error> {
             .map(|c| Credentials::parse(c, "--mutual-chap").map(Some))
             .transpose()?,
         digests,
+        tag_writes: a.tag_writes.as_deref().map(parse_tag).transpose()?,
+        tag_reads: a.tag_reads.as_deref().map(parse_tag).transpose()?,
     };
     if u.is_empty() {
         return Err(Error::Usage(

@@ -71,6 +71,9 @@ pub struct DaemonLogin {
     pub nbd: Option<String>,
     pub connections: Option<u16>,
     pub allow_remote_nbd: bool,
+    /// Overrides of the node's control-channel tags (0: untagged).
+    pub tag_writes: Option<u8>,
+    pub tag_reads: Option<u8>,
     pub state: StateOpts,
     pub json: bool,
 }
@@ -121,6 +124,8 @@ fn login_one(
         nbd: a.nbd.clone(),
         connections: a.connections,
         allow_remote_nbd: a.allow_remote_nbd,
+        tag_writes: a.tag_writes,
+        tag_reads: a.tag_reads,
     };
     let info: SessionInfo = c.call_with_progress(&req, |m| eprintln!("  {m}"))?;
     if !a.json {
@@ -309,22 +314,36 @@ fn print_session(s: &SessionInfo) {
         );
     }
     println!("  NBD: {}", s.nbd.as_deref().unwrap_or("-"));
+    if !s.io_tags.is_none() {
+        println!("  Control-channel tags: {}", s.io_tags);
+    }
     println!("  LUNs:");
+    let counters = |e: &initiator::daemon::api::ExportInfo| {
+        format!(
+            "clients {}, reads {} ({}), writes {} ({}), errors {}",
+            e.clients,
+            e.reads,
+            human_size(e.bytes_read),
+            e.writes,
+            human_size(e.bytes_written),
+            e.errors
+        )
+    };
     for l in &s.luns {
         match &l.export {
-            Some(e) => println!(
-                "    {}: {} ({} B blocks) {}  clients {}, reads {} ({}), writes {} ({}), errors {}",
-                lun_name(l),
-                human_size(l.size),
-                l.block_size,
-                e.uri,
-                e.clients,
-                e.reads,
-                human_size(e.bytes_read),
-                e.writes,
-                human_size(e.bytes_written),
-                e.errors
-            ),
+            Some(e) => {
+                println!(
+                    "    {}: {} ({} B blocks) {}  {}",
+                    lun_name(l),
+                    human_size(l.size),
+                    l.block_size,
+                    e.uri,
+                    counters(e)
+                );
+                for t in &l.tagged_exports {
+                    println!("      tagged view {}  {}", t.uri, counters(t));
+                }
+            }
             None => println!(
                 "    {}: {} {} not exported: {}",
                 lun_name(l),

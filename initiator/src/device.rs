@@ -6,6 +6,13 @@
 //!
 //! Large transfers are split at the LUN's MAXIMUM TRANSFER LENGTH (Block
 //! Limits VPD, SBC-4 §6.6.4) and the pieces are issued concurrently.
+//!
+//! Control-channel tags (docs/control-channel.md): a device's reads and
+//! writes carry the tags of its [`IoTags`] (the session's
+//! [`SessionConfig::io_tags`](crate::SessionConfig) when opened,
+//! [`ScsiDevice::with_tags`] for another view of the same LUN);
+//! [`ScsiDevice::read_tagged`] / [`ScsiDevice::write_tagged`] tag one
+//! command.
 
 use bytes::Bytes;
 use futures::future::try_join_all;
@@ -16,6 +23,7 @@ use proto::scsi::inquiry::{
 use proto::scsi::lun::{parse_report_luns, Lun};
 use proto::scsi::Status;
 
+use crate::control::{self, IoTags};
 use crate::error::{Error, Result};
 use crate::session::{DataDirection, RawResult, Session};
 
@@ -197,6 +205,8 @@ pub struct ScsiDevice {
     lbp: Option<LogicalBlockProvisioning>,
     max_transfer_blocks: u32,
     mode: DeviceFlags,
+    /// Tags of this view's READs and WRITEs.
+    tags: IoTags,
 }
 
 /// The device-specific parameter of the MODE SENSE header (SBC-4 §6.5.1).
@@ -237,6 +247,7 @@ impl std::fmt::Debug for ScsiDevice {
         f.debug_struct("ScsiDevice")
             .field("lun", &self.lun)
             .field("capacity", &self.capacity)
+            .field("tags", &self.tags)
             .finish()
     }
 }
@@ -287,7 +298,27 @@ impl ScsiDevice {
             lbp,
             max_transfer_blocks,
             mode,
+            tags: session.config().io_tags,
         })
+    }
+
+    /// The same LUN, on the same session, with reads and writes tagged
+    /// `tags` (this device is unchanged). A view rather than a tag argument
+    /// on every method: whoever holds the device (the NBD export `lun0@tag6`,
+    /// ublk, a test) tags all its block I/O without a second code path, and
+    /// [`read`](Self::read) / [`write`](Self::write) keep their signatures.
+    /// Only READ and WRITE carry tags (the control channel defines no bits
+    /// in other commands): flush, unmap and WRITE SAME stay untagged.
+    pub fn with_tags(&self, tags: IoTags) -> ScsiDevice {
+        ScsiDevice {
+            tags,
+            ..self.clone()
+        }
+    }
+
+    /// The tags this view's reads and writes carry.
+    pub fn tags(&self) -> IoTags {
+        self.tags
     }
 
     pub fn session(&self) -> &Session {
@@ -387,20 +418,26 @@ impl ScsiDevice {
         v
     }
 
-    /// READ (16) `blocks` blocks from `lba`.
+    /// READ (16) `blocks` blocks from `lba`, tagged with this view's read
+    /// tag.
     pub async fn read(&self, lba: u64, blocks: u32) -> Result<Bytes> {
+        self.read_tagged(lba, blocks, self.tags.reads).await
+    }
+
+    /// READ (16) with `tag` (1..=7; `None`: untagged) in its reserved bits,
+    /// whatever this view's tags are.
+    pub async fn read_tagged(&self, lba: u64, blocks: u32, tag: Option<u8>) -> Result<Bytes> {
+        let tag = control::check_tag(tag)?;
         self.check_range(lba, blocks as u64)?;
         let bs = self.capacity.block_size;
         let parts = self.pieces(lba, blocks as u64);
         let futs = parts.iter().map(|&(l, n)| async move {
             let len = n * bs;
+            let mut c = cdb::read16(l, n, false);
+            control::tag(&mut c, tag)?;
             let r = self
                 .session
-                .execute(
-                    self.lun,
-                    cdb::read16(l, n, false).as_bytes(),
-                    DataDirection::Read(len),
-                )
+                .execute(self.lun, c.as_bytes(), DataDirection::Read(len))
                 .await?;
             if r.data.len() != len as usize {
                 return Err(Error::Protocol(format!(
@@ -422,8 +459,22 @@ impl ScsiDevice {
     }
 
     /// WRITE (16) `data` (a whole number of blocks) at `lba`; with `fua`
-    /// the target writes through to the medium before answering.
+    /// the target writes through to the medium before answering. Tagged
+    /// with this view's write tag.
     pub async fn write(&self, lba: u64, data: Bytes, fua: bool) -> Result<()> {
+        self.write_tagged(lba, data, fua, self.tags.writes).await
+    }
+
+    /// WRITE (16) with `tag` (1..=7; `None`: untagged) in its reserved
+    /// bits, whatever this view's tags are.
+    pub async fn write_tagged(
+        &self,
+        lba: u64,
+        data: Bytes,
+        fua: bool,
+        tag: Option<u8>,
+    ) -> Result<()> {
+        let tag = control::check_tag(tag)?;
         let bs = self.capacity.block_size as usize;
         if !data.len().is_multiple_of(bs) {
             return Err(Error::Usage(format!(
@@ -438,12 +489,10 @@ impl ScsiDevice {
             let off = ((l - lba) as usize) * bs;
             let chunk = data.slice(off..off + n as usize * bs);
             async move {
+                let mut c = cdb::write16(l, n, fua);
+                control::tag(&mut c, tag)?;
                 self.session
-                    .execute(
-                        self.lun,
-                        cdb::write16(l, n, fua).as_bytes(),
-                        DataDirection::Write(chunk),
-                    )
+                    .execute(self.lun, c.as_bytes(), DataDirection::Write(chunk))
                     .await
             }
         });

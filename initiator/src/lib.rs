@@ -8,6 +8,8 @@
 //! - [`session`]: normal sessions (MC/S, CmdSN window, R2T, NOPs, TMF,
 //!   async messages, recovery).
 //! - [`device`]: LUN scan and the block-device API.
+//! - [`control`]: the control channel: I/O tags in reserved CDB bits and
+//!   the vendor command's switches (LIST/GET/SET).
 //! - [`daemon`]: the initiator daemon (iscsid): node database, sessions and
 //!   their NBD exports, JSON API on a unix socket, and its client.
 //! - [`nbd`]: an NBD server exporting a session's LUNs.
@@ -16,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod connection;
+pub mod control;
 pub mod daemon;
 pub mod device;
 pub mod discovery;
@@ -29,6 +32,7 @@ pub mod transport;
 pub mod ublk;
 
 pub use bytes;
+pub use control::IoTags;
 pub use device::{Capacity, LunInfo, ScsiDevice};
 pub use discovery::{discover, DiscoveredTarget, DiscoveryConfig};
 pub use error::{Error, ErrorKind, Result, ScsiError};

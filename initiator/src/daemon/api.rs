@@ -41,6 +41,12 @@ pub enum Request {
         /// Allow a non-loopback NBD address (NBD has no authentication).
         #[serde(default)]
         allow_remote_nbd: bool,
+        /// Overrides the node's write tag for this session (0: untagged).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag_writes: Option<u8>,
+        /// Overrides the node's read tag for this session (0: untagged).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag_reads: Option<u8>,
     },
     /// Log out of the sessions of `target` (all of them without `portal`).
     Logout {
@@ -178,6 +184,9 @@ pub struct LunInfo {
     /// `None` for LUNs that are not disks (e.g. tgtd's controller LUN 0)
     /// or could not be opened (`note` says why).
     pub export: Option<ExportInfo>,
+    /// Tagged views of the export (`lun0@tag6`) that clients have opened.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tagged_exports: Vec<ExportInfo>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub note: String,
 }
@@ -195,6 +204,9 @@ pub struct SessionInfo {
     /// When `state` was entered (seconds since the Unix epoch).
     pub since: u64,
     pub replacement_timeout: u64,
+    /// Control-channel tags of the session's block reads and writes.
+    #[serde(default)]
+    pub io_tags: crate::IoTags,
     /// Where the NBD exports listen (`HOST:PORT` or `unix:PATH`).
     pub nbd: Option<String>,
     pub connections: Vec<crate::session::ConnectionStats>,
@@ -232,6 +244,8 @@ mod tests {
                 nbd: None,
                 connections: Some(2),
                 allow_remote_nbd: false,
+                tag_writes: None,
+                tag_reads: None,
             }
         );
         let back: Request = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use api::{ErrorKind, LoggedOut, PingInfo, SessionInfo, SessionState};
-use nodes::{Node, NodeDb, Startup};
+use nodes::{Node, NodeDb, NodeUpdate, Startup};
 pub use sessions::ExportedSession;
 
 pub use sessions::NBD_PORT;
@@ -96,18 +96,20 @@ impl Daemon {
     }
 
     /// Log in to a node and export its LUNs; returns once the session is up.
+    /// `overrides` change the node's settings for this session only (the
+    /// record is not saved).
     pub async fn login(
         &self,
         target: &str,
         portal: Option<&str>,
         nbd: Option<&str>,
-        connections: Option<u16>,
+        overrides: &NodeUpdate,
         allow_remote_nbd: bool,
         progress: &(dyn Fn(String) + Send + Sync),
     ) -> Result<SessionInfo, Fail> {
         let mut node = self.resolve_node(target, portal)?;
-        if let Some(c) = connections {
-            node.connections = c;
+        if !overrides.is_empty() {
+            overrides.apply(&mut node);
             node.validate().map_err(fail)?;
         }
         let key = (node.target.to_ascii_lowercase(), node.portal.clone());
@@ -227,7 +229,14 @@ impl Daemon {
         let mut attempt = 1;
         loop {
             let r = self
-                .login(&n.target, Some(&n.portal), None, None, false, &|_| {})
+                .login(
+                    &n.target,
+                    Some(&n.portal),
+                    None,
+                    &NodeUpdate::default(),
+                    false,
+                    &|_| {},
+                )
                 .await;
             match r {
                 Err((ErrorKind::Unreachable, why)) if attempt < AUTO_LOGIN_ATTEMPTS => {

@@ -130,6 +130,13 @@ pub struct Node {
     /// Request CRC32C header and data digests.
     #[serde(default)]
     pub digests: bool,
+    /// Control-channel tag (1..=7) of every WRITE of the session's block
+    /// I/O (docs/control-channel.md); unset: untagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_writes: Option<u8>,
+    /// Control-channel tag (1..=7) of every READ; unset: untagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_reads: Option<u8>,
 }
 
 impl Node {
@@ -146,7 +153,14 @@ impl Node {
             chap: None,
             mutual_chap: None,
             digests: false,
+            tag_writes: None,
+            tag_reads: None,
         }
+    }
+
+    /// The tags of the session's reads and writes.
+    pub fn io_tags(&self) -> Result<crate::IoTags> {
+        crate::IoTags::new(self.tag_reads, self.tag_writes)
     }
 
     /// Check the settings (bad values are usage errors naming the setting).
@@ -165,6 +179,12 @@ impl Node {
                 "replacement_timeout is at most 86400 seconds".into(),
             ));
         }
+        if self.tag_writes == Some(0) || self.tag_reads == Some(0) {
+            return Err(Error::Usage(
+                "a tag is 1..=7; untagged is no tag (`--tag-writes none`)".into(),
+            ));
+        }
+        self.io_tags()?;
         if self.mutual_chap.is_some() && self.chap.is_none() {
             return Err(Error::Usage("mutual CHAP needs CHAP (set --chap)".into()));
         }
@@ -186,6 +206,7 @@ impl Node {
         cfg.offer.header_digest = self.digests;
         cfg.offer.data_digest = self.digests;
         cfg.recovery_timeout = Duration::from_secs(self.replacement_timeout);
+        cfg.io_tags = self.io_tags()?;
         cfg.chap = self.chap.as_ref().map(|c| ChapConfig {
             user: c.user.clone(),
             secret: c.secret.as_bytes().to_vec(),
@@ -233,6 +254,12 @@ pub struct NodeUpdate {
     pub mutual_chap: Option<Option<Credentials>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digests: Option<bool>,
+    /// `Some(None)` untags writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_writes: Option<Option<u8>>,
+    /// `Some(None)` untags reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_reads: Option<Option<u8>>,
 }
 
 impl NodeUpdate {
@@ -261,6 +288,12 @@ impl NodeUpdate {
         }
         if let Some(v) = self.digests {
             n.digests = v;
+        }
+        if let Some(v) = self.tag_writes {
+            n.tag_writes = v;
+        }
+        if let Some(v) = self.tag_reads {
+            n.tag_reads = v;
         }
     }
 
@@ -534,6 +567,10 @@ mod tests {
                 mutual_chap: Some(Some(Credentials::parse("a:b", "m").unwrap())),
                 ..NodeUpdate::default()
             },
+            NodeUpdate {
+                tag_writes: Some(Some(8)),
+                ..NodeUpdate::default()
+            },
         ] {
             assert!(db.update(T, None, &up).is_err(), "{up:?}");
         }
@@ -542,6 +579,32 @@ mod tests {
         std::fs::write(db.dir().join("junk.json"), b"{\"target\": 1, \"x\": [").unwrap();
         let e = db.list().unwrap_err().to_string();
         assert!(e.contains("junk.json"), "{e}");
+    }
+
+    /// The tags are node settings: saved, cleared, and in the session's
+    /// configuration.
+    #[test]
+    fn io_tags_are_node_settings() {
+        let d = tempfile::tempdir().unwrap();
+        let db = NodeDb::new(d.path());
+        db.record_discovered(T, "127.0.0.1", 1).unwrap();
+        let up = NodeUpdate {
+            tag_writes: Some(Some(6)),
+            tag_reads: Some(Some(2)),
+            ..NodeUpdate::default()
+        };
+        db.update(T, None, &up).unwrap();
+        let n = db.get(T, None).unwrap();
+        let cfg = n.session_config("iqn.2024-01.org.example:me").unwrap();
+        assert_eq!(cfg.io_tags, crate::IoTags::new(Some(2), Some(6)).unwrap());
+        let text = std::fs::read_to_string(db.path_of(T, "127.0.0.1")).unwrap();
+        assert!(text.contains("\"tag_writes\": 6"), "{text}");
+        let clear = NodeUpdate {
+            tag_reads: Some(None),
+            ..NodeUpdate::default()
+        };
+        let n = db.update(T, None, &clear).unwrap().remove(0);
+        assert_eq!((n.tag_writes, n.tag_reads), (Some(6), None));
     }
 
     #[test]

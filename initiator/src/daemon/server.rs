@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::api::{ErrorKind, Request, Response};
+use super::nodes::NodeUpdate;
 use super::Daemon;
 
 pub use ctlsock::server::{ControlSocket, Limits, SocketError};
@@ -43,12 +44,20 @@ async fn execute(d: &Daemon, req: Request, progress: ctlsock::Progress) -> Respo
             nbd,
             connections,
             allow_remote_nbd,
+            tag_writes,
+            tag_reads,
         } => d
             .login(
                 &target,
                 portal.as_deref(),
                 nbd.as_deref(),
-                connections,
+                &NodeUpdate {
+                    connections,
+                    // 0 untags for this session.
+                    tag_writes: tag_writes.map(|t| Some(t).filter(|&t| t != 0)),
+                    tag_reads: tag_reads.map(|t| Some(t).filter(|&t| t != 0)),
+                    ..NodeUpdate::default()
+                },
                 allow_remote_nbd,
                 &|m| ctlsock::json::progress(&progress, m),
             )

@@ -27,6 +27,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::api::{EventRecord, ExportInfo, LoggedOut, LunInfo, SessionInfo, SessionState};
 use super::nodes::Node;
 use crate::error::{Error, Result};
+use crate::nbd::server::tagged_name;
 use crate::nbd::{NbdExport, NbdListen, NbdServer};
 use crate::session::{Session, SessionConfig, SessionEvent};
 use crate::{device, ScsiDevice};
@@ -129,24 +130,32 @@ impl ExportedSession {
     pub fn info(&self) -> SessionInfo {
         let st = locked(&self.status);
         let stats = self.nbd.exports();
+        let export_info = |name: &String| {
+            let s = stats.iter().find(|s| &s.name == name);
+            ExportInfo {
+                name: name.clone(),
+                uri: self.nbd.uri(name),
+                read_only: s.is_some_and(|s| s.read_only),
+                clients: s.map_or(0, |s| s.clients),
+                reads: s.map_or(0, |s| s.reads),
+                writes: s.map_or(0, |s| s.writes),
+                bytes_read: s.map_or(0, |s| s.bytes_read),
+                bytes_written: s.map_or(0, |s| s.bytes_written),
+                errors: s.map_or(0, |s| s.errors),
+            }
+        };
         let luns = self
             .luns
             .iter()
             .map(|l| {
-                let export = l.export.as_ref().map(|name| {
-                    let s = stats.iter().find(|s| &s.name == name);
-                    ExportInfo {
-                        name: name.clone(),
-                        uri: self.nbd.uri(name),
-                        read_only: s.is_some_and(|s| s.read_only),
-                        clients: s.map_or(0, |s| s.clients),
-                        reads: s.map_or(0, |s| s.reads),
-                        writes: s.map_or(0, |s| s.writes),
-                        bytes_read: s.map_or(0, |s| s.bytes_read),
-                        bytes_written: s.map_or(0, |s| s.bytes_written),
-                        errors: s.map_or(0, |s| s.errors),
-                    }
-                });
+                let export = l.export.as_ref().map(export_info);
+                let tagged_exports = stats
+                    .iter()
+                    .filter(|s| {
+                        tagged_name(&s.name).is_some_and(|(b, _)| Some(b) == l.export.as_deref())
+                    })
+                    .map(|s| export_info(&s.name))
+                    .collect();
                 LunInfo {
                     lun: l.number,
                     lun_raw: format!("{:016x}", l.raw),
@@ -155,6 +164,7 @@ impl ExportedSession {
                     size: l.size,
                     block_size: l.block_size,
                     export,
+                    tagged_exports,
                     note: l.note.clone(),
                 }
             })
@@ -173,6 +183,7 @@ impl ExportedSession {
             state: st.state,
             since: st.since,
             replacement_timeout: self.session.config().recovery_timeout.as_secs(),
+            io_tags: self.session.config().io_tags,
             nbd: Some(self.nbd.listen().to_string()),
             connections: self.session.stats(),
             luns,

@@ -14,6 +14,14 @@
 //! `lun<N>`. The empty export name (the NBD "default export") is the first
 //! export added.
 //!
+//! Tagged views (the control channel, docs/control-channel.md): a client
+//! that asks for `lun<N>@tag<T>` (T in 1..=7) gets the same LUN with every
+//! READ and WRITE tagged T, whatever the session's own tags
+//! (`--tag-writes`/`--tag-reads`); `lun<N>@tag0` is the LUN untagged. So one
+//! mount can be tagged and another not. A view is registered when first
+//! asked for (then NBD_OPT_LIST and the session's counters show it) and
+//! ends with its LUN's export ([`server::tagged_name`]).
+//!
 //! NBD has no authentication: [`NbdServer::bind`] refuses a non-loopback
 //! TCP address unless the caller opts in.
 //!

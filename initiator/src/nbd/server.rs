@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::exec::Geometry;
 use super::{handshake, transmission, NbdExport, NbdListen};
+use crate::control::IoTags;
 use crate::error::{Error, Result};
 
 /// Concurrent client connections per server.
@@ -65,6 +66,20 @@ pub struct NbdExportStats {
     pub errors: u64,
 }
 
+/// The suffix of a tagged export's name: `lun0@tag6`.
+pub const TAG_SUFFIX: &str = "@tag";
+
+/// `BASE@tagN` → (`BASE`, reads and writes tagged N); N is 0..=7, 0
+/// meaning untagged (the export without the session's own tags). `None`
+/// for any other name, and for a base that is itself tagged.
+pub fn tagged_name(name: &str) -> Option<(&str, IoTags)> {
+    let (base, n) = name.rsplit_once(TAG_SUFFIX)?;
+    if base.is_empty() || base.contains(TAG_SUFFIX) || n.len() != 1 {
+        return None;
+    }
+    IoTags::all(n.parse().ok()?).ok().map(|t| (base, t))
+}
+
 /// The exports, in the order they were added.
 #[derive(Default)]
 pub(crate) struct Registry {
@@ -77,12 +92,33 @@ impl Registry {
     }
 
     /// By name; the empty name is the default export (the first one).
+    /// `BASE@tagN` is the export `BASE` with every read and write tagged N
+    /// (see [`tagged_name`]), registered on first use so that it has its
+    /// own counters; it ends with `BASE`.
     pub(crate) fn lookup(&self, name: &str) -> Option<Arc<ExportEntry>> {
-        let v = self.locked();
+        let mut v = self.locked();
         if name.is_empty() {
             return v.first().cloned();
         }
-        v.iter().find(|e| e.export.name == name).cloned()
+        if let Some(e) = v.iter().find(|e| e.export.name == name) {
+            return Some(e.clone());
+        }
+        let (base, tags) = tagged_name(name)?;
+        let b = v.iter().find(|e| e.export.name == base)?.clone();
+        let e = Arc::new(ExportEntry {
+            export: NbdExport {
+                name: name.to_string(),
+                description: format!("{} ({tags})", b.export.description),
+                device: b.export.device.with_tags(tags),
+                read_only: b.export.read_only,
+            },
+            geometry: b.geometry,
+            counters: Counters::default(),
+            cancel: b.cancel.child_token(),
+        });
+        tracing::info!(export = %name, %tags, "tagged NBD export added");
+        v.push(e.clone());
+        Some(e)
     }
 
     pub(crate) fn list(&self) -> Vec<Arc<ExportEntry>> {
@@ -178,12 +214,20 @@ impl NbdServer {
         }
     }
 
-    /// Offer a LUN. Errors when the name exists, is empty or too long, or
+    /// Offer a LUN. Errors when the name exists, is empty or too long,
+    /// contains `@tag` (that suffix names tagged views, [`tagged_name`]), or
     /// the LUN's block size cannot be an NBD block size.
     pub fn add_export(&self, e: NbdExport) -> Result<()> {
         if e.name.is_empty() || e.name.len() > 256 || e.name.contains('\0') {
             return Err(Error::Usage(format!(
                 "NBD export name {:?} must be 1..256 bytes without NUL",
+                e.name
+            )));
+        }
+        if e.name.contains(TAG_SUFFIX) {
+            return Err(Error::Usage(format!(
+                "NBD export name {:?} must not contain {TAG_SUFFIX:?}: NAME@tagN is the export \
+                 NAME with its reads and writes tagged N",
                 e.name
             )));
         }
@@ -220,6 +264,8 @@ impl NbdServer {
         };
         let e = v.remove(i);
         e.cancel.cancel();
+        // Its tagged views (their tokens are children of the one cancelled).
+        v.retain(|t| tagged_name(&t.export.name).is_none_or(|(b, _)| b != name));
         true
     }
 
@@ -369,4 +415,31 @@ async fn serve_connection(
     export.counters.clients.fetch_add(1, Relaxed);
     transmission::serve(rd, wr, export.clone(), mode).await;
     export.counters.clients.fetch_sub(1, Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tagged_names() {
+        let (b, t) = tagged_name("lun0@tag6").unwrap();
+        assert_eq!((b, t), ("lun0", IoTags::all(6).unwrap()));
+        assert_eq!(tagged_name("lun12@tag0").unwrap().1, IoTags::NONE);
+        assert_eq!(
+            tagged_name("lun-00000000000000ff@tag1").unwrap().0,
+            "lun-00000000000000ff"
+        );
+        for bad in [
+            "lun0",
+            "lun0@tag8",
+            "lun0@tag",
+            "lun0@tag66",
+            "@tag1",
+            "lun0@tag1@tag2",
+            "lun0@tagx",
+        ] {
+            assert!(tagged_name(bad).is_none(), "{bad}");
+        }
+    }
 }

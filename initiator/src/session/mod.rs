@@ -151,6 +151,9 @@ pub struct SessionConfig {
     /// How long to keep trying to recover a failed session before failing
     /// the commands that wait; zero disables recovery.
     pub recovery_timeout: Duration,
+    /// Control-channel tags of the block reads and writes of the session's
+    /// devices ([`crate::ScsiDevice`]); untagged by default.
+    pub io_tags: crate::control::IoTags,
 }
 
 impl SessionConfig {
@@ -173,6 +176,7 @@ impl SessionConfig {
             nop_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(60),
             recovery_timeout: Duration::from_secs(60),
+            io_tags: crate::control::IoTags::NONE,
         }
     }
 }

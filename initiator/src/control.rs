@@ -1,0 +1,256 @@
+//! The control channel, initiator side (docs/control-channel.md): tags in
+//! the reserved bits of READ/WRITE CDBs and the vendor control command.
+//!
+//! - [`IoTags`]: which tag (1..=7) a session's or a device view's block I/O
+//!   carries. The bits themselves are written by
+//!   [`proto::scsi::control::set_tag`] only, so both ends share one
+//!   definition (READ/WRITE(10): bits 7-5 of byte 6, the bits above GROUP
+//!   NUMBER, SBC-4 §5.13 / §5.46; (12) and (16): see that module).
+//! - [`list`], [`get`], [`set`]: the vendor command's service actions LIST,
+//!   GET and SET of named switches on a LUN ([`proto::scsi::control::CtlCommand`]);
+//!   [`capabilities`]: the vendor VPD page ([`proto::scsi::control::CTL_VPD_PAGE`]).
+//! - [`advice`]: what to do about a refusal (no control right, channel off,
+//!   a target without the channel), for the CLI's messages.
+//!
+//! A tag is only accepted by a target whose LUN has the channel on; a LUN
+//! with it off refuses the reserved bits with ILLEGAL REQUEST / INVALID
+//! FIELD IN CDB (SPC-5 §4.5.2), which reaches the caller as
+//! [`Error::Scsi`].
+
+use bytes::Bytes;
+use proto::scsi::cdb::Cdb;
+use proto::scsi::control::{self, ControlVpd, CtlCommand, Switch};
+use proto::scsi::{Asc, SenseKey};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::session::{DataDirection, Session};
+
+/// Allocation length of LIST and GET: the switch list of one LUN is far
+/// smaller; the target cuts its answer at this length.
+const SWITCHES_ALLOC: u32 = 64 * 1024;
+
+/// The tags block reads and writes carry (`None`: untagged). Set per
+/// session ([`crate::SessionConfig::io_tags`], `iscsi login --tag-writes 6
+/// --tag-reads N`) and per device view ([`crate::ScsiDevice::with_tags`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IoTags {
+    /// Tag of every READ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reads: Option<u8>,
+    /// Tag of every WRITE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes: Option<u8>,
+}
+
+impl IoTags {
+    /// Untagged reads and writes.
+    pub const NONE: IoTags = IoTags {
+        reads: None,
+        writes: None,
+    };
+
+    /// Reads tagged `reads`, writes tagged `writes`; 0 means untagged, and
+    /// anything above [`control::MAX_TAG`] is a usage error.
+    pub fn new(reads: Option<u8>, writes: Option<u8>) -> Result<IoTags> {
+        Ok(IoTags {
+            reads: check_tag(reads)?,
+            writes: check_tag(writes)?,
+        })
+    }
+
+    /// Reads and writes both tagged `tag` (0: untagged).
+    pub fn all(tag: u8) -> Result<IoTags> {
+        IoTags::new(Some(tag), Some(tag))
+    }
+
+    pub fn is_none(&self) -> bool {
+        *self == IoTags::NONE
+    }
+}
+
+impl std::fmt::Display for IoTags {
+    /// `writes tag 6, reads untagged`, or `untagged`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = |x: Option<u8>| x.map_or("untagged".to_string(), |t| format!("tag {t}"));
+        if self.is_none() {
+            f.write_str("untagged")
+        } else {
+            write!(f, "writes {}, reads {}", t(self.writes), t(self.reads))
+        }
+    }
+}
+
+/// `Some(0)` is untagged; above MAX_TAG is refused.
+pub fn check_tag(tag: Option<u8>) -> Result<Option<u8>> {
+    match tag {
+        None | Some(0) => Ok(None),
+        Some(t) if t <= control::MAX_TAG => Ok(Some(t)),
+        Some(t) => Err(Error::Usage(format!(
+            "tag {t} does not fit the 3 reserved bits: use 1..={} (0 or none: untagged)",
+            control::MAX_TAG
+        ))),
+    }
+}
+
+/// Parse a tag given by a user: `1`..`7`, or `0`/`none`/`off` for untagged.
+pub fn parse_tag(s: &str) -> Result<Option<u8>> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "none" | "off" | "" => Ok(None),
+        t => check_tag(Some(t.parse().map_err(|_| {
+            Error::Usage(format!(
+                "tag {s:?} is not a number: use 1..={} (0 or none: untagged)",
+                control::MAX_TAG
+            ))
+        })?)),
+    }
+}
+
+/// Put `tag` (`None`: untagged, left as built) in the reserved bits of a
+/// READ/WRITE CDB, with [`control::tag_cdb`].
+pub(crate) fn tag(cdb: &mut Cdb, tag: Option<u8>) -> Result<()> {
+    match tag {
+        None => Ok(()),
+        Some(t) => {
+            control::tag_cdb(cdb, t).map_err(|e| Error::Usage(format!("cannot tag this CDB: {e}")))
+        }
+    }
+}
+
+/// Send one control command to `lun`, with its Data-Out when the layout
+/// puts parameters there.
+async fn exec(s: &Session, lun: u64, c: &CtlCommand) -> Result<Bytes> {
+    let cdb = c
+        .encode()
+        .map_err(|e| Error::Usage(format!("control command: {e}")))?;
+    let dir = match (c, c.data_out()) {
+        (_, Some(d)) => DataDirection::Write(d),
+        (CtlCommand::List { alloc_len } | CtlCommand::Get { alloc_len, .. }, None) => {
+            DataDirection::Read(*alloc_len)
+        }
+        (CtlCommand::Set { .. }, None) => DataDirection::None,
+    };
+    Ok(s.execute(lun, &cdb, dir).await?.data)
+}
+
+fn decode(data: &[u8]) -> Result<Vec<Switch>> {
+    control::decode_switches(data)
+        .map_err(|e| Error::Protocol(format!("the target's switch list: {e}")))
+}
+
+/// LIST: every switch of the LUN, with value, writability and help.
+pub async fn list(s: &Session, lun: u64) -> Result<Vec<Switch>> {
+    let d = exec(
+        s,
+        lun,
+        &CtlCommand::List {
+            alloc_len: SWITCHES_ALLOC,
+        },
+    )
+    .await?;
+    decode(&d)
+}
+
+/// GET one switch.
+pub async fn get(s: &Session, lun: u64, name: &str) -> Result<Switch> {
+    let c = CtlCommand::Get {
+        name: name.to_string(),
+        alloc_len: SWITCHES_ALLOC,
+    };
+    let d = exec(s, lun, &c).await?;
+    decode(&d)?
+        .into_iter()
+        .find(|sw| sw.name == name)
+        .ok_or_else(|| Error::Protocol(format!("the target answered GET {name} without it")))
+}
+
+/// SET a switch (needs the control right on the target), then GET it back
+/// so the caller sees the value now in force.
+pub async fn set(s: &Session, lun: u64, name: &str, value: &str) -> Result<Switch> {
+    let c = CtlCommand::Set {
+        name: name.to_string(),
+        value: value.to_string(),
+    };
+    exec(s, lun, &c).await?;
+    get(s, lun, name).await
+}
+
+/// The vendor VPD page: is the channel on, which tag bits, which switches.
+pub async fn capabilities(s: &Session, lun: u64) -> Result<ControlVpd> {
+    let page = crate::device::vpd(s, lun, control::CTL_VPD_PAGE).await?;
+    ControlVpd::decode(&page)
+        .map_err(|e| Error::Protocol(format!("the target's control VPD page: {e}")))
+}
+
+/// Why the target refused a control command or a tagged I/O, and what to
+/// do, when the sense data says one of the channel's refusals.
+pub fn advice(e: &Error) -> Option<String> {
+    let Error::Scsi(se) = e else { return None };
+    let sense = se.sense.as_ref()?;
+    if sense.key != SenseKey::ILLEGAL_REQUEST {
+        return None;
+    }
+    let a = sense.asc;
+    Some(match (a.asc(), a.ascq()) {
+        // SPC-5 Table 49: 20h/01h..0Bh are ACCESS DENIED.
+        (0x20, 0x01..=0x0B) => "this initiator lacks the control right on the LUN; grant it on \
+             the target with `iscsi target allow --target IQN INITIATOR-IQN --control` (or start \
+             the target with `iscsi target serve --control`); nothing was changed"
+            .to_string(),
+        _ if a == Asc::INVALID_COMMAND_OPERATION_CODE => "the target does not implement the \
+             control command (not an iscsi-rs target, or too old)"
+            .to_string(),
+        (asc, t) if asc == control::ASC_TAG_REJECTED => format!(
+            "the target's policy for tag {t} on this LUN is reject; change it with `iscsi ctl \
+             set tag{t}.policy=log ...` (needs the control right)"
+        ),
+        _ if a == Asc::INVALID_FIELD_IN_CDB => "the control channel is off on this LUN (or the \
+             request is malformed); turn it on with `iscsi target set-lun --target IQN --lun N \
+             control=on`, or start the target with `iscsi target serve --control`"
+            .to_string(),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_parse_and_validate() {
+        assert_eq!(parse_tag("6").unwrap(), Some(6));
+        assert_eq!(parse_tag("0").unwrap(), None);
+        assert_eq!(parse_tag("none").unwrap(), None);
+        let e = parse_tag("8").unwrap_err().to_string();
+        assert!(e.contains("1..=7"), "{e}");
+        assert!(parse_tag("x").is_err());
+        assert_eq!(IoTags::all(0).unwrap(), IoTags::NONE);
+        assert_eq!(
+            IoTags::new(None, Some(6)).unwrap().to_string(),
+            "writes tag 6, reads untagged"
+        );
+        assert_eq!(IoTags::NONE.to_string(), "untagged");
+    }
+
+    /// The tagged CDB is the proto encoding; an untagged CDB is the very
+    /// same bytes as the standard builder's.
+    #[test]
+    fn tags_use_proto_and_leave_untagged_alone() {
+        let plain = proto::scsi::cdb::write10(0x1234, 8, false);
+        let mut c = plain;
+        tag(&mut c, Some(6)).unwrap();
+        assert_eq!(c.as_bytes()[6], 0xC0);
+        assert_eq!(control::tag_of(c.as_bytes()), Some(6));
+        let mut u = plain;
+        tag(&mut u, None).unwrap();
+        assert_eq!(u.as_bytes(), plain.as_bytes());
+        for t in 1..=control::MAX_TAG {
+            let mut c = proto::scsi::cdb::read16(7, 1, false);
+            tag(&mut c, Some(t)).unwrap();
+            assert_eq!(control::tag_of(c.as_bytes()), Some(t));
+        }
+        let mut tur = proto::scsi::cdb::test_unit_ready();
+        assert!(tag(&mut tur, Some(1)).is_err());
+    }
+}

@@ -2,14 +2,16 @@
 //! `FakeTarget`: real TCP, `proto`'s target login and codec). They cover
 //! what real targets rarely do on demand: target NOP-In pings, Async
 //! Messages, silence on one command (ABORT TASK), LUN reset, a closed
-//! CmdSN window, burst limits, and malformed or out-of-sequence PDUs.
+//! CmdSN window, burst limits, malformed or out-of-sequence PDUs, and
+//! data digest Rejects and CRC errors (retried, RFC 7143 §7.3, §7.8).
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use initiator::{DataDirection, Error, Portal, RawResult, Session, SessionConfig, SessionEvent};
 use proto::pdu::{
-    AsyncEvent, DataIn, LogoutReason, Pdu, ScsiCommand, ScsiResponse, TmfFunction, TmfResponse,
+    AsyncEvent, DataIn, DataOut, DigestConfig, LogoutReason, Pdu, Reject, RejectReason,
+    ScsiCommand, ScsiResponse, TmfFunction, TmfResponse,
 };
 use proto::scsi::cdb;
 use proto::scsi::lun::Lun;
@@ -614,4 +616,141 @@ async fn cmd_sn_window_is_respected_and_a_closed_window_is_bounded() {
     c.complete_good(cmd.itt).await.unwrap();
     join(h).await.unwrap();
     assert!(c.violations.is_empty(), "{:?}", c.violations);
+}
+
+/// A Reject of `pdu` (its header in the data segment, RFC 7143 §11.17).
+fn reject_of(c: &mut FakeConn, pdu: Pdu, reason: RejectReason) -> Reject {
+    Reject {
+        reason,
+        stat_sn: c.take_stat_sn(),
+        exp_cmd_sn: c.exp_cmd_sn,
+        max_cmd_sn: c.max_cmd_sn,
+        data_sn_or_r2t_sn: 0,
+        data: pdu.encode(DigestConfig::NONE).header,
+    }
+}
+
+fn write_cmd(lba: u64, data: &[u8]) -> (Vec<u8>, DataDirection) {
+    (
+        cdb::write16(lba, (data.len() / 512) as u32, false)
+            .as_bytes()
+            .to_vec(),
+        DataDirection::Write(Bytes::copy_from_slice(data)),
+    )
+}
+
+fn crc_error_sense() -> Vec<u8> {
+    Sense::new(SenseKey::ABORTED_COMMAND, Asc::PROTOCOL_SERVICE_CRC_ERROR).encode(false)
+}
+
+#[tokio::test]
+async fn command_rejected_for_its_data_digest_is_sent_again_unchanged() {
+    let (_t, s, mut c) = open(FakeTargetConfig::default(), |_| {}).await;
+    let data = [0x5au8; 512];
+    let (wcdb, wdir) = write_cmd(3, &data);
+    let h = spawn_cmd(&s, wcdb, wdir);
+    let first = c.recv_command().await.unwrap();
+    assert_eq!(&first.data[..], &data[..], "all of it as immediate data");
+    // RFC 7143 §7.3: the target discards the command, its CmdSN is a gap.
+    c.exp_cmd_sn = first.cmd_sn;
+    let r = reject_of(
+        &mut c,
+        Pdu::ScsiCommand(first.clone()),
+        RejectReason::DATA_DIGEST_ERROR,
+    );
+    c.send(r).await.unwrap();
+    // §7.2.1: the same command again, same ITT, CmdSN and data.
+    let again = c.recv_command().await.unwrap();
+    assert_eq!(
+        again,
+        ScsiCommand {
+            exp_stat_sn: again.exp_stat_sn,
+            ..first
+        }
+    );
+    c.complete_good(again.itt).await.unwrap();
+    assert_eq!(join(h).await.unwrap().status, 0);
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+}
+
+#[tokio::test]
+async fn data_out_reject_waits_for_the_crc_error_and_the_write_is_issued_anew() {
+    let (_t, s, mut c) = open(FakeTargetConfig::default(), |_| {}).await;
+    let data = [0xc3u8; 512];
+    let (wcdb, wdir) = write_cmd(9, &data);
+    let h = spawn_cmd(&s, wcdb, wdir);
+    let first = c.recv_command().await.unwrap();
+    // A Reject of a Data-Out of the task does not end it (§7.3) ...
+    let d = Pdu::DataOut(DataOut {
+        final_: true,
+        lun: first.lun,
+        itt: first.itt,
+        ttt: RESERVED_TAG,
+        exp_stat_sn: 0,
+        data_sn: 0,
+        buffer_offset: 0,
+        data: Bytes::from_static(b"x"),
+    });
+    let r = reject_of(&mut c, d, RejectReason::DATA_DIGEST_ERROR);
+    c.send(r).await.unwrap();
+    assert!(!h.is_finished());
+    // ... its CHECK CONDITION, PROTOCOL SERVICE CRC ERROR does (§7.8), and
+    // the initiator issues the write again as a new command.
+    let r = c.response(first.itt, 2, &crc_error_sense(), None);
+    c.send(r).await.unwrap();
+    let again = c.recv_command().await.unwrap();
+    assert_eq!(again.cmd_sn, first.cmd_sn.wrapping_add(1), "a new command");
+    assert_eq!((&again.cdb, &again.data), (&first.cdb, &first.data));
+    c.complete_good(again.itt).await.unwrap();
+    let r = join(h).await.unwrap();
+    assert_eq!(r.status, 0, "the caller sees the write succeed");
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+}
+
+#[tokio::test]
+async fn crc_error_retries_are_bounded() {
+    let (_t, s, mut c) = open(FakeTargetConfig::default(), |_| {}).await;
+    let (wcdb, wdir) = write_cmd(1, &[1u8; 512]);
+    let h = spawn_cmd(&s, wcdb, wdir);
+    for _ in 0..=proto::session::reject::MAX_CRC_RETRIES {
+        let cmd = c.recv_command().await.unwrap();
+        let r = c.response(cmd.itt, 2, &crc_error_sense(), None);
+        c.send(r).await.unwrap();
+    }
+    let r = join(h).await.unwrap();
+    assert_eq!(r.status, 2, "the last CHECK CONDITION is reported");
+    let sense = r.sense.expect("sense");
+    assert_eq!(sense.asc, Asc::PROTOCOL_SERVICE_CRC_ERROR);
+    let extra = tokio::time::timeout(Duration::from_millis(300), c.recv_raw()).await;
+    assert!(extra.is_err(), "no fifth attempt: {extra:?}");
+}
+
+#[tokio::test]
+async fn a_command_rejected_again_and_again_recovers_the_session() {
+    let (mut t, s, mut c) = open(FakeTargetConfig::default(), |_| {}).await;
+    let mut ev = s.events();
+    let data = [0x77u8; 512];
+    let (wcdb, wdir) = write_cmd(5, &data);
+    let h = spawn_cmd(&s, wcdb, wdir);
+    for _ in 0..=proto::session::reject::MAX_CRC_RETRIES {
+        let cmd = c.recv_command().await.unwrap();
+        c.exp_cmd_sn = cmd.cmd_sn;
+        let r = reject_of(
+            &mut c,
+            Pdu::ScsiCommand(cmd),
+            RejectReason::DATA_DIGEST_ERROR,
+        );
+        c.send(r).await.unwrap();
+    }
+    // The gap cannot be plugged: session recovery clears it and the write
+    // goes out on the new connection.
+    wait_event(&mut ev, "Recovering", |e| {
+        matches!(e, SessionEvent::Recovering(_))
+    })
+    .await;
+    let mut c2 = t.accept().await.expect("reconnect");
+    let cmd = c2.recv_command().await.unwrap();
+    assert_eq!(&cmd.data[..], &data[..]);
+    c2.complete_good(cmd.itt).await.unwrap();
+    assert_eq!(join(h).await.unwrap().status, 0);
 }

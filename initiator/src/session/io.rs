@@ -212,6 +212,7 @@ mod tests {
             next_r2t_sn: R2tSn::new(0),
             deadline: Instant::now(),
             aborting: false,
+            crc_retries: 0,
         };
         let data = take_data(&mut t, &pool);
         assert_eq!(&data[..], &[7u8; 1000][..]);

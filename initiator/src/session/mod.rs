@@ -58,6 +58,7 @@ use proto::pdu::{LogoutReason, TmfFunction, TmfResponse};
 use proto::scsi::sense::{Sense, SenseKey};
 use proto::scsi::Status;
 use proto::serial::CmdSn;
+use proto::session::reject::{is_protocol_crc_error, MAX_CRC_RETRIES};
 use tokio::sync::{broadcast, oneshot, Notify};
 
 use crate::connection::{self, Established, LoginSpec, Negotiated};
@@ -371,7 +372,10 @@ impl Session {
 
     /// Issue one SCSI command and wait for its outcome, whatever the status.
     /// Transport failures are recovered transparently (within the recovery
-    /// timeout); the error cases are iSCSI-level failures.
+    /// timeout); the error cases are iSCSI-level failures. A command whose
+    /// data the target lost to a digest error (CHECK CONDITION, PROTOCOL
+    /// SERVICE CRC ERROR, nothing written: RFC 7143 §7.8) is issued again,
+    /// up to `proto::session::reject::MAX_CRC_RETRIES` times.
     pub async fn execute_raw(&self, lun: u64, cdb: &[u8], dir: DataDirection) -> Result<RawResult> {
         if cdb.is_empty() || cdb.len() > 16 {
             return Err(Error::Usage(format!(
@@ -379,6 +383,25 @@ impl Session {
                 cdb.len()
             )));
         }
+        let mut retries = 0;
+        loop {
+            let r = self.submit(lun, cdb, dir.clone()).await?;
+            if retries < MAX_CRC_RETRIES && is_protocol_crc_error(r.status, r.sense.as_ref()) {
+                retries += 1;
+                tracing::warn!(
+                    lun,
+                    opcode = cdb[0],
+                    attempt = retries,
+                    "command's data lost to a digest error (nothing written); issuing it again"
+                );
+                continue;
+            }
+            return Ok(r);
+        }
+    }
+
+    /// Queue one command and wait for its outcome.
+    async fn submit(&self, lun: u64, cdb: &[u8], dir: DataDirection) -> Result<RawResult> {
         let (tx, rx) = oneshot::channel();
         {
             let inner = self.inner();

@@ -13,9 +13,10 @@ use proto::pdu::{
 };
 use proto::scsi::sense::Sense;
 use proto::session::data_out::{check_r2t, data_out_pdus, DataOutTarget};
+use proto::session::reject::{self, RejectAction};
 
 use super::io::take_data;
-use super::state::{lock, pdu_name, Control, Inner, State};
+use super::state::{issue, lock, pdu_name, unsolicited_limits, Control, Inner, State};
 use super::{DataDirection, RawResult, SessionEvent};
 use crate::error::{Error, Result};
 
@@ -53,7 +54,7 @@ impl Inner {
                 self.on_async(epoch, m);
                 return Ok(());
             }
-            Pdu::Reject(r) => self.on_reject(&mut st, r),
+            Pdu::Reject(r) => self.on_reject(&mut st, ci, r)?,
             Pdu::TextResponse(_) => {}
             other => {
                 return Err(Error::Protocol(format!(
@@ -258,17 +259,70 @@ impl Inner {
         }
     }
 
-    fn on_reject(&self, st: &mut State, r: Reject) {
-        tracing::warn!(reason = ?r.reason, itt = ?r.rejected_itt(), "target rejected a PDU");
-        if let Some(itt) = r.rejected_itt() {
-            if st.tasks.contains_key(&itt) {
+    /// RFC 7143 §7.3, §7.8: what a Reject means is `proto`'s rule
+    /// ([`reject::on_reject`]); a command lost to a data digest error is
+    /// sent again, a Data-Out's task waits for its response.
+    fn on_reject(&self, st: &mut State, ci: usize, r: Reject) -> Result<()> {
+        let action = reject::on_reject(&r);
+        tracing::warn!(reason = ?r.reason, itt = ?r.rejected_itt(), ?action, "target rejected a PDU");
+        match action {
+            RejectAction::RetryCommand { itt } => return self.retry_command(st, ci, itt),
+            RejectAction::FailCommand { itt } => {
                 self.finish(st, itt, Err(Error::Rejected(format!("{:?}", r.reason))));
-            } else if let Some(Control::Ping { conn, .. }) = st.control.remove(&itt) {
-                if let Some(c) = st.conns.get_mut(conn) {
-                    c.ping_outstanding = false;
+            }
+            // The target ends the task with a response (a CRC error one is
+            // issued again by `Session::execute_raw`); the command timeout
+            // bounds the wait.
+            RejectAction::AwaitResponse { .. } => {}
+            RejectAction::Other => {
+                if let Some(itt) = r.rejected_itt() {
+                    if let Some(Control::Ping { conn, .. }) = st.control.remove(&itt) {
+                        if let Some(c) = st.conns.get_mut(conn) {
+                            c.ping_outstanding = false;
+                        }
+                    }
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Send a command the target discarded for a data digest error again,
+    /// unchanged: same ITT and CmdSN, on the connection it was issued on
+    /// (RFC 7143 §7.2.1, §7.3 "the initiator MUST plug the CmdSN gap").
+    /// After `MAX_CRC_RETRIES` the connection fails: session recovery
+    /// clears the gap and issues the command anew.
+    fn retry_command(&self, st: &mut State, ci: usize, itt: u32) -> Result<()> {
+        let limits = unsolicited_limits(st, ci);
+        let timeout = self.cfg.command_timeout;
+        let Some(t) = st.tasks.get_mut(&itt) else {
+            return Ok(());
+        };
+        if t.conn != ci {
+            return Err(Error::Protocol(format!(
+                "Reject of ITT {itt:#x} on connection {ci}, command was issued on {}",
+                t.conn
+            )));
+        }
+        if t.crc_retries >= reject::MAX_CRC_RETRIES {
+            return Err(Error::Protocol(format!(
+                "command ITT {itt:#x} lost to data digest errors {} times; \
+                 recovering the session (check the network path for corruption)",
+                t.crc_retries + 1
+            )));
+        }
+        t.crc_retries += 1;
+        t.deadline = Instant::now() + timeout;
+        tracing::warn!(
+            itt,
+            cmd_sn = t.cmd_sn.get(),
+            attempt = t.crc_retries,
+            "command discarded by the target for a data digest error; sending it again"
+        );
+        if let Some(conn) = st.conns.get(ci) {
+            issue(conn, &t.p, itt, t.cmd_sn, limits);
+        }
+        Ok(())
     }
 
     fn on_async(self: &Arc<Self>, epoch: u64, m: AsyncMessage) {

@@ -61,6 +61,9 @@ pub(super) struct Issued {
     pub(super) next_r2t_sn: R2tSn,
     pub(super) deadline: Instant,
     pub(super) aborting: bool,
+    /// Times the command PDU was sent again after a data digest Reject
+    /// (`proto::session::reject`, bounded by `MAX_CRC_RETRIES`).
+    pub(super) crc_retries: u32,
 }
 
 pub(super) enum Control {
@@ -236,12 +239,7 @@ impl Inner {
             };
             let Some(p) = st.queue.pop_front() else { break };
             let itt = st.alloc_itt();
-            let limits = UnsolicitedLimits {
-                immediate_data: st.neg.immediate_data,
-                initial_r2t: st.neg.initial_r2t,
-                first_burst_length: st.neg.first_burst_length,
-                max_send_data_segment_length: st.conns[ci].max_send_dsl,
-            };
+            let limits = unsolicited_limits(st, ci);
             let conn = &mut st.conns[ci];
             issue(conn, &p, itt, cmd_sn, limits);
             conn.in_flight += 1;
@@ -265,6 +263,7 @@ impl Inner {
                     next_r2t_sn: R2tSn::new(0),
                     deadline: Instant::now() + self.cfg.command_timeout,
                     aborting: false,
+                    crc_retries: 0,
                 },
             );
         }
@@ -307,9 +306,21 @@ impl Inner {
     }
 }
 
+/// The unsolicited-data limits of connection `ci` (RFC 7143 §13.10-13.14).
+pub(super) fn unsolicited_limits(st: &State, ci: usize) -> UnsolicitedLimits {
+    UnsolicitedLimits {
+        immediate_data: st.neg.immediate_data,
+        initial_r2t: st.neg.initial_r2t,
+        first_burst_length: st.neg.first_burst_length,
+        max_send_data_segment_length: st.conns.get(ci).map_or(512, |c| c.max_send_dsl),
+    }
+}
+
 /// Queue a command's PDUs on its connection: the SCSI Command with its
 /// immediate data, then any unsolicited Data-Out (RFC 7143 §13.10-13.14).
-fn issue(conn: &Conn, p: &Pending, itt: u32, cmd_sn: CmdSn, limits: UnsolicitedLimits) {
+/// Also used to send a command again, unchanged, to plug the CmdSN gap a
+/// data digest Reject left (RFC 7143 §7.2.1, §7.3).
+pub(super) fn issue(conn: &Conn, p: &Pending, itt: u32, cmd_sn: CmdSn, limits: UnsolicitedLimits) {
     let (read, write, edtl) = match &p.dir {
         DataDirection::None => (false, false, 0u32),
         DataDirection::Read(n) => (true, false, *n),

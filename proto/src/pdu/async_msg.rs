@@ -183,6 +183,12 @@ impl Reject {
         let b = self.data.get(16..20)?;
         Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
+
+    /// The opcode of the rejected PDU, read from the carried header.
+    pub fn rejected_opcode(&self) -> Option<super::Opcode> {
+        let b = self.data.first()?;
+        Some(super::Opcode(b & super::bhs::OPCODE_MASK))
+    }
 }
 
 impl Body for Reject {

@@ -9,6 +9,7 @@
 //! | [`data_in`] | Data-In segmentation, phase collapse, residuals (target); Data-In checks (initiator) | §11.4.5, §11.7 |
 //! | [`collector`] | write data collection: immediate/unsolicited data, R2T issue, DataSN/offset checks (target) | §11.7, §11.8, §13.10-14 |
 //! | [`data_out`] | unsolicited plan, Data-Out segmentation, R2T checks (initiator) | §11.7, §11.8, §13.10-14 |
+//! | [`reject`] | the initiator's answer to a Reject; retrying after a transport CRC error | §7.3, §7.8, §11.17.1 |
 //! | [`target`] | the target's connection core: `handle_pdu`/`poll_transmit`/`poll_event`/`poll_timeout` over the pieces above | §4.2, §11 |
 //!
 //! No I/O, no clock, no randomness: callers pass PDUs in and send what
@@ -17,6 +18,7 @@
 pub mod collector;
 pub mod data_in;
 pub mod data_out;
+pub mod reject;
 pub mod stamp;
 pub mod tags;
 pub mod target;

@@ -38,8 +38,9 @@ pub struct ServeArgs {
     /// | block:DEVICE[,mode=...] | rbd:POOL/IMAGE[,conf=PATH][,user=NAME]
     /// [,keyring=PATH][,namespace=NS][,timeout=SECS][,shared][,mode=...][,sector=...]
     /// (Ceph RBD; builds with `--features rbd`). SIZE takes K/M/G/T suffixes. Every kind also
-    /// takes `serial=S`, `removable` (virtual removable media) and `sanitize`
-    /// (accept SANITIZE, which erases the whole LUN; off by default).
+    /// takes `serial=S`, `removable` (virtual removable media), `sanitize`
+    /// (accept SANITIZE, which erases the whole LUN; off by default) and
+    /// `control` (control channel on, docs/control-channel.md).
     #[arg(long = "lun", value_name = "SPEC")]
     pub luns: Vec<String>,
     /// Require initiators to authenticate with CHAP as USER:SECRET (repeatable).
@@ -91,6 +92,13 @@ pub struct ServeArgs {
     /// Seconds of idle time before a NOP-In ping (0: never ping).
     #[arg(long = "nop-interval", value_name = "SECS", default_value_t = 30)]
     pub nop_interval: u64,
+    /// Turn the control channel on for every LUN and give EVERY initiator
+    /// the control right (it may SET switches such as io_mode). A demo and
+    /// test convenience: in production turn it on per LUN (`"control":
+    /// true`, `set-lun ... control=on`) and grant the right per initiator
+    /// (`allow IQN --control`). See docs/control-channel.md.
+    #[arg(long)]
+    pub control: bool,
 }
 
 /// A default target name that stays the same across restarts on one host,
@@ -209,13 +217,23 @@ fn serve(args: ServeArgs) -> ExitCode {
         .config
         .as_ref()
         .map(|f| std::path::absolute(f).unwrap_or(f.clone()));
-    let cfg = match loaded {
+    let mut cfg = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("iscsi target serve: {e}");
             return ExitCode::from(2);
         }
     };
+    if args.control {
+        for l in cfg
+            .server
+            .targets
+            .iter_mut()
+            .flat_map(|t| t.luns.iter_mut())
+        {
+            l.control = true;
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -235,6 +253,12 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        if args.control {
+            running.admin.grant_control_to_all();
+            tracing::warn!(
+                "--control: control channel on for every LUN, every initiator may SET switches"
+            );
+        }
         {
             let mut out = std::io::stdout().lock();
             for addr in running.server.local_addrs() {

@@ -154,6 +154,9 @@ pub struct LunConfig {
     /// Accept SANITIZE (SBC-4 §5.30). Off by default: one command from any
     /// logged-in initiator irrevocably erases the whole LU.
     pub sanitize: bool,
+    /// Start with the control channel on (tags in reserved CDB bits, the
+    /// vendor switch command; docs/control-channel.md). Off by default.
+    pub control: bool,
 }
 
 impl LunConfig {
@@ -164,7 +167,7 @@ impl LunConfig {
     /// `rbd:POOL/IMAGE[,conf=PATH][,user=NAME][,keyring=PATH]
     /// [,namespace=NS][,timeout=SECS][,shared]`. `mem` and `null`
     /// also take `sector=` and `mode=`; every kind takes `serial=S`,
-    /// `removable` and `sanitize`.
+    /// `removable`, `sanitize` and `control`.
     pub fn parse_spec(lun: u64, spec: &str) -> Result<LunConfig, ConfigError> {
         let bad = |reason: &str| ConfigError::LunSpec {
             spec: spec.to_string(),
@@ -185,6 +188,7 @@ impl LunConfig {
         let mut serial = None;
         let mut removable = false;
         let mut sanitize = false;
+        let mut control = false;
         let mut rbd = RbdSpec::default();
         for opt in parts {
             let (key, value) = match opt.split_once('=') {
@@ -206,6 +210,7 @@ impl LunConfig {
                 ("thin", None) => thin = true,
                 ("removable", None) => removable = true,
                 ("sanitize", None) => sanitize = true,
+                ("control", None) => control = true,
                 ("serial", Some(v)) if !v.is_empty() => serial = Some(v.to_string()),
                 ("conf", Some(v)) if kind == "rbd" && !v.is_empty() => {
                     rbd.conf = Some(PathBuf::from(v))
@@ -285,6 +290,7 @@ impl LunConfig {
             serial,
             removable,
             sanitize,
+            control,
         };
         lc.validate()?;
         Ok(lc)
@@ -458,6 +464,9 @@ pub struct InitiatorConfig {
     /// credentials towards it (when not set, the target-wide `outgoing`
     /// applies: it is the target's own identity).
     pub auth: Option<AuthConfig>,
+    /// The control right: this initiator may SET control-channel switches
+    /// (vendor command C7h). Off by default.
+    pub control: bool,
 }
 
 /// One iSCSI target (a name, its LUNs and who may use them).
@@ -792,6 +801,7 @@ mod tests {
             InitiatorConfig {
                 luns: Some(vec![0]),
                 auth: None,
+                control: false,
             },
         );
         assert!(
@@ -805,6 +815,7 @@ mod tests {
             InitiatorConfig {
                 luns: None,
                 auth: Some(AuthConfig::default()),
+                control: false,
             },
         );
         assert!(c.validate().is_err(), "own CHAP without an account");
@@ -837,6 +848,7 @@ mod tests {
                     incoming: vec![cred("a:a-own-secret-1")],
                     outgoing: None,
                 }),
+                control: false,
             },
         );
         t.initiators.insert(
@@ -847,6 +859,7 @@ mod tests {
                     incoming: vec![cred("b:b-own-secret-1")],
                     outgoing: Some(cred("tgt-b:b-mutual-secret")),
                 }),
+                control: false,
             },
         );
         // Own incoming accounts replace the target-wide ones (any case of

@@ -336,6 +336,9 @@ pub struct LunEntry {
     /// Accept SANITIZE, which erases the whole LUN (default false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sanitize: bool,
+    /// Control channel on (docs/control-channel.md; default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub control: bool,
 }
 
 /// Ceph client settings of an rbd LUN.
@@ -376,6 +379,9 @@ pub struct AclEntry {
     /// Credentials for this initiator, replacing the target-wide ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chap: Option<ChapEntry>,
+    /// The control right: may SET control-channel switches (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub control: bool,
 }
 
 /// Session parameters (RFC 7143 §13 keys and the target's own limits).
@@ -937,6 +943,7 @@ pub fn lun_to_runtime(path: &str, l: &LunEntry) -> Result<(LunConfig, LunExt), F
             serial: l.serial.clone(),
             removable: l.removable,
             sanitize: l.sanitize,
+            control: l.control,
         },
         LunExt {
             comment: l.comment.clone(),
@@ -1097,6 +1104,7 @@ pub fn to_runtime(file: &ConfigFile) -> Result<Loaded, FileError> {
             let entry = InitiatorConfig {
                 luns: a.luns.clone(),
                 auth: iauth,
+                control: a.control,
             };
             if entry != InitiatorConfig::default() {
                 initiators.insert(key, entry);
@@ -1219,6 +1227,7 @@ pub fn lun_entry(l: &LunConfig, e: Option<&LunExt>) -> LunEntry {
         product: e.and_then(|e| e.product.clone()),
         removable: l.removable,
         sanitize: l.sanitize,
+        control: l.control,
     }
 }
 
@@ -1274,6 +1283,7 @@ pub fn target_entry(t: &TargetConfig, e: Option<&TargetExt>) -> TargetEntry {
                     initiator: ini.clone(),
                     luns: a.and_then(|a| a.luns.clone()),
                     chap: a.and_then(|a| a.auth.as_ref()).and_then(chap_entry),
+                    control: a.is_some_and(|a| a.control),
                 }
             })
             .collect(),

@@ -83,6 +83,12 @@ pub fn lun_access(t: &TargetConfig) -> LunAccess {
                 (ini.to_ascii_lowercase(), mask)
             })
             .collect(),
+        control: t
+            .initiators
+            .iter()
+            .filter(|(_, i)| i.control)
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .collect(),
     }
 }
 
@@ -131,6 +137,7 @@ pub fn lu_config(target: &str, l: &LunConfig) -> Result<LuConfig, String> {
     c.thin = thin;
     c.removable = l.removable;
     c.sanitize = l.sanitize;
+    c.control = l.control;
     let seed = format!("{target}/{ident}/{lun}");
     if let Some(s) = &l.serial {
         crate::scsi::lu::check_serial(s).map_err(|e| format!("LUN {}: {e}", l.lun))?;
@@ -256,6 +263,7 @@ mod tests {
             InitiatorConfig {
                 luns: Some(vec![0]),
                 auth: None,
+                control: false,
             },
         );
         t

@@ -119,12 +119,18 @@ pub enum AdminCmd {
         #[command(flatten)]
         o: AdminOpts,
     },
-    /// Change a LUN's IO mode (wb, wt, ro) and/or size (shrinking needs --force).
+    /// Change a LUN's IO mode (wb, wt, ro), size (shrinking needs --force)
+    /// and/or control channel (`control=on|off`, docs/control-channel.md).
     SetLun {
         #[command(flatten)]
         t: TargetOpt,
         #[arg(long)]
         lun: u64,
+        /// Settings as KEY=VALUE: `control=on` or `control=off` turns the
+        /// LUN's control channel (tagged I/O, vendor switch command C7h) on
+        /// or off at once; `save` keeps it.
+        #[arg(value_name = "KEY=VALUE")]
+        settings: Vec<String>,
         /// wb, wt or ro.
         #[arg(long, value_parser = ["wb", "wt", "ro"])]
         mode: Option<String>,
@@ -168,6 +174,13 @@ pub enum AdminCmd {
         /// Target credentials for mutual CHAP with this initiator.
         #[arg(long, value_name = "USER:SECRET", requires = "chap")]
         mutual_chap: Option<String>,
+        /// Grant the control right: it may SET control-channel switches
+        /// (vendor command C7h; docs/control-channel.md).
+        #[arg(long, conflicts_with = "no_control")]
+        control: bool,
+        /// Take the control right away.
+        #[arg(long)]
+        no_control: bool,
         #[command(flatten)]
         o: AdminOpts,
     },
@@ -284,11 +297,20 @@ fn exec(cmd: AdminCmd) -> (&'static str, Result<(), Fail>) {
         AdminCmd::SetLun {
             t,
             lun,
+            settings,
             mode,
             size,
             force,
             o,
-        } => ("set-lun", verbs::set_lun(&t, lun, mode, size, force, &o)),
+        } => {
+            let change = verbs::LunChange {
+                mode,
+                size,
+                force,
+                settings,
+            };
+            ("set-lun", verbs::set_lun(&t, lun, change, &o))
+        }
         AdminCmd::AddPortal { portal, t, tpgt, o } => {
             ("add-portal", verbs::add_portal(portal, &t, tpgt, &o))
         }
@@ -299,6 +321,8 @@ fn exec(cmd: AdminCmd) -> (&'static str, Result<(), Fail>) {
             all_luns,
             chap,
             mutual_chap,
+            control,
+            no_control,
             o,
         } => {
             let g = Grant {
@@ -306,6 +330,7 @@ fn exec(cmd: AdminCmd) -> (&'static str, Result<(), Fail>) {
                 all_luns,
                 chap,
                 mutual_chap,
+                control: (control || no_control).then_some(control),
             };
             ("allow", verbs::allow(initiator, &t, g, &o))
         }
@@ -407,12 +432,14 @@ mod tests {
                     ..IoStats::default()
                 }),
                 backend_info: None,
+                control: Default::default(),
             }],
             acl: vec![AclInfo {
                 initiator: "iqn.2024-01.org.example:h".into(),
                 luns: Some(vec![0]),
                 chap_users: vec!["h".into()],
                 mutual_user: None,
+                control: false,
             }],
             chap_users: vec![],
             mutual_user: None,

@@ -133,6 +133,9 @@ fn render_target(t: &TargetInfo) -> String {
             if !a.chap_users.is_empty() {
                 extra.push(format!("CHAP user {}", a.chap_users.join(",")));
             }
+            if a.control {
+                extra.push("control right".into());
+            }
             out.push_str(&format!(
                 "    {}{}\n",
                 a.initiator,
@@ -178,6 +181,9 @@ fn render_target(t: &TargetInfo) -> String {
         for l in &t.luns {
             if let Some(info) = &l.backend_info {
                 out.push_str(&backend_info_line(l.lun, info));
+            }
+            if l.control.enabled {
+                out.push_str(&control_lines(l.lun, &l.control));
             }
         }
     }
@@ -245,6 +251,50 @@ pub(super) fn render_show(show: &ShowResult) -> String {
 
 /// One line of what a backend reports about itself (rbd: image, size,
 /// features, lock, monitors).
+/// The control channel of one LUN: tags that were used or have a policy,
+/// and the last few tagged commands.
+fn control_lines(lun: u64, c: &iscsi_target::scsi::control::ControlSnapshot) -> String {
+    let tags: Vec<String> = c
+        .tags
+        .iter()
+        .filter(|(_, t)| t.commands > 0 || t.policy != "log")
+        .map(|(n, t)| {
+            format!(
+                "tag {n} {}: {} cmds, {}{}",
+                t.policy,
+                t.commands,
+                human_size(t.bytes),
+                if t.rejected > 0 {
+                    format!(", {} rejected", t.rejected)
+                } else {
+                    String::new()
+                }
+            )
+        })
+        .collect();
+    let mut out = format!(
+        "  LUN {lun} control channel on, trace {}; {}\n",
+        if c.trace { "on" } else { "off" },
+        if tags.is_empty() {
+            "no tagged commands".to_string()
+        } else {
+            tags.join("; ")
+        }
+    );
+    for e in c.recent.iter().rev().take(5) {
+        out.push_str(&format!(
+            "    {} tag {} {} LBA {} x{} from {}\n",
+            e.time_ms,
+            e.tag,
+            if e.write { "WRITE" } else { "READ" },
+            e.lba,
+            e.blocks,
+            e.initiator
+        ));
+    }
+    out
+}
+
 fn backend_info_line(lun: u64, info: &serde_json::Value) -> String {
     let Some(m) = info.as_object() else {
         return String::new();

@@ -94,27 +94,55 @@ pub(super) fn remove_lun(t: &TargetOpt, lun: u64, force: bool, o: &AdminOpts) ->
     })
 }
 
-pub(super) fn set_lun(
-    t: &TargetOpt,
-    lun: u64,
-    mode: Option<String>,
-    size: Option<String>,
-    force: bool,
-    o: &AdminOpts,
-) -> Result<(), Fail> {
-    if mode.is_none() && size.is_none() {
-        return Err(Fail::Usage("give --mode and/or --size".into()));
+/// What `set-lun` changes.
+pub(super) struct LunChange {
+    pub mode: Option<String>,
+    pub size: Option<String>,
+    pub force: bool,
+    /// KEY=VALUE settings (`control=on|off`).
+    pub settings: Vec<String>,
+}
+
+/// `control=on|off` from the KEY=VALUE settings of `set-lun`.
+fn control_setting(settings: &[String]) -> Result<Option<bool>, Fail> {
+    let mut control = None;
+    for kv in settings {
+        control = Some(match kv.split_once('=') {
+            Some(("control", "on")) => true,
+            Some(("control", "off")) => false,
+            _ => {
+                return Err(Fail::Usage(format!(
+                    "unknown setting {kv:?}: use control=on or control=off (and --mode, --size)"
+                )))
+            }
+        });
+    }
+    Ok(control)
+}
+
+pub(super) fn set_lun(t: &TargetOpt, lun: u64, c: LunChange, o: &AdminOpts) -> Result<(), Fail> {
+    let control = control_setting(&c.settings)?;
+    if c.mode.is_none() && c.size.is_none() && control.is_none() {
+        return Err(Fail::Usage(
+            "give --mode, --size and/or control=on|off".into(),
+        ));
     }
     let req = Request::SetLun {
         target: target_of(o, t)?,
         lun,
-        mode,
-        size,
-        force,
+        mode: c.mode,
+        size: c.size,
+        force: c.force,
+        control,
     };
     send(o, &req, |v| {
+        let control = match v["control"].as_bool() {
+            Some(true) => ", control channel on",
+            Some(false) => ", control channel off",
+            None => "",
+        };
         println!(
-            "LUN {} of {}: mode {}, {}",
+            "LUN {} of {}: mode {}, {}{control}",
             v["lun"],
             s(v, "target"),
             s(v, "mode"),
@@ -150,6 +178,8 @@ pub(super) struct Grant {
     pub all_luns: bool,
     pub chap: Option<String>,
     pub mutual_chap: Option<String>,
+    /// Grant (Some(true)) or take away the control right.
+    pub control: Option<bool>,
 }
 
 pub(super) fn allow(initiator: String, t: &TargetOpt, g: Grant, o: &AdminOpts) -> Result<(), Fail> {
@@ -170,14 +200,20 @@ pub(super) fn allow(initiator: String, t: &TargetOpt, g: Grant, o: &AdminOpts) -
         all_luns: g.all_luns,
         chap,
         mutual_chap,
+        control: g.control,
     };
     send(o, &req, |v| {
         let luns = match v["luns"].as_array() {
             Some(a) => format!("LUNs {}", join(a.iter().map(|n| n.to_string()), ",")),
             None => "all LUNs".to_string(),
         };
+        let control = if v["control"] == true {
+            ", control right"
+        } else {
+            ""
+        };
         println!(
-            "allowed {} on {} ({luns})",
+            "allowed {} on {} ({luns}{control})",
             s(v, "initiator"),
             s(v, "target")
         )

@@ -120,6 +120,13 @@ pub const SA_LIST: u8 = 0x00;
 pub const SA_GET: u8 = 0x01;
 pub const SA_SET: u8 = 0x02;
 
+/// CDB USAGE DATA of the vendor command (REPORT SUPPORTED OPERATION CODES,
+/// SPC-5 §6.35.3) on a LUN with the channel on.
+pub const CTL_USAGE: [u8; 16] = [
+    CTL_OPCODE, 0x1F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    0xFF,
+];
+
 const NAME_AT: usize = 3;
 const LEN_AT: usize = 14;
 const LIST_HEADER: usize = 8;

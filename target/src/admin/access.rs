@@ -100,10 +100,10 @@ impl Admin {
         strict: bool,
         target: &str,
         initiator: &str,
-        luns: Option<Vec<u64>>,
-        all_luns: bool,
+        (luns, all_luns): (Option<Vec<u64>>, bool),
         chap: Option<Account>,
         mutual: Option<Account>,
+        control: Option<bool>,
     ) -> Outcome {
         let rt = self.target(target)?;
         let lenient = matches!(
@@ -175,6 +175,9 @@ impl Admin {
             if auth.is_some() {
                 entry.auth = auth;
             }
+            if let Some(on) = control {
+                entry.control = on;
+            }
             let now = entry.clone();
             if now == InitiatorConfig::default() {
                 c.initiators.remove(&key);
@@ -211,6 +214,7 @@ impl Admin {
             "initiator": initiator,
             "luns": now.luns,
             "chap_users": now.auth.as_ref().map(|a| users(a).0).unwrap_or_default(),
+            "control": now.control,
             "warnings": warnings,
         }))
     }

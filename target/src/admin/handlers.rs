@@ -171,7 +171,21 @@ impl Admin {
                 mode,
                 size,
                 force,
-            } => self.set_lun(&mut st, &target, lun, mode, size, force).await,
+                control,
+            } => match control {
+                Some(on) if mode.is_none() && size.is_none() => {
+                    self.set_lun_control(&target, lun, on)
+                }
+                Some(on) => {
+                    let mut v = self
+                        .set_lun(&mut st, &target, lun, mode, size, force)
+                        .await?;
+                    self.set_lun_control(&target, lun, on)?;
+                    v["control"] = Value::Bool(on);
+                    Ok(v)
+                }
+                None => self.set_lun(&mut st, &target, lun, mode, size, force).await,
+            },
             Request::AddPortal {
                 target,
                 portal,
@@ -184,14 +198,15 @@ impl Admin {
                 all_luns,
                 chap,
                 mutual_chap,
+                control,
             } => self.allow(
                 st.ext.strict_names,
                 &target,
                 &initiator,
-                luns,
-                all_luns,
+                (luns, all_luns),
                 chap,
                 mutual_chap,
+                control,
             ),
             Request::Deny {
                 target,
@@ -322,6 +337,7 @@ impl Admin {
                             in_use,
                             io,
                             backend_info: lu.cfg.backend.info(),
+                            control: lu.control.snapshot(),
                         }
                     }
                     // Configured but not in the device server: cannot
@@ -342,6 +358,7 @@ impl Admin {
                         in_use: false,
                         io,
                         backend_info: None,
+                        control: Default::default(),
                     },
                 }
             })
@@ -360,6 +377,7 @@ impl Admin {
                     luns: a.and_then(|a| a.luns.clone()),
                     chap_users,
                     mutual_user,
+                    control: a.is_some_and(|a| a.control),
                 }
             })
             .collect();

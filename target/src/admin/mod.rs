@@ -19,6 +19,7 @@
 //! configuration file, atomically ([`crate::config_file::save_atomic`]).
 
 mod access;
+mod control;
 mod handlers;
 pub mod protocol;
 pub mod server;

@@ -113,6 +113,9 @@ pub enum Request {
         size: Option<String>,
         #[serde(default)]
         force: bool,
+        /// Turn the LUN's control channel on or off (docs/control-channel.md).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        control: Option<bool>,
     },
     /// Export a target through one more portal (binding it if needed).
     AddPortal {
@@ -138,6 +141,10 @@ pub enum Request {
         /// Target credentials for mutual CHAP with this initiator.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mutual_chap: Option<Account>,
+        /// Grant (true) or take away (false) the control right: SET of
+        /// control-channel switches (absent: leave it as it is).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        control: Option<bool>,
     },
     /// Remove an initiator from a target's ACL. Removing the last entry
     /// opens the target to every initiator, so it needs `allow_any`.
@@ -291,6 +298,9 @@ pub struct LunInfo {
     /// monitors, lock).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_info: Option<serde_json::Value>,
+    /// The control channel: state, per-tag counters, recent tagged commands.
+    #[serde(default)]
+    pub control: crate::scsi::control::ControlSnapshot,
 }
 
 /// Per-LUN I/O counters since the LUN was created.
@@ -312,6 +322,9 @@ pub struct AclInfo {
     pub luns: Option<Vec<u64>>,
     pub chap_users: Vec<String>,
     pub mutual_user: Option<String>,
+    /// The control right (may SET control-channel switches).
+    #[serde(default)]
+    pub control: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -187,12 +187,17 @@ fn truncate(mut v: Vec<u8>, alloc: usize) -> Bytes {
 }
 
 pub(super) async fn execute(srv: &DeviceServer, nexus: &Nexus, mut req: ScsiRequest) -> ScsiResult {
-    let parsed = Command::parse(&req.cdb);
     let op = req.cdb.first().copied().unwrap_or(0);
     // A LU the nexus may not access (LUN masking) is, for it, a LUN with
     // no logical unit.
     let Some(lu) = srv.lu_for(nexus, req.lun) else {
-        return no_lu(srv, nexus, &req, parsed);
+        return no_lu(srv, nexus, &req, Command::parse(&req.cdb));
+    };
+    // Control channel on: the tag comes off before the standard checks.
+    let tagged = lu.control.untag(&req.cdb);
+    let parsed = match &tagged {
+        Some((_, plain)) => Command::parse(plain),
+        None => Command::parse(&req.cdb),
     };
     let parsed = parsed.and_then(|c| enabled(&lu, c));
     let d_sense = {
@@ -215,6 +220,16 @@ pub(super) async fn execute(srv: &DeviceServer, nexus: &Nexus, mut req: ScsiRequ
         }
         d
     };
+    if lu.control.trace() {
+        tracing::info!(target: "iscsi_target::trace", lun = lu.cfg.lun, initiator = nexus.initiator_name(),
+            cdb = format!("{:02x?}", &req.cdb[..]), data_out = req.data_out.len(), "command");
+    }
+    if op == proto::scsi::control::CTL_OPCODE && lu.control.enabled() {
+        return match super::control::switches::execute(srv, &lu, nexus, &req) {
+            Ok(data) => ScsiResult::good(data),
+            Err(s) => ScsiResult::check(&s, d_sense),
+        };
+    }
     let cmd = match parsed {
         Ok(c) => c,
         Err(e) => {
@@ -255,6 +270,17 @@ pub(super) async fn execute(srv: &DeviceServer, nexus: &Nexus, mut req: ScsiRequ
             r.transfer_length = tl;
             return r;
         }
+    };
+    let cmd = match tagged {
+        Some((tag, _)) => match super::control::tags::apply(&lu, nexus, tag, op, cmd).await {
+            Ok(c) => c,
+            Err(s) => {
+                let mut r = ScsiResult::check(&s, d_sense);
+                r.transfer_length = tl;
+                return r;
+            }
+        },
+        None => cmd,
     };
     let mut ctx = Ctx {
         srv,

@@ -48,6 +48,9 @@ pub struct LuConfig {
     /// off, REPORT SUPPORTED OPERATION CODES does not list it and the CDB
     /// gets INVALID COMMAND OPERATION CODE, as on a device without it.
     pub sanitize: bool,
+    /// The control channel starts on (tags decoded, vendor command C7h
+    /// answered; see [`super::control`]). Off by default.
+    pub control: bool,
     /// Seed of the unit serial number (e.g. target name + backing path).
     /// The same seed always gives the same serial.
     pub serial_seed: String,
@@ -74,6 +77,7 @@ impl LuConfig {
             thin: false,
             removable: false,
             sanitize: false,
+            control: false,
             serial_seed: format!("lun{lun}"),
             serial: None,
             wwn_seed: format!("lun{lun}"),
@@ -253,6 +257,8 @@ pub struct LogicalUnit {
     pub naa: [u8; 16],
     state: Mutex<LuState>,
     pub(crate) locks: RangeLocks,
+    /// The control channel (issue #12).
+    pub control: super::control::ControlState,
     /// The backend size last seen by the device server, to notice a
     /// capacity changed from outside (an RBD image resized by `rbd`).
     seen_size: std::sync::atomic::AtomicU64,
@@ -294,12 +300,14 @@ impl LogicalUnit {
             copy_results: HashMap::new(),
         };
         let seen_size = std::sync::atomic::AtomicU64::new(cfg.backend.size());
+        let control = super::control::ControlState::new(cfg.control);
         Self {
             cfg,
             serial,
             naa,
             state: Mutex::new(state),
             locks: RangeLocks::default(),
+            control,
             seen_size,
         }
     }

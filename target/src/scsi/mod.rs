@@ -34,6 +34,7 @@
 //! Opt-in per LU ([`LuConfig`]): SANITIZE (`sanitize`, since one command
 //! erases the whole LU) and a removable medium (`removable`).
 
+pub mod control;
 mod exec;
 pub mod lu;
 pub mod pr;
@@ -80,6 +81,9 @@ pub struct LunAccess {
     /// By lower-case initiator name: `None` every LUN, `Some(set)` only
     /// those LUN numbers.
     pub initiators: HashMap<String, Option<BTreeSet<u16>>>,
+    /// Lower-case names of the initiators with the control right (they may
+    /// SET control-channel switches; see [`control`]).
+    pub control: HashSet<String>,
 }
 
 impl LunAccess {
@@ -202,6 +206,9 @@ pub struct DeviceServer {
     luns: RwLock<BTreeMap<u16, Arc<LogicalUnit>>>,
     /// LUN masking: which LUs each initiator may access.
     access: RwLock<LunAccess>,
+    /// Every initiator has the control right (`iscsi target serve
+    /// --control`, a demo and test convenience).
+    control_all: std::sync::atomic::AtomicBool,
     pub limits: Limits,
 }
 
@@ -210,6 +217,7 @@ impl DeviceServer {
         let s = Self {
             luns: RwLock::new(BTreeMap::new()),
             access: RwLock::new(LunAccess::default()),
+            control_all: Default::default(),
             limits: Limits::default(),
         };
         for cfg in luns {
@@ -382,13 +390,59 @@ impl DeviceServer {
 
     /// Changes the I/O mode; MODE PARAMETERS CHANGED to every nexus.
     pub fn set_mode(&self, lun: u16, mode: IoMode) -> Result<(), DeviceError> {
+        self.set_mode_by(lun, mode, None)
+    }
+
+    /// [`DeviceServer::set_mode`] on behalf of `by` (a control-channel
+    /// SET), which gets no unit attention for its own change (SPC-5
+    /// §5.14: the other I_T nexuses are told, as for MODE SELECT).
+    pub fn set_mode_by(
+        &self,
+        lun: u16,
+        mode: IoMode,
+        by: Option<&Nexus>,
+    ) -> Result<(), DeviceError> {
         let lu = self
             .lu(Lun::from_number(lun).0)
             .ok_or(DeviceError::NoSuchLun(lun))?;
         let mut st = lu.state();
         st.mode = mode;
         st.modes.wce = mode == IoMode::WriteBack;
-        st.push_ua_all(Asc::MODE_PARAMETERS_CHANGED, None);
+        st.push_ua_all(Asc::MODE_PARAMETERS_CHANGED, by);
+        Ok(())
+    }
+
+    /// Whether `nexus`'s initiator may SET control-channel switches: the
+    /// control flag of its ACL entry, or every initiator after
+    /// [`DeviceServer::set_control_all`].
+    pub fn has_control_right(&self, nexus: &Nexus) -> bool {
+        self.control_all() || {
+            let name = nexus.initiator_name().to_ascii_lowercase();
+            self.access
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .control
+                .contains(&name)
+        }
+    }
+
+    /// Grants (or stops granting) the control right to every initiator.
+    pub fn set_control_all(&self, on: bool) {
+        self.control_all
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn control_all(&self) -> bool {
+        self.control_all.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Turns the control channel of a LU on or off.
+    pub fn set_control(&self, lun: u16, on: bool) -> Result<(), DeviceError> {
+        let lu = self
+            .lu(Lun::from_number(lun).0)
+            .ok_or(DeviceError::NoSuchLun(lun))?;
+        lu.control.set_enabled(on);
+        tracing::info!(lun, on, "control channel switched");
         Ok(())
     }
 
@@ -422,6 +476,15 @@ impl DeviceServer {
 
     fn data_out_length_of(lu: Option<Arc<LogicalUnit>>, cdb: &[u8]) -> u32 {
         let bs = lu.as_ref().map(|l| l.block_size()).unwrap_or(512);
+        if let Some(l) = lu.as_ref().filter(|l| l.control.enabled()) {
+            if cdb.first() == Some(&proto::scsi::control::CTL_OPCODE) {
+                let n = proto::scsi::control::CtlCommand::param_len(cdb);
+                return u32::try_from(n).unwrap_or(0);
+            }
+            if let Some((_, plain)) = l.control.untag(cdb) {
+                return Self::data_out_length_of(lu.clone(), &plain);
+            }
+        }
         let parsed = proto::scsi::Command::parse(cdb);
         let parsed = match &lu {
             Some(l) => parsed.and_then(|c| exec::enabled(l, c)),

@@ -6,7 +6,7 @@
 use super::{invalid_cdb, invalid_param, param_list_length_error, supported, truncate, Ctx, R};
 use crate::scsi::lu::{IoMode, LogicalUnit};
 use bytes::Bytes;
-use proto::scsi::cdb::{self, Opcode, COMMANDS};
+use proto::scsi::cdb::{Opcode, COMMANDS};
 use proto::scsi::inquiry::{self as inq, vpd, Designator, StandardInquiry};
 use proto::scsi::mode::{self, Caching, Control, ModePage};
 use proto::scsi::{Asc, Sense, SenseKey};
@@ -44,6 +44,9 @@ impl Ctx<'_> {
         ];
         if self.lu.thin() {
             v.push(vpd::LOGICAL_BLOCK_PROVISIONING);
+        }
+        if self.lu.control.enabled() {
+            v.push(proto::scsi::control::CTL_VPD_PAGE);
         }
         v
     }
@@ -137,6 +140,9 @@ impl Ctx<'_> {
                 ..Default::default()
             }
             .encode(),
+            proto::scsi::control::CTL_VPD_PAGE if self.lu.control.enabled() => {
+                crate::scsi::control::switches::vpd_body(self.srv, self.lu, self.nexus)
+            }
             _ => return Err(invalid_cdb(2, None)),
         };
         Ok(truncate(inq::vpd_page(pdt, page_code, &body), alloc))
@@ -338,6 +344,43 @@ impl Ctx<'_> {
 }
 
 /// REPORT SUPPORTED OPERATION CODES (SPC-5 §6.35).
+/// One command as REPORT SUPPORTED OPERATION CODES reports it.
+struct Supported {
+    opcode: Opcode,
+    service_action: Option<u16>,
+    usage: Vec<u8>,
+}
+
+/// The commands `lu` executes with their CDB usage masks: with the control
+/// channel on, READ/WRITE(10/12/16) have the tag bits in their masks and
+/// the vendor command C7h is listed (SPC-5 §6.35: the truth either way).
+fn supported_specs(lu: &LogicalUnit) -> Vec<Supported> {
+    let on = lu.control.enabled();
+    let mut v: Vec<Supported> = COMMANDS
+        .iter()
+        .filter(|c| supported(lu, c))
+        .map(|c| {
+            let mut usage = c.usage.to_vec();
+            if on {
+                proto::scsi::control::widen_usage(&mut usage);
+            }
+            Supported {
+                opcode: c.opcode,
+                service_action: c.service_action,
+                usage,
+            }
+        })
+        .collect();
+    if on {
+        v.push(Supported {
+            opcode: Opcode(proto::scsi::control::CTL_OPCODE),
+            service_action: None,
+            usage: proto::scsi::control::CTL_USAGE.to_vec(),
+        });
+    }
+    v
+}
+
 pub(super) fn report_supported_opcodes(
     lu: &LogicalUnit,
     rctd: bool,
@@ -353,7 +396,7 @@ pub(super) fn report_supported_opcodes(
         v.extend_from_slice(&0u32.to_be_bytes());
         v.extend_from_slice(&60u32.to_be_bytes());
     };
-    let specs: Vec<&cdb::CmdSpec> = COMMANDS.iter().filter(|c| supported(lu, c)).collect();
+    let specs = supported_specs(lu);
     let op = Opcode(opcode);
     let data = match options {
         0 => {
@@ -393,7 +436,7 @@ pub(super) fn report_supported_opcodes(
                 Some(c) => {
                     v[1] = if rctd { 0x80 } else { 0 } | 0x03;
                     v[2..4].copy_from_slice(&(c.usage.len() as u16).to_be_bytes());
-                    v.extend_from_slice(c.usage);
+                    v.extend_from_slice(&c.usage);
                     if rctd {
                         timeouts(&mut v);
                     }

@@ -381,16 +381,14 @@ async fn limit_policy_paces_one_tag_only() {
     let limited = t0.elapsed();
     // 10 commands at 20/s: the 10th starts 450 ms after the first.
     assert!(limited >= Duration::from_millis(440), "{limited:?}");
-    let t1 = Instant::now();
+    // Another tag (policy log) never waits: its wait counter stays 0
+    // (a counter, not wall time, so a loaded machine cannot fail it).
     for i in 0..10 {
         assert_eq!(read(&mut c, i, 1, 4).await.status, 0);
     }
-    assert!(
-        t1.elapsed() < Duration::from_millis(400),
-        "{:?}",
-        t1.elapsed()
-    );
-    assert!(rig.lun0().await.control.tags["5"].delayed_ms >= 400);
+    let tags = rig.lun0().await.control.tags;
+    assert!(tags["5"].delayed_ms > 0, "{:?}", tags["5"]);
+    assert_eq!((tags["4"].commands, tags["4"].delayed_ms), (10, 0));
     rig.stop().await;
 }
 

@@ -24,6 +24,12 @@
 #        FIO=1      also run the fio comparison (ours vs tgtd, DEVICES=iscsi)
 #        FIO_ONLY=1 only the fio comparison;  RUNS (3) fio runs per target;  RUNTIME (4) s per job
 #        OUT        results directory (default: mktemp -d /tmp/vmkern.XXXXXX)
+#
+# The "rbd" scenario (run when Ceph is installed, see scripts/install-deps.sh) starts a
+# single-host Ceph cluster INSIDE the namespace (scripts/ceph-mini.sh; the target there
+# cannot reach the host's loopback), serves its image rbd/test (256 MiB) from a binary
+# built with `--features cli/rbd`, and after the guest's mkfs/fsck/data checks compares
+# what the guest wrote through the kernel initiator with `rbd export` of the image.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GUEST=$ROOT/scripts/vm/kernel-interop.guest.sh
@@ -58,6 +64,7 @@ SCENARIOS=(
   "acl-denied|--lun mem:128M --allow iqn.2024-01.example:someone-else|EXPECT_LOGIN_FAIL=1"
   "conn-drop|--lun file:@WORK@/disk.img,size=128M|SCRIPT=recovery ACTION=conn-drop ROUNDS=2"
   "target-restart|--lun file:@WORK@/disk.img,size=128M|SCRIPT=recovery ACTION=target-restart"
+  "rbd|--lun rbd:rbd/test,conf=@CEPH@|EXPECT_BLOCK=512 EXPECT_BYTES=268435456 MB=16"
   "digests-r2t|--lun mem:256M|MB=16 ISCSI_OPTS=node.conn[0].iscsi.HeaderDigest=CRC32C;node.conn[0].iscsi.DataDigest=CRC32C;node.session.iscsi.InitialR2T=Yes;node.session.iscsi.ImmediateData=No;node.session.iscsi.FirstBurstLength=8192;node.session.iscsi.MaxBurstLength=16384;node.conn[0].iscsi.MaxRecvDataSegmentLength=4096"
 )
 
@@ -66,6 +73,13 @@ if [[ ${1:-} == --list ]]; then
   for s in "${SCENARIOS[@]}"; do echo "${s%%|*}"; done; exit 0
 fi
 WANT=("$@")
+HAVE_CEPH=0
+command -v ceph-mon >/dev/null && [[ -e /usr/include/rbd/librbd.h ]] && HAVE_CEPH=1
+if ((!HAVE_CEPH)); then
+  ((${#WANT[@]})) && [[ " ${WANT[*]} " == *" rbd "* ]] && { log "rbd: Ceph is not installed (scripts/install-deps.sh)"; exit 2; }
+  for i in "${!SCENARIOS[@]}"; do [[ ${SCENARIOS[$i]} == rbd\|* ]] && unset 'SCENARIOS[i]'; done
+  SCENARIOS=("${SCENARIOS[@]}")
+fi
 OUT=${OUT:-$(mktemp -d /tmp/vmkern.XXXXXX)}
 mkdir -p "$OUT"
 SUMMARY=$OUT/summary.txt
@@ -73,8 +87,9 @@ SUMMARY=$OUT/summary.txt
 
 # ---- our binary
 if [[ -z ${ISCSI_BIN:-} ]]; then
-  log "building the target: cargo build --release -p cli"
-  (cd "$ROOT" && cargo build --release -p cli)
+  feat=(); ((HAVE_CEPH)) && feat=(--features rbd)
+  log "building the target: cargo build --release -p cli ${feat[*]}"
+  (cd "$ROOT" && cargo build --release -p cli "${feat[@]}")
   ISCSI_BIN=${CARGO_TARGET_DIR:-$ROOT/build}/release/iscsi
 fi
 [[ -x $ISCSI_BIN ]] || { log "no binary at $ISCSI_BIN"; exit 2; }
@@ -96,9 +111,16 @@ target_stop() {
   wait "$TGT_PID" 2>/dev/null || true
   TGT_PID=
 }
+CEPH_DIRS=()
+ceph_stop() {
+  local d
+  for d in "${CEPH_DIRS[@]}"; do CEPH_MINI_DIR=$d "$ROOT/scripts/ceph-mini.sh" stop --keep >/dev/null 2>&1; done
+  CEPH_DIRS=()
+}
 cleanup() {
   set +e
   target_stop
+  ceph_stop
   tgt_stop
   capture_stop
   ((CREATED_NS)) && "$VM_DIR/netns.sh" down "$NS"
@@ -159,12 +181,39 @@ run_recovery_guest() {
   return $rc
 }
 
+# rbd_export_check WORK: the pattern the guest wrote through the kernel initiator (its
+# sha256 and MiB offsets are on the console) is in the RBD image, read with `rbd export`.
+rbd_export_check() {
+  local work=$1 line want off got bad=0
+  line=$(grep -a -- '--- raw pattern sha256' "$work/console.log" | tail -1 | tr -d '\r')
+  [[ -n $line ]] || { log "rbd: no pattern line on the console"; return 1; }
+  want=$(awk '{print $5}' <<< "$line")
+  ip netns exec "$NS" rbd -c "$work/ceph/ceph.conf" export --no-progress rbd/test "$work/rbd-export.img" >&2 || return 1
+  log "rbd export: $(stat -c %s "$work/rbd-export.img") bytes"
+  for off in $(awk '{for (i = 8; i <= NF; i++) print $i}' <<< "$line"); do
+    got=$(dd if="$work/rbd-export.img" bs=1M skip="$off" count=1 2>/dev/null | sha256sum | cut -d' ' -f1)
+    if [[ $got == "$want" ]]; then log "rbd export: MiB $off holds the guest's pattern"
+    else log "rbd export: MiB $off DIFFERS ($got, want $want)"; bad=1; fi
+  done
+  rm -f "$work/rbd-export.img"
+  return $bad
+}
+
 # ---- functional scenarios
 run_scenario() {
   local spec=$1 name targs genv work rc t0 t1 envs=() kv
   name=${spec%%|*}; spec=${spec#*|}; targs=${spec%%|*}; genv=${spec#*|}
   work=$OUT/$name; mkdir -p "$work"
   targs=${targs//@WORK@/$work}
+  if [[ $targs == *@CEPH@* ]]; then
+    log "$name: starting a Ceph cluster in netns $NS ($work/ceph)"
+    CEPH_DIRS+=("$work/ceph")
+    if ! ip netns exec "$NS" env CEPH_MINI_DIR="$work/ceph" IMAGE_SIZE=256M WAIT_HEALTH=0 \
+        "$ROOT/scripts/ceph-mini.sh" start > "$work/ceph-mini.log" 2>&1; then
+      tail -5 "$work/ceph-mini.log" >&2; echo "$name FAIL(ceph-start) 0" >> "$SUMMARY"; ceph_stop; return 1
+    fi
+    targs=${targs//@CEPH@/$work/ceph/ceph.conf}
+  fi
   set -f   # ISCSI_OPTS holds "[0]": no globbing while splitting
   for kv in $genv; do envs+=(--env "$kv"); done
   log "=== $name: target ${targs}"
@@ -191,6 +240,10 @@ run_scenario() {
   capture_stop
   target_stop
   tgt_stop
+  if [[ $name == rbd ]]; then
+    ((rc == 0)) && { rbd_export_check "$work" || rc=1; }
+    ceph_stop
+  fi
   t1=$(date +%s.%N)
   grep -aE '^\[(step|check|dd)\]|^--- (PASS|discovery|node|session|/dev|asked|host)|FATAL|^  (Header|Data|MaxRecv|MaxXmit|First|MaxBurst|Immediate|InitialR2T)|^    (vendor|write_cache|min_io)' \
     "$work/console.log" | sed "s/^/  [$name] /" >&2 || true

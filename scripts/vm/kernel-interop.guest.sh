@@ -162,6 +162,8 @@ for off in 0 $((LAST / 2)) $LAST; do
   S=$(dd if="$DEV" bs=1M skip=$off count=1 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
   check "O_DIRECT pattern at ${off}MiB" [ "$S" = "$PSUM" ]
 done
+# For host-side checks of the backing store (the rbd scenario compares `rbd export`).
+echo "--- raw pattern sha256 $PSUM at MiB $((LAST / 2)) $LAST"  # MiB 0 later gets the LBA 7 write
 # An unaligned-size odd request: 3 logical blocks at an odd LBA (exercises small transfers).
 dd if=/dev/urandom of=/tmp/small bs="$LBS" count=3 2>/dev/null
 dd if=/tmp/small of="$DEV" bs="$LBS" seek=7 count=3 oflag=direct 2>/dev/null

@@ -9,6 +9,10 @@
 #   multipath  memory LUN behind two portals; the second portal's URL is
 #              given to iscsi-test-cu as the multipath URL
 #   removable  memory LUN presented as removable media (PreventAllow, StartStopUnit)
+#   control    the mem run with the control channel on (`serve --control`:
+#              tag bits decoded, vendor command C7h answered); not in the
+#              default set. Compare with mem: docs/control-channel.md lists
+#              what differs and why.
 #   rbd        a 1 GiB Ceph RBD image (not in the default set: needs CEPH_CONF
 #              and a build with --features cli/rbd)
 #
@@ -120,6 +124,12 @@ for run in "${RUNS[@]}"; do
         run_suite multipath "iscsi://127.0.0.1:$p1/$IQN/0" "iscsi://127.0.0.2:$p2/$IQN/0"
         stop_target
         ;;
+    control)
+        start_target "$TMP/ctl.out" --portal 127.0.0.1:0 --lun mem:1G --control
+        port=$(sed -n 's/^listening on 127.0.0.1:\([0-9]*\)$/\1/p' "$TMP/ctl.out" | head -1)
+        run_suite control "iscsi://127.0.0.1:$port/$IQN/0"
+        stop_target
+        ;;
     removable)
         # The same memory LUN as virtual removable media (RMB=1), which the
         # PreventAllow and StartStopUnit suites need; single path only (see
@@ -143,7 +153,7 @@ for run in "${RUNS[@]}"; do
         rbd -c "$CEPH_CONF" rm --no-progress "$img" >/dev/null 2>&1 || true
         ;;
     *)
-        echo "unknown run $run (mem, file, multipath, removable, rbd)" >&2
+        echo "unknown run $run (mem, file, multipath, removable, control, rbd)" >&2
         exit 2
         ;;
     esac

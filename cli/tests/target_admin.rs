@@ -958,3 +958,77 @@ fn strict_names_flag_governs_allow() {
         }
     }
 }
+
+/// The control channel's admin verbs (docs/control-channel.md):
+/// `set-lun ... control=on|off`, `allow IQN --control`, `show --json`,
+/// `save`; observed by the project's initiator sending tagged WRITE(10)s
+/// and the vendor command C7h.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_channel_verbs() {
+    use proto::scsi::control::{set_tag, CtlCommand};
+    let d = Daemon::start(BASIC);
+    let s = hold(&d.addr, HOLDER).await;
+    drain_ua(&s, 0).await;
+    let mut tagged = write10(4, 1);
+    set_tag(&mut tagged, 6).unwrap();
+    let one = || DataDirection::Write(Bytes::from(vec![9u8; 512]));
+    let set_ro = CtlCommand::Set {
+        name: "io_mode".into(),
+        value: "ro".into(),
+    };
+    let send_set = |s: &Session| {
+        let cdb = set_ro.encode().unwrap();
+        let data = set_ro.data_out().unwrap();
+        let s = s.clone();
+        async move {
+            s.execute_raw(raw(0), &cdb, DataDirection::Write(data))
+                .await
+                .unwrap()
+        }
+    };
+    // Off by default: the tag bits are refused.
+    let r = s.execute_raw(raw(0), &tagged, one()).await.unwrap();
+    assert_eq!(r.sense.unwrap().asc, Asc::INVALID_FIELD_IN_CDB);
+    assert_eq!(
+        d.show()["targets"][0]["luns"][0]["control"]["enabled"],
+        false
+    );
+
+    let r = d.admin_json(&["set-lun", "--lun", "0", "control=on"]);
+    assert_eq!(r["control"], true);
+    let bad = d.admin(&["set-lun", "--lun", "0", "control=yes"]);
+    assert_eq!(code(&bad), 2, "a bad setting is a usage error");
+    for _ in 0..2 {
+        let r = s.execute_raw(raw(0), &tagged, one()).await.unwrap();
+        assert_eq!(r.status, 0, "{:?}", r.sense);
+    }
+    let lun = &d.show()["targets"][0]["luns"][0]["control"];
+    assert_eq!(lun["enabled"], true);
+    assert_eq!(lun["tags"]["6"]["commands"], 2);
+    assert_eq!(lun["tags"]["6"]["bytes"], 1024);
+    assert_eq!(lun["recent"][1]["lba"], 4);
+    assert_eq!(lun["recent"][1]["initiator"], HOLDER);
+
+    // No control right yet (the target has no ACL): SET is ACCESS DENIED.
+    let r = send_set(&s).await;
+    assert_eq!(r.sense.unwrap().asc, Asc::new(0x20, 0x02));
+    assert_eq!(d.show()["targets"][0]["luns"][0]["mode"], "wb");
+    let r = d.admin_json(&["allow", HOLDER, "--control"]);
+    assert_eq!(r["control"], true);
+    assert_eq!(send_set(&s).await.status, 0);
+    assert_eq!(d.show()["targets"][0]["luns"][0]["mode"], "ro");
+    let acl = &d.show()["targets"][0]["acl"][0];
+    assert_eq!(
+        (acl["initiator"].as_str(), &acl["control"]),
+        (Some(HOLDER), &Value::Bool(true))
+    );
+
+    // `save` keeps both settings.
+    d.admin_json(&["save"]);
+    let saved: Value = serde_json::from_slice(&std::fs::read(&d.config).unwrap()).unwrap();
+    assert_eq!(saved["targets"][0]["luns"][0]["control"], true);
+    assert_eq!(saved["targets"][0]["acl"][0]["control"], true);
+    d.admin_json(&["set-lun", "--lun", "0", "control=off"]);
+    let r = s.execute_raw(raw(0), &tagged, one()).await.unwrap();
+    assert_eq!(r.sense.unwrap().asc, Asc::INVALID_FIELD_IN_CDB);
+}

@@ -25,6 +25,10 @@
 #        FIO_ONLY=1 only the fio comparison;  RUNS (3) fio runs per target;  RUNTIME (4) s per job
 #        OUT        results directory (default: mktemp -d /tmp/vmkern.XXXXXX)
 #
+# The "control" scenario serves a LUN with --control and runs scripts/vm/control-channel.guest.sh:
+# sg_raw (copied in from the host) sends the vendor command C7h and a tagged WRITE(10) as
+# docs/control-channel.md shows; the host then checks the per-tag counters (show --json).
+#
 # The "rbd" scenario (run when Ceph is installed, see scripts/install-deps.sh) starts a
 # single-host Ceph cluster INSIDE the namespace (scripts/ceph-mini.sh; the target there
 # cannot reach the host's loopback), serves its image rbd/test (256 MiB) from a binary
@@ -34,6 +38,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GUEST=$ROOT/scripts/vm/kernel-interop.guest.sh
 GUEST_RECOVERY=$ROOT/scripts/vm/kernel-recovery.guest.sh
+GUEST_CONTROL=$ROOT/scripts/vm/control-channel.guest.sh
 if [[ -z ${VM_DIR:-} ]]; then
   for d in "$ROOT/../shared/tools/vm" /work/shared/tools/vm; do
     [[ -x $d/run-guest.sh ]] && { VM_DIR=$(cd "$d" && pwd); break; }
@@ -65,6 +70,7 @@ SCENARIOS=(
   "conn-drop|--lun file:@WORK@/disk.img,size=128M|SCRIPT=recovery ACTION=conn-drop ROUNDS=2"
   "target-restart|--lun file:@WORK@/disk.img,size=128M|SCRIPT=recovery ACTION=target-restart"
   "rbd|--lun rbd:rbd/test,conf=@CEPH@|EXPECT_BLOCK=512 EXPECT_BYTES=268435456 MB=16"
+  "control|--lun mem:64M --control|SCRIPT=control"
   "digests-r2t|--lun mem:256M|MB=16 ISCSI_OPTS=node.conn[0].iscsi.HeaderDigest=CRC32C;node.conn[0].iscsi.DataDigest=CRC32C;node.session.iscsi.InitialR2T=Yes;node.session.iscsi.ImmediateData=No;node.session.iscsi.FirstBurstLength=8192;node.session.iscsi.MaxBurstLength=16384;node.conn[0].iscsi.MaxRecvDataSegmentLength=4096"
 )
 
@@ -181,6 +187,31 @@ run_recovery_guest() {
   return $rc
 }
 
+# ---- control channel (docs/control-channel.md): the guest sends the vendor command and a
+# tagged WRITE(10) with sg_raw, copied in from the host (same Debian release as the guest);
+# then the host reads the target's per-tag counters through the admin socket.
+run_control_guest() {
+  local work=$1 rc lib show; shift
+  lib=$(ldd /usr/bin/sg_raw | awk '/libsgutils2/ { print $3 }')
+  [[ -n $lib ]] || { log "control: sg3-utils not installed on the host (apt-get install sg3-utils)"; return 2; }
+  "$VM_DIR/run-guest.sh" --netns "$NS" --timeout "${TIMEOUT:-240}" -q --log "$work/console.log" \
+    --file /usr/bin/sg_raw:/usr/bin/sg_raw --file "$(readlink -f "$lib"):/vmtest/${lib##*/}" \
+    --env PORTAL=10.0.2.100:3260 --env IQN="$IQN" "$@" "$GUEST_CONTROL"
+  rc=$?
+  show=$("$ISCSI_BIN" target show --json --admin-socket "$work/admin.sock") || return 1
+  echo "$show" > "$work/show.json"
+  python3 - "$work/show.json" <<'PY' >&2 || rc=1
+import json, sys
+lun = json.load(open(sys.argv[1]))["targets"][0]["luns"][0]
+t6 = lun["control"]["tags"]["6"]
+print(f"--- host: tag 6 {t6}; mode {lun['mode']}; flushes {lun['io']['flush_ops']}")
+assert t6["commands"] == 1 and t6["bytes"] == 512 and t6["forced_fua"] == 1, t6
+assert lun["control"]["recent"][-1]["lba"] == 8, lun["control"]["recent"]
+print("--- host: PASS control counters")
+PY
+  return $rc
+}
+
 # rbd_export_check WORK: the pattern the guest wrote through the kernel initiator (its
 # sha256 and MiB offsets are on the console) is in the RBD image, read with `rbd export`.
 rbd_export_check() {
@@ -231,6 +262,8 @@ run_scenario() {
   set +e
   if [[ " $genv " == *" SCRIPT=recovery "* ]]; then
     run_recovery_guest "$work" "$targs" "${envs[@]}"
+  elif [[ " $genv " == *" SCRIPT=control "* ]]; then
+    run_control_guest "$work" "${envs[@]}"
   else
     "$VM_DIR/run-guest.sh" --netns "$NS" --timeout "${TIMEOUT:-240}" -q --log "$work/console.log" \
       --env PORTAL=10.0.2.100:3260 --env IQN="$IQN" "${envs[@]}" "$GUEST"

@@ -3,7 +3,7 @@
 //! a vendor VPD page that advertises both. Both ends use these definitions;
 //! docs/control-channel.md is the user-facing description.
 //!
-//! # Tag bits (SBC-4 §5.15/5.16, READ and WRITE)
+//! # Tag bits (SBC-4 READ and WRITE commands)
 //!
 //! A tag is 3 bits, 1..=7 (0 = untagged), carried where SBC-4 leaves room:
 //!
@@ -33,7 +33,7 @@
 //!   definitions of the DLD2 bit, the DLD1 bit, and the DLD0 bit"), and byte
 //!   1 bit 0 is DLD2. A Linux initiator with CDL enabled sets those bits, so
 //!   a tag there would be misread. The tag goes in the CONTROL byte instead
-//!   (SAM-5 §5.2 / SPC-5 §4.2.5.1): bits 7-6 are VENDOR SPECIFIC, defined by
+//!   (the CONTROL byte of SAM-5 / SPC-5): bits 7-6 are VENDOR SPECIFIC, defined by
 //!   the standard for exactly this kind of private use, and bit 5 is the top
 //!   reserved bit next to them. NACA (bit 2) is left alone.
 //!
@@ -57,10 +57,10 @@
 //! The CDB has no room for both a 16-bit length and a CONTROL byte after an
 //! 11-byte name, and the name matters more (`tag7.policy` is 11 bytes), so
 //! the length takes bytes 14-15 and the command has no CONTROL byte (it is
-//! vendor specific, SPC-5 §4.2.5.1 allows any layout for C0h-FFh). SET's
+//! vendor specific: SPC-5 leaves the layout of operation codes C0h-FFh to the vendor). SET's
 //! value travels as Data-Out parameter data: PARAMETER LIST LENGTH bytes of
 //! ASCII (1..=[`MAX_VALUE_LEN`]), no terminator. LIST and GET answer with the
-//! switch list below, truncated to ALLOCATION LENGTH (SPC-5 §4.2.5.6).
+//! switch list below, truncated to ALLOCATION LENGTH (SPC-5 allocation length rules).
 //!
 //! # Switch list (Data-In of LIST and GET)
 //!
@@ -104,7 +104,7 @@ pub const MAX_TAG: u8 = 7;
 /// Operation code of the vendor control command (SPC-5: C0h-FFh are vendor
 /// specific).
 pub const CTL_OPCODE: u8 = 0xC7;
-/// Vendor VPD page code (SPC-5 §7.7.1: C0h-FFh are vendor specific).
+/// Vendor VPD page code (SPC-5: VPD page codes C0h-FFh are vendor specific).
 pub const CTL_VPD_PAGE: u8 = 0xC7;
 /// Layout version carried in the CDB, the switch list and the VPD page.
 pub const CTL_VERSION: u8 = 1;

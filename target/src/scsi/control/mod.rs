@@ -2,14 +2,14 @@
 //! `proto::scsi::control`, the user guide docs/control-channel.md).
 //!
 //! Per logical unit, off by default. Off, the tag bits stay reserved
-//! (`Command::parse` refuses them with INVALID FIELD IN CDB, SPC-5 §4.2.5)
+//! (`Command::parse` refuses them with INVALID FIELD IN CDB)
 //! and the vendor operation code C7h is INVALID COMMAND OPERATION CODE,
 //! exactly as on a LUN without the feature. On:
 //!
 //! - [`tags`]: READ/WRITE(10/12/16) CDBs carrying a tag are counted per tag
 //!   (commands, bytes), remembered in a bounded ring of [`RING_LEN`] recent
 //!   tagged commands, and handled by the tag's [`Policy`]: `log`, `fua`
-//!   (the write is durable before status, SBC-4 §5.x FUA semantics),
+//!   (the write is durable before status, as with FUA = 1),
 //!   `reject` (CHECK CONDITION, ILLEGAL REQUEST, ASC 80h ASCQ = tag), or
 //!   `limit:N` (at most N commands per second for that tag on that LUN:
 //!   commands over the rate wait before they run).

@@ -68,6 +68,13 @@ pub struct ServeArgs {
     /// Default: the OUI Linux software targets use.
     #[arg(long = "company-id", value_name = "OUI")]
     pub company_id: Option<String>,
+    /// Directory where each LUN keeps its SCSI persistent reservations
+    /// while an initiator asked for them to survive restarts (APTPL=1, as
+    /// Windows failover clusters do). Default with --config: beside the
+    /// file, in FILE.pr-state/; without --config and without this flag,
+    /// APTPL is not offered (such requests are refused).
+    #[arg(long = "pr-state-dir", value_name = "DIR")]
+    pub pr_state_dir: Option<std::path::PathBuf>,
     /// Log level or tracing filter (error, warn, info, debug, trace, or e.g.
     /// "iscsi_target=debug").
     #[arg(long = "log", value_name = "LEVEL", default_value = "info")]
@@ -211,6 +218,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     // Strict names also govern ACL entries added through the admin API.
     let loaded = loaded.map(|mut l| {
         l.ext.strict_names |= args.strict_names;
+        if let Some(d) = &args.pr_state_dir {
+            l.ext.pr_state_dir = Some(std::path::absolute(d).unwrap_or(d.clone()));
+        }
         l
     });
     let config_file = args

@@ -438,6 +438,10 @@ pub struct Extensions {
     /// default is [`crate::scsi::lu::DEFAULT_COMPANY_ID`].
     pub company_id: Option<u32>,
     pub targets: BTreeMap<String, TargetExt>,
+    /// Where logical units keep their persistent reservations across
+    /// restarts (APTPL). Not a file key: `--pr-state-dir`, else
+    /// [`crate::admin::launch`] puts it beside the configuration file.
+    pub pr_state_dir: Option<PathBuf>,
 }
 
 /// Per-target extensions.

@@ -54,6 +54,7 @@ pub fn build(t: &TargetConfig) -> Result<Device, (u64, String)> {
     }
     let d = DeviceServer::new(luns)
         .map_err(|e| (t.luns.first().map(|l| l.lun).unwrap_or(0), e.to_string()))?;
+    d.set_target(&t.name, t.portal_groups.iter().map(|g| g.tpgt));
     apply_acl(&d, t);
     Ok(d)
 }
@@ -223,12 +224,7 @@ pub async fn nexus_gone(d: &Device, n: &Nexus) {
 /// Build the nexus names (SAM-5 §4.6.6, RFC 7143 §4.4.2): initiator port
 /// "<initiator name>,i,0x<ISID>", target port "<target name>,t,0x<TPGT>".
 pub fn nexus(initiator: &str, isid: [u8; 6], target: &str, tpgt: u16) -> Nexus {
-    let isid_hex: String = isid.iter().map(|b| format!("{b:02x}")).collect();
-    Nexus {
-        initiator_port: format!("{initiator},i,0x{isid_hex}"),
-        target_port: format!("{target},t,0x{tpgt:04x}"),
-        relative_target_port: tpgt,
-    }
+    Nexus::new(initiator, isid, target, tpgt)
 }
 
 #[cfg(test)]

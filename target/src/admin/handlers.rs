@@ -503,6 +503,7 @@ impl Admin {
             limits,
         };
         let device = crate::device::build(&cfg).map_err(|(_, e)| failed(e))?;
+        device.set_pr_state_dir(st.ext.pr_state_dir.clone());
         let rt = Arc::new(TargetRuntime {
             name: name.clone(),
             config: std::sync::RwLock::new(cfg),
@@ -589,6 +590,9 @@ impl Admin {
                     portals: vec![bound],
                 }),
             }
+            // A new portal group is a new relative target port.
+            rt.device
+                .set_target(&c.name, c.portal_groups.iter().map(|g| g.tpgt));
         }
         Ok(json!({"target": rt.name, "portal": bound.to_string(), "tpgt": tpgt}))
     }

@@ -165,15 +165,32 @@ pub(crate) fn build_lu(
     ))
 }
 
+/// Where persistent reservations are kept (APTPL) when the target runs
+/// from `config_file` and no state directory was given: beside it, in
+/// `<file name>.pr-state/` (`target.json` → `target.json.pr-state/`).
+pub fn default_pr_state_dir(config_file: &std::path::Path) -> PathBuf {
+    let name = config_file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "target".into());
+    config_file.with_file_name(format!("{name}.pr-state"))
+}
+
 /// Start a server for `loaded` and the admin state that manages it.
 ///
 /// Every backend is opened before any portal is bound, so a bad LUN stops
 /// start-up with nothing listening. `config_file` is where `save` writes.
+/// Persistent reservations persist (APTPL) in `loaded.ext.pr_state_dir`,
+/// else in [`default_pr_state_dir`] of `config_file`; with neither, APTPL
+/// is not offered (PTPL_C = 0).
 pub async fn launch(
-    loaded: Loaded,
+    mut loaded: Loaded,
     config_file: Option<PathBuf>,
 ) -> Result<(Server, Arc<Admin>), LaunchError> {
     loaded.server.validate().map_err(ServerError::from)?;
+    if loaded.ext.pr_state_dir.is_none() {
+        loaded.ext.pr_state_dir = config_file.as_deref().map(default_pr_state_dir);
+    }
     let mut built = Vec::new();
     for t in &loaded.server.targets {
         let text = loaded.ext.target(&t.name);
@@ -204,9 +221,13 @@ pub async fn launch(
         .filter(|(asked, _)| asked.port() == 0)
         .map(|(asked, bound)| (bound, asked))
         .collect();
+    for rt in shared.all_targets() {
+        rt.device.set_pr_state_dir(loaded.ext.pr_state_dir.clone());
+    }
     let mut luns = HashMap::new();
     for (name, lc, lu, handle) in built {
         let added = match shared.target(&name) {
+            // Restores the LU's saved reservations (a small file read).
             Some(rt) => rt.device.add_lun(lu).map(|_| rt).map_err(|e| e.to_string()),
             None => Err("target vanished during start-up".to_string()),
         };

@@ -543,7 +543,7 @@ impl Ctx<'_> {
                 scope,
                 pr_type,
                 param_len,
-            } => self.prout(service_action, scope, pr_type, param_len),
+            } => self.prout(service_action, scope, pr_type, param_len).await,
             ReportSupportedOpcodes {
                 rctd,
                 options,

@@ -262,6 +262,12 @@ pub struct LogicalUnit {
     /// The backend size last seen by the device server, to notice a
     /// capacity changed from outside (an RBD image resized by `rbd`).
     seen_size: std::sync::atomic::AtomicU64,
+    /// Where APTPL state is saved (`None`: APTPL not supported, PTPL_C 0).
+    pub(crate) pr_store: Option<super::pr::persist::PrStore>,
+    /// Serializes PERSISTENT RESERVE OUT on this LU, so that the state is
+    /// saved and committed in command order without holding the state lock
+    /// across the file write.
+    pub(crate) pr_lock: tokio::sync::Mutex<()>,
 }
 
 impl LuState {
@@ -309,7 +315,41 @@ impl LogicalUnit {
             locks: RangeLocks::default(),
             control,
             seen_size,
+            pr_store: None,
+            pr_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Gives the LU a place for its APTPL state (in `dir`, named after the
+    /// target and LUN) and restores what was saved there. Blocking. An
+    /// unreadable or inconsistent file is an error, never a guess.
+    pub fn with_pr_state(mut self, dir: &std::path::Path, target: &str) -> Result<Self, String> {
+        use super::pr::persist::{Load, PrStore};
+        let store = PrStore::new(dir, target, self.cfg.lun, &self.naa);
+        match store.load()? {
+            Load::None => {}
+            Load::State(r) => {
+                tracing::info!(
+                    lun = self.cfg.lun,
+                    registrations = r.registrations.len(),
+                    reserved = r.reservation.is_some(),
+                    file = %store.path.display(),
+                    "persistent reservations restored (APTPL)"
+                );
+                self.state().res = r;
+            }
+            Load::Foreign(naa) => tracing::warn!(
+                lun = self.cfg.lun,
+                file = %store.path.display(),
+                saved_for = naa,
+                this_lu = store.naa,
+                "saved persistent reservations belong to another logical unit (the LUN's \
+                 backing store changed): not applied; they are replaced at the next \
+                 PERSISTENT RESERVE OUT with APTPL"
+            ),
+        }
+        self.pr_store = Some(store);
+        Ok(self)
     }
 
     pub fn state(&self) -> MutexGuard<'_, LuState> {

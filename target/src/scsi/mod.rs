@@ -25,11 +25,15 @@
 //! UNIT NOT SUPPORTED. A policy change raises REPORTED LUNS DATA HAS
 //! CHANGED on the I_T nexuses whose inventory changed.
 //!
+//! Persistent reservations ([`pr`]) persist through a restart (APTPL)
+//! when the transport gives the device server a state directory
+//! ([`DeviceServer::set_pr_state_dir`]); REGISTER AND MOVE needs the
+//! target's relative port identifiers ([`DeviceServer::set_target`]).
+//!
 //! Not implemented, on purpose: protection information (PI fields are
-//! rejected), ACA (NACA = 1 is rejected), REGISTER AND MOVE, ALL_TG_PT and
-//! SPEC_I_PT, APTPL persistence, saved mode pages (SAVING PARAMETERS NOT
-//! SUPPORTED), EXTENDED COPY other than LID1 block-to-block between LUs of
-//! this target.
+//! rejected), ACA (NACA = 1 is rejected), ALL_TG_PT and SPEC_I_PT, saved
+//! mode pages (SAVING PARAMETERS NOT SUPPORTED), EXTENDED COPY other than
+//! LID1 block-to-block between LUs of this target.
 //!
 //! Opt-in per LU ([`LuConfig`]): SANITIZE (`sanitize`, since one command
 //! erases the whole LU) and a removable medium (`removable`).
@@ -61,6 +65,28 @@ pub struct Nexus {
 }
 
 impl Nexus {
+    /// The nexus names (SAM-5 §4.6.6, RFC 7143 §4.4.2): initiator port
+    /// "<initiator name>,i,0x<ISID>", target port "<target name>,t,0x<TPGT>";
+    /// the relative target port identifier is the TPGT. Names are case
+    /// folded (RFC 7143 §4.2.7.2: iSCSI names are case-insensitive), so one
+    /// initiator port is one nexus whatever case it logs in with or a
+    /// TransportID names it in.
+    pub fn new(initiator: &str, isid: [u8; 6], target: &str, tpgt: u16) -> Self {
+        let isid_hex: String = isid.iter().map(|b| format!("{b:02x}")).collect();
+        Nexus {
+            initiator_port: format!("{},i,0x{isid_hex}", initiator.to_lowercase()),
+            target_port: format!("{},t,0x{tpgt:04x}", target.to_lowercase()),
+            relative_target_port: tpgt,
+        }
+    }
+
+    /// The target's iSCSI name: the target port name up to ",t,0x".
+    pub fn target_name(&self) -> &str {
+        self.target_port
+            .rsplit_once(",t,0x")
+            .map_or(&self.target_port, |(n, _)| n)
+    }
+
     /// The initiator's iSCSI name: the initiator port name up to its
     /// ",i,0x<ISID>" suffix (RFC 7143 §4.4.2; iSCSI names hold no comma).
     pub fn initiator_name(&self) -> &str {
@@ -173,6 +199,12 @@ pub enum DeviceError {
     BadBlockSize(u32),
     #[error("backend: {0}")]
     Backend(#[from] crate::backend::BackendError),
+    /// The saved persistent-reservation state (APTPL) cannot be used.
+    #[error(
+        "saved persistent reservations of LUN {lun}: {reason}; fix or remove the file to \
+         start the LUN without them"
+    )]
+    PrState { lun: u16, reason: String },
 }
 
 /// Limits reported in the Block Limits VPD page and enforced.
@@ -200,6 +232,17 @@ impl Default for Limits {
     }
 }
 
+/// What the device server knows of the SCSI target device around it.
+#[derive(Clone, Debug, Default)]
+struct TargetInfo {
+    /// The target's name (names the APTPL state files).
+    name: Option<String>,
+    /// Relative target port identifiers (the TPGTs of its portal groups).
+    ports: BTreeSet<u16>,
+    /// Where logical units keep their APTPL state; `None`: no APTPL.
+    pr_state_dir: Option<std::path::PathBuf>,
+}
+
 /// The SCSI target device: a set of logical units.
 #[derive(Debug)]
 pub struct DeviceServer {
@@ -209,6 +252,7 @@ pub struct DeviceServer {
     /// Every initiator has the control right (`iscsi target serve
     /// --control`, a demo and test convenience).
     control_all: std::sync::atomic::AtomicBool,
+    target: RwLock<TargetInfo>,
     pub limits: Limits,
 }
 
@@ -218,6 +262,7 @@ impl DeviceServer {
             luns: RwLock::new(BTreeMap::new()),
             access: RwLock::new(LunAccess::default()),
             control_all: Default::default(),
+            target: RwLock::new(TargetInfo::default()),
             limits: Limits::default(),
         };
         for cfg in luns {
@@ -233,13 +278,61 @@ impl DeviceServer {
         if cfg.block_size != 512 && cfg.block_size != 4096 {
             return Err(DeviceError::BadBlockSize(cfg.block_size));
         }
-        let mut m = self.luns.write().unwrap_or_else(|e| e.into_inner());
-        if m.contains_key(&cfg.lun) {
+        if self.lu(Lun::from_number(cfg.lun).0).is_some() {
             return Err(DeviceError::LunExists(cfg.lun));
         }
-        let lu = Arc::new(LogicalUnit::new(cfg));
-        m.insert(lu.cfg.lun, lu.clone());
+        let lun = cfg.lun;
+        let mut lu = LogicalUnit::new(cfg);
+        let t = self.target_info();
+        if let (Some(dir), Some(name)) = (&t.pr_state_dir, &t.name) {
+            lu = lu
+                .with_pr_state(dir, name)
+                .map_err(|reason| DeviceError::PrState { lun, reason })?;
+        }
+        let lu = Arc::new(lu);
+        let mut m = self.luns.write().unwrap_or_else(|e| e.into_inner());
+        if m.contains_key(&lun) {
+            return Err(DeviceError::LunExists(lun));
+        }
+        m.insert(lun, lu.clone());
         Ok(lu)
+    }
+
+    fn target_info(&self) -> TargetInfo {
+        self.target
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The target around this device server: its name and the relative
+    /// target port identifiers (TPGTs) REGISTER AND MOVE may name. Call
+    /// again when portal groups change.
+    pub fn set_target(&self, name: &str, ports: impl IntoIterator<Item = u16>) {
+        let mut t = self.target.write().unwrap_or_else(|e| e.into_inner());
+        t.name = Some(name.to_string());
+        t.ports = ports.into_iter().collect();
+    }
+
+    /// Where logical units added from now on keep their APTPL state (one
+    /// file each, see [`pr::persist`]); they restore it when added.
+    /// `None` (the default): APTPL = 1 is refused and PTPL_C is 0.
+    pub fn set_pr_state_dir(&self, dir: Option<std::path::PathBuf>) {
+        self.target
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .pr_state_dir = dir;
+    }
+
+    /// Whether `rtpi` is a relative target port identifier of this target
+    /// (without a configured target: only the port `nexus` came through).
+    pub(crate) fn has_target_port(&self, rtpi: u16, nexus: &Nexus) -> bool {
+        let t = self.target.read().unwrap_or_else(|e| e.into_inner());
+        if t.ports.is_empty() {
+            rtpi == nexus.relative_target_port
+        } else {
+            t.ports.contains(&rtpi)
+        }
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<LogicalUnit>> {

@@ -2,6 +2,20 @@
 //! reservations (SPC-5 §5.13 and §6.15/§6.16), as pure state machines over
 //! an I_T nexus identity. The device server keeps one [`Reservations`] per
 //! logical unit behind its state lock.
+//!
+//! - [`moving`]: REGISTER AND MOVE; [`transport_id`]: iSCSI TransportIDs.
+//! - [`persist`]: APTPL (SPC-5 §5.14.5 "Persistent reservations and power
+//!   loss"): the state saved atomically to a file per logical unit while
+//!   the last APTPL bit received was one, and restored at start.
+//!
+//! Not done, on purpose: ALL_TG_PT and SPEC_I_PT (refused as INVALID FIELD
+//! IN PARAMETER LIST, and REPORT CAPABILITIES says so), REPLACE LOST
+//! RESERVATION, and Compatible Reservation Handling (an SPC-2 reservation
+//! and a persistent one exclude each other, CRH = 0).
+
+pub mod moving;
+pub mod persist;
+pub mod transport_id;
 
 use super::Nexus;
 use proto::scsi::{Asc, Sense};
@@ -61,13 +75,17 @@ pub enum ProutError {
 }
 
 /// All reservation state of one logical unit.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Reservations {
     /// SPC-2 RESERVE(6)/(10) holder.
     pub legacy: Option<Nexus>,
     pub generation: u32,
     pub registrations: Vec<Registration>,
     pub reservation: Option<Persistent>,
+    /// The last APTPL bit of a successful REGISTER, REGISTER AND IGNORE
+    /// EXISTING KEY or REGISTER AND MOVE (SPC-5 §5.14.5): registrations
+    /// and reservation survive a restart while it is set (PTPL_A).
+    pub aptpl: bool,
 }
 
 /// PERSISTENT RESERVE OUT parameter list (SPC-5 §6.16.3), 24 bytes.
@@ -105,6 +123,16 @@ impl ProutParams {
 }
 
 impl Reservations {
+    /// Takes the persistent-reservation state of `next` (a copy a PROUT
+    /// was applied to), leaving the SPC-2 holder alone: RESERVE(6)/(10)
+    /// and nexus loss may have changed it meanwhile.
+    pub fn commit(&mut self, next: Reservations) {
+        self.generation = next.generation;
+        self.registrations = next.registrations;
+        self.reservation = next.reservation;
+        self.aptpl = next.aptpl;
+    }
+
     fn key_of(&self, n: &Nexus) -> Option<u64> {
         self.registrations
             .iter()
@@ -244,6 +272,7 @@ impl Reservations {
                                 nexus: n.clone(),
                                 key: p.sa_key,
                             });
+                            self.aptpl = p.aptpl;
                         }
                         self.generation = self.generation.wrapping_add(1);
                         Ok(vec![])
@@ -253,6 +282,7 @@ impl Reservations {
                             return Err(ProutError::Conflict);
                         }
                         self.generation = self.generation.wrapping_add(1);
+                        self.aptpl = p.aptpl;
                         if p.sa_key == 0 {
                             Ok(self.unregister(n))
                         } else {
@@ -441,14 +471,16 @@ impl Reservations {
         b
     }
 
-    /// PRIN REPORT CAPABILITIES (SPC-5 §6.15.4): no CRH, SIP_C, ATP_C or
-    /// PTPL_C; TMV with every type supported.
-    pub fn report_capabilities() -> Vec<u8> {
+    /// PRIN REPORT CAPABILITIES (SPC-5 §6.15.4): no CRH, SIP_C or ATP_C;
+    /// PTPL_C when the logical unit has a place to persist its state,
+    /// PTPL_A when the last APTPL bit received was one; TMV with every
+    /// type supported.
+    pub fn report_capabilities(&self, ptpl_capable: bool) -> Vec<u8> {
         let mut b = vec![0u8; 8];
         b[1] = 8;
-        b[2] = 0x00;
-        b[3] = 0x80; // TMV
-                     // PERSISTENT RESERVATION TYPE MASK: WR_EX_AR EX_AC_RO WR_EX_RO EX_AC WR_EX / EX_AC_AR.
+        b[2] = u8::from(ptpl_capable); // PTPL_C
+        b[3] = 0x80 | u8::from(ptpl_capable && self.aptpl); // TMV, PTPL_A
+                                                            // PERSISTENT RESERVATION TYPE MASK: WR_EX_AR EX_AC_RO WR_EX_RO EX_AC WR_EX / EX_AC_AR.
         b[4] = 0x80 | 0x40 | 0x20 | 0x08 | 0x02;
         b[5] = 0x01;
         b
@@ -460,18 +492,7 @@ impl Reservations {
         b.extend_from_slice(&self.generation.to_be_bytes());
         b.extend_from_slice(&[0; 4]);
         for r in &self.registrations {
-            let mut tid = Vec::new();
-            // iSCSI TransportID, format 01b (name + ",i,0x" + ISID).
-            let name = r.nexus.initiator_port.as_bytes();
-            let mut nm = name.to_vec();
-            nm.push(0);
-            while nm.len() % 4 != 0 {
-                nm.push(0);
-            }
-            tid.push(0x40 | 0x05);
-            tid.push(0);
-            tid.extend_from_slice(&(nm.len() as u16).to_be_bytes());
-            tid.extend_from_slice(&nm);
+            let tid = transport_id::encode(&r.nexus.initiator_port);
             b.extend_from_slice(&r.key.to_be_bytes());
             b.extend_from_slice(&[0; 4]);
             let holder = self.is_holder(&r.nexus);
@@ -495,203 +516,16 @@ impl Reservations {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod tests;
 
-    fn nx(i: u8) -> Nexus {
-        Nexus {
-            initiator_port: format!("iqn.test:i{i},i,0x00023d00000{i}"),
-            target_port: "iqn.test:t,t,0x1".into(),
-            relative_target_port: 1,
-        }
-    }
-
-    fn params(key: u64, sa_key: u64) -> ProutParams {
-        ProutParams {
-            key,
-            sa_key,
-            ..Default::default()
-        }
-    }
-
-    use proto::scsi::cdb::sa;
-
-    fn reg(r: &mut Reservations, n: &Nexus, key: u64) {
-        r.prout(
-            n,
-            sa::PROUT_REGISTER_AND_IGNORE_EXISTING_KEY as u8,
-            0,
-            0,
-            &params(0, key),
-        )
-        .unwrap();
-    }
-
-    /// SPC-5 table 63 for every type: (registered non-holder read, write,
-    /// unregistered read, write) allowed?
-    #[test]
-    fn access_table() {
-        let cases = [
-            (pr_type::EXCLUSIVE_ACCESS, [false, false, false, false]),
-            (pr_type::WRITE_EXCLUSIVE, [true, false, true, false]),
-            (
-                pr_type::EXCLUSIVE_ACCESS_REGISTRANTS_ONLY,
-                [true, true, false, false],
-            ),
-            (
-                pr_type::WRITE_EXCLUSIVE_REGISTRANTS_ONLY,
-                [true, true, true, false],
-            ),
-            (
-                pr_type::EXCLUSIVE_ACCESS_ALL_REGISTRANTS,
-                [true, true, false, false],
-            ),
-            (
-                pr_type::WRITE_EXCLUSIVE_ALL_REGISTRANTS,
-                [true, true, true, false],
-            ),
-        ];
-        for (t, expect) in cases {
-            let mut r = Reservations::default();
-            let (a, b, c) = (nx(1), nx(2), nx(3));
-            reg(&mut r, &a, 1);
-            reg(&mut r, &b, 2);
-            r.prout(&a, sa::PROUT_RESERVE as u8, 0, t, &params(1, 0))
-                .unwrap();
-            assert!(!r.conflicts(&a, Access::Read) && !r.conflicts(&a, Access::Write));
-            let got = [
-                !r.conflicts(&b, Access::Read),
-                !r.conflicts(&b, Access::Write),
-                !r.conflicts(&c, Access::Read),
-                !r.conflicts(&c, Access::Write),
-            ];
-            assert_eq!(got, expect, "type {t}");
-            assert!(!r.conflicts(&c, Access::Always));
-        }
-    }
-
-    #[test]
-    fn register_rules_and_generation() {
-        let mut r = Reservations::default();
-        let a = nx(1);
-        // REGISTER with a non-zero key while unregistered: conflict.
-        assert_eq!(
-            r.prout(&a, 0, 0, 0, &params(5, 6)),
-            Err(ProutError::Conflict)
-        );
-        r.prout(&a, 0, 0, 0, &params(0, 6)).unwrap();
-        assert_eq!(r.generation, 1);
-        // Wrong key.
-        assert_eq!(
-            r.prout(&a, 0, 0, 0, &params(7, 8)),
-            Err(ProutError::Conflict)
-        );
-        r.prout(&a, 0, 0, 0, &params(6, 8)).unwrap();
-        assert_eq!(r.read_keys()[8..16], 8u64.to_be_bytes());
-        r.prout(&a, 0, 0, 0, &params(8, 0)).unwrap();
-        assert!(r.registrations.is_empty());
-        assert_eq!(r.generation, 3);
-        assert_eq!(&r.read_keys()[4..8], &[0, 0, 0, 0]);
-    }
-
-    #[test]
-    fn ownership_on_unregister() {
-        for t in [1u8, 3, 5, 6, 7, 8] {
-            let mut r = Reservations::default();
-            let (a, b) = (nx(1), nx(2));
-            reg(&mut r, &a, 1);
-            reg(&mut r, &b, 2);
-            r.prout(&a, sa::PROUT_RESERVE as u8, 0, t, &params(1, 0))
-                .unwrap();
-            r.prout(&a, 0, 0, 0, &params(1, 0)).unwrap();
-            assert_eq!(
-                r.reservation.is_some(),
-                pr_type::all_registrants(t),
-                "type {t}"
-            );
-        }
-    }
-
-    #[test]
-    fn preempt_removes_registration_and_reports_ua() {
-        let mut r = Reservations::default();
-        let (a, b) = (nx(1), nx(2));
-        reg(&mut r, &a, 1);
-        reg(&mut r, &b, 2);
-        let g = r.generation;
-        let uas = r
-            .prout(&b, sa::PROUT_PREEMPT as u8, 0, 3, &params(2, 1))
-            .unwrap();
-        assert_eq!(uas, vec![(a.clone(), Asc::REGISTRATIONS_PREEMPTED)]);
-        assert_eq!(r.generation, g + 1);
-        assert_eq!(r.registrations.len(), 1);
-        assert_eq!(r.registrations[0].key, 2);
-        // Preempt of a held reservation moves it.
-        reg(&mut r, &a, 1);
-        r.prout(&a, sa::PROUT_RESERVE as u8, 0, 3, &params(1, 0))
-            .unwrap();
-        r.prout(&b, sa::PROUT_PREEMPT as u8, 0, 1, &params(2, 1))
-            .unwrap();
-        assert!(r.is_holder(&b));
-        assert!(!r.is_registered(&a));
-    }
-
-    #[test]
-    fn release_and_clear() {
-        let mut r = Reservations::default();
-        let (a, b) = (nx(1), nx(2));
-        reg(&mut r, &a, 1);
-        reg(&mut r, &b, 2);
-        r.prout(&a, sa::PROUT_RESERVE as u8, 0, 5, &params(1, 0))
-            .unwrap();
-        // Reserve by another while held: conflict.
-        assert_eq!(
-            r.prout(&b, sa::PROUT_RESERVE as u8, 0, 5, &params(2, 0)),
-            Err(ProutError::Conflict)
-        );
-        // Release with the wrong type.
-        assert!(matches!(
-            r.prout(&a, sa::PROUT_RELEASE as u8, 0, 3, &params(1, 0)),
-            Err(ProutError::Check(_))
-        ));
-        let uas = r
-            .prout(&a, sa::PROUT_RELEASE as u8, 0, 5, &params(1, 0))
-            .unwrap();
-        assert_eq!(uas, vec![(b.clone(), Asc::RESERVATIONS_RELEASED)]);
-        r.prout(&a, sa::PROUT_RESERVE as u8, 0, 3, &params(1, 0))
-            .unwrap();
-        let uas = r
-            .prout(&b, sa::PROUT_CLEAR as u8, 0, 0, &params(2, 0))
-            .unwrap();
-        assert_eq!(uas, vec![(a, Asc::RESERVATIONS_PREEMPTED)]);
-        assert!(r.reservation.is_none() && r.registrations.is_empty());
-        assert_eq!(&r.read_reservation()[4..8], &[0, 0, 0, 0]);
-    }
-
-    #[test]
-    fn legacy_reserve() {
-        let mut r = Reservations::default();
-        let (a, b) = (nx(1), nx(2));
-        r.reserve_legacy(&a).unwrap();
-        r.reserve_legacy(&a).unwrap();
-        assert_eq!(r.reserve_legacy(&b), Err(ProutError::Conflict));
-        assert!(r.legacy_conflicts(&b));
-        assert!(!r.legacy_conflicts(&a));
-        r.release_legacy(&b).unwrap();
-        assert!(r.legacy.is_some());
-        r.nexus_lost(&a);
-        assert!(!r.legacy_conflicts(&b));
-    }
-
-    #[test]
-    fn params_round_trip() {
-        let p = ProutParams {
-            key: 1,
-            sa_key: 2,
-            aptpl: true,
-            ..Default::default()
-        };
-        assert_eq!(ProutParams::parse(&p.encode()), Some(p));
-        assert_eq!(ProutParams::parse(&[0; 23]), None);
-    }
+/// I_T nexus number `i` of the unit tests: initiator `i`, ISID ending in
+/// `i`, target port 1.
+#[cfg(test)]
+fn test_nexus(i: u8) -> Nexus {
+    Nexus::new(
+        &format!("iqn.2024-01.org.example:i{i}"),
+        [0x80, 0x12, 0x34, 0x56, 0, i],
+        "iqn.2024-01.org.example:t",
+        1,
+    )
 }

@@ -525,3 +525,35 @@ async fn a_corrupt_state_file_is_a_clear_start_up_error() {
         assert!(e.contains("fix or remove the file"), "{e}");
     }
 }
+
+/// A state that cannot be saved is not granted: the REGISTER with APTPL=1
+/// fails with INSUFFICIENT REGISTRATION RESOURCES and leaves no key.
+#[tokio::test]
+async fn a_failed_save_refuses_the_command_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("pr");
+    let (s, addr) = launch(&state).await.unwrap();
+    // The state directory's place is taken by a regular file.
+    std::fs::write(&state, b"not a directory").unwrap();
+    let mut a = login(addr, A, 1).await;
+    let riek = sa::PROUT_REGISTER_AND_IGNORE_EXISTING_KEY;
+    let r = prout(&mut a, riek, 0, &basic(0, 0xA, true)).await;
+    let sd = sense(&r);
+    assert_eq!(
+        (sd.key, sd.asc),
+        (
+            SenseKey::ILLEGAL_REQUEST,
+            Asc::INSUFFICIENT_REGISTRATION_RESOURCES
+        )
+    );
+    assert!(keys(&prin(&mut a, sa::PRIN_READ_KEYS).await).is_empty());
+    assert_eq!(prin(&mut a, sa::PRIN_REPORT_CAPABILITIES).await[3] & 1, 0);
+    // Without APTPL nothing needs saving: the same REGISTER works.
+    assert_eq!(
+        prout(&mut a, riek, 0, &basic(0, 0xA, false)).await.status,
+        0
+    );
+    assert_eq!(keys(&prin(&mut a, sa::PRIN_READ_KEYS).await), vec![0xA]);
+    drop(a);
+    s.shutdown_with_grace(Duration::from_millis(50)).await;
+}

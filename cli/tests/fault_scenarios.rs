@@ -120,3 +120,76 @@ async fn scenario_corrupt_bytes_toward_target_with_digests() {
     }
     done(r);
 }
+
+/// Poll `f` every 100 ms until it holds or `within` passes.
+async fn wait_for(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    f()
+}
+
+/// MC/S with one network path lost and restored: the proxy carries only
+/// one connection (the other path is down) and one of the two connections
+/// is cut. ErrorRecoveryLevel 0 rebuilds the session with the one
+/// connection it can log in, I/O goes on, and once the path is back the
+/// initiator adds the second connection again, which carries commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcs_lost_connection_is_added_back_when_its_path_returns() {
+    let s = stack(false).await;
+    assert_eq!(s.session.connection_count(), 2);
+    let bs = s.device.block_size() as usize;
+    let io = Duration::from_secs(20);
+    s.proxy.set_max_active(Some(1));
+    s.proxy.cut_after(Direction::ToServer, 0);
+    // The write's connection is cut under it; the session recovers with one.
+    let data = bytes::Bytes::from(vec![0x5au8; 8 * bs]);
+    tokio::time::timeout(io, s.device.write(64, data.clone(), false))
+        .await
+        .expect("write not hung")
+        .expect("write succeeds across the cut");
+    assert!(s.proxy.stats().cut >= 1, "a connection was cut");
+    assert!(
+        wait_for(Duration::from_secs(10), || s.events.recoveries().len() == 1).await,
+        "the session recovered"
+    );
+    assert_eq!(s.session.connection_count(), 1, "one path, one connection");
+    // While the path is down, attempts to add the connection fail and I/O
+    // goes on over the remaining one.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(s.session.connection_count(), 1);
+    assert!(s.proxy.stats().refused >= 2, "{:?}", s.proxy.stats());
+    let got = tokio::time::timeout(io, s.device.read(64, 8))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, data);
+    // The path comes back: the connection is added back.
+    s.proxy.set_max_active(None);
+    assert!(
+        wait_for(Duration::from_secs(20), || s.session.connection_count()
+            == 2)
+        .await,
+        "the second connection was not added back: {:?}",
+        s.session.stats()
+    );
+    let before: Vec<u64> = s.session.stats().iter().map(|c| c.commands).collect();
+    for lba in 0..16u64 {
+        tokio::time::timeout(io, s.device.read(lba * 8, 8))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let after: Vec<u64> = s.session.stats().iter().map(|c| c.commands).collect();
+    assert_eq!(after.len(), 2);
+    assert!(
+        after.iter().zip(&before).all(|(a, b)| a > b),
+        "both connections carry commands: {before:?} -> {after:?}"
+    );
+    assert_eq!(s.session.negotiated().max_connections, 2);
+    assert_eq!(s.events.failures(), 0);
+}

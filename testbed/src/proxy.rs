@@ -13,6 +13,7 @@
 //! | [`Proxy::set_blackhole`] | stall: stop forwarding in that direction without closing; data stays queued (TCP back-pressure), delivery resumes intact when cleared — a network partition that heals |
 //! | [`Proxy::corrupt_at`] | one-shot: XOR the byte at offset `n` (counted from now, across connections) with a mask |
 //! | [`Proxy::set_refuse`] | accept and immediately close new connections (the peer sees a connect followed by EOF) |
+//! | [`Proxy::set_max_active`] | the same for new connections beyond `n` open ones: a path that carries fewer connections than the session wants (MC/S with one network down) |
 //!
 //! [`Proxy::stats`] counts connections and forwarded bytes. Dropping the
 //! proxy closes the listener and every connection.
@@ -164,6 +165,8 @@ struct Shared {
     upstream: SocketAddr,
     dirs: [DirFaults; 2],
     refuse: AtomicBool,
+    /// New connections are refused while this many are open (OFF: no limit).
+    max_active: AtomicU64,
     accepted: AtomicU64,
     refused: AtomicU64,
     active: AtomicU64,
@@ -190,6 +193,7 @@ impl Proxy {
             upstream,
             dirs: [DirFaults::new(), DirFaults::new()],
             refuse: AtomicBool::new(false),
+            max_active: AtomicU64::new(OFF),
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             active: AtomicU64::new(0),
@@ -267,6 +271,13 @@ impl Proxy {
         self.shared.refuse.store(on, Ordering::SeqCst);
     }
 
+    /// Refuse (accept and close at once) new connections while `n` or more
+    /// are open; `None` lifts the limit. Open connections are not touched.
+    pub fn set_max_active(&self, n: Option<u64>) {
+        let v = n.map_or(OFF, |n| n.min(OFF - 1));
+        self.shared.max_active.store(v, Ordering::SeqCst);
+    }
+
     /// Remove every fault (pending one-shots included); open connections
     /// stay open.
     pub fn clear_faults(&self) {
@@ -279,6 +290,7 @@ impl Proxy {
             f.corrupt_at.store(OFF, Ordering::SeqCst);
         }
         self.shared.refuse.store(false, Ordering::SeqCst);
+        self.shared.max_active.store(OFF, Ordering::SeqCst);
     }
 
     /// Current counters.
@@ -312,7 +324,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        if shared.refuse.load(Ordering::SeqCst) {
+        if shared.refuse.load(Ordering::SeqCst)
+            || shared.active.load(Ordering::SeqCst) >= shared.max_active.load(Ordering::SeqCst)
+        {
             shared.refused.fetch_add(1, Ordering::SeqCst);
             drop(client);
             continue;

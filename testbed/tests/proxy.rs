@@ -214,6 +214,22 @@ async fn refuses_new_connections_on_demand() {
 }
 
 #[tokio::test]
+async fn max_active_refuses_only_connections_beyond_the_limit() {
+    let (p, mut c) = setup().await;
+    roundtrip(&mut c, b"first").await;
+    p.set_max_active(Some(1));
+    let mut c2 = TcpStream::connect(p.local_addr()).await.unwrap();
+    let (_, closed) = read_to_close(&mut c2).await;
+    assert!(closed, "a second connection is refused");
+    assert_eq!(p.stats().refused, 1);
+    assert_eq!(roundtrip(&mut c, b"still").await, b"still");
+    p.set_max_active(None);
+    let mut c3 = TcpStream::connect(p.local_addr()).await.unwrap();
+    assert_eq!(roundtrip(&mut c3, b"back").await, b"back");
+    assert_eq!(p.stats().active, 2);
+}
+
+#[tokio::test]
 async fn upstream_down_closes_client() {
     // A port with nothing listening.
     let dead = {

@@ -44,6 +44,7 @@
 
 mod control;
 mod io;
+mod readd;
 mod receive;
 mod recovery;
 mod state;
@@ -547,14 +548,16 @@ fn random_isid() -> [u8; 6] {
     [0x80 | (r[0] & 0x3f), r[1], r[2], r[3], r[4], r[5]]
 }
 
-/// Log in the leading connection and then as many more as requested and
-/// allowed (MC/S), all in one session.
-pub(super) async fn establish(
+/// What logging in connection `cid` of the session (ISID `isid`, TSIH
+/// `tsih`, 0 for a new session) needs.
+pub(super) fn login_spec(
     cfg: &SessionConfig,
     isid: [u8; 6],
+    tsih: u16,
+    cid: u16,
     cmd_sn: u32,
-) -> Result<(Vec<Established>, Negotiated)> {
-    let spec = |cid: u16, tsih: u16, cmd_sn: u32| LoginSpec {
+) -> LoginSpec {
+    LoginSpec {
         portal: cfg.portal.clone(),
         initiator_name: cfg.initiator_name.clone(),
         target_name: Some(cfg.target_name.clone()),
@@ -567,8 +570,19 @@ pub(super) async fn establish(
         max_connections: cfg.connections,
         connect_timeout: cfg.connect_timeout,
         login_timeout: cfg.login_timeout,
-    };
-    let lead = connection::login(&spec(0, 0, cmd_sn)).await?;
+    }
+}
+
+/// Log in the leading connection and then as many more as requested and
+/// allowed (MC/S), all in one session. Only the leading connection must
+/// succeed: one whose path is down is left out (logged) and added back
+/// later by the session's timer (`readd.rs`).
+pub(super) async fn establish(
+    cfg: &SessionConfig,
+    isid: [u8; 6],
+    cmd_sn: u32,
+) -> Result<(Vec<Established>, Negotiated)> {
+    let lead = connection::login(&login_spec(cfg, isid, 0, 0, cmd_sn)).await?;
     let neg = lead.negotiated.clone();
     let tsih = lead.tsih;
     let want = cfg.connections.min(neg.max_connections.max(1));
@@ -582,8 +596,15 @@ pub(super) async fn establish(
     let mut all = vec![lead];
     for cid in 1..want {
         // Login Requests carry the current CmdSN without advancing it.
-        let c = connection::login(&spec(cid, tsih, cmd_sn)).await?;
-        all.push(c);
+        match connection::login(&login_spec(cfg, isid, tsih, cid, cmd_sn)).await {
+            Ok(c) => all.push(c),
+            Err(e) => tracing::warn!(
+                cid,
+                error = %e,
+                "connection could not join the session; going on with {} and retrying later",
+                all.len()
+            ),
+        }
     }
     Ok((all, neg))
 }

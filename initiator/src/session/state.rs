@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::task::AbortHandle;
 
 use super::io::{reader_task, writer_task, BufPool};
+use super::readd::ReAdd;
 use super::{Counters, DataDirection, RawResult, SessionConfig, SessionEvent};
 use crate::connection::{Established, Negotiated};
 use crate::error::Result;
@@ -106,6 +107,8 @@ pub(super) struct State {
     pub(super) window_closed_since: Option<Instant>,
     pub(super) drivers: Vec<AbortHandle>,
     pub(super) recovery: Option<AbortHandle>,
+    /// Adding back connections the session is short of (MC/S).
+    pub(super) readd: ReAdd,
 }
 
 impl State {
@@ -128,6 +131,7 @@ impl State {
             window_closed_since: None,
             drivers: Vec::new(),
             recovery: None,
+            readd: ReAdd::default(),
         }
     }
 
@@ -181,44 +185,14 @@ impl Inner {
         st.conns.clear();
         st.neg = neg;
         let mut last = (st.window.cmd_sn(), st.window.cmd_sn());
-        for (idx, e) in established.into_iter().enumerate() {
+        for e in established {
             st.tsih = e.tsih;
             last = (CmdSn::new(e.exp_cmd_sn), CmdSn::new(e.max_cmd_sn));
-            let (tx, rx) = mpsc::unbounded_channel();
-            let exp_stat_sn_out = Arc::new(AtomicU32::new(e.exp_stat_sn));
-            let counters = self.counters.get(idx).cloned().unwrap_or_default();
-            let max_send_dsl = e.max_send_dsl.max(512);
-            let (reader, writer) = (e.reader, e.writer);
-            let w = tokio::spawn(writer_task(
-                Arc::downgrade(self),
-                epoch,
-                writer,
-                rx,
-                exp_stat_sn_out.clone(),
-                counters.clone(),
-            ));
-            let r = tokio::spawn(reader_task(
-                Arc::downgrade(self),
-                epoch,
-                idx,
-                reader,
-                counters,
-            ));
-            st.drivers.push(w.abort_handle());
-            st.drivers.push(r.abort_handle());
-            st.conns.push(Conn {
-                cid: e.cid,
-                tx,
-                exp_stat_sn: ExpStatSn::new(StatSn::new(e.exp_stat_sn)),
-                exp_stat_sn_out,
-                max_send_dsl,
-                in_flight: 0,
-                last_rx: Instant::now(),
-                ping_outstanding: false,
-            });
+            self.attach(&mut st, epoch, e);
         }
         // The session's next CmdSN is what the target expects.
         st.window.reset(last.0, last.1);
+        st.readd = ReAdd::default();
         st.phase = Phase::Up;
         tracing::info!(
             tsih = st.tsih,
@@ -226,6 +200,44 @@ impl Inner {
             "session in full-feature phase"
         );
         self.pump(&mut st);
+    }
+
+    /// Start the reader and writer of a logged-in connection of epoch
+    /// `epoch` and append it to the session's connections.
+    pub(super) fn attach(self: &Arc<Self>, st: &mut State, epoch: u64, e: Established) {
+        let idx = st.conns.len();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let exp_stat_sn_out = Arc::new(AtomicU32::new(e.exp_stat_sn));
+        let counters = self.counters.get(idx).cloned().unwrap_or_default();
+        let max_send_dsl = e.max_send_dsl.max(512);
+        let (reader, writer) = (e.reader, e.writer);
+        let w = tokio::spawn(writer_task(
+            Arc::downgrade(self),
+            epoch,
+            writer,
+            rx,
+            exp_stat_sn_out.clone(),
+            counters.clone(),
+        ));
+        let r = tokio::spawn(reader_task(
+            Arc::downgrade(self),
+            epoch,
+            idx,
+            reader,
+            counters,
+        ));
+        st.drivers.push(w.abort_handle());
+        st.drivers.push(r.abort_handle());
+        st.conns.push(Conn {
+            cid: e.cid,
+            tx,
+            exp_stat_sn: ExpStatSn::new(StatSn::new(e.exp_stat_sn)),
+            exp_stat_sn_out,
+            max_send_dsl,
+            in_flight: 0,
+            last_rx: Instant::now(),
+            ping_outstanding: false,
+        });
     }
 
     /// Issue queued commands while the window and a connection allow.

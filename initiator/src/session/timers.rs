@@ -1,6 +1,7 @@
 //! The session's timer: NOP-Out pings on idle connections and their
 //! timeout (RFC 7143 §11.18), command timeouts (ABORT TASK, §11.5.1) and
-//! the bound on commands waiting for a closed CmdSN window (§4.2.2.1).
+//! the bound on commands waiting for a closed CmdSN window (§4.2.2.1);
+//! also when to add back a missing MC/S connection (`readd.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,6 +62,8 @@ impl Inner {
                         data: Bytes::new(),
                     }));
                 }
+                // MC/S: a connection left out when its path was down.
+                self.maybe_readd(&mut st, now);
                 for (&itt, t) in st.tasks.iter_mut() {
                     if !t.aborting && now > t.deadline {
                         t.aborting = true;

@@ -103,7 +103,8 @@ pub fn run(cmd: CtlCmd) -> ExitCode {
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            match control::advice(&e) {
+            let me = initiator::initiator_name::resolve(at.login.auth.initiator_name.as_deref());
+            match control::advice(&e, &me, &at.target) {
                 Some(why) => eprintln!("iscsi ctl {verb}: {why} (the target said: {e})"),
                 None => eprintln!("iscsi ctl {verb}: {}", one_line(&e.to_string())),
             }

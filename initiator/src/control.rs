@@ -185,7 +185,8 @@ pub async fn capabilities(s: &Session, lun: u64) -> Result<ControlVpd> {
 
 /// Why the target refused a control command or a tagged I/O, and what to
 /// do, when the sense data says one of the channel's refusals.
-pub fn advice(e: &Error) -> Option<String> {
+/// `initiator` and `target` are the names to put in the advice.
+pub fn advice(e: &Error, initiator: &str, target: &str) -> Option<String> {
     let Error::Scsi(se) = e else { return None };
     let sense = se.sense.as_ref()?;
     if sense.key != SenseKey::ILLEGAL_REQUEST {
@@ -193,22 +194,24 @@ pub fn advice(e: &Error) -> Option<String> {
     }
     let a = sense.asc;
     Some(match (a.asc(), a.ascq()) {
-        // SPC-5 Table 49: 20h/01h..0Bh are ACCESS DENIED.
-        (0x20, 0x01..=0x0B) => "this initiator lacks the control right on the LUN; grant it on \
-             the target with `iscsi target allow --target IQN INITIATOR-IQN --control` (or start \
-             the target with `iscsi target serve --control`); nothing was changed"
-            .to_string(),
+        // SPC-5 table 51: 20h/01h..0Bh are ACCESS DENIED.
+        (0x20, 0x01..=0x0B) => format!(
+            "this initiator ({initiator}) lacks the control right on the LUN, so nothing was \
+             changed; grant it on the target with `iscsi target allow {initiator} --target \
+             {target} --control` (or start the target with `iscsi target serve --control`)"
+        ),
+        (asc, t) if asc == control::ASC_TAG_REJECTED => format!(
+            "the target's policy for tag {t} on this LUN is reject; change it with `iscsi ctl \
+             set tag{t}.policy=log --target {target} ...` (needs the control right)"
+        ),
         _ if a == Asc::INVALID_COMMAND_OPERATION_CODE => "the target does not implement the \
              control command (not an iscsi-rs target, or too old)"
             .to_string(),
-        (asc, t) if asc == control::ASC_TAG_REJECTED => format!(
-            "the target's policy for tag {t} on this LUN is reject; change it with `iscsi ctl \
-             set tag{t}.policy=log ...` (needs the control right)"
+        _ if a == Asc::INVALID_FIELD_IN_CDB => format!(
+            "the control channel is off on this LUN (or the request is malformed); turn it on \
+             with `iscsi target set-lun --target {target} --lun N control=on`, or start the \
+             target with `iscsi target serve --control`"
         ),
-        _ if a == Asc::INVALID_FIELD_IN_CDB => "the control channel is off on this LUN (or the \
-             request is malformed); turn it on with `iscsi target set-lun --target IQN --lun N \
-             control=on`, or start the target with `iscsi target serve --control`"
-            .to_string(),
         _ => return None,
     })
 }
@@ -231,6 +234,35 @@ mod tests {
             "writes tag 6, reads untagged"
         );
         assert_eq!(IoTags::NONE.to_string(), "untagged");
+    }
+
+    #[test]
+    fn advice_names_the_fix() {
+        use proto::scsi::Sense;
+        let scsi = |asc: Asc| {
+            Error::Scsi(crate::ScsiError {
+                status: 2,
+                sense: Some(Sense::new(SenseKey::ILLEGAL_REQUEST, asc)),
+                raw_sense: Bytes::new(),
+            })
+        };
+        let a = advice(
+            &scsi(control::ASC_ACCESS_DENIED_NO_RIGHTS),
+            "iqn.a:i",
+            "iqn.b:t",
+        )
+        .unwrap();
+        assert!(a.contains("lacks the control right"), "{a}");
+        assert!(
+            a.contains("iscsi target allow iqn.a:i --target iqn.b:t --control"),
+            "{a}"
+        );
+        let a = advice(&scsi(Asc::new(control::ASC_TAG_REJECTED, 6)), "i", "t").unwrap();
+        assert!(a.contains("tag6.policy"), "{a}");
+        let a = advice(&scsi(Asc::INVALID_FIELD_IN_CDB), "i", "t").unwrap();
+        assert!(a.contains("control=on"), "{a}");
+        assert!(advice(&scsi(Asc::LBA_OUT_OF_RANGE), "i", "t").is_none());
+        assert!(advice(&Error::Closed, "i", "t").is_none());
     }
 
     /// The tagged CDB is the proto encoding; an untagged CDB is the very

@@ -98,13 +98,21 @@ pub fn run(cmd: CtlCmd) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
+    let switch = match &op {
+        Ok(Op::Get(n) | Op::Set(n, _)) => Some(n.clone()),
+        _ => None,
+    };
     let res = op.and_then(|op| rt.block_on(exec(&at, op)));
     rt.shutdown_timeout(Duration::from_millis(100));
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let me = initiator::initiator_name::resolve(at.login.auth.initiator_name.as_deref());
-            match control::advice(&e, &me, &at.target) {
+            let what = control::Refused::Command {
+                switch: switch.as_deref(),
+            };
+            let why = control::sense_of(&e).and_then(|s| control::advice(s, what, &me, &at.target));
+            match why {
                 Some(why) => eprintln!("iscsi ctl {verb}: {why} (the target said: {e})"),
                 None => eprintln!("iscsi ctl {verb}: {}", one_line(&e.to_string())),
             }

@@ -521,7 +521,7 @@ async fn run_op(
             let data = device::vpd(s, lun, page).await?;
             print_vpd(page, &data, json);
         }
-        ScsiOp::Raw { output, .. } => {
+        ScsiOp::Raw { output, tag, .. } => {
             let Some((cdb, dir)) = raw else {
                 return Err(Error::Usage("no CDB".into()));
             };
@@ -574,6 +574,15 @@ async fn run_op(
                 } else if !r.data.is_empty() {
                     println!("data ({} bytes):", r.data.len());
                     hexdump(&r.data);
+                }
+            }
+            if let (Some(_), Some(sense)) = (tag, &r.sense) {
+                let c = s.config();
+                let what = initiator::control::Refused::TaggedIo;
+                if let Some(h) =
+                    initiator::control::advice(sense, what, &c.initiator_name, &c.target_name)
+                {
+                    eprintln!("iscsi scsi: {h}");
                 }
             }
             if !good {

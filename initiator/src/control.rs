@@ -20,15 +20,15 @@
 use bytes::Bytes;
 use proto::scsi::cdb::Cdb;
 use proto::scsi::control::{self, ControlVpd, CtlCommand, Switch};
-use proto::scsi::{Asc, SenseKey};
+use proto::scsi::{Sense, SenseKey};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::session::{DataDirection, Session};
 
-/// Allocation length of LIST and GET: the switch list of one LUN is far
-/// smaller; the target cuts its answer at this length.
-const SWITCHES_ALLOC: u32 = 64 * 1024;
+/// Allocation length of LIST and GET: the largest the CDB's 16-bit field
+/// holds; the switch list of one LUN is far smaller.
+const SWITCHES_ALLOC: u32 = u16::MAX as u32;
 
 /// The tags block reads and writes carry (`None`: untagged). Set per
 /// session ([`crate::SessionConfig::io_tags`], `iscsi login --tag-writes 6
@@ -183,35 +183,64 @@ pub async fn capabilities(s: &Session, lun: u64) -> Result<ControlVpd> {
         .map_err(|e| Error::Protocol(format!("the target's control VPD page: {e}")))
 }
 
+/// What was refused, for [`advice`].
+#[derive(Debug, Clone, Copy)]
+pub enum Refused<'a> {
+    /// The vendor command (LIST, GET, SET; `switch` for GET and SET).
+    Command { switch: Option<&'a str> },
+    /// A READ or WRITE with a tag.
+    TaggedIo,
+}
+
+/// The sense data of a refused command, if it was one.
+pub fn sense_of(e: &Error) -> Option<&Sense> {
+    match e {
+        Error::Scsi(se) => se.sense.as_ref(),
+        _ => None,
+    }
+}
+
 /// Why the target refused a control command or a tagged I/O, and what to
-/// do, when the sense data says one of the channel's refusals.
-/// `initiator` and `target` are the names to put in the advice.
-pub fn advice(e: &Error, initiator: &str, target: &str) -> Option<String> {
-    let Error::Scsi(se) = e else { return None };
-    let sense = se.sense.as_ref()?;
+/// do, when the sense data is one of the channel's refusals (see
+/// docs/control-channel.md). `initiator` and `target` are the names to put
+/// in the commands it suggests.
+pub fn advice(sense: &Sense, what: Refused<'_>, initiator: &str, target: &str) -> Option<String> {
     if sense.key != SenseKey::ILLEGAL_REQUEST {
         return None;
     }
     let a = sense.asc;
-    Some(match (a.asc(), a.ascq()) {
+    let turn_on = format!(
+        "turn it on with `iscsi target set-lun --target {target} --lun N control=on` or start \
+         the target with `iscsi target serve --control`"
+    );
+    Some(match (a.asc(), a.ascq(), what) {
         // SPC-5 table 51: 20h/01h..0Bh are ACCESS DENIED.
-        (0x20, 0x01..=0x0B) => format!(
+        (0x20, 0x01..=0x0B, _) => format!(
             "this initiator ({initiator}) lacks the control right on the LUN, so nothing was \
              changed; grant it on the target with `iscsi target allow {initiator} --target \
              {target} --control` (or start the target with `iscsi target serve --control`)"
         ),
-        (asc, t) if asc == control::ASC_TAG_REJECTED => format!(
+        (asc, t, _) if asc == control::ASC_TAG_REJECTED => format!(
             "the target's policy for tag {t} on this LUN is reject; change it with `iscsi ctl \
              set tag{t}.policy=log --target {target} ...` (needs the control right)"
         ),
-        _ if a == Asc::INVALID_COMMAND_OPERATION_CODE => "the target does not implement the \
-             control command (not an iscsi-rs target, or too old)"
-            .to_string(),
-        _ if a == Asc::INVALID_FIELD_IN_CDB => format!(
-            "the control channel is off on this LUN (or the request is malformed); turn it on \
-             with `iscsi target set-lun --target {target} --lun N control=on`, or start the \
-             target with `iscsi target serve --control`"
+        // A LUN with the channel off does not support the vendor command.
+        (0x20, 0x00, Refused::Command { .. }) => format!(
+            "the LUN does not take the control command: its control channel is off ({turn_on}), \
+             or the target is not an iscsi-rs target"
         ),
+        (0x24, 0x00, Refused::TaggedIo) => {
+            format!("the LUN refuses tagged I/O: its control channel is off; {turn_on}")
+        }
+        (0x24, 0x00, Refused::Command { switch: Some(n) }) => {
+            format!("the LUN has no switch named {n:?}; `iscsi ctl list` shows them")
+        }
+        (0x26, _, Refused::Command { switch: Some(n) })
+        | (0x1A, 0x00, Refused::Command { switch: Some(n) }) => {
+            format!(
+                "switch {n} does not take that value; `iscsi ctl list` shows the values it takes"
+            )
+        }
         _ => return None,
     })
 }
@@ -236,33 +265,60 @@ mod tests {
         assert_eq!(IoTags::NONE.to_string(), "untagged");
     }
 
+    /// Every command this module sends encodes (the lengths fit the CDB).
+    #[test]
+    fn commands_encode() {
+        for c in [
+            CtlCommand::List {
+                alloc_len: SWITCHES_ALLOC,
+            },
+            CtlCommand::Get {
+                name: "tag7.policy".into(),
+                alloc_len: SWITCHES_ALLOC,
+            },
+        ] {
+            c.encode().unwrap();
+        }
+    }
+
     #[test]
     fn advice_names_the_fix() {
-        use proto::scsi::Sense;
-        let scsi = |asc: Asc| {
-            Error::Scsi(crate::ScsiError {
-                status: 2,
-                sense: Some(Sense::new(SenseKey::ILLEGAL_REQUEST, asc)),
-                raw_sense: Bytes::new(),
-            })
+        use proto::scsi::Asc;
+        let ill = |asc: Asc| Sense::new(SenseKey::ILLEGAL_REQUEST, asc);
+        let set = Refused::Command {
+            switch: Some("io_mode"),
         };
         let a = advice(
-            &scsi(control::ASC_ACCESS_DENIED_NO_RIGHTS),
+            &ill(control::ASC_ACCESS_DENIED_NO_RIGHTS),
+            set,
             "iqn.a:i",
             "iqn.b:t",
-        )
-        .unwrap();
+        );
+        let a = a.unwrap();
         assert!(a.contains("lacks the control right"), "{a}");
         assert!(
             a.contains("iscsi target allow iqn.a:i --target iqn.b:t --control"),
             "{a}"
         );
-        let a = advice(&scsi(Asc::new(control::ASC_TAG_REJECTED, 6)), "i", "t").unwrap();
-        assert!(a.contains("tag6.policy"), "{a}");
-        let a = advice(&scsi(Asc::INVALID_FIELD_IN_CDB), "i", "t").unwrap();
-        assert!(a.contains("control=on"), "{a}");
-        assert!(advice(&scsi(Asc::LBA_OUT_OF_RANGE), "i", "t").is_none());
-        assert!(advice(&Error::Closed, "i", "t").is_none());
+        let a = advice(
+            &ill(Asc::new(control::ASC_TAG_REJECTED, 6)),
+            Refused::TaggedIo,
+            "i",
+            "t",
+        );
+        assert!(a.unwrap().contains("tag6.policy"));
+        let off = advice(&ill(Asc::INVALID_COMMAND_OPERATION_CODE), set, "i", "t").unwrap();
+        assert!(off.contains("control=on"), "{off}");
+        let off = advice(&ill(Asc::INVALID_FIELD_IN_CDB), Refused::TaggedIo, "i", "t").unwrap();
+        assert!(off.contains("control=on"), "{off}");
+        let name = advice(&ill(Asc::INVALID_FIELD_IN_CDB), set, "i", "t").unwrap();
+        assert!(name.contains("no switch named \"io_mode\""), "{name}");
+        let value = advice(&ill(Asc::INVALID_FIELD_IN_PARAMETER_LIST), set, "i", "t").unwrap();
+        assert!(value.contains("does not take that value"), "{value}");
+        assert!(advice(&ill(Asc::LBA_OUT_OF_RANGE), set, "i", "t").is_none());
+        let other = Sense::new(SenseKey::DATA_PROTECT, Asc::WRITE_PROTECTED);
+        assert!(advice(&other, Refused::TaggedIo, "i", "t").is_none());
+        assert!(sense_of(&Error::Closed).is_none());
     }
 
     /// The tagged CDB is the proto encoding; an untagged CDB is the very

@@ -153,3 +153,43 @@ async fn aptpl_survives_a_restart_of_the_binary() {
     assert!(keys(&prin(&n1, sa::PRIN_READ_KEYS).await).is_empty());
     assert_eq!(write(&n1).await, 0, "no reservation after APTPL=0");
 }
+
+/// Quick-start flags: without `--pr-state-dir` the target has nowhere to
+/// keep APTPL state and says so (PTPL_C = 0, APTPL=1 refused); with it,
+/// the state lands in that directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr_state_dir_flag_enables_aptpl() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("pr");
+    for with_dir in [false, true] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_iscsi"));
+        cmd.args(["target", "serve", "--log", "warn", "--target", T])
+            .args(["--lun", "mem:1M", "--portal", "127.0.0.1:0"])
+            .arg("--admin-socket")
+            .arg(dir.path().join("admin.sock"));
+        if with_dir {
+            cmd.arg("--pr-state-dir").arg(&state);
+        }
+        let p = ServerProcess::spawn(cmd, "admin socket ", Duration::from_secs(10))
+            .expect("iscsi target serve starts");
+        let addr = p.stdout_values("listening on ").remove(0);
+        let n1 = node(&addr, NODE1, 1).await;
+        let caps = prin(&n1, sa::PRIN_REPORT_CAPABILITIES).await;
+        assert_eq!(caps[2] & 1, u8::from(with_dir), "PTPL_C");
+        let riek = sa::PROUT_REGISTER_AND_IGNORE_EXISTING_KEY;
+        let status = prout(&n1, riek, 0, 0, 0x1111, true).await;
+        assert_eq!(
+            status,
+            if with_dir { 0 } else { 2 },
+            "APTPL=1 with_dir={with_dir}"
+        );
+        assert_eq!(state.exists(), with_dir);
+        drop(n1);
+        drop(p);
+    }
+    let files: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, [format!("{T}.lun0.pr.json")]);
+}

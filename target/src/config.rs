@@ -740,6 +740,9 @@ mod tests {
         let f = LunConfig::parse_spec(1, "file:/tmp/x.img,size=1G,removable").unwrap();
         assert!(f.removable && !f.sanitize);
         assert!(LunConfig::parse_spec(0, "mem:1G,removable=yes").is_err());
+        assert!(!plain.control, "the control channel is off by default");
+        assert!(LunConfig::parse_spec(0, "mem:1G,control").unwrap().control);
+        assert!(LunConfig::parse_spec(0, "mem:1G,control=on").is_err());
     }
 
     #[test]

@@ -403,6 +403,42 @@ mod tests {
         assert_eq!(human_size(1536 << 20), "1.5 GiB");
     }
 
+    fn control_sample() -> iscsi_target::scsi::control::ControlSnapshot {
+        use iscsi_target::scsi::control::{ControlSnapshot, TagEvent, TagStats};
+        let mut tags = std::collections::BTreeMap::new();
+        tags.insert(
+            "1".to_string(),
+            TagStats {
+                policy: "log".into(),
+                ..TagStats::default()
+            },
+        );
+        tags.insert(
+            "6".to_string(),
+            TagStats {
+                policy: "fua".into(),
+                commands: 3,
+                bytes: 12288,
+                ..TagStats::default()
+            },
+        );
+        ControlSnapshot {
+            enabled: true,
+            trace: false,
+            tags,
+            recent: vec![TagEvent {
+                time_ms: 43_200_123,
+                initiator: "iqn.2024-01.org.example:h".into(),
+                lun: 0,
+                write: true,
+                lba: 8,
+                blocks: 1,
+                tag: 6,
+                policy: "fua".into(),
+            }],
+        }
+    }
+
     #[test]
     fn show_renders_everything() {
         let t = TargetInfo {
@@ -432,7 +468,7 @@ mod tests {
                     ..IoStats::default()
                 }),
                 backend_info: None,
-                control: Default::default(),
+                control: control_sample(),
             }],
             acl: vec![AclInfo {
                 initiator: "iqn.2024-01.org.example:h".into(),
@@ -468,6 +504,8 @@ mod tests {
             "ABCDEF",
             "0,1",
             "MaxBurst=262144",
+            "LUN 0 control channel on, trace off; tag 6 fua: 3 cmds, 12 KiB",
+            "12:00:00.123 UTC tag 6 WRITE LBA 8 x1 from iqn.2024-01.org.example:h",
             "warning: w1",
         ] {
             assert!(out.contains(needle), "{needle} missing in:\n{out}");

@@ -282,9 +282,13 @@ fn control_lines(lun: u64, c: &iscsi_target::scsi::control::ControlSnapshot) -> 
         }
     );
     for e in c.recent.iter().rev().take(5) {
+        let ms = e.time_ms % 86_400_000;
         out.push_str(&format!(
-            "    {} tag {} {} LBA {} x{} from {}\n",
-            e.time_ms,
+            "    {:02}:{:02}:{:02}.{:03} UTC tag {} {} LBA {} x{} from {}\n",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000,
             e.tag,
             if e.write { "WRITE" } else { "READ" },
             e.lba,

@@ -193,3 +193,35 @@ async fn mcs_lost_connection_is_added_back_when_its_path_returns() {
     assert_eq!(s.session.negotiated().max_connections, 2);
     assert_eq!(s.events.failures(), 0);
 }
+
+/// A byte flipped inside a Data-Out's data (digests on): the target
+/// rejects that PDU, ends the write with CHECK CONDITION, PROTOCOL SERVICE
+/// CRC ERROR without writing any of it (RFC 7143 §7.8), and the initiator
+/// issues the write again, so the caller sees it succeed with the right
+/// data and no session recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_data_out_is_rewritten_transparently() {
+    let s = stack(true).await;
+    let io = Duration::from_secs(20);
+    let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
+    let data = bytes::Bytes::from(data);
+    // Well past the command and its immediate data: inside a Data-Out.
+    s.proxy.corrupt_at(Direction::ToServer, 300_000, 0x04);
+    tokio::time::timeout(io, s.device.write(256, data.clone(), false))
+        .await
+        .expect("write not hung")
+        .expect("write succeeds");
+    let blocks = (data.len() / s.device.block_size() as usize) as u32;
+    let got = tokio::time::timeout(io, s.device.read(256, blocks))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got == data, "data read back differs");
+    let out = s.target_output().join("\n");
+    assert!(
+        out.contains("data digest mismatch on DATA_OUT"),
+        "the corruption did not hit a Data-Out:\n{out}"
+    );
+    assert!(out.contains("PROTOCOL SERVICE CRC ERROR"), "{out}");
+    assert!(s.events.recoveries().is_empty(), "recovered in-session");
+}

@@ -13,7 +13,9 @@ command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v qemu-img >/dev/null || need+=(qemu-utils)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 # libublk's build runs bindgen, which needs libclang (feature `ublk`).
-compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null || need+=(libclang-dev)
+# (libclang-cpp, which other packages bring, is not it: look for libclang.so itself.)
+compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null || compgen -G '/usr/lib/*/libclang-[0-9]*.so*' >/dev/null \
+    || need+=(libclang-dev)
 command -v python3 >/dev/null || need+=(python3)
 # The compose demo's test (cli/tests/compose_demo.rs) runs where a Docker
 # engine is; it needs Compose v1 or v2 there.

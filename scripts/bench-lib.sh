@@ -3,6 +3,21 @@
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# wait_port PORT: until something listens on 127.0.0.1:PORT (10 s at most).
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+# start_ours_bridge BIN PORT IQN LOG_PREFIX: our initiator (`BIN login
+# --nbd`) logged in to 127.0.0.1:PORT, exporting the target's LUNs over
+# NBD. Sets NBD_PORT and appends the process to PIDS once it is ready.
+start_ours_bridge() {
+    NBD_PORT=$(free_port)
+    "$1" login --foreground --portal "127.0.0.1:$2" --target "$3" \
+        --nbd "127.0.0.1:$NBD_PORT" --log warn >"$4.out" 2>"$4.err" &
+    PIDS+=($!)
+    wait_port "$NBD_PORT" || { echo "iscsi login failed:" >&2; cat "$4.err" >&2; exit 1; }
+    for _ in $(seq 100); do grep -q '^ready:' "$4.out" && break; sleep 0.1; done
+}
+
 # Median of the numbers on stdin, one a line.
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.0f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 

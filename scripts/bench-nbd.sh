@@ -65,8 +65,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-
 dd if=/dev/zero of="$SHM_T" bs=1M count="$LUN_MIB" status=none
 dd if=/dev/zero of="$SHM_O" bs=1M count="$LUN_MIB" status=none
 
@@ -83,12 +81,8 @@ wait_port "$OPORT" || { echo "our target did not start:" >&2; cat "$TMP/ours.err
 # bridges TARGET PORT LUN: start both NBD bridges; sets URI_ours / URI_qemu.
 bridges() {
     local name=$1 port=$2 lun=$3 nport qport
-    nport=$(free_port)
-    "$BIN" login --foreground --portal "127.0.0.1:$port" --target "$IQN" \
-        --nbd "127.0.0.1:$nport" --log warn >"$TMP/login-$name.out" 2>"$TMP/login-$name.err" &
-    PIDS+=($!)
-    wait_port "$nport" || { echo "iscsi login failed:" >&2; cat "$TMP/login-$name.err" >&2; exit 1; }
-    for _ in $(seq 100); do grep -q '^ready:' "$TMP/login-$name.out" && break; sleep 0.1; done
+    start_ours_bridge "$BIN" "$port" "$IQN" "$TMP/login-$name"
+    nport=$NBD_PORT
     qport=$(free_port)
     qemu-nbd -t -f raw -x "lun$lun" -b 127.0.0.1 -p "$qport" --shared=8 \
         "iscsi://127.0.0.1:$port/$IQN/$lun" >"$TMP/qemu-$name.log" 2>&1 &

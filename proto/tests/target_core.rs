@@ -795,3 +795,82 @@ proptest! {
         run_mix(&m);
     }
 }
+
+/// A Data-Out whose data digest fails, as the decoder reports it.
+fn corrupted(d: proto::pdu::DataOut) -> proto::pdu::DecodeError {
+    use proto::pdu::{decode_frame, DecodeLimits, DigestConfig};
+    let enc = Pdu::DataOut(d).encode(DigestConfig::BOTH).to_bytes();
+    let mut bad = bytes::BytesMut::from(&enc[..]);
+    let last = bad.len() - 1;
+    bad[last] ^= 0x40; // the data digest
+    let limits = DecodeLimits {
+        max_data_segment_length: 65536,
+        digests: DigestConfig::BOTH,
+    };
+    decode_frame(&mut bad, &limits).unwrap_err()
+}
+
+#[test]
+fn data_digest_error_on_data_out_ends_the_write_when_its_sequences_end() {
+    let p = Params {
+        immediate_data: false,
+        initial_r2t: true,
+        max_r2t: 2,
+        max_burst: 2048,
+        target_mrdsl: 1024,
+        ..Params::default()
+    };
+    let now = Instant::now();
+    let (mut c, s) = core(p, now);
+    let mut w = command(5, 1, false, true, 4096);
+    w.final_ = true;
+    c.handle_pdu(Pdu::ScsiCommand(w), now);
+    let r2ts: Vec<u32> = drain(&mut c)
+        .iter()
+        .map(|p| match p {
+            Pdu::R2t(r) => r.ttt,
+            p => panic!("{p:?}"),
+        })
+        .collect();
+    assert_eq!(r2ts.len(), 2);
+    let data = pattern(5, 4096);
+    let seq = |ttt: u32, from: u32| -> Vec<proto::pdu::DataOut> {
+        let to = DataOutTarget {
+            lun: 0,
+            itt: 5,
+            ttt,
+        };
+        data_out_pdus(&data, to, from, from + 2048, 1024).collect()
+    };
+    let (a, b) = (seq(r2ts[0], 0), seq(r2ts[1], 2048));
+    // The first PDU of the first sequence fails its digest: Reject, and
+    // the task waits for both sequences to end.
+    c.handle_decode_error(&corrupted(a[0].clone()), now);
+    let Pdu::Reject(rej) = &drain(&mut c)[0] else {
+        panic!()
+    };
+    assert_eq!(rej.reason, RejectReason::DATA_DIGEST_ERROR);
+    c.handle_pdu(Pdu::DataOut(a[1].clone()), now);
+    c.handle_pdu(Pdu::DataOut(b[0].clone()), now);
+    assert!(drain(&mut c).is_empty(), "sequence 2 still open");
+    c.handle_pdu(Pdu::DataOut(b[1].clone()), now);
+    let ev = events(&mut c);
+    assert!(
+        matches!(
+            &ev[..],
+            [Event::TaskFailed {
+                itt: 5,
+                error: TaskError::DataDigest
+            }]
+        ),
+        "{ev:?}"
+    );
+    let Pdu::ScsiResponse(resp) = &drain(&mut c)[0] else {
+        panic!()
+    };
+    assert_eq!(resp.status, Status::CHECK_CONDITION.0);
+    // Fixed-format sense: key ABORTED COMMAND (0Bh), ASC/ASCQ 47h/05h.
+    let sense = &resp.data[2..];
+    assert_eq!((sense[2] & 0x0f, sense[12], sense[13]), (0x0b, 0x47, 0x05));
+    assert_eq!(s.in_flight(), 0);
+}

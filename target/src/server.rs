@@ -19,7 +19,6 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AuthConfig, ConfigError, ServerConfig, TargetConfig};
-use crate::conn::writer::WindowSource;
 use crate::device::{self, Device, Nexus};
 use crate::session::{ConnNotice, HasCore, SessionCore, SessionKind, SessionTable, TaskPhase};
 
@@ -82,12 +81,6 @@ pub struct Session {
 impl HasCore for Session {
     fn core(&self) -> &SessionCore {
         &self.core
-    }
-}
-
-impl WindowSource for Session {
-    fn window(&self) -> (proto::serial::CmdSn, proto::serial::CmdSn) {
-        self.core.window_snapshot()
     }
 }
 

@@ -17,10 +17,13 @@
 //! as requested by each R2T. A violation is returned as an
 //! `io::ErrorKind::InvalidData` error or counted in [`FakeConn::violations`].
 //!
-//! Data-In, R2T and the write-data checks are `proto::session`'s, the same
-//! code our target runs; the CmdSN window here is deliberately the test's
-//! to set ([`FakeConn::window`], [`FakeConn::max_cmd_sn`]), not the
-//! target's completion-driven one, so that tests can close it.
+//! Reads and writes are served by our target's connection core
+//! (`proto::session::target`, one per command, [`FakeConn::core`]): the
+//! same Data-In, R2T and write-data code our target runs. The CmdSN window
+//! and StatSN stay the scripted connection's, deliberately the test's to
+//! set ([`FakeConn::window`], [`FakeConn::max_cmd_sn`]), not the target's
+//! completion-driven one, so that tests can close it; everything else a
+//! test sends is built by hand, so that it can be wrong on purpose.
 //!
 //! This is a test peer, not a mock: everything goes over real sockets.
 
@@ -28,7 +31,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -43,8 +46,12 @@ use proto::pdu::{
 };
 use proto::scsi::Status;
 use proto::serial::{CmdSn, SerialNumber, StatSn};
-use proto::session::data_in::{self, Completion, DataInLimits, Residual};
-use proto::session::{stamp_target, TagAllocator, WriteCollector, WriteLimits};
+use proto::session::data_in::DataInLimits;
+use proto::session::target::{
+    ConnConfig, Event, NewTask, Outcome, Refusal, TargetConn, TargetSession, TaskError, TaskId,
+    DEFAULT_MAX_WRITE_BUFFER,
+};
+use proto::session::{stamp_target, Admit, WriteLimits};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -182,7 +189,6 @@ async fn login(
         violations: Vec::new(),
         last_exp_stat_sn: 0,
         recv_timeout: cfg.recv_timeout,
-        ttts: TagAllocator::new(0x100),
     };
     let mut login = TargetLogin::new(TargetLoginConfig {
         operational: cfg.operational.clone(),
@@ -250,7 +256,6 @@ pub struct FakeConn {
     pub last_exp_stat_sn: u32,
     /// Bound on each receive.
     pub recv_timeout: Duration,
-    ttts: TagAllocator,
 }
 
 impl FakeConn {
@@ -488,29 +493,65 @@ impl FakeConn {
         self.stat_sn = next.get();
     }
 
-    /// The PDUs answering a read with `data` and GOOD status, built as our
-    /// target builds them (`proto::session::data_in`): Data-In split at the
+    /// The PDUs answering a read with `data` and GOOD status, built by our
+    /// target's core ([`FakeConn::core`]): Data-In split at the
     /// initiator's MaxRecvDataSegmentLength and MaxBurstLength, DataSN from
     /// 0, status and residual in the last one (phase collapse, RFC 7143
     /// §11.7.3); with no data, a SCSI Response.
     pub fn data_in(&mut self, cmd: &ScsiCommand, data: &[u8]) -> Vec<Pdu> {
-        let c = Completion {
-            itt: cmd.itt,
-            lun: cmd.lun,
+        let mut core = self.core(1);
+        core.handle_pdu(Pdu::ScsiCommand(cmd.clone()), Instant::now());
+        let outcome = Outcome {
             status: Status::GOOD,
             sense: None,
             data_in: Bytes::copy_from_slice(data),
-            residual: Residual::compute(cmd.expected_data_transfer_length, data.len() as u32),
+            data_out_spdtl: 0,
         };
-        let limits = DataInLimits {
-            max_send_data_segment_length: self.initiator_max_recv(),
-            max_burst_length: self.session().max_burst_length,
+        core.complete(cmd.itt, outcome);
+        self.drain(&mut core)
+    }
+
+    /// A target core (`proto::session::target`, the code our target runs)
+    /// for one command of this scripted connection: it takes the
+    /// connection's StatSN and the test's window (admitting whatever the
+    /// test lets through), with the negotiated limits and at most
+    /// `max_r2t` R2Ts outstanding. Hand the StatSN back with
+    /// [`FakeConn::drain`].
+    fn core(&self, max_r2t: u32) -> TargetConn<ScriptedWindow> {
+        let s = self.session();
+        let config = ConnConfig {
+            write: WriteLimits {
+                immediate_data: s.immediate_data,
+                initial_r2t: s.initial_r2t,
+                first_burst_length: s.first_burst_length,
+                max_burst_length: s.max_burst_length,
+                max_outstanding_r2t: max_r2t,
+                max_recv_data_segment_length: self
+                    .frames
+                    .decoder()
+                    .limits()
+                    .max_data_segment_length,
+            },
+            data_in: DataInLimits {
+                max_send_data_segment_length: self.initiator_max_recv(),
+                max_burst_length: s.max_burst_length,
+            },
+            discovery: false,
+            cid: self.outcome().cid,
+            first_stat_sn: StatSn::new(self.stat_sn),
+            nop_interval: None,
+            nop_timeout: Duration::from_secs(30),
+            max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
         };
-        let mut pdus = data_in::build(&c, limits);
-        for p in pdus.iter_mut() {
-            self.stamp(p);
-        }
-        pdus
+        let window = ScriptedWindow((CmdSn::new(self.exp_cmd_sn), CmdSn::new(self.max_cmd_sn)));
+        TargetConn::new(window, config, Instant::now())
+    }
+
+    /// What the core has to send (stamped), taking its StatSN back.
+    fn drain(&mut self, core: &mut TargetConn<ScriptedWindow>) -> Vec<Pdu> {
+        let out = std::iter::from_fn(|| core.poll_transmit()).collect();
+        self.stat_sn = core.next_stat_sn().get();
+        out
     }
 
     /// Answer a read with `data` and GOOD status.
@@ -528,37 +569,32 @@ impl FakeConn {
     }
 
     /// Receive the whole Data-Out payload of a write with our target's
-    /// checks (`proto::session::WriteCollector`): immediate data,
+    /// core (`proto::session::target`, [`FakeConn::core`]): immediate data,
     /// unsolicited Data-Out within FirstBurstLength, then one R2T at a time
     /// (MaxOutstandingR2T 1) of at most MaxBurstLength for the rest, DataSN
     /// and offsets exact (RFC 7143 §11.7, §11.8, §13.13, §13.14). Returns
     /// the payload and the number of R2Ts sent.
     pub async fn receive_write(&mut self, cmd: &ScsiCommand) -> io::Result<(Vec<u8>, u32)> {
-        let s = self.session().clone();
-        let limits = WriteLimits {
-            immediate_data: s.immediate_data,
-            initial_r2t: s.initial_r2t,
-            first_burst_length: s.first_burst_length,
-            max_burst_length: s.max_burst_length,
-            max_outstanding_r2t: 1,
-            max_recv_data_segment_length: self.frames.decoder().limits().max_data_segment_length,
-        };
-        let edtl = cmd.expected_data_transfer_length;
-        let mut c = WriteCollector::new(edtl, cmd.data.clone(), cmd.final_, limits)
-            .map_err(|e| invalid(format!("write command: {e}")))?;
+        let mut core = self.core(1);
+        let mut pdu = Pdu::ScsiCommand(cmd.clone());
         let mut r2ts = 0;
-        while !c.is_complete() {
-            let ttts = &mut self.ttts;
-            for r in c.next_r2ts(|| ttts.allocate()) {
-                let mut r2t = Pdu::R2t(r.to_pdu(cmd.lun, cmd.itt));
-                self.stamp(&mut r2t);
+        loop {
+            core.handle_pdu(pdu, Instant::now());
+            match core.poll_event() {
+                Some(Event::Execute(c)) => return Ok((c.data_out.to_vec(), r2ts)),
+                Some(Event::TaskFailed {
+                    error: TaskError::DataOut(e),
+                    ..
+                }) => return Err(invalid(format!("write data: {e}"))),
+                Some(other) => return Err(invalid(format!("write command: {other:?}"))),
+                None => {}
+            }
+            for r2t in self.drain(&mut core) {
                 self.send(r2t).await?;
                 r2ts += 1;
             }
-            match self.recv().await? {
-                Pdu::DataOut(d) if d.itt == cmd.itt => c
-                    .data_out(d.ttt, d.data_sn, d.buffer_offset, d.final_, d.data)
-                    .map_err(|e| invalid(format!("Data-Out: {e}")))?,
+            pdu = match self.recv().await? {
+                Pdu::DataOut(d) if d.itt == cmd.itt => Pdu::DataOut(d),
                 other => {
                     return Err(invalid(format!(
                         "expected a Data-Out for ITT {:#x}, got {:?} (ITT {:#x})",
@@ -567,9 +603,8 @@ impl FakeConn {
                         other.itt()
                     )))
                 }
-            }
+            };
         }
-        Ok((c.take_data().to_vec(), r2ts))
     }
 
     /// Serve READ (16), WRITE (16) and TEST UNIT READY on a RAM disk of
@@ -613,6 +648,35 @@ impl FakeConn {
         let sense = Sense::illegal_request(Asc::INVALID_COMMAND_OPERATION_CODE).encode(false);
         let r = self.response(itt, Status::CHECK_CONDITION.0, &sense, None);
         self.send(r).await
+    }
+}
+
+/// The session as a scripted connection's target core sees it: the test's
+/// window, unchanged while the core serves one command; every command is
+/// admitted (the test's own accounting, [`FakeConn::violations`], checks
+/// the initiator's CmdSNs) and no task is ever aborted.
+#[derive(Debug, Clone, Copy)]
+struct ScriptedWindow((CmdSn, CmdSn));
+
+impl TargetSession for ScriptedWindow {
+    fn admit(&self, _cmd_sn: CmdSn, _immediate: bool) -> Admit {
+        Admit::Accept { counted: false }
+    }
+    fn window(&self) -> (CmdSn, CmdSn) {
+        self.0
+    }
+    fn release_slot(&self) {}
+    fn register_task(&self, _task: &NewTask) -> Result<TaskId, Refusal> {
+        Ok(1)
+    }
+    fn is_aborted(&self, _itt: u32, _id: TaskId) -> bool {
+        false
+    }
+    fn retire_task(&self, _itt: u32, _id: TaskId) -> bool {
+        true
+    }
+    fn descriptor_sense(&self, _lun: u64) -> bool {
+        false
     }
 }
 

@@ -1,30 +1,16 @@
-//! The writer task of a connection: stamps sequence numbers and sends PDUs
-//! as vectored writes (header, data, trailer; `proto::codec::WriteQueue`),
-//! batching whatever is queued.
-//!
-//! Sequence numbers are assigned here, at send time, so they are in wire
-//! order (`proto::session::stamp`): StatSN per connection (RFC 7143
-//! §4.2.2.2), ExpCmdSN/MaxCmdSN from the session's window at that moment
-//! (§4.2.2.1). Data-In payloads are
-//! `Bytes` slices of the device server's buffer: they go to the socket
-//! without being copied.
+//! The writer task of a connection: sends the PDUs the connection core
+//! gave out (already stamped, in wire order) as vectored writes (header,
+//! data, trailer; `proto::codec::WriteQueue`), batching whatever is queued.
+//! Data-In payloads are `Bytes` slices of the device server's buffer: they
+//! go to the socket without being copied.
 
 use std::io;
-use std::sync::Arc;
 
 use proto::codec::WriteQueue;
 use proto::pdu::{DigestConfig, Pdu};
-use proto::serial::{CmdSn, StatSn};
-use proto::session::stamp_target;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// Something that knows the session's current command window.
-pub trait WindowSource: Send + Sync {
-    /// (ExpCmdSN, MaxCmdSN).
-    fn window(&self) -> (CmdSn, CmdSn);
-}
 
 /// What the writer is asked to do.
 #[derive(Debug)]
@@ -42,15 +28,13 @@ const BATCH_BYTES: usize = 4 << 20;
 const BATCH_PARTS: usize = 2048;
 
 /// Run the writer until the channel closes, [`Outbound::Close`] arrives, the
-/// token is cancelled or the socket fails. Returns the next StatSN.
+/// token is cancelled or the socket fails.
 pub async fn run<W: AsyncWrite + Unpin>(
     mut sock: W,
     mut rx: mpsc::Receiver<Outbound>,
-    window: Arc<dyn WindowSource>,
     digests: DigestConfig,
-    mut next_stat_sn: StatSn,
     cancel: CancellationToken,
-) -> io::Result<StatSn> {
+) -> io::Result<()> {
     let mut queue = WriteQueue::new();
     loop {
         let first = tokio::select! {
@@ -58,10 +42,10 @@ pub async fn run<W: AsyncWrite + Unpin>(
             _ = cancel.cancelled() => None,
         };
         let Some(first) = first else { break };
-        let mut close = enqueue(first, &mut queue, &mut next_stat_sn, &*window, digests);
+        let mut close = enqueue(first, &mut queue, digests);
         while !close && queue.parts() < BATCH_PARTS && queue.len() < BATCH_BYTES {
             match rx.try_recv() {
-                Ok(m) => close |= enqueue(m, &mut queue, &mut next_stat_sn, &*window, digests),
+                Ok(m) => close |= enqueue(m, &mut queue, digests),
                 Err(_) => break,
             }
         }
@@ -75,19 +59,12 @@ pub async fn run<W: AsyncWrite + Unpin>(
     }
     let _ = sock.flush().await;
     let _ = sock.shutdown().await;
-    Ok(next_stat_sn)
+    Ok(())
 }
 
-/// Stamp and encode one message into `queue`; returns true for Close.
-fn enqueue(
-    m: Outbound,
-    queue: &mut WriteQueue,
-    next_stat_sn: &mut StatSn,
-    window: &dyn WindowSource,
-    digests: DigestConfig,
-) -> bool {
-    let mut push = |mut pdu: Pdu| {
-        stamp_target(&mut pdu, next_stat_sn, window.window());
+/// Encode one message into `queue`; returns true for Close.
+fn enqueue(m: Outbound, queue: &mut WriteQueue, digests: DigestConfig) -> bool {
+    let mut push = |pdu: Pdu| {
         queue.push(&pdu, digests);
     };
     match m {
@@ -104,19 +81,12 @@ mod tests {
     use bytes::Bytes;
     use proto::pdu::{DecodeLimits, NopIn, RESERVED_TAG};
 
-    struct W(u32, u32);
-    impl WindowSource for W {
-        fn window(&self) -> (CmdSn, CmdSn) {
-            (CmdSn::new(self.0), CmdSn::new(self.1))
-        }
-    }
-
     fn nop_in(itt: u32) -> Pdu {
         Pdu::NopIn(NopIn {
             lun: 0,
             itt,
             ttt: RESERVED_TAG,
-            stat_sn: 0,
+            stat_sn: 100 + itt,
             exp_cmd_sn: 0,
             max_cmd_sn: 0,
             data: Bytes::from_static(b"ping"),
@@ -128,21 +98,13 @@ mod tests {
         let (client, server) = tokio::io::duplex(1 << 20);
         let (tx, rx) = mpsc::channel(16);
         let cancel = CancellationToken::new();
-        let h = tokio::spawn(run(
-            server,
-            rx,
-            Arc::new(W(1, 8)),
-            DigestConfig::BOTH,
-            StatSn::new(100),
-            cancel.clone(),
-        ));
+        let h = tokio::spawn(run(server, rx, DigestConfig::BOTH, cancel.clone()));
         tx.send(Outbound::Pdu(nop_in(1))).await.unwrap();
         tx.send(Outbound::Pdus(vec![nop_in(2), nop_in(3)]))
             .await
             .unwrap();
         tx.send(Outbound::Close).await.unwrap();
-        let next = h.await.unwrap().unwrap();
-        assert_eq!(next.get(), 103);
+        h.await.unwrap().unwrap();
         let mut client = client;
         let mut all = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut client, &mut all)
@@ -153,12 +115,12 @@ mod tests {
             max_data_segment_length: 8192,
             digests: DigestConfig::BOTH,
         };
-        for (i, itt) in [1u32, 2, 3].iter().enumerate() {
+        for itt in [1u32, 2, 3].iter() {
             let Some(Pdu::NopIn(n)) = proto::pdu::decode_frame(&mut buf, &limits).unwrap() else {
                 panic!("expected NOP-In")
             };
             assert_eq!(n.itt, *itt);
-            assert_eq!(n.stat_sn, 100 + i as u32);
+            assert_eq!(n.stat_sn, 100 + itt);
             assert_eq!(&n.data[..], b"ping");
         }
         assert!(buf.is_empty());

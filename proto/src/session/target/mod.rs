@@ -25,6 +25,31 @@
 //! ErrorRecoveryLevel 0 only (§7.1.5): a Data-Out sequence error fails its
 //! task with CHECK CONDITION (ABORTED COMMAND, DATA PHASE ERROR) and the
 //! connection goes on; SNACK is answered with a Reject.
+//!
+//! Data digest errors (RFC 7143 §7.8, §7.3, §11.17.1), decided from the
+//! RFC text:
+//! * Every PDU whose data digest fails is answered with a Reject, reason
+//!   Data (payload) Digest Error (0x02), and discarded (§7.8: the target
+//!   "MUST answer with a Reject PDU with a reason code of
+//!   Data-Digest-Error and discard the PDU"). Its data never reaches a
+//!   backend.
+//! * A SCSI Command carrying immediate data is such a PDU: the command is
+//!   discarded whole and its CmdSN is NOT consumed. §7.3: "The CmdSN of
+//!   the rejected command PDU (if it is a non-immediate command) MUST NOT
+//!   be considered received by the target (i.e., a command sequence gap
+//!   must be assumed for the CmdSN) ... Upon receiving the Reject, the
+//!   initiator MUST plug the CmdSN gap", by resending the command PDU with
+//!   the same CmdSN and ITT (§7.2.1, "the immediate data is implicitly
+//!   recovered when the task is retried", §7.8) or by ABORT TASK with
+//!   RefCmdSN (§11.5.1, `CmdWindow::consider_received`). Answering it with
+//!   CHECK CONDITION instead would break both MUSTs, so we do not.
+//! * A Data-Out is part of a task that is already active: §7.3 forbids
+//!   ending it implicitly by the Reject, and at ERL 0 (no recovery R2T)
+//!   §7.8 leaves "terminate the task with ... CHECK CONDITION status and
+//!   an iSCSI Condition of 'protocol service CRC error'" (ABORTED COMMAND,
+//!   47h/05h, §11.4.7.2), sent only once every outstanding sequence has
+//!   ended with F. `WriteCollector::discard_after_digest_error` drops the
+//!   collected data, so nothing of the task is written.
 
 mod control;
 mod scsi;
@@ -87,6 +112,9 @@ pub enum TaskError {
     DataOut(DataOutError),
     /// EDTL above the configured write buffer limit.
     TooLarge(u32),
+    /// A Data-Out failed its data digest: the data was discarded (nothing
+    /// written) and the task ended once its sequences did (§7.8).
+    DataDigest,
 }
 
 /// What the shell must act on.
@@ -221,7 +249,8 @@ impl<S: TargetSession> TargetConn<S> {
 
     /// A PDU that could not be decoded but was consumed (a data digest
     /// error, an unknown opcode, a malformed field): RFC 7143 §7.8, §11.17.1
-    /// answer it with a Reject carrying its header.
+    /// answer it with a Reject carrying its header. A discarded Data-Out
+    /// also ends its task (module docs).
     pub fn handle_decode_error(&mut self, e: &DecodeError, now: Instant) {
         if self.closed {
             return;
@@ -230,6 +259,10 @@ impl<S: TargetSession> TargetConn<S> {
         let reason = e.reject_reason().unwrap_or(RejectReason::PROTOCOL_ERROR);
         let header = e.rejected_header().cloned().unwrap_or_default();
         self.reject(reason, header);
+        match e.discarded_pdu_header() {
+            Some(Pdu::DataOut(d)) if !self.config.discovery => self.data_out_digest_error(d),
+            _ => {}
+        }
     }
 
     /// Timers: the NOP-In ping (§11.19).

@@ -58,7 +58,14 @@ fn sense_invalid_field_in_cdb() -> Sense {
 /// ABORTED COMMAND, DATA PHASE ERROR (4Bh/00h), for a write whose Data-Out
 /// sequence broke the rules (DataSN, offsets, bursts).
 fn sense_data_phase_error() -> Sense {
-    Sense::new(SenseKey::ABORTED_COMMAND, Asc::new(0x4b, 0x00))
+    Sense::new(SenseKey::ABORTED_COMMAND, Asc::DATA_PHASE_ERROR)
+}
+
+/// ABORTED COMMAND, PROTOCOL SERVICE CRC ERROR (47h/05h), for a write one
+/// of whose Data-Out failed its data digest (§7.8, §11.4.7.2). Nothing was
+/// written; the initiator may retry the command.
+fn sense_protocol_crc_error() -> Sense {
+    Sense::new(SenseKey::ABORTED_COMMAND, Asc::PROTOCOL_SERVICE_CRC_ERROR)
 }
 
 impl<S: TargetSession> TargetConn<S> {
@@ -196,6 +203,9 @@ impl<S: TargetSession> TargetConn<S> {
             // answer it with CHECK CONDITION and keep the connection.
             return self.fail(d.itt, TaskError::DataOut(e));
         }
+        if c.collector.is_drained() {
+            return self.fail(d.itt, TaskError::DataDigest);
+        }
         if c.collector.is_complete() {
             let mut cmd = c.cmd;
             cmd.data_out = c.collector.take_data();
@@ -211,6 +221,26 @@ impl<S: TargetSession> TargetConn<S> {
         }
     }
 
+    /// A Data-Out of a write being collected failed its data digest:
+    /// discard the write's data and end the task with PROTOCOL SERVICE CRC
+    /// ERROR once its open sequences have ended (§7.8, ERL 0).
+    pub(super) fn data_out_digest_error(&mut self, d: DataOut) {
+        let Some(task) = self.tasks.get_mut(&d.itt) else {
+            return;
+        };
+        let id = task.id;
+        let Some(c) = task.collecting.as_mut() else {
+            return;
+        };
+        c.collector.discard_after_digest_error(d.ttt, d.final_);
+        let drained = c.collector.is_drained();
+        if self.session.is_aborted(d.itt, id) {
+            self.tasks.remove(&d.itt);
+        } else if drained {
+            self.fail(d.itt, TaskError::DataDigest);
+        }
+    }
+
     /// End a task the transport fails itself with CHECK CONDITION. The
     /// sense data takes the format the LU's D_SENSE asks for.
     pub(super) fn fail(&mut self, itt: u32, error: TaskError) {
@@ -220,6 +250,7 @@ impl<S: TargetSession> TargetConn<S> {
         let sense = match &error {
             TaskError::TooLarge(_) => sense_invalid_field_in_cdb(),
             TaskError::DataOut(_) => sense_data_phase_error(),
+            TaskError::DataDigest => sense_protocol_crc_error(),
         };
         self.events.push_back(Event::TaskFailed { itt, error });
         if !self.session.retire_task(itt, task.id) {

@@ -41,7 +41,7 @@ value), 2 usage, 3 unreachable.";
 pub enum CtlCmd {
     /// The channel's state on the LUN from its vendor VPD page (INQUIRY
     /// page C7h): on or off, whether this initiator may SET, where the tag
-    /// bits are, the switch names. Works with the channel off.
+    /// bits are, the switch names. With the channel off: "off" (exit 0).
     #[command(after_help = CTL_EXAMPLES)]
     Info(CtlTarget),
     /// List every switch of the LUN: name, value, writable, help.
@@ -152,7 +152,16 @@ async fn exec(at: &CtlTarget, op: Op) -> Result<(), Error> {
 
 async fn run_op(s: &Session, lun: u64, op: Op, json: bool) -> Result<(), Error> {
     match op {
-        Op::Info => print_info(&control::capabilities(s, lun).await?, json),
+        Op::Info => match control::capabilities(s, lun).await? {
+            Some(v) => print_info(&v, json),
+            None if json => println!("{:#}", json!({"enabled": false, "listed": false})),
+            None => println!(
+                "control channel: off (the LUN does not list VPD page C7h); turn it on with \
+                 `iscsi target set-lun --target {} --lun N control=on` or start the target \
+                 with `iscsi target serve --control`",
+                s.config().target_name
+            ),
+        },
         Op::List => {
             let list = control::list(s, lun).await?;
             if json {
@@ -178,7 +187,7 @@ fn print_info(v: &ControlVpd, json: bool) {
         println!(
             "{:#}",
             json!({
-                "enabled": v.enabled, "control_right": v.control_right,
+                "enabled": v.enabled, "listed": true, "control_right": v.control_right,
                 "opcode": format!("{:#04x}", v.opcode), "max_tag": v.max_tag,
                 "tag_fields": fields, "switches": v.switches,
             })

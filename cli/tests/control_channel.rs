@@ -611,6 +611,9 @@ fn set_without_the_control_right_is_refused_and_changes_nothing() {
         "{}",
         text(&o.stderr)
     );
+    let info: Value =
+        serde_json::from_str(&ok(ctl(t.addr, who, &["info", "--json"]), "info off")).unwrap();
+    assert_eq!(info["enabled"], false, "{info:#}");
     let o = ctl(t.addr, who, &["list"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -618,4 +621,94 @@ fn set_without_the_control_right_is_refused_and_changes_nothing() {
         "{}",
         text(&o.stderr)
     );
+}
+
+/// Through the daemon: the tags are a node setting (`iscsi node update
+/// --tag-writes`) and a per-login override (`iscsi login --tag-reads`);
+/// the session shows them and the target counts both.
+#[test]
+fn daemon_sessions_carry_node_and_login_tags() {
+    let t = Target::start(&["--control"]);
+    let state = tempfile::tempdir().unwrap();
+    let iscsi = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .arg("--state-dir")
+            .arg(state.path())
+            .env("XDG_CONFIG_HOME", state.path().join("config"))
+            .output()
+            .expect("run iscsi")
+    };
+    let mut d = Command::new(BIN);
+    d.args(["daemon", "--log", "warn", "--state-dir"])
+        .arg(state.path())
+        .env("XDG_CONFIG_HOME", state.path().join("config"));
+    let _daemon = ServerProcess::spawn(d, "listening on", Duration::from_secs(10)).expect("daemon");
+    let portal = t.addr.to_string();
+    ok(iscsi(&["discover", "--portal", &portal]), "discover");
+    ok(
+        iscsi(&["node", "update", "--target", T, "--tag-writes", "6"]),
+        "node update",
+    );
+    let n: Value = serde_json::from_str(&ok(
+        iscsi(&["node", "show", "--target", T, "--json"]),
+        "node show",
+    ))
+    .unwrap();
+    assert_eq!(
+        (n[0]["tag_writes"].clone(), n[0]["tag_reads"].clone()),
+        (6.into(), Value::Null)
+    );
+    let o = iscsi(&["node", "update", "--target", T, "--tag-reads", "9"]);
+    assert_eq!(o.status.code(), Some(2), "tag 9: {}", text(&o.stderr));
+
+    ok(
+        iscsi(&[
+            "login",
+            "--target",
+            T,
+            "--nbd",
+            "127.0.0.1:0",
+            "--tag-reads",
+            "2",
+        ]),
+        "login",
+    );
+    let s: Value = serde_json::from_str(&ok(iscsi(&["session", "--json"]), "session")).unwrap();
+    assert_eq!(
+        s[0]["io_tags"],
+        serde_json::json!({"reads": 2, "writes": 6}),
+        "{s:#}"
+    );
+    let human = ok(iscsi(&["session"]), "session");
+    assert!(
+        human.contains("Control-channel tags: writes tag 6, reads tag 2"),
+        "{human}"
+    );
+
+    let nbd_addr = s[0]["nbd"].as_str().unwrap().to_string();
+    let mut c = NbdIo::connect(&nbd_addr, "lun0", Duration::from_secs(10)).unwrap();
+    c.write(0, &pattern(4096, 5)).unwrap();
+    let mut b = vec![0u8; 4096];
+    c.read(0, &mut b).unwrap();
+    assert_eq!(b, pattern(4096, 5));
+    drop(c);
+    let ctl = t.control();
+    assert_eq!(ctl["tags"]["6"]["bytes"], 4096, "{ctl:#}");
+    assert_eq!(ctl["tags"]["2"]["bytes"], 4096, "{ctl:#}");
+    // The tagged view shows in the session once used.
+    let mut v = NbdIo::connect(&nbd_addr, "lun0@tag0", Duration::from_secs(10)).unwrap();
+    v.write(0, &pattern(512, 1)).unwrap();
+    drop(v);
+    let s: Value = serde_json::from_str(&ok(iscsi(&["session", "--json"]), "session")).unwrap();
+    assert_eq!(
+        s[0]["luns"][0]["tagged_exports"][0]["name"], "lun0@tag0",
+        "{s:#}"
+    );
+    assert_eq!(
+        t.control()["tags"]["6"]["bytes"],
+        4096,
+        "the untagged view adds nothing"
+    );
+    ok(iscsi(&["logout", "--target", T]), "logout");
 }

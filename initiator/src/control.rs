@@ -176,10 +176,20 @@ pub async fn set(s: &Session, lun: u64, name: &str, value: &str) -> Result<Switc
     get(s, lun, name).await
 }
 
-/// The vendor VPD page: is the channel on, which tag bits, which switches.
-pub async fn capabilities(s: &Session, lun: u64) -> Result<ControlVpd> {
+/// The vendor VPD page: is the channel on, may we SET, which tag bits,
+/// which switches. `None` when the LUN's Supported VPD Pages (00h, SPC-5
+/// §7.7.13) do not list it: the channel is off there (our target answers
+/// the page only when it is on), or the target has no such channel.
+pub async fn capabilities(s: &Session, lun: u64) -> Result<Option<ControlVpd>> {
+    let pages = crate::device::vpd(s, lun, 0x00).await?;
+    let listed = proto::scsi::inquiry::parse_vpd(&pages)
+        .is_some_and(|(_, list)| list.contains(&control::CTL_VPD_PAGE));
+    if !listed {
+        return Ok(None);
+    }
     let page = crate::device::vpd(s, lun, control::CTL_VPD_PAGE).await?;
     ControlVpd::decode(&page)
+        .map(Some)
         .map_err(|e| Error::Protocol(format!("the target's control VPD page: {e}")))
 }
 

@@ -754,3 +754,38 @@ async fn a_command_rejected_again_and_again_recovers_the_session() {
     c2.complete_good(cmd.itt).await.unwrap();
     assert_eq!(join(h).await.unwrap().status, 0);
 }
+
+#[tokio::test]
+async fn command_rejected_for_another_reason_fails_and_its_cmd_sn_is_plugged() {
+    let (_t, s, mut c) = open(FakeTargetConfig::default(), |_| {}).await;
+    let h = spawn_cmd(&s, TUR.to_vec(), DataDirection::None);
+    let cmd = c.recv_command().await.unwrap();
+    c.exp_cmd_sn = cmd.cmd_sn;
+    let r = reject_of(
+        &mut c,
+        Pdu::ScsiCommand(cmd.clone()),
+        RejectReason::PROTOCOL_ERROR,
+    );
+    c.send(r).await.unwrap();
+    assert!(matches!(join(h).await, Err(Error::Rejected(_))));
+    // RFC 7143 §7.3, §11.5.1: ABORT TASK with the command's CmdSN as RefCmdSN.
+    let Pdu::TaskMgmtRequest(tmf) = c.recv().await.unwrap() else {
+        panic!("expected ABORT TASK")
+    };
+    assert_eq!(tmf.function, TmfFunction::ABORT_TASK);
+    assert!(tmf.immediate);
+    assert_eq!(
+        (tmf.referenced_task_tag, tmf.ref_cmd_sn),
+        (cmd.itt, cmd.cmd_sn)
+    );
+    c.exp_cmd_sn = cmd.cmd_sn.wrapping_add(1);
+    let r = c.tmf_response(tmf.itt, TmfResponse::TASK_DOES_NOT_EXIST);
+    c.send(r).await.unwrap();
+    // The session goes on.
+    let h = spawn_cmd(&s, TUR.to_vec(), DataDirection::None);
+    let next = c.recv_command().await.unwrap();
+    assert_eq!(next.cmd_sn, cmd.cmd_sn.wrapping_add(1));
+    c.complete_good(next.itt).await.unwrap();
+    join(h).await.unwrap();
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+}

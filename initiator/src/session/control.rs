@@ -1,6 +1,7 @@
 //! Exchanges the initiator starts besides SCSI commands: Logout (RFC 7143
 //! §11.14, also on the target's request, §11.9.1 events 1 and 4) and Task
-//! Management (§11.5), each waiting for its response with a bound.
+//! Management (§11.5), each waiting for its response with a bound; and the
+//! ABORT TASK that plugs a rejected command's CmdSN gap (§7.3).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use proto::pdu::{
 use proto::serial::CmdSn;
 use tokio::sync::oneshot;
 
-use super::state::{lock, Control, Inner, Phase};
+use super::state::{lock, Control, Inner, Phase, State};
 use crate::error::{Error, Result};
 
 impl Inner {
@@ -80,6 +81,42 @@ impl Inner {
             )),
             Err(_) => Err(Error::Timeout("no Logout Response".into())),
         }
+    }
+
+    /// Plug the CmdSN gap a rejected command left (RFC 7143 §7.3: "the
+    /// initiator MUST plug the CmdSN gap ... by aborting the task"): an
+    /// immediate ABORT TASK whose RefCmdSN is the command's, which the
+    /// target "must consider ... as received" (§11.5.1). The answer only
+    /// needs to be consumed.
+    pub(super) fn plug_cmd_sn_gap(
+        &self,
+        st: &mut State,
+        conn: usize,
+        lun: u64,
+        itt: u32,
+        cmd_sn: CmdSn,
+    ) {
+        let (tx, _) = oneshot::channel();
+        let tmf_itt = st.alloc_itt();
+        st.control.insert(tmf_itt, Control::Tmf(tx));
+        let pdu = Pdu::TaskMgmtRequest(TaskMgmtRequest {
+            immediate: true,
+            function: TmfFunction::ABORT_TASK,
+            lun,
+            itt: tmf_itt,
+            referenced_task_tag: itt,
+            cmd_sn: st.window.cmd_sn().get(),
+            exp_stat_sn: 0,
+            ref_cmd_sn: cmd_sn.get(),
+            exp_data_sn: 0,
+            data: Bytes::new(),
+        });
+        tracing::debug!(
+            itt,
+            cmd_sn = cmd_sn.get(),
+            "ABORT TASK to plug the rejected command's CmdSN"
+        );
+        let _ = st.conns.get(conn).map(|c| c.tx.send(pdu));
     }
 
     pub(super) async fn task_management(

@@ -268,7 +268,11 @@ impl Inner {
         match action {
             RejectAction::RetryCommand { itt } => return self.retry_command(st, ci, itt),
             RejectAction::FailCommand { itt } => {
-                self.finish(st, itt, Err(Error::Rejected(format!("{:?}", r.reason))));
+                if let Some(t) = st.tasks.get(&itt) {
+                    let (conn, lun, cmd_sn) = (t.conn, t.p.lun, t.cmd_sn);
+                    self.finish(st, itt, Err(Error::Rejected(format!("{:?}", r.reason))));
+                    self.plug_cmd_sn_gap(st, conn, lun, itt, cmd_sn);
+                }
             }
             // The target ends the task with a response (a CRC error one is
             // issued again by `Session::execute_raw`); the command timeout

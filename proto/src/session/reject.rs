@@ -11,7 +11,8 @@
 //!   data, on the same connection: §7.2.1 "Usage of Retry"); §7.8: "the
 //!   immediate data is implicitly recovered when the task is retried,
 //!   followed by the entire data transfer for the task". Any other reason
-//!   (the command itself is wrong) fails the command.
+//!   (the command itself is wrong) fails the command, and the gap is
+//!   plugged with ABORT TASK (RefCmdSN, §11.5.1).
 //! * A Reject of any other PDU of a task (a Data-Out, say) does not end the
 //!   task: §7.3 "Targets MUST NOT implicitly terminate an active task by
 //!   sending a Reject PDU ... the initiator can eventually expect a

@@ -170,6 +170,18 @@ async fn usage_of(c: &mut Conn, opcode: u8) -> Vec<u8> {
     r.data[4..].to_vec()
 }
 
+/// REPORT SUPPORTED OPERATION CODES, all commands (options 0): (opcode,
+/// CDB length) of every descriptor.
+async fn all_opcodes(c: &mut Conn) -> Vec<(u8, u16)> {
+    let cdb = [0xA3, 0x0C, 0x00, 0, 0, 0, 0, 0, 0x10, 0, 0, 0];
+    let r = c.command(0, &cdb, &[], 4096).await.unwrap();
+    assert_eq!(r.status, 0);
+    r.data[4..]
+        .chunks_exact(8)
+        .map(|d| (d[0], u16::from_be_bytes([d[6], d[7]])))
+        .collect()
+}
+
 async fn vpd(c: &mut Conn, page: u8) -> CmdResult {
     c.command(0, &[0x12, 0x01, page, 0x01, 0x00, 0], &[], 256)
         .await
@@ -210,6 +222,7 @@ async fn off_tagged_io_is_refused_as_before() {
         .await
         .unwrap();
     assert_eq!(r.data[1] & 0x07, 0x01, "C7h reported as not supported");
+    assert!(!all_opcodes(&mut c).await.iter().any(|&(op, _)| op == 0xC7));
     let pages = vpd(&mut c, 0x00).await;
     assert!(!pages.data[4..].contains(&control::CTL_VPD_PAGE));
     assert_eq!(vpd(&mut c, control::CTL_VPD_PAGE).await.status, 2);
@@ -276,6 +289,7 @@ async fn on_tags_are_counted_and_remembered() {
     assert_eq!(usage_of(&mut c, 0xA8).await[10], 0xFF);
     assert_eq!(usage_of(&mut c, 0x8A).await[15], 0xE0);
     assert_eq!(usage_of(&mut c, 0xC7).await, control::CTL_USAGE.to_vec());
+    assert!(all_opcodes(&mut c).await.contains(&(0xC7, 16)));
     assert!(vpd(&mut c, 0x00).await.data[4..].contains(&control::CTL_VPD_PAGE));
     let page = ControlVpd::decode(&vpd(&mut c, control::CTL_VPD_PAGE).await.data).unwrap();
     assert!(page.enabled && page.control_right);

@@ -21,16 +21,21 @@ const CTL_EXAMPLES: &str = "\
 The switches are the target's, per LUN; at least:
   io_mode      wb | wt | ro   the LUN's write mode (ro: writes fail WRITE PROTECTED)
   trace        on | off       log every command of the LUN on the target
-  tagN.policy  (N = 1..7)     what the target does with I/O tagged N (log, fua, reject, ...)
+  tagN.policy  (N = 1..7)     what the target does with I/O tagged N: log, fua, reject, limit:N
+  can_set      yes | no       (read-only) whether this initiator may SET
 `iscsi ctl list` shows them all with their values and help. LIST and GET are
 open to any initiator that may use the LUN; SET needs the control right
 (`iscsi target serve --control` grants it to every initiator).
 
 Examples:
+  iscsi ctl info --portal 127.0.0.1:3260 --target iqn.2024-01.com.example:disk1
   iscsi ctl list --portal 127.0.0.1:3260 --target iqn.2024-01.com.example:disk1 --lun 0
   iscsi ctl get io_mode --portal 127.0.0.1:3260 --target IQN --json
   iscsi ctl set tag6.policy=fua --portal 127.0.0.1:3260 --target IQN
   iscsi ctl set io_mode=ro --portal 127.0.0.1:3260 --target IQN --chap alice:secret12chars
+
+Tagging I/O is a login option (`iscsi login --tag-writes 6`), an NBD export
+name (`lun0@tag6`) or `iscsi scsi ... raw CDB --tag N`; docs/control-channel.md.
 
 Exit codes: 0 ok, 1 refused (no control right, channel off, unknown switch or
 value), 2 usage, 3 unreachable.";

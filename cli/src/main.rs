@@ -43,8 +43,9 @@ enum Command {
     Login(login_cmd::LoginArgs),
     #[command(flatten)]
     Daemon(daemon_cmd::DaemonVerbs),
-    /// The control channel: list, get and set a LUN's switches (io_mode,
-    /// trace, tag policies) through the vendor SCSI command.
+    /// The control channel: a LUN's channel state (info) and switches
+    /// (list, get, set: io_mode, trace, tag policies) through the vendor
+    /// SCSI command.
     #[command(subcommand)]
     Ctl(ctl_cmd::CtlCmd),
 }

@@ -402,16 +402,33 @@ fn tagged_views_and_raw_tags() {
 }
 
 /// fdatasync(2) calls the target process makes while `work` runs, counted
-/// with strace attached to it (all threads).
+/// with strace attached to it (all threads; `work` starts once strace says
+/// it is attached).
 fn fdatasyncs(t: &Target, work: impl FnOnce()) -> usize {
     let out = t.path("strace.txt");
     let mut st = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=fdatasync", "-o"])
+        .args(["-f", "-e", "trace=fdatasync", "-o"])
         .arg(&out)
         .args(["-p", &t._process.id().to_string()])
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("strace");
-    std::thread::sleep(Duration::from_millis(1500)); // attached to every thread
+    let stderr = st.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if l.contains("attached") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("strace attaches to the target");
+    std::thread::sleep(Duration::from_millis(300)); // the other threads' attach lines
     work();
     std::thread::sleep(Duration::from_millis(300));
     let _ = Command::new("kill")

@@ -520,3 +520,77 @@ async fn set_without_the_control_right_is_refused_and_changes_nothing() {
     assert_eq!(set(&mut other, "trace", "on").await.status, 0);
     rig.stop().await;
 }
+
+/// A `tracing` writer that keeps everything in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn trace_switch_logs_every_command_and_set_names_the_initiator() {
+    // Current-thread runtime: the server's tasks run on this thread, so the
+    // thread-local subscriber sees their events.
+    let log = Captured::default();
+    let w = log.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_env_filter("iscsi_target=info")
+        .with_ansi(false)
+        .with_writer(move || w.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(sub);
+    let rig = Rig::start(true).await;
+    let mut c = rig.conn(INITIATOR, 1).await;
+    assert_eq!(read(&mut c, 3, 1, 0).await.status, 0);
+    assert!(
+        !log.text().contains("iscsi_target::trace"),
+        "trace is off by default"
+    );
+    assert_eq!(set(&mut c, "trace", "on").await.status, 0);
+    let set_line = log.text();
+    assert!(
+        set_line.contains("control switch set") && set_line.contains(INITIATOR),
+        "SET logged with the initiator's name:\n{set_line}"
+    );
+    assert_eq!(read(&mut c, 3, 1, 0).await.status, 0);
+    let text = log.text();
+    let traced: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("iscsi_target::trace"))
+        .collect();
+    // The READ(10) after the SET: opcode 28h, LBA 3.
+    assert!(
+        traced
+            .iter()
+            .any(|l| l.contains("[28, 00, 00, 00, 00, 03,")),
+        "{traced:#?}"
+    );
+    assert_eq!(set(&mut c, "trace", "off").await.status, 0);
+    let n = log
+        .text()
+        .lines()
+        .filter(|l| l.contains("iscsi_target::trace"))
+        .count();
+    assert_eq!(read(&mut c, 3, 1, 0).await.status, 0);
+    let after = log
+        .text()
+        .lines()
+        .filter(|l| l.contains("iscsi_target::trace"))
+        .count();
+    assert_eq!(n, after, "trace off: nothing more traced");
+    rig.stop().await;
+}

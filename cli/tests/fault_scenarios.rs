@@ -217,11 +217,12 @@ async fn corrupted_data_out_is_rewritten_transparently() {
         .unwrap()
         .unwrap();
     assert!(got == data, "data read back differs");
+    // The answer itself (CHECK CONDITION 47h/05h after the sequence ends)
+    // is checked in target/tests/digests.rs.
     let out = s.target_output().join("\n");
     assert!(
         out.contains("data digest mismatch on DATA_OUT"),
         "the corruption did not hit a Data-Out:\n{out}"
     );
-    assert!(out.contains("PROTOCOL SERVICE CRC ERROR"), "{out}");
     assert!(s.events.recoveries().is_empty(), "recovered in-session");
 }

@@ -69,39 +69,39 @@ impl Sniffer {
     }
 }
 
-/// Copy `from` to `to`; with `seen`, decode the PDUs on the way.
+/// Copy `from` to `to`; with `seen`, decode the PDUs on the way, each
+/// recorded before its bytes are passed on (so a command is in `seen`
+/// before the target can answer it).
 fn relay(mut from: TcpStream, mut to: TcpStream, seen: Option<Arc<Mutex<Vec<Vec<u8>>>>>) {
     let limits = DecodeLimits {
         max_data_segment_length: 16 << 20,
         ..DecodeLimits::default()
     };
     let mut acc = BytesMut::new();
-    let mut decoding = true;
+    let mut decoding = seen.is_some();
     let mut buf = vec![0u8; 256 << 10];
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-        let Some(seen) = &seen else { continue };
-        if !decoding {
-            continue;
-        }
-        acc.extend_from_slice(&buf[..n]);
-        loop {
-            match decode_frame(&mut acc, &limits) {
-                Ok(Some(Pdu::ScsiCommand(c))) => seen.lock().unwrap().push(c.cdb.to_vec()),
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(e) => {
-                    eprintln!("relay: cannot decode the initiator's stream: {e}");
-                    decoding = false;
-                    break;
+        if let (true, Some(seen)) = (decoding, &seen) {
+            acc.extend_from_slice(&buf[..n]);
+            loop {
+                match decode_frame(&mut acc, &limits) {
+                    Ok(Some(Pdu::ScsiCommand(c))) => seen.lock().unwrap().push(c.cdb.to_vec()),
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("relay: cannot decode the initiator's stream: {e}");
+                        decoding = false;
+                        break;
+                    }
                 }
             }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
         }
     }
     let _ = to.shutdown(Shutdown::Write);
@@ -728,4 +728,78 @@ fn daemon_sessions_carry_node_and_login_tags() {
         "the untagged view adds nothing"
     );
     ok(iscsi(&["logout", "--target", T]), "logout");
+}
+
+/// The `ScsiDevice` tag API against our target: every tag 1..=7 through
+/// `write_tagged`/`read_tagged` is on the wire in the CONTROL byte and
+/// counted under that tag by the target; `None` is the standard CDB;
+/// a `with_tags` view and the session's `io_tags` tag what they say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_api_tags_every_value() {
+    use initiator::{IoTags, Portal, ScsiDevice, Session, SessionConfig};
+    let t = Target::start(&["--control"]);
+    let relay = Sniffer::start(t.addr);
+    let mut cfg = SessionConfig::new(
+        Portal::parse(&relay.addr.to_string()).unwrap(),
+        T,
+        "iqn.2026-01.rs.iscsi-rs:device-api",
+    );
+    cfg.io_tags = IoTags::new(Some(1), None).unwrap();
+    let s = Session::connect(cfg).await.expect("login");
+    let dev = ScsiDevice::open(&s, 0).await.expect("open LUN 0");
+    assert_eq!(dev.tags(), IoTags::new(Some(1), None).unwrap());
+    let _ = relay.take();
+
+    let block = bytes::Bytes::from(pattern(512, 7));
+    for tag in 1..=7u8 {
+        let lba = 100 + tag as u64;
+        dev.write_tagged(lba, block.clone(), false, Some(tag))
+            .await
+            .unwrap();
+        assert_eq!(dev.read_tagged(lba, 1, Some(tag)).await.unwrap(), block);
+        let cdbs = relay.take();
+        let w = with_opcode(&cdbs, 0x8A);
+        let r = with_opcode(&cdbs, 0x88);
+        let (mut ew, mut er) = (
+            cdb::write16(lba, 1, false).as_bytes().to_vec(),
+            cdb::read16(lba, 1, false).as_bytes().to_vec(),
+        );
+        ew[15] = tag << 5;
+        er[15] = tag << 5;
+        assert_eq!((w, r), (vec![ew], vec![er]), "tag {tag}");
+    }
+    let ctl = t.control();
+    for tag in 1..=7 {
+        let k = tag.to_string();
+        assert_eq!(ctl["tags"][&k]["commands"], 2, "tag {tag}: {ctl:#}");
+        assert_eq!(ctl["tags"][&k]["bytes"], 1024, "tag {tag}: {ctl:#}");
+    }
+
+    // None: the standard CDBs, byte for byte.
+    dev.write_tagged(200, block.clone(), true, None)
+        .await
+        .unwrap();
+    dev.read_tagged(200, 1, None).await.unwrap();
+    let cdbs = relay.take();
+    assert_eq!(
+        with_opcode(&cdbs, 0x8A),
+        vec![cdb::write16(200, 1, true).as_bytes().to_vec()]
+    );
+    assert_eq!(
+        with_opcode(&cdbs, 0x88),
+        vec![cdb::read16(200, 1, false).as_bytes().to_vec()]
+    );
+
+    // The session's tags (reads 1) and a view (writes 5) on plain read/write.
+    dev.read(200, 1).await.unwrap();
+    dev.with_tags(IoTags::new(None, Some(5)).unwrap())
+        .write(201, block.clone(), false)
+        .await
+        .unwrap();
+    let cdbs = relay.take();
+    assert_eq!(tag_of(&with_opcode(&cdbs, 0x88)[0]), Some(1));
+    assert_eq!(tag_of(&with_opcode(&cdbs, 0x8A)[0]), Some(5));
+    assert!(dev.write_tagged(0, block, false, Some(8)).await.is_err());
+    drop(dev);
+    s.logout().await.unwrap();
 }

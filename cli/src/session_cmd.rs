@@ -226,6 +226,15 @@ fn print_attach(info: &SessionInfo) {
             }
         }
     }
+    if !info.io_tags.is_none() {
+        println!("  Control-channel tags: {}", info.io_tags);
+    }
+    if let Some(e) = info.luns.iter().find_map(|l| l.export.as_ref()) {
+        println!(
+            "  Tagged views: {n}@tag1 .. {n}@tag7 (every read and write tagged), {n}@tag0 (untagged)",
+            n = e.name
+        );
+    }
     if !kernel_has_nbd() {
         println!(
             "  (no NBD kernel module here: `modprobe nbd` for nbd-client, or use the nbdfuse line)"

@@ -4,8 +4,10 @@
 //! - [`IoTags`]: which tag (1..=7) a session's or a device view's block I/O
 //!   carries. The bits themselves are written by
 //!   [`proto::scsi::control::set_tag`] only, so both ends share one
-//!   definition (READ/WRITE(10): bits 7-5 of byte 6, the bits above GROUP
-//!   NUMBER, SBC-4 §5.13 / §5.46; (12) and (16): see that module).
+//!   definition (READ/WRITE(10): bits 7-5 of byte 6, above the SBC-3
+//!   GROUP NUMBER; (12): byte 10; (16): the CONTROL byte, whose bits 7-6
+//!   SAM-5 leaves vendor specific; that module quotes SBC-4 for each).
+//!   Our block I/O is READ(16)/WRITE(16), so its tag is in byte 15.
 //! - [`list`], [`get`], [`set`]: the vendor command's service actions LIST,
 //!   GET and SET of named switches on a LUN ([`proto::scsi::control::CtlCommand`]);
 //!   [`capabilities`]: the vendor VPD page ([`proto::scsi::control::CTL_VPD_PAGE`]).

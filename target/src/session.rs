@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use proto::serial::CmdSn;
+use proto::session::tags::TagMap;
 use proto::session::CmdWindow;
 
 /// Lock a mutex, recovering from poisoning (a panicking task must not take
@@ -173,7 +174,7 @@ pub struct SessionCore {
     pub max_connections: u16,
     pub window: Mutex<CmdWindow>,
     conns: Mutex<Vec<ConnHandle>>,
-    tasks: Mutex<HashMap<u32, Arc<TaskShared>>>,
+    tasks: Mutex<TagMap<Arc<TaskShared>>>,
     next_task_id: AtomicU64,
     closed: AtomicBool,
     /// Cancelled when the session ends; its connections watch it.
@@ -213,7 +214,7 @@ impl SessionCore {
             max_connections: max_connections.max(1),
             window: Mutex::new(CmdWindow::new(CmdSn::new(first_cmd_sn), queue_depth)),
             conns: Mutex::new(Vec::new()),
-            tasks: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(TagMap::default()),
             next_task_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             cancel: CancellationToken::new(),
@@ -323,16 +324,25 @@ impl SessionCore {
     /// its response is queued, so the response already advertises the
     /// freed slot in MaxCmdSN). Safe to call twice.
     pub fn retire_task(&self, task: &TaskShared) {
+        self.remove_task(task.itt, task.id);
+    }
+
+    /// Remove task `itt` from the registry if it is still task `id`, and
+    /// release its window slot; returns it.
+    pub fn remove_task(&self, itt: u32, id: u64) -> Option<Arc<TaskShared>> {
         let removed = {
             let mut tasks = lock(&self.tasks);
-            match tasks.get(&task.itt) {
-                Some(t) if t.id == task.id => tasks.remove(&task.itt).is_some(),
-                _ => false,
+            match tasks.get(&itt) {
+                Some(t) if t.id == id => tasks.remove(&itt),
+                _ => None,
             }
         };
-        if removed && task.counted {
-            lock(&self.window).complete();
+        if let Some(t) = &removed {
+            if t.counted {
+                lock(&self.window).complete();
+            }
         }
+        removed
     }
 
     /// Release a window slot for a non-SCSI command (NOP-Out, Text, Logout,

@@ -55,6 +55,40 @@ impl TagAllocator {
     }
 }
 
+/// A hasher for maps keyed by a tag (ITT, TTT), cheaper than SipHash.
+///
+/// Tags come from the peer, so they may be chosen to collide; that costs
+/// at most a scan of the colliding entries, and a connection's table of
+/// tags is bounded by the CmdSN window (plus the bounded immediate
+/// commands), so the worst case stays small.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TagHasher(u64);
+
+impl std::hash::Hasher for TagHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: the high bits, which the map uses, depend on
+        // every bit of the tag.
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A map keyed by task tags.
+pub type TagMap<V> = std::collections::HashMap<u32, V, std::hash::BuildHasherDefault<TagHasher>>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use proto::codec::CodecError;
 use proto::pdu::{LogoutReason, LogoutResponseCode, Pdu, TaskMgmtRequest, TaskMgmtResponse};
 use proto::session::target::{CloseReason, Command, Event, LogoutRequested, TargetConn};
@@ -21,6 +21,9 @@ use super::writer::Outbound;
 use super::{ConnError, ConnLimits, Frames};
 use crate::server::{ServerShared, Session};
 use crate::session::{ConnNotice, TaskPhase};
+
+/// Inputs taken in one go before the output is handed to the writer.
+const BATCH: usize = 64;
 
 /// A TMF's answer, back from the task that ran it.
 type TmfDone = (TaskMgmtResponse, Option<crate::tmf::After>);
@@ -99,7 +102,28 @@ impl Conn {
                 _ = sleep_until_opt(deadline) => self.core.handle_timeout(Instant::now()),
             }
             self.events();
+            self.drain_ready(&mut frames)?;
         }
+    }
+
+    /// Take what is already there (frames in the read buffer or on the
+    /// socket, finished commands) without going back to the `select!`, so
+    /// that a burst is handled, and its answers sent, as one batch.
+    fn drain_ready(&mut self, frames: &mut Frames<OwnedReadHalf>) -> Result<(), ConnError> {
+        for _ in 0..BATCH {
+            if self.closing.is_some() {
+                break;
+            }
+            if let Ok(d) = self.done_rx.try_recv() {
+                self.done(d);
+            } else if let Some(f) = frames.next().now_or_never() {
+                self.frame(f)?;
+            } else {
+                break;
+            }
+            self.events();
+        }
+        Ok(())
     }
 
     fn frame(
@@ -130,9 +154,7 @@ impl Conn {
                 Event::TaskManagement(t) => self.tmf(t),
                 Event::Text { itt, keys, .. } => self.text(itt, &keys),
                 Event::Logout(l) => self.logout(l),
-                Event::TaskFailed { itt, error } => {
-                    warn!(itt, ?error, "task failed in the data transfer")
-                }
+                Event::TaskFailed { itt, error } => warn!(itt, "{error}"),
                 Event::Closed(CloseReason::LoggedOut) => self.closing = Some(Ok(())),
                 Event::Closed(CloseReason::PingTimeout(d)) => {
                     self.closing = Some(Err(ConnError::PingTimeout(d)))

@@ -80,11 +80,13 @@ impl TargetSession for SessionHooks {
     }
 
     fn retire_task(&self, itt: u32, id: TaskId) -> bool {
-        let Some(t) = self.task(itt, id) else {
+        let Some(t) = self.session.core.remove_task(itt, id) else {
             return false;
         };
         let answer = t.start_responding();
-        self.session.core.finish_task(&t);
+        // Anyone waiting for it (a TMF) may go on: its answer, if any, is
+        // queued on this connection right after this call.
+        t.set_done();
         answer
     }
 

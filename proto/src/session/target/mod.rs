@@ -55,7 +55,7 @@ mod control;
 mod scsi;
 mod session;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -63,6 +63,7 @@ use bytes::Bytes;
 use crate::pdu::{DecodeError, DigestConfig, Pdu, Reject, RejectReason};
 use crate::scsi::Status;
 use crate::serial::StatSn;
+use crate::session::tags::TagMap;
 use crate::session::{stamp_target, DataInLimits, DataOutError, TagAllocator, WriteLimits};
 
 pub use control::{LogoutDecision, LogoutRequested};
@@ -106,14 +107,17 @@ pub enum CloseReason {
 }
 
 /// Why the core failed a task itself (the shell may log it).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TaskError {
     /// The write data broke the transfer rules (§7.1.4 at ERL 0).
+    #[error("write data transfer error ({0}): ended with DATA PHASE ERROR")]
     DataOut(DataOutError),
     /// EDTL above the configured write buffer limit.
+    #[error("write of {0} bytes is beyond the per-command buffer limit: ended with INVALID FIELD IN CDB")]
     TooLarge(u32),
     /// A Data-Out failed its data digest: the data was discarded (nothing
     /// written) and the task ended once its sequences did (§7.8).
+    #[error("a Data-Out failed its data digest: write ended with PROTOCOL SERVICE CRC ERROR, nothing written")]
     DataDigest,
 }
 
@@ -170,10 +174,10 @@ pub struct TargetConn<S> {
     next_stat_sn: StatSn,
     ttts: TagAllocator,
     /// Tasks that arrived on this connection (allegiance), by ITT.
-    tasks: HashMap<u32, scsi::Task>,
+    tasks: TagMap<scsi::Task>,
     text: control::TextState,
     /// Window slots held by answered-later exchanges (TMF, Logout), by ITT.
-    held: HashMap<u32, bool>,
+    held: TagMap<bool>,
     ping: Option<Ping>,
     last_rx: Instant,
     transmit: VecDeque<Pdu>,
@@ -189,9 +193,9 @@ impl<S: TargetSession> TargetConn<S> {
             config,
             next_stat_sn: config.first_stat_sn,
             ttts: TagAllocator::new(1),
-            tasks: HashMap::new(),
+            tasks: TagMap::default(),
             text: control::TextState::default(),
-            held: HashMap::new(),
+            held: TagMap::default(),
             ping: None,
             last_rx: now,
             transmit: VecDeque::new(),

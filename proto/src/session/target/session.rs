@@ -7,10 +7,10 @@
 //! locks, its task handles); [`LocalSession`] is the one-connection version
 //! for tests and test peers.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::serial::CmdSn;
+use crate::session::tags::TagMap;
 use crate::session::{Admit, CmdWindow};
 
 /// Identifies a registered task, so that a reused ITT never names an old,
@@ -99,7 +99,7 @@ pub struct LocalSession {
 struct Local {
     window: CmdWindow,
     /// ITT -> (task id, counted, aborted).
-    tasks: HashMap<u32, (TaskId, bool, bool)>,
+    tasks: TagMap<(TaskId, bool, bool)>,
     next_id: TaskId,
     descriptor_sense: bool,
 }
@@ -111,7 +111,7 @@ impl LocalSession {
         LocalSession {
             inner: Mutex::new(Local {
                 window: CmdWindow::new(first_cmd_sn, queue_depth),
-                tasks: HashMap::new(),
+                tasks: TagMap::default(),
                 next_id: 1,
                 descriptor_sense: false,
             }),

@@ -10,11 +10,19 @@
 //! [`crate::nbd::exec::errno`] (EPERM, EIO, EINVAL, ENOSPC, ESHUTDOWN), which
 //! are Linux's.
 //!
-//! Not tested here: this machine's kernel has no ublk driver; CI only
-//! builds the feature. Callers check [`available`] and fall back to NBD.
+//! Requests run on the session's tokio runtime while the queue thread
+//! sleeps in its io_uring; a completion wakes it through an eventfd that
+//! the queue keeps a read pending on (one extra io slot), and hands the
+//! result over a oneshot channel filled before the eventfd is written, so
+//! the woken task always finds it.
+//!
+//! The machine CI runs on has no ublk driver: CI only builds the feature,
+//! and `scripts/vm-ublk.sh` runs it under a guest kernel that has one.
+//! Callers check [`available`] and fall back to NBD.
 
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use libublk::ctrl::{UblkCtrl, UblkCtrlBuilder};
@@ -65,6 +73,8 @@ pub fn serve(
     let params_dev = dev.clone();
     let init = move |u: &mut UblkDev| {
         set_params(u, &params_dev, read_only);
+        // The eventfd read that wakes the queue (see `Wakeup`).
+        u.tgt.extra_ios = 1;
         Ok(())
     };
     let queue = move |qid: u16, u: &UblkDev| run_queue(qid, u, dev.clone(), rt.clone());
@@ -130,13 +140,24 @@ fn run_queue(qid: u16, u: &UblkDev, dev: ScsiDevice, rt: Handle) {
             return;
         }
     };
+    let wake = match Wakeup::new() {
+        Ok(w) => Arc::new(w),
+        Err(e) => {
+            tracing::error!(error = %e, "ublk queue: eventfd");
+            return;
+        }
+    };
     let exe = Rc::new(smol::LocalExecutor::new());
+    let waker_task = {
+        let wake = wake.clone();
+        exe.spawn(async move { wake.serve(DEPTH).await })
+    };
     let tasks: Vec<_> = q
         .tags()
         .map(|tag| {
-            let (q, dev, rt) = (q.clone(), dev.clone(), rt.clone());
+            let (q, dev, rt, wake) = (q.clone(), dev.clone(), rt.clone(), wake.clone());
             exe.spawn(async move {
-                match io_task(&q, tag, &dev, &rt).await {
+                match io_task(&q, tag, &dev, &rt, &wake).await {
                     Ok(()) | Err(UblkError::QueueIsDown) => {}
                     Err(e) => tracing::error!(tag, error = %e, "ublk I/O task failed"),
                 }
@@ -151,6 +172,71 @@ fn run_queue(qid: u16, u: &UblkDev, dev: ScsiDevice, rt: Handle) {
             tracing::error!(error = %e, "ublk queue stopped");
         }
     }));
+    drop(waker_task);
+}
+
+/// The eventfd through which requests finished on the tokio runtime wake
+/// the queue thread out of its io_uring wait. Shared (`Arc`) with those
+/// requests, so the fd is closed only after the last of them wrote it.
+struct Wakeup {
+    fd: i32,
+}
+
+// The only unsafe code of the initiator: three libc calls on an eventfd
+// and a read SQE into a buffer that lives for the whole process.
+
+#[allow(unsafe_code)]
+impl Wakeup {
+    fn new() -> std::io::Result<Wakeup> {
+        // SAFETY: eventfd takes no pointers; a negative result is an error.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Wakeup { fd })
+    }
+
+    /// Called from any thread once a request's result is in its channel.
+    fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd, which is
+        // open as long as `self` is.
+        unsafe { libc::write(self.fd, (&one as *const u64).cast(), 8) };
+    }
+
+    /// Keeps one eventfd read pending in the queue's ring (io slot `tag`,
+    /// the extra one), so that a write ends the ring's wait.
+    async fn serve(&self, tag: u16) {
+        // The kernel may still write into this buffer after the queue and
+        // this task are gone (a read pending when the ring is torn down), so
+        // it is leaked on purpose: 8 bytes per device.
+        let counter: &'static mut [u8; 8] = Box::leak(Box::new([0u8; 8]));
+        loop {
+            let sqe =
+                io_uring::opcode::Read::new(io_uring::types::Fd(self.fd), counter.as_mut_ptr(), 8)
+                    .build();
+            let data = libublk::io::UblkIOCtx::build_user_data_async(tag, 0, 0);
+            match libublk::uring_async::ublk_submit_sqe_async(sqe, data).await {
+                Ok(r) if r >= 0 => {}
+                Ok(r) => {
+                    tracing::debug!(errno = -r, "ublk wakeup read ended");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "ublk wakeup read not submitted");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+impl Drop for Wakeup {
+    fn drop(&mut self) {
+        // SAFETY: the fd is ours and closed once.
+        unsafe { libc::close(self.fd) };
+    }
 }
 
 async fn io_task(
@@ -158,6 +244,7 @@ async fn io_task(
     tag: u16,
     dev: &ScsiDevice,
     rt: &Handle,
+    wake: &Arc<Wakeup>,
 ) -> Result<(), UblkError> {
     let mut buf = IoBuf::<u8>::new(q.dev.dev_info.max_io_buf_bytes as usize);
     q.submit_io_prep_cmd(tag, BufDesc::Slice(buf.as_slice()), 0, Some(&buf))
@@ -165,7 +252,7 @@ async fn io_task(
     loop {
         let iod = q.get_iod(tag);
         let (op_flags, sector, sectors) = (iod.op_flags, iod.start_sector, iod.nr_sectors);
-        let res = handle(dev, rt, op_flags, sector, sectors, buf.as_mut_slice()).await;
+        let res = handle(dev, rt, wake, op_flags, sector, sectors, buf.as_mut_slice()).await;
         q.submit_io_commit_cmd(tag, BufDesc::Slice(buf.as_slice()), res)
             .await?;
     }
@@ -175,6 +262,7 @@ async fn io_task(
 async fn handle(
     dev: &ScsiDevice,
     rt: &Handle,
+    wake: &Arc<Wakeup>,
     op_flags: u32,
     sector: u64,
     sectors: u32,
@@ -190,7 +278,7 @@ async fn handle(
     let d = dev.clone();
     let r: Result<()> = match op_flags & 0xff {
         sys::UBLK_IO_OP_READ => {
-            match run(rt, async move { d.read(lba, blocks as u32).await }).await {
+            match run(rt, wake, async move { d.read(lba, blocks as u32).await }).await {
                 Ok(data) => {
                     buf[..data.len()].copy_from_slice(&data);
                     Ok(())
@@ -200,7 +288,7 @@ async fn handle(
         }
         sys::UBLK_IO_OP_WRITE => {
             let data = Bytes::copy_from_slice(&buf[..len as usize]);
-            run(rt, async move {
+            run(rt, wake, async move {
                 d.write(lba, data, fua && d.supports_fua()).await?;
                 if fua && !d.supports_fua() {
                     d.flush().await?;
@@ -209,12 +297,22 @@ async fn handle(
             })
             .await
         }
-        sys::UBLK_IO_OP_FLUSH => run(rt, async move { d.flush().await }).await,
+        sys::UBLK_IO_OP_FLUSH => run(rt, wake, async move { d.flush().await }).await,
         sys::UBLK_IO_OP_DISCARD => {
-            run(rt, async move { d.unmap(&[(lba, blocks as u32)]).await }).await
+            run(
+                rt,
+                wake,
+                async move { d.unmap(&[(lba, blocks as u32)]).await },
+            )
+            .await
         }
         sys::UBLK_IO_OP_WRITE_ZEROES => {
-            run(rt, async move { d.write_zeroes(lba, blocks, true).await }).await
+            run(
+                rt,
+                wake,
+                async move { d.write_zeroes(lba, blocks, true).await },
+            )
+            .await
         }
         _ => return -EOPNOTSUPP,
     };
@@ -224,12 +322,23 @@ async fn handle(
     }
 }
 
-/// Run `f` on the session's runtime and wait for it from the queue thread.
+/// Run `f` on the session's runtime and wait for it from the queue thread:
+/// the result goes into a channel, then the eventfd `wake` is written, so
+/// the queue's ring wait ends and the woken task finds the result.
 async fn run<T: Send + 'static>(
     rt: &Handle,
+    wake: &Arc<Wakeup>,
     f: impl std::future::Future<Output = Result<T>> + Send + 'static,
 ) -> Result<T> {
-    rt.spawn(f)
-        .await
-        .unwrap_or_else(|e| Err(Error::Protocol(format!("ublk request task: {e}"))))
+    let (tx, rx) = futures::channel::oneshot::channel();
+    let wake = wake.clone();
+    rt.spawn(async move {
+        let _ = tx.send(f.await);
+        wake.notify();
+    });
+    rx.await.unwrap_or_else(|_| {
+        Err(Error::Protocol(
+            "ublk request task ended without a result".into(),
+        ))
+    })
 }

@@ -15,6 +15,7 @@
 //! - [`nbd`]: an NBD server exporting a session's LUNs.
 //! - `ublk` (cargo feature `ublk`, Linux): a LUN as a ublk block device.
 //! - [`error`]: the crate's error type and exit-code classification.
+//! - `sync`: the one mutex helper (poison-tolerant `lock`).
 // No unsafe code, except in the ublk export (feature `ublk`), which needs
 // an eventfd (libc) and an io_uring read; there it is allowed per item.
 #![cfg_attr(not(feature = "ublk"), forbid(unsafe_code))]
@@ -30,6 +31,7 @@ pub mod initiator_name;
 pub mod nbd;
 pub mod portal;
 pub mod session;
+mod sync;
 pub mod transport;
 #[cfg(all(feature = "ublk", target_os = "linux"))]
 pub mod ublk;

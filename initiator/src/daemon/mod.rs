@@ -28,6 +28,8 @@ use std::sync::{Arc, Mutex};
 
 use api::{ErrorKind, LoggedOut, PingInfo, SessionInfo, SessionState};
 use nodes::{Node, NodeDb, NodeUpdate, Startup};
+
+use crate::sync::lock;
 pub use sessions::ExportedSession;
 
 pub use sessions::NBD_PORT;
@@ -139,7 +141,7 @@ impl Daemon {
             progress("replacing the failed session".into());
             s.logout().await;
         }
-        if !self.lock_busy().insert(key.clone()) {
+        if !lock(&self.busy).insert(key.clone()) {
             return Err((
                 ErrorKind::Refused,
                 format!(
@@ -149,15 +151,11 @@ impl Daemon {
             ));
         }
         let r = sessions::login(&node, &self.initiator_name, nbd, allow_remote_nbd, progress).await;
-        self.lock_busy().remove(&key);
+        lock(&self.busy).remove(&key);
         let m = r.map_err(fail)?;
         let info = m.info();
         self.sessions.lock().await.push(m);
         Ok(info)
-    }
-
-    fn lock_busy(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
-        self.busy.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Log out of the sessions of `target` (at `portal`, or all portals).

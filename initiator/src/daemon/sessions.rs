@@ -19,7 +19,7 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast::error::RecvError;
@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::nbd::server::tagged_name;
 use crate::nbd::{NbdExport, NbdListen, NbdServer};
 use crate::session::{Session, SessionConfig, SessionEvent};
+use crate::sync::lock;
 use crate::{device, ScsiDevice};
 
 /// The NBD port (NBD spec, "Protocol phases": IANA port 10809).
@@ -97,10 +98,6 @@ pub struct ExportedSession {
     watcher: tokio::task::AbortHandle,
 }
 
-fn locked(m: &Mutex<Status>) -> MutexGuard<'_, Status> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl ExportedSession {
     /// Same target (case-insensitive) and, if given, same portal.
     pub fn is(&self, target: &str, portal: Option<&str>) -> bool {
@@ -109,7 +106,7 @@ impl ExportedSession {
     }
 
     pub fn state(&self) -> SessionState {
-        locked(&self.status).state
+        lock(&self.status).state
     }
 
     pub fn nbd(&self) -> &NbdServer {
@@ -128,7 +125,7 @@ impl ExportedSession {
 
     /// Everything `iscsi session` shows.
     pub fn info(&self) -> SessionInfo {
-        let st = locked(&self.status);
+        let st = lock(&self.status);
         let stats = self.nbd.exports();
         let export_info = |name: &String| {
             let s = stats.iter().find(|s| &s.name == name);
@@ -339,7 +336,7 @@ async fn watch(
             }
             Err(RecvError::Closed) => return,
         };
-        let mut st = locked(&status);
+        let mut st = lock(&status);
         match ev {
             SessionEvent::Recovering(why) => {
                 tracing::warn!(target_name = %target, reason = %why, "connection lost; recovering");
@@ -418,7 +415,7 @@ impl ExportedSession {
             since: now(),
             events: VecDeque::new(),
         }));
-        locked(&status).record(
+        lock(&status).record(
             "login",
             format!(
                 "{} connection(s), tsih {}",

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
@@ -19,6 +19,7 @@ use super::exec::Geometry;
 use super::{handshake, transmission, NbdExport, NbdListen};
 use crate::control::IoTags;
 use crate::error::{Error, Result};
+use crate::sync::lock;
 
 /// Concurrent client connections per server.
 const MAX_CONNECTIONS: usize = 256;
@@ -87,16 +88,12 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    fn locked(&self) -> MutexGuard<'_, Vec<Arc<ExportEntry>>> {
-        self.exports.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// By name; the empty name is the default export (the first one).
     /// `BASE@tagN` is the export `BASE` with every read and write tagged N
     /// (see [`tagged_name`]), registered on first use so that it has its
     /// own counters; it ends with `BASE`.
     pub(crate) fn lookup(&self, name: &str) -> Option<Arc<ExportEntry>> {
-        let mut v = self.locked();
+        let mut v = lock(&self.exports);
         if name.is_empty() {
             return v.first().cloned();
         }
@@ -122,11 +119,11 @@ impl Registry {
     }
 
     pub(crate) fn list(&self) -> Vec<Arc<ExportEntry>> {
-        self.locked().clone()
+        lock(&self.exports).clone()
     }
 
     pub(crate) fn names(&self) -> Vec<String> {
-        self.locked()
+        lock(&self.exports)
             .iter()
             .map(|e| e.export.name.clone())
             .collect()
@@ -237,7 +234,7 @@ impl NbdServer {
                 e.device.block_size()
             ))
         })?;
-        let mut v = self.inner.registry.locked();
+        let mut v = lock(&self.inner.registry.exports);
         if v.iter().any(|x| x.export.name == e.name) {
             return Err(Error::Usage(format!(
                 "an NBD export named {} exists",
@@ -258,7 +255,7 @@ impl NbdServer {
     /// Withdraw an export; its clients finish their in-flight requests and
     /// are disconnected. `false` when there was no such export.
     pub fn remove_export(&self, name: &str) -> bool {
-        let mut v = self.inner.registry.locked();
+        let mut v = lock(&self.inner.registry.exports);
         let Some(i) = v.iter().position(|e| e.export.name == name) else {
             return false;
         };

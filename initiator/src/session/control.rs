@@ -14,8 +14,9 @@ use proto::pdu::{
 use proto::serial::CmdSn;
 use tokio::sync::oneshot;
 
-use super::state::{lock, Control, Inner, Phase, State};
+use super::state::{Control, Inner, Phase, State};
 use crate::error::{Error, Result};
+use crate::sync::lock;
 
 impl Inner {
     /// The target asked for a logout: stop issuing, let in-flight commands

@@ -12,9 +12,10 @@ use proto::serial::StatSn;
 use proto::session::set_exp_stat_sn;
 use tokio::sync::mpsc;
 
-use super::state::{lock, Inner, Issued};
+use super::state::{Inner, Issued};
 use super::Counters;
 use crate::connection;
+use crate::sync::lock;
 
 pub(super) async fn reader_task(
     inner: std::sync::Weak<Inner>,

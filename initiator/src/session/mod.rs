@@ -65,7 +65,8 @@ use tokio::sync::{broadcast, oneshot, Notify};
 use crate::connection::{self, Established, LoginSpec, Negotiated};
 use crate::error::{Error, Result, ScsiError};
 use crate::portal::Portal;
-use state::{lock, Inner, Pending, Phase, State};
+use crate::sync::lock;
+use state::{Inner, Pending, Phase, State};
 
 /// The reserved tag value (RFC 7143 §11.2.1.8 / §11.18.1), re-exported.
 pub use proto::pdu::RESERVED_TAG;

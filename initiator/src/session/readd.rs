@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::login_spec;
-use super::state::{lock, Inner, Phase, State};
+use super::state::{Inner, Phase, State};
 use crate::connection;
+use crate::sync::lock;
 
 /// Wait before the first attempt after a connection went missing.
 pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(500);

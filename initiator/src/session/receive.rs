@@ -16,9 +16,10 @@ use proto::session::data_out::{check_r2t, data_out_pdus, DataOutTarget};
 use proto::session::reject::{self, RejectAction};
 
 use super::io::take_data;
-use super::state::{issue, lock, pdu_name, unsolicited_limits, Control, Inner, State};
+use super::state::{issue, pdu_name, unsolicited_limits, Control, Inner, State};
 use super::{DataDirection, RawResult, SessionEvent};
 use crate::error::{Error, Result};
+use crate::sync::lock;
 
 impl Inner {
     /// One PDU from connection `ci` of incarnation `epoch`. An error fails

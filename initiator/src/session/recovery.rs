@@ -7,9 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::state::{lock, Inner, Pending, Phase};
+use super::state::{Inner, Pending, Phase};
 use super::{establish, SessionEvent};
 use crate::error::Error;
+use crate::sync::lock;
 
 impl Inner {
     /// A connection of epoch `epoch` failed.

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use super::readd::ReAdd;
 use super::{Counters, DataDirection, RawResult, SessionConfig, SessionEvent};
 use crate::connection::{Established, Negotiated};
 use crate::error::Result;
+use crate::sync::lock;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -152,12 +153,6 @@ pub(super) struct Inner {
     pub(super) counters: Vec<Arc<Counters>>,
     pub(super) ticker: Mutex<Option<AbortHandle>>,
     pub(super) pool: Arc<BufPool>,
-}
-
-/// Lock a mutex, recovering from poisoning: a panic while holding the
-/// lock is a bug, but the data stays usable and other sessions go on.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Inner {

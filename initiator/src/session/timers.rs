@@ -10,8 +10,9 @@ use bytes::Bytes;
 use proto::pdu::{NopOut, Pdu, TmfFunction, RESERVED_TAG};
 use proto::serial::CmdSn;
 
-use super::state::{lock, Control, Inner, Phase};
+use super::state::{Control, Inner, Phase};
 use crate::error::Error;
+use crate::sync::lock;
 
 impl Inner {
     /// Periodic work: pings, ping timeouts, command timeouts.

@@ -174,12 +174,18 @@ async fn serve(session: &Session, nbd: Option<SocketAddr>, t0: Instant) -> Resul
     };
     let check = tokio::task::spawn_blocking(move || check_through_nbd(addr))
         .await
-        .map_err(|e| Error::Protocol(format!("NBD check task: {e}")))?;
+        .map_err(|e| Error::Io {
+            what: "NBD check task",
+            source: e.into(),
+        })?;
     match check {
         Ok(msg) => println!("check      {msg}"),
         Err(e) => {
             nbd.shutdown().await;
-            return Err(Error::Protocol(format!("NBD check failed: {e}")));
+            return Err(Error::Io {
+                what: "NBD check failed",
+                source: e,
+            });
         }
     }
     let (host, port) = (addr.ip(), addr.port());

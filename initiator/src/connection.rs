@@ -13,7 +13,7 @@ use proto::login::{
 };
 use proto::pdu::{DecodeLimits, DigestConfig, Isid, LoginResponse, Pdu};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, LoginFailure, Result};
 use crate::portal::Portal;
 use crate::session::{ChapConfig, Offer};
 pub use crate::transport::{PduReader, PduWriter};
@@ -158,7 +158,7 @@ pub async fn login(spec: &LoginSpec) -> Result<Established> {
             }
         }
     }
-    Err(Error::Login("too many login redirections".into()))
+    Err(LoginFailure::TooManyRedirects.into())
 }
 
 /// `Ok(Err(portal))` means "redirected there".
@@ -202,19 +202,14 @@ async fn login_once(
             }
             Ok(Err(e)) => return Err(e),
             Ok(Ok((Pdu::LoginResponse(r), _))) => r,
-            Ok(Ok((other, _))) => {
-                return Err(Error::Login(format!(
-                    "expected a Login Response, got opcode {:?}",
-                    other.opcode()
-                )))
-            }
+            Ok(Ok((other, _))) => return Err(LoginFailure::UnexpectedPdu(other.opcode()).into()),
         };
         if resp.status_class == 1 {
             // RFC 7143 §11.13.5: redirection, TargetAddress in the data.
             let kv = proto::text::parse_kv(&resp.data).unwrap_or_default();
             if let Some((_, v)) = kv.iter().find(|(k, _)| k == "TargetAddress") {
                 let (addr, _) = proto::text::discovery::parse_target_address(v)
-                    .map_err(|e| Error::Login(format!("bad redirection: {e}")))?;
+                    .map_err(LoginFailure::BadRedirect)?;
                 return Ok(Err(Portal::parse(&addr)?));
             }
         }
@@ -240,10 +235,8 @@ async fn login_once(
                     message: login_status_message(status.class, status.detail),
                 })
             }
-            Err(LoginError::Auth(a)) => {
-                return Err(Error::Login(format!("authentication failed: {a}")))
-            }
-            Err(e) => return Err(Error::Login(e.to_string())),
+            Err(LoginError::Auth(a)) => return Err(LoginFailure::Auth(a).into()),
+            Err(e) => return Err(LoginFailure::Exchange(e).into()),
         }
     }
     let s = &outcome.session;

@@ -25,7 +25,7 @@ use proto::scsi::control::{self, ControlVpd, CtlCommand, Switch};
 use proto::scsi::{Sense, SenseKey};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ProtocolError, Result};
 use crate::session::{DataDirection, Session};
 
 /// Allocation length of LIST and GET: the largest the CDB's 16-bit field
@@ -136,9 +136,12 @@ async fn exec(s: &Session, lun: u64, c: &CtlCommand) -> Result<Bytes> {
     Ok(s.execute(lun, &cdb, dir).await?.data)
 }
 
+fn control_error(what: &'static str, source: proto::scsi::ControlError) -> Error {
+    ProtocolError::Control { what, source }.into()
+}
+
 fn decode(data: &[u8]) -> Result<Vec<Switch>> {
-    control::decode_switches(data)
-        .map_err(|e| Error::Protocol(format!("the target's switch list: {e}")))
+    control::decode_switches(data).map_err(|source| control_error("switch list", source))
 }
 
 /// LIST: every switch of the LUN, with value, writability and help.
@@ -164,7 +167,7 @@ pub async fn get(s: &Session, lun: u64, name: &str) -> Result<Switch> {
     decode(&d)?
         .into_iter()
         .find(|sw| sw.name == name)
-        .ok_or_else(|| Error::Protocol(format!("the target answered GET {name} without it")))
+        .ok_or_else(|| ProtocolError::MissingSwitch(name.to_string()).into())
 }
 
 /// SET a switch (needs the control right on the target), then GET it back
@@ -192,7 +195,7 @@ pub async fn capabilities(s: &Session, lun: u64) -> Result<Option<ControlVpd>> {
     let page = crate::device::vpd(s, lun, control::CTL_VPD_PAGE).await?;
     ControlVpd::decode(&page)
         .map(Some)
-        .map_err(|e| Error::Protocol(format!("the target's control VPD page: {e}")))
+        .map_err(|source| control_error("control VPD page", source))
 }
 
 /// What was refused, for [`advice`].

@@ -24,7 +24,7 @@ use proto::scsi::lun::{parse_report_luns, Lun};
 use proto::scsi::Status;
 
 use crate::control::{self, IoTags};
-use crate::error::{Error, Result};
+use crate::error::{Error, ProtocolError, Result};
 use crate::session::{DataDirection, RawResult, Session};
 
 /// Default cap on one command's transfer when the LUN does not say (8 MiB).
@@ -85,8 +85,8 @@ pub async fn report_luns(s: &Session) -> Result<Vec<Lun>> {
                 DataDirection::Read(alloc),
             )
             .await?;
-        let (luns, total) = parse_report_luns(&r.data)
-            .ok_or_else(|| Error::Protocol("short REPORT LUNS data".into()))?;
+        let (luns, total) =
+            parse_report_luns(&r.data).ok_or(ProtocolError::ShortData("REPORT LUNS"))?;
         if (total as u64 + 8) <= alloc as u64 || alloc >= 1 << 20 {
             return Ok(luns);
         }
@@ -104,7 +104,7 @@ pub async fn inquiry(s: &Session, lun: u64) -> Result<StandardInquiry> {
             DataDirection::Read(255),
         )
         .await?;
-    StandardInquiry::parse(&r.data).ok_or_else(|| Error::Protocol("short INQUIRY data".into()))
+    Ok(StandardInquiry::parse(&r.data).ok_or(ProtocolError::ShortData("INQUIRY"))?)
 }
 
 /// One VPD page, raw (header included).
@@ -120,9 +120,7 @@ pub async fn vpd(s: &Session, lun: u64, page: u8) -> Result<Bytes> {
     // SPC-5 §7.8.1: byte 1 is the page code; anything else is not the page asked for.
     match r.data.get(1) {
         Some(&p) if p == page && r.data.len() >= 4 => Ok(r.data),
-        _ => Err(Error::Protocol(format!(
-            "the target did not return VPD page {page:#04x}"
-        ))),
+        _ => Err(ProtocolError::WrongVpdPage(page).into()),
     }
 }
 
@@ -159,7 +157,7 @@ pub async fn read_capacity(s: &Session, lun: u64) -> Result<Capacity> {
         .await?;
     let d = &r.data;
     if d.len() < 8 {
-        return Err(Error::Protocol("short READ CAPACITY (10) data".into()));
+        return Err(ProtocolError::ShortData("READ CAPACITY (10)").into());
     }
     let last = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
     let bs = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
@@ -263,10 +261,7 @@ impl ScsiDevice {
     pub async fn open_raw(session: &Session, lun: u64) -> Result<ScsiDevice> {
         let capacity = read_capacity(session, lun).await?;
         if capacity.block_size == 0 || capacity.block_size > MAX_BLOCK_SIZE {
-            return Err(Error::Protocol(format!(
-                "LUN reports an unusable block size of {} bytes",
-                capacity.block_size
-            )));
+            return Err(ProtocolError::BlockSize(capacity.block_size).into());
         }
         let mut limits = None;
         let mut lbp = None;
@@ -376,7 +371,7 @@ impl ScsiDevice {
             .execute(self.lun, c.as_bytes(), DataDirection::Read(alloc))
             .await?;
         proto::scsi::inquiry::parse_lba_status(&r.data)
-            .ok_or_else(|| Error::Protocol("short GET LBA STATUS data".into()))
+            .ok_or_else(|| ProtocolError::ShortData("GET LBA STATUS").into())
     }
 
     /// UNMAP is supported (LBP VPD LBPU, SBC-4 §6.6.6).
@@ -440,10 +435,8 @@ impl ScsiDevice {
                 .execute(self.lun, c.as_bytes(), DataDirection::Read(len))
                 .await?;
             if r.data.len() != len as usize {
-                return Err(Error::Protocol(format!(
-                    "READ returned {} of {len} bytes",
-                    r.data.len()
-                )));
+                let got = r.data.len();
+                return Err(Error::from(ProtocolError::ShortRead { got, want: len }));
             }
             Ok(r.data)
         });

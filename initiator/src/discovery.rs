@@ -11,7 +11,7 @@ use proto::text::discovery::{parse_send_targets, send_targets_text, SendTargetsQ
 use proto::text::TextAccumulator;
 
 use crate::connection::{self, LoginSpec};
-use crate::error::{Error, Result};
+use crate::error::{Error, ProtocolError, Result};
 use crate::portal::Portal;
 use crate::session::{ChapConfig, Offer, RESERVED_TAG};
 
@@ -82,7 +82,7 @@ pub async fn discover(cfg: &DiscoveryConfig) -> Result<Vec<DiscoveredTarget>> {
     loop {
         rounds += 1;
         if rounds > 1000 {
-            return Err(Error::Protocol("SendTargets exchange did not end".into()));
+            return Err(ProtocolError::DiscoveryEndless.into());
         }
         let req = Pdu::TextRequest(TextRequest {
             immediate: false,
@@ -108,12 +108,7 @@ pub async fn discover(cfg: &DiscoveryConfig) -> Result<Vec<DiscoveredTarget>> {
                     r.reason
                 )))
             }
-            other => {
-                return Err(Error::Protocol(format!(
-                    "unexpected {:?} during discovery",
-                    other.opcode()
-                )))
-            }
+            other => return Err(ProtocolError::DiscoveryUnexpected(other.opcode()).into()),
         };
         exp_stat_sn = t.stat_sn.wrapping_add(1);
         if proto::serial::SerialNumber(t.exp_cmd_sn).gt(proto::serial::SerialNumber(cmd_sn)) {
@@ -123,7 +118,7 @@ pub async fn discover(cfg: &DiscoveryConfig) -> Result<Vec<DiscoveredTarget>> {
         // empty Text Request carrying the target's TTT.
         let done = acc
             .push(&t.data, t.continue_)
-            .map_err(|e| Error::Protocol(format!("SendTargets text: {e}")))?;
+            .map_err(ProtocolError::SendTargetsText)?;
         if let Some(p) = done {
             pairs.extend(p);
         }
@@ -133,11 +128,10 @@ pub async fn discover(cfg: &DiscoveryConfig) -> Result<Vec<DiscoveredTarget>> {
         // RFC 7143 §11.11.1: F=0 means the target has more records for us.
         ttt = t.ttt;
         if pairs.len() > 100_000 {
-            return Err(Error::Protocol("SendTargets answer too long".into()));
+            return Err(ProtocolError::SendTargetsTooLong.into());
         }
     }
-    let targets = parse_send_targets(&pairs)
-        .map_err(|e| Error::Protocol(format!("SendTargets answer: {e}")))?;
+    let targets = parse_send_targets(&pairs).map_err(ProtocolError::SendTargetsAnswer)?;
     // Best-effort logout (RFC 7143 §11.14); the answer is already in hand.
     let logout = Pdu::LogoutRequest(LogoutRequest {
         immediate: true,

@@ -1,12 +1,23 @@
 //! The initiator's error type: one enum for the whole crate, with a coarse
 //! [`ErrorKind`] that the CLI maps to exit codes (0 ok, 1 refused/failed,
 //! 2 usage, 3 unreachable).
+//!
+//! Protocol and login errors are typed ([`ProtocolError`], [`LoginFailure`])
+//! and keep what caused them as [`std::error::Error::source`] (the PDU
+//! decode error, the login machine's error, the Data-In/R2T sequence check
+//! of `proto::session`). Their `Display` already includes the cause, so
+//! the CLI, which prints one line, says the whole story.
 
 use std::fmt;
 
 use bytes::Bytes;
+use proto::login::auth::AuthFailure;
+use proto::login::LoginError;
+use proto::pdu::{DecodeError, LogoutResponseCode, Opcode};
 use proto::scsi::sense::Sense;
-use proto::scsi::Status;
+use proto::scsi::{ControlError, Status};
+use proto::session::{DataInError, R2tError};
+use proto::text::TextError;
 
 /// The spec name of a SCSI status byte (SAM-5 §5.3.1), for messages.
 pub fn status_name(status: u8) -> &'static str {
@@ -79,10 +90,10 @@ pub enum Error {
     /// Authentication failed on our side (e.g. mutual CHAP: the target did
     /// not prove the secret) or the negotiation broke the protocol.
     #[error("login failed: {0}")]
-    Login(String),
-    /// The peer violated the protocol in full-feature phase.
+    Login(#[from] LoginFailure),
+    /// The target violated the protocol or sent data we cannot use.
     #[error("protocol error: {0}")]
-    Protocol(String),
+    Protocol(#[from] ProtocolError),
     /// SCSI status other than GOOD.
     #[error("{0}")]
     Scsi(ScsiError),
@@ -102,6 +113,125 @@ pub enum Error {
     /// Operation not supported by this LUN (e.g. UNMAP without LBP).
     #[error("not supported: {0}")]
     Unsupported(String),
+    /// A local I/O step failed (e.g. the demo's NBD check).
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A task of ours ended without giving its result (a bug or a panic).
+    #[error("{0} ended without a result")]
+    TaskLost(&'static str),
+}
+
+/// Why a login failed on our side (the target's refusals are
+/// [`Error::LoginRefused`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoginFailure {
+    /// RFC 7143 §11.13.5: we follow at most a few redirections.
+    #[error("too many login redirections")]
+    TooManyRedirects,
+    /// The target answered a Login Request with another PDU.
+    #[error("expected a Login Response, got opcode {0:?}")]
+    UnexpectedPdu(Opcode),
+    /// A redirection whose TargetAddress does not parse.
+    #[error("bad redirection: {0}")]
+    BadRedirect(#[source] TextError),
+    /// Authentication failed (e.g. mutual CHAP: the target did not prove
+    /// the secret).
+    #[error("authentication failed: {0}")]
+    Auth(#[source] AuthFailure),
+    /// The login exchange broke (negotiation, text, stage rules).
+    #[error("{0}")]
+    Exchange(#[source] LoginError),
+}
+
+/// How the target broke the protocol, or sent data we cannot use.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A PDU from the target did not decode (RFC 7143 §11).
+    #[error("bad PDU from target: {0}")]
+    Decode(#[source] DecodeError),
+    /// A PDU that has no place in the full-feature phase.
+    #[error("unexpected PDU from target: {0}")]
+    UnexpectedPdu(String),
+    /// Connection allegiance (RFC 7143 §3.2.4.2): without task reassignment
+    /// a command's PDUs come on the connection it was issued on.
+    #[error("{pdu} for ITT {itt:#x} on connection {conn}, command was issued on {issued}")]
+    WrongConnection {
+        pdu: &'static str,
+        itt: u32,
+        conn: usize,
+        issued: usize,
+    },
+    /// The Data-In of a command, or the SCSI Response ending it, is wrong
+    /// (RFC 7143 §11.7, §7.9).
+    #[error("{pdu} for ITT {itt:#x}: {source}")]
+    DataIn {
+        pdu: &'static str,
+        itt: u32,
+        #[source]
+        source: DataInError,
+    },
+    /// An R2T is wrong (RFC 7143 §11.8, §7.9).
+    #[error("R2T for ITT {itt:#x}: {source}")]
+    R2t {
+        itt: u32,
+        #[source]
+        source: R2tError,
+    },
+    /// An R2T for a command that sends no data.
+    #[error("R2T for ITT {itt:#x}, a command that has no Data-Out")]
+    R2tWithoutDataOut { itt: u32 },
+    /// The command was rejected for data digest errors too often.
+    #[error(
+        "command ITT {itt:#x} lost to data digest errors {times} times; \
+         recovering the session (check the network path for corruption)"
+    )]
+    DigestRetries { itt: u32, times: u32 },
+    /// RFC 7143 §11.15.1: the target did not close the session.
+    #[error("logout refused: {0:?}")]
+    LogoutRefused(LogoutResponseCode),
+    /// The SendTargets exchange went on for too many rounds.
+    #[error("SendTargets exchange did not end")]
+    DiscoveryEndless,
+    /// A PDU other than a Text Response or Reject during discovery.
+    #[error("unexpected {0:?} during discovery")]
+    DiscoveryUnexpected(Opcode),
+    /// The SendTargets text data is malformed.
+    #[error("SendTargets text: {0}")]
+    SendTargetsText(#[source] TextError),
+    /// The SendTargets answer has more records than we accept.
+    #[error("SendTargets answer too long")]
+    SendTargetsTooLong,
+    /// The SendTargets records do not parse (RFC 7143 §12.3).
+    #[error("SendTargets answer: {0}")]
+    SendTargetsAnswer(#[source] TextError),
+    /// SCSI parameter data shorter than its format (`what`: the command).
+    #[error("short {0} data")]
+    ShortData(&'static str),
+    /// SPC-5 §7.8.1: the page code in the answer is not the one asked for.
+    #[error("the target did not return VPD page {0:#04x}")]
+    WrongVpdPage(u8),
+    /// READ CAPACITY gave a block size of 0 or above our limit.
+    #[error("LUN reports an unusable block size of {0} bytes")]
+    BlockSize(u32),
+    /// A READ returned fewer bytes than asked for.
+    #[error("READ returned {got} of {want} bytes")]
+    ShortRead { got: usize, want: u32 },
+    /// The control channel's data does not decode (`what`: which data).
+    #[error("the target's {what}: {source}")]
+    Control {
+        what: &'static str,
+        #[source]
+        source: ControlError,
+    },
+    /// The target answered GET for a switch without listing it.
+    #[error("the target answered GET {0} without it")]
+    MissingSwitch(String),
 }
 
 impl Error {
@@ -140,6 +270,33 @@ mod tests {
         };
         assert_eq!(e.kind(), ErrorKind::Failed);
         assert!(e.to_string().contains("not found"));
+    }
+
+    #[test]
+    fn typed_errors_keep_their_cause_and_their_text() {
+        use std::error::Error as _;
+        let d = DecodeError::DataSegmentTooLong {
+            len: 9000,
+            max: 8192,
+        };
+        let e = Error::from(ProtocolError::Decode(d.clone()));
+        assert_eq!(e.kind(), ErrorKind::Failed);
+        let s = e.to_string();
+        assert!(
+            s.starts_with("protocol error: bad PDU from target: "),
+            "{s}"
+        );
+        assert!(s.contains("8192"), "{s}");
+        let cause = e.source().and_then(|p| p.source()).expect("decode cause");
+        assert_eq!(cause.downcast_ref::<DecodeError>(), Some(&d));
+
+        let l = LoginError::TooManyRoundTrips(64);
+        let e = Error::from(LoginFailure::Exchange(l.clone()));
+        assert_eq!(e.kind(), ErrorKind::Failed);
+        assert!(e.to_string().starts_with("login failed: "), "{e}");
+        assert!(e.to_string().contains("64 PDUs"), "{e}");
+        let cause = e.source().and_then(|p| p.source()).expect("login cause");
+        assert_eq!(cause.downcast_ref::<LoginError>(), Some(&l));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ProtocolError, Result};
 
 /// Decodes PDUs from the read half of a connection.
 pub struct PduReader {
@@ -40,9 +40,7 @@ impl PduReader {
                 let len = self.frames.decoder().decoded_bytes() - before;
                 Ok((pdu, len as usize))
             }
-            Some(Err(CodecError::Decode(e))) => {
-                Err(Error::Protocol(format!("bad PDU from target: {e}")))
-            }
+            Some(Err(CodecError::Decode(e))) => Err(ProtocolError::Decode(e).into()),
             Some(Err(CodecError::Io(e))) => Err(Error::ConnectionLost(format!("read: {e}"))),
             None => Err(Error::ConnectionLost(
                 "connection closed by the target".into(),
@@ -97,7 +95,7 @@ impl PduWriter {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use proto::pdu::{DataOut, NopOut};
+    use proto::pdu::{DataOut, DecodeError, NopOut};
     use tokio::net::{TcpListener, TcpStream};
 
     async fn pair() -> (TcpStream, TcpStream) {
@@ -171,7 +169,19 @@ mod tests {
             data: Bytes::from(vec![0u8; 10_000]),
         });
         tokio::spawn(async move { w.write(&p).await });
-        assert!(matches!(r.read().await, Err(Error::Protocol(_))));
+        let e = r.read().await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Protocol(ProtocolError::Decode(
+                    DecodeError::DataSegmentTooLong { .. }
+                ))
+            ),
+            "{e:?}"
+        );
+        // The decode error is kept as the cause, not only as text.
+        let cause = std::error::Error::source(&e).and_then(|p| p.source());
+        assert!(cause.is_some_and(|c| c.is::<DecodeError>()), "{e:?}");
     }
 
     #[tokio::test]

@@ -336,9 +336,6 @@ async fn run<T: Send + 'static>(
         let _ = tx.send(f.await);
         wake.notify();
     });
-    rx.await.unwrap_or_else(|_| {
-        Err(Error::Protocol(
-            "ublk request task ended without a result".into(),
-        ))
-    })
+    rx.await
+        .unwrap_or_else(|_| Err(Error::TaskLost("ublk request task")))
 }

@@ -8,7 +8,9 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use initiator::{DataDirection, Error, Portal, RawResult, Session, SessionConfig, SessionEvent};
+use initiator::{
+    DataDirection, Error, Portal, ProtocolError, RawResult, Session, SessionConfig, SessionEvent,
+};
 use proto::pdu::{
     AsyncEvent, DataIn, DataOut, DigestConfig, LogoutReason, Pdu, Reject, RejectReason,
     ScsiCommand, ScsiResponse, TmfFunction, TmfResponse,
@@ -16,6 +18,7 @@ use proto::pdu::{
 use proto::scsi::cdb;
 use proto::scsi::lun::Lun;
 use proto::scsi::sense::{Asc, Sense, SenseKey};
+use proto::session::DataInError;
 use testbed::fake_target::{FakeConn, FakeTarget, FakeTargetConfig, RESERVED_TAG};
 use tokio::sync::broadcast;
 
@@ -440,7 +443,10 @@ async fn data_in_beyond_the_buffer_fails_only_that_command() {
     d.buffer_offset = 4096;
     c.send(pdus.remove(0)).await.unwrap();
     match join(h).await {
-        Err(Error::Protocol(why)) => assert!(why.contains("beyond"), "{why}"),
+        Err(Error::Protocol(ProtocolError::DataIn {
+            source: DataInError::BeyondExpected { offset: 4096, .. },
+            ..
+        })) => {}
         other => panic!("expected a protocol error, got {other:?}"),
     }
     // Same connection, still in service.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use initiator::session::ChapConfig;
-use initiator::{device, discover, DiscoveryConfig, Error, ErrorKind, Session};
+use initiator::{device, discover, DiscoveryConfig, Error, ErrorKind, LoginFailure, Session};
 use testbed::{Direction, Proxy, TgtdConfig};
 
 #[tokio::test]
@@ -102,7 +102,8 @@ async fn chap_one_way_and_mutual() {
     // Mutual with the wrong target secret: we refuse the target.
     c.chap.as_mut().unwrap().mutual = Some(("tgt".into(), b"not-the-secret".to_vec()));
     let e = Session::connect(c.clone()).await.err().expect("must fail");
-    assert!(matches!(e, Error::Login(_)), "{e:?}");
+    assert!(matches!(e, Error::Login(LoginFailure::Auth(_))), "{e:?}");
+    assert!(e.to_string().contains("authentication failed"), "{e}");
     // Wrong secret: the target refuses us.
     c.chap = Some(ChapConfig {
         user: "alice".into(),

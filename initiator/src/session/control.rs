@@ -15,7 +15,7 @@ use proto::serial::CmdSn;
 use tokio::sync::oneshot;
 
 use super::state::{Control, Inner, Phase, State};
-use crate::error::{Error, Result};
+use crate::error::{Error, ProtocolError, Result};
 use crate::sync::lock;
 
 impl Inner {
@@ -76,7 +76,7 @@ impl Inner {
         }
         match tokio::time::timeout(self.cfg.login_timeout, rx).await {
             Ok(Ok(r)) if r.response == LogoutResponseCode::CLOSED_SUCCESSFULLY => Ok(r),
-            Ok(Ok(r)) => Err(Error::Protocol(format!("logout refused: {:?}", r.response))),
+            Ok(Ok(r)) => Err(ProtocolError::LogoutRefused(r.response).into()),
             Ok(Err(_)) => Err(Error::ConnectionLost(
                 "connection closed during logout".into(),
             )),

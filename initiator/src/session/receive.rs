@@ -14,11 +14,12 @@ use proto::pdu::{
 use proto::scsi::sense::Sense;
 use proto::session::data_out::{check_r2t, data_out_pdus, DataOutTarget};
 use proto::session::reject::{self, RejectAction};
+use proto::session::{DataInError, R2tError};
 
 use super::io::take_data;
 use super::state::{issue, pdu_name, unsolicited_limits, Control, Inner, State};
 use super::{DataDirection, RawResult, SessionEvent};
-use crate::error::{Error, Result};
+use crate::error::{Error, ProtocolError, Result};
 use crate::sync::lock;
 
 impl Inner {
@@ -57,12 +58,7 @@ impl Inner {
             }
             Pdu::Reject(r) => self.on_reject(&mut st, ci, r)?,
             Pdu::TextResponse(_) => {}
-            other => {
-                return Err(Error::Protocol(format!(
-                    "unexpected PDU from target: {}",
-                    pdu_name(&other)
-                )))
-            }
+            other => return Err(ProtocolError::UnexpectedPdu(pdu_name(&other)).into()),
         }
         if let Some((exp, max)) = window {
             self.update_window(&mut st, exp, max);
@@ -75,10 +71,7 @@ impl Inner {
             return Ok(());
         };
         if t.conn != ci {
-            return Err(Error::Protocol(format!(
-                "SCSI Response for ITT {:#x} on connection {ci}, command was issued on {}",
-                r.itt, t.conn
-            )));
+            return Err(wrong_conn("SCSI Response", r.itt, ci, t.conn));
         }
         let res = if r.response != 0 {
             Err(Error::Rejected(format!(
@@ -90,10 +83,7 @@ impl Inner {
             // data with holes, is a sequence error (session recovery).
             let exp_data_sn = matches!(t.p.dir, DataDirection::Read(_)).then_some(r.exp_data_sn);
             if let Err(e) = t.read.finish(exp_data_sn) {
-                return Err(Error::Protocol(format!(
-                    "SCSI Response for ITT {:#x}: {e}",
-                    r.itt
-                )));
+                return Err(data_in_error("SCSI Response", r.itt, e));
             }
             let raw_sense = r.sense().unwrap_or_default();
             let sense = if raw_sense.is_empty() {
@@ -123,24 +113,16 @@ impl Inner {
             // Connection allegiance (RFC 7143 §3.2.4.2 ff.): without task
             // reassignment a command's Data-In comes on the connection it
             // was issued on.
-            return Err(Error::Protocol(format!(
-                "Data-In for ITT {:#x} on connection {ci}, command was issued on {}",
-                d.itt, t.conn
-            )));
+            return Err(wrong_conn("Data-In", d.itt, ci, t.conn));
         }
         let range = match t.read.on_data_in(&d) {
             Ok(r) => r,
-            Err(e) if e.is_sequence_error() => {
-                return Err(Error::Protocol(format!(
-                    "Data-In for ITT {:#x}: {e}",
-                    d.itt
-                )))
-            }
+            Err(e) if e.is_sequence_error() => return Err(data_in_error("Data-In", d.itt, e)),
             Err(e) => {
                 // RFC 7143 §11.7.4: data beyond the expected length is a
                 // target error; only this command fails.
                 let itt = d.itt;
-                self.finish(st, itt, Err(Error::Protocol(e.to_string())));
+                self.finish(st, itt, Err(data_in_error("Data-In", itt, e)));
                 return Ok(());
             }
         };
@@ -166,7 +148,7 @@ impl Inner {
             // RFC 7143 §11.7.3: status in the final Data-In; no sense data.
             let itt = d.itt;
             let res = match t.read.finish(None) {
-                Err(e) => Err(Error::Protocol(format!("Data-In for ITT {itt:#x}: {e}"))),
+                Err(e) => Err(data_in_error("Data-In", itt, e)),
                 Ok(_) => Ok(RawResult {
                     status: status_byte,
                     sense: None,
@@ -189,23 +171,18 @@ impl Inner {
             return Ok(());
         };
         if t.conn != ci {
-            return Err(Error::Protocol(format!(
-                "R2T for ITT {:#x} on connection {ci}, command was issued on {}",
-                r.itt, t.conn
-            )));
+            return Err(wrong_conn("R2T", r.itt, ci, t.conn));
         }
         let DataDirection::Write(data) = &t.p.dir else {
             let itt = r.itt;
-            let why = "R2T for a command that has no Data-Out".to_string();
-            self.finish(st, itt, Err(Error::Protocol(why)));
+            let why = ProtocolError::R2tWithoutDataOut { itt };
+            self.finish(st, itt, Err(why.into()));
             return Ok(());
         };
         match check_r2t(&r, data.len() as u32, max_burst, &mut t.next_r2t_sn) {
-            Err(e) if e.is_sequence_error() => {
-                Err(Error::Protocol(format!("R2T for ITT {:#x}: {e}", r.itt)))
-            }
+            Err(e) if e.is_sequence_error() => Err(r2t_error(r.itt, e)),
             Err(e) => {
-                self.finish(st, r.itt, Err(Error::Protocol(e.to_string())));
+                self.finish(st, r.itt, Err(r2t_error(r.itt, e)));
                 Ok(())
             }
             Ok(()) => {
@@ -304,17 +281,11 @@ impl Inner {
             return Ok(());
         };
         if t.conn != ci {
-            return Err(Error::Protocol(format!(
-                "Reject of ITT {itt:#x} on connection {ci}, command was issued on {}",
-                t.conn
-            )));
+            return Err(wrong_conn("Reject", itt, ci, t.conn));
         }
         if t.crc_retries >= reject::MAX_CRC_RETRIES {
-            return Err(Error::Protocol(format!(
-                "command ITT {itt:#x} lost to data digest errors {} times; \
-                 recovering the session (check the network path for corruption)",
-                t.crc_retries + 1
-            )));
+            let times = t.crc_retries + 1;
+            return Err(ProtocolError::DigestRetries { itt, times }.into());
         }
         t.crc_retries += 1;
         t.deadline = Instant::now() + timeout;
@@ -379,4 +350,23 @@ impl Inner {
             other => tracing::info!(event = ?other, "async message ignored"),
         }
     }
+}
+
+/// Connection allegiance broken (RFC 7143 §3.2.4.2).
+fn wrong_conn(pdu: &'static str, itt: u32, conn: usize, issued: usize) -> Error {
+    ProtocolError::WrongConnection {
+        pdu,
+        itt,
+        conn,
+        issued,
+    }
+    .into()
+}
+
+fn data_in_error(pdu: &'static str, itt: u32, source: DataInError) -> Error {
+    ProtocolError::DataIn { pdu, itt, source }.into()
+}
+
+fn r2t_error(itt: u32, source: R2tError) -> Error {
+    ProtocolError::R2t { itt, source }.into()
 }

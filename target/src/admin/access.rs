@@ -398,3 +398,78 @@ impl ChapChange {
         Ok(a)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::protocol::ErrorKind;
+
+    fn acc(u: &str, s: &str) -> Option<Account> {
+        Some(Account {
+            user: u.into(),
+            secret: s.into(),
+        })
+    }
+
+    fn change() -> ChapChange {
+        ChapChange {
+            add: None,
+            remove: None,
+            mutual: None,
+            no_mutual: false,
+            clear: false,
+        }
+    }
+
+    #[test]
+    fn chap_changes() {
+        let a = ChapChange {
+            add: acc("u1", "secret-one-123"),
+            ..change()
+        }
+        .apply(AuthConfig::default())
+        .unwrap();
+        assert_eq!(a.incoming.len(), 1);
+        // Same user replaces.
+        let a = ChapChange {
+            add: acc("u1", "secret-two-123"),
+            mutual: acc("tgt", "target-secret-1"),
+            ..change()
+        }
+        .apply(a)
+        .unwrap();
+        assert_eq!(a.incoming.len(), 1);
+        assert_eq!(a.incoming[0].secret, b"secret-two-123");
+        assert!(a.outgoing.is_some());
+        // Removing the last incoming account while mutual is set: refused.
+        let e = ChapChange {
+            remove: Some("u1".into()),
+            ..change()
+        }
+        .apply(a.clone())
+        .unwrap_err();
+        assert_eq!(e.0, ErrorKind::Refused);
+        let e = ChapChange {
+            remove: Some("nobody".into()),
+            ..change()
+        }
+        .apply(a.clone())
+        .unwrap_err();
+        assert_eq!(e.0, ErrorKind::NotFound);
+        let cleared = ChapChange {
+            clear: true,
+            ..change()
+        }
+        .apply(a)
+        .unwrap();
+        assert_eq!(cleared, AuthConfig::default());
+        assert_eq!(
+            short_secret_warnings(&AuthConfig {
+                incoming: vec![ChapCredentials::parse("u:short").unwrap()],
+                outgoing: None
+            })
+            .len(),
+            1
+        );
+    }
+}

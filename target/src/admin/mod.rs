@@ -12,6 +12,9 @@
 //!   [`crate::server::TargetRuntime`]s stay the source of truth; changes
 //!   take effect at once (the device server raises REPORTED LUNS DATA HAS
 //!   CHANGED, CAPACITY DATA HAS CHANGED, MODE PARAMETERS CHANGED).
+//!   The dispatch is in `handlers.rs`; the handlers live by what they act
+//!   on: `show.rs`, `targets.rs`, `portals.rs`, `luns.rs`, `access.rs`
+//!   (ACL and CHAP), `control.rs`, `save.rs`.
 //! - [`server`] serves the API on a unix socket (mode 0600, owner or root
 //!   only), newline-delimited JSON, bounded requests, read timeouts.
 //!
@@ -21,9 +24,14 @@
 mod access;
 mod control;
 mod handlers;
+mod luns;
+mod portals;
 pub mod protocol;
+mod save;
 pub mod server;
+mod show;
 pub mod stats;
+mod targets;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

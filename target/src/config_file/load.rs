@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::validate::{chap_to_runtime, limits_to_runtime, session_to_runtime};
 use super::{
     check_ascii_field, check_initiator_name, check_name, lun_to_runtime, parse_company_id,
-    ConfigFile, Extensions, FileError, Loaded, LunExt, TargetExt, MAX_FILE_SIZE,
+    ConfigFile, Extensions, FileError, Loaded, LunExt, TargetEntry, TargetExt, MAX_FILE_SIZE,
 };
 use crate::config::{
     parse_portal, AuthConfig, BackendConfig, InitiatorConfig, LunConfig, PortalGroup, ServerConfig,
@@ -113,149 +113,11 @@ pub fn to_runtime(file: &ConfigFile) -> Result<Loaded, FileError> {
                 format!("duplicate target name {:?}", t.name),
             ));
         }
-        if let Some(a) = &t.alias {
-            check_ascii_field(&format!("{tp}.alias"), a, 255)?;
-        }
-        let mut text = TargetExt {
-            comment: t.comment.clone(),
-            ..TargetExt::default()
-        };
-        // Portal groups.
-        if t.portal_groups.is_empty() {
-            return Err(FileError::invalid(
-                format!("{tp}.portal_groups"),
-                "at least one portal group is required",
-            ));
-        }
-        let mut groups: Vec<PortalGroup> = Vec::new();
-        let mut seen: Vec<SocketAddr> = Vec::new();
-        for (j, g) in t.portal_groups.iter().enumerate() {
-            let gp = format!("{tp}.portal_groups[{j}]");
-            if groups.iter().any(|o| o.tpgt == g.tpgt) {
-                return Err(FileError::invalid(
-                    format!("{gp}.tpgt"),
-                    format!("duplicate TPGT {}", g.tpgt),
-                ));
-            }
-            if g.portals.is_empty() {
-                return Err(FileError::invalid(
-                    format!("{gp}.portals"),
-                    "at least one portal is required",
-                ));
-            }
-            let mut portals = Vec::new();
-            for (k, s) in g.portals.iter().enumerate() {
-                let pp = format!("{gp}.portals[{k}]");
-                let a = parse_portal(s).map_err(|e| FileError::invalid(&pp, e.to_string()))?;
-                if a.port() != 0 && seen.contains(&a) {
-                    return Err(FileError::invalid(
-                        pp,
-                        format!("portal {a} appears twice in this target"),
-                    ));
-                }
-                seen.push(a);
-                portals.push(a);
-            }
-            if let Some(c) = &g.comment {
-                text.portal_group_comments.insert(g.tpgt, c.clone());
-            }
-            groups.push(PortalGroup {
-                tpgt: g.tpgt,
-                portals,
-            });
-        }
-        // LUNs.
-        let mut luns: Vec<LunConfig> = Vec::new();
-        for (j, l) in t.luns.iter().enumerate() {
-            let lp = format!("{tp}.luns[{j}]");
-            let (lc, le) = lun_to_runtime(&lp, l)?;
-            if luns.iter().any(|o| o.lun == lc.lun) {
-                return Err(FileError::invalid(
-                    format!("{lp}.lun"),
-                    format!("duplicate LUN {}", lc.lun),
-                ));
-            }
-            if le != LunExt::default() {
-                text.luns.insert(lc.lun, le);
-            }
-            luns.push(lc);
-        }
-        let auth = match &t.chap {
-            Some(c) => chap_to_runtime(&format!("{tp}.chap"), c)?,
-            None => AuthConfig::default(),
-        };
-        // ACL.
-        let mut allow: Vec<String> = Vec::new();
-        let mut initiators = BTreeMap::new();
-        for (j, a) in t.acl.iter().enumerate() {
-            let ap = format!("{tp}.acl[{j}]");
-            check_initiator_name(&format!("{ap}.initiator"), &a.initiator, file.strict_names)?;
-            if allow.iter().any(|o| o.eq_ignore_ascii_case(&a.initiator)) {
-                return Err(FileError::invalid(
-                    format!("{ap}.initiator"),
-                    format!("duplicate initiator {:?}", a.initiator),
-                ));
-            }
-            if let Some(ls) = &a.luns {
-                for (k, n) in ls.iter().enumerate() {
-                    if !luns.iter().any(|l| l.lun == *n) {
-                        return Err(FileError::invalid(
-                            format!("{ap}.luns[{k}]"),
-                            format!("no LUN {n} in this target"),
-                        ));
-                    }
-                    if ls[..k].contains(n) {
-                        return Err(FileError::invalid(
-                            format!("{ap}.luns[{k}]"),
-                            format!("LUN {n} listed twice"),
-                        ));
-                    }
-                }
-            }
-            let iauth = match &a.chap {
-                Some(c) => {
-                    let cp = format!("{ap}.chap");
-                    if c.incoming.is_empty() {
-                        return Err(FileError::invalid(
-                            format!("{cp}.incoming"),
-                            "per-initiator CHAP needs at least one incoming account",
-                        ));
-                    }
-                    Some(chap_to_runtime(&cp, c)?)
-                }
-                None => None,
-            };
-            let key = a.initiator.to_ascii_lowercase();
-            if let Some(c) = &a.comment {
-                text.acl_comments.insert(key.clone(), c.clone());
-            }
-            let entry = InitiatorConfig {
-                luns: a.luns.clone(),
-                auth: iauth,
-                control: a.control,
-            };
-            if entry != InitiatorConfig::default() {
-                initiators.insert(key, entry);
-            }
-            allow.push(a.initiator.clone());
-        }
-        let limits = match &t.session {
-            Some(s) => session_to_runtime(&format!("{tp}.session"), s)?,
-            None => SessionLimits::default(),
-        };
+        let (target, text) = target_to_runtime(&tp, t, file.strict_names)?;
         if text != TargetExt::default() {
             ext.targets.insert(t.name.to_ascii_lowercase(), text);
         }
-        targets.push(TargetConfig {
-            name: t.name.clone(),
-            alias: t.alias.clone(),
-            portal_groups: groups,
-            luns,
-            auth,
-            allow,
-            initiators,
-            limits,
-        });
+        targets.push(target);
     }
     let server = ServerConfig {
         targets,
@@ -271,4 +133,177 @@ pub fn to_runtime(file: &ConfigFile) -> Result<Loaded, FileError> {
         ext,
         admin_socket: file.admin_socket.clone(),
     })
+}
+
+/// One target entry whose name is already checked; `tp` is its JSON path
+/// (`targets[0]`).
+fn target_to_runtime(
+    tp: &str,
+    t: &TargetEntry,
+    strict_names: bool,
+) -> Result<(TargetConfig, TargetExt), FileError> {
+    if let Some(a) = &t.alias {
+        check_ascii_field(&format!("{tp}.alias"), a, 255)?;
+    }
+    let mut text = TargetExt {
+        comment: t.comment.clone(),
+        ..TargetExt::default()
+    };
+    let portal_groups = portal_groups_to_runtime(tp, t, &mut text)?;
+    // LUNs.
+    let mut luns: Vec<LunConfig> = Vec::new();
+    for (j, l) in t.luns.iter().enumerate() {
+        let lp = format!("{tp}.luns[{j}]");
+        let (lc, le) = lun_to_runtime(&lp, l)?;
+        if luns.iter().any(|o| o.lun == lc.lun) {
+            return Err(FileError::invalid(
+                format!("{lp}.lun"),
+                format!("duplicate LUN {}", lc.lun),
+            ));
+        }
+        if le != LunExt::default() {
+            text.luns.insert(lc.lun, le);
+        }
+        luns.push(lc);
+    }
+    let auth = match &t.chap {
+        Some(c) => chap_to_runtime(&format!("{tp}.chap"), c)?,
+        None => AuthConfig::default(),
+    };
+    let (allow, initiators) = acl_to_runtime(tp, t, &luns, strict_names, &mut text)?;
+    let limits = match &t.session {
+        Some(s) => session_to_runtime(&format!("{tp}.session"), s)?,
+        None => SessionLimits::default(),
+    };
+    let target = TargetConfig {
+        name: t.name.clone(),
+        alias: t.alias.clone(),
+        portal_groups,
+        luns,
+        auth,
+        allow,
+        initiators,
+        limits,
+    };
+    Ok((target, text))
+}
+
+/// The portal groups of one target (RFC 7143 §4.4.1): each TPGT once, each
+/// portal address once in the target (port 0 excepted).
+fn portal_groups_to_runtime(
+    tp: &str,
+    t: &TargetEntry,
+    text: &mut TargetExt,
+) -> Result<Vec<PortalGroup>, FileError> {
+    if t.portal_groups.is_empty() {
+        return Err(FileError::invalid(
+            format!("{tp}.portal_groups"),
+            "at least one portal group is required",
+        ));
+    }
+    let mut groups: Vec<PortalGroup> = Vec::new();
+    let mut seen: Vec<SocketAddr> = Vec::new();
+    for (j, g) in t.portal_groups.iter().enumerate() {
+        let gp = format!("{tp}.portal_groups[{j}]");
+        if groups.iter().any(|o| o.tpgt == g.tpgt) {
+            return Err(FileError::invalid(
+                format!("{gp}.tpgt"),
+                format!("duplicate TPGT {}", g.tpgt),
+            ));
+        }
+        if g.portals.is_empty() {
+            return Err(FileError::invalid(
+                format!("{gp}.portals"),
+                "at least one portal is required",
+            ));
+        }
+        let mut portals = Vec::new();
+        for (k, s) in g.portals.iter().enumerate() {
+            let pp = format!("{gp}.portals[{k}]");
+            let a = parse_portal(s).map_err(|e| FileError::invalid(&pp, e.to_string()))?;
+            if a.port() != 0 && seen.contains(&a) {
+                return Err(FileError::invalid(
+                    pp,
+                    format!("portal {a} appears twice in this target"),
+                ));
+            }
+            seen.push(a);
+            portals.push(a);
+        }
+        if let Some(c) = &g.comment {
+            text.portal_group_comments.insert(g.tpgt, c.clone());
+        }
+        groups.push(PortalGroup {
+            tpgt: g.tpgt,
+            portals,
+        });
+    }
+    Ok(groups)
+}
+
+/// The ACL of one target: initiator names (RFC 3722, or lenient unless
+/// `strict_names`), each once; LUN masks naming LUNs of this target;
+/// per-initiator CHAP with at least one incoming account.
+fn acl_to_runtime(
+    tp: &str,
+    t: &TargetEntry,
+    luns: &[LunConfig],
+    strict_names: bool,
+    text: &mut TargetExt,
+) -> Result<(Vec<String>, BTreeMap<String, InitiatorConfig>), FileError> {
+    let mut allow: Vec<String> = Vec::new();
+    let mut initiators = BTreeMap::new();
+    for (j, a) in t.acl.iter().enumerate() {
+        let ap = format!("{tp}.acl[{j}]");
+        check_initiator_name(&format!("{ap}.initiator"), &a.initiator, strict_names)?;
+        if allow.iter().any(|o| o.eq_ignore_ascii_case(&a.initiator)) {
+            return Err(FileError::invalid(
+                format!("{ap}.initiator"),
+                format!("duplicate initiator {:?}", a.initiator),
+            ));
+        }
+        if let Some(ls) = &a.luns {
+            for (k, n) in ls.iter().enumerate() {
+                if !luns.iter().any(|l| l.lun == *n) {
+                    return Err(FileError::invalid(
+                        format!("{ap}.luns[{k}]"),
+                        format!("no LUN {n} in this target"),
+                    ));
+                }
+                if ls[..k].contains(n) {
+                    return Err(FileError::invalid(
+                        format!("{ap}.luns[{k}]"),
+                        format!("LUN {n} listed twice"),
+                    ));
+                }
+            }
+        }
+        let iauth = match &a.chap {
+            Some(c) => {
+                let cp = format!("{ap}.chap");
+                if c.incoming.is_empty() {
+                    return Err(FileError::invalid(
+                        format!("{cp}.incoming"),
+                        "per-initiator CHAP needs at least one incoming account",
+                    ));
+                }
+                Some(chap_to_runtime(&cp, c)?)
+            }
+            None => None,
+        };
+        let key = a.initiator.to_ascii_lowercase();
+        if let Some(c) = &a.comment {
+            text.acl_comments.insert(key.clone(), c.clone());
+        }
+        let entry = InitiatorConfig {
+            luns: a.luns.clone(),
+            auth: iauth,
+            control: a.control,
+        };
+        if entry != InitiatorConfig::default() {
+            initiators.insert(key, entry);
+        }
+        allow.push(a.initiator.clone());
+    }
+    Ok((allow, initiators))
 }

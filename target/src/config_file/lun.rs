@@ -56,6 +56,56 @@ pub fn lun_to_runtime(path: &str, l: &LunEntry) -> Result<(LunConfig, LunExt), F
             ));
         }
     }
+    let backend = backend_to_runtime(path, l, size)?;
+    if let Some(s) = &l.serial {
+        check_ascii_field(&p("serial"), s, 64)?;
+    }
+    if let Some(s) = &l.wwn_seed {
+        check_ascii_field(&p("wwn_seed"), s, 255)?;
+    }
+    if let Some(s) = &l.vendor {
+        check_ascii_field(&p("vendor"), s, 8)?;
+    }
+    if let Some(s) = &l.product {
+        check_ascii_field(&p("product"), s, 16)?;
+    }
+    Ok((
+        LunConfig {
+            lun: l.lun,
+            backend,
+            block_size,
+            mode,
+            serial: l.serial.clone(),
+            removable: l.removable,
+            sanitize: l.sanitize,
+            control: l.control,
+        },
+        LunExt {
+            comment: l.comment.clone(),
+            vendor: l.vendor.clone(),
+            product: l.product.clone(),
+            wwn_seed: l.wwn_seed.clone(),
+        },
+    ))
+}
+
+/// A key that must be absent for this backend: an error naming it and why.
+fn absent(path: &str, key: &str, present: bool, why: &str) -> Result<(), FileError> {
+    if present {
+        Err(FileError::invalid(format!("{path}.{key}"), why.to_string()))
+    } else {
+        Ok(())
+    }
+}
+
+/// The backend of one LUN entry and the keys each backend takes; `size`
+/// is the entry's size, already checked against the sector size.
+fn backend_to_runtime(
+    path: &str,
+    l: &LunEntry,
+    size: Option<u64>,
+) -> Result<BackendConfig, FileError> {
+    let p = |k: &str| format!("{path}.{k}");
     let need_path = |what: &str| -> Result<PathBuf, FileError> {
         match &l.path {
             Some(x) if !x.as_os_str().is_empty() => Ok(x.clone()),
@@ -65,60 +115,13 @@ pub fn lun_to_runtime(path: &str, l: &LunEntry) -> Result<(LunConfig, LunExt), F
             )),
         }
     };
-    let no = |key: &str, present: bool, why: &str| -> Result<(), FileError> {
-        if present {
-            Err(FileError::invalid(p(key), why.to_string()))
-        } else {
-            Ok(())
-        }
-    };
+    let no = |key: &str, present: bool, why: &str| absent(path, key, present, why);
     if l.backend != "rbd" {
         no("image", l.image.is_some(), "only rbd LUNs have an image")?;
         no("ceph", l.ceph.is_some(), "only rbd LUNs have ceph settings")?;
     }
     let backend = match l.backend.as_str() {
-        "rbd" => {
-            no(
-                "path",
-                l.path.is_some(),
-                "an rbd LUN names its image in \"image\"",
-            )?;
-            no(
-                "size",
-                l.size.is_some(),
-                "an rbd LUN has the size of its image (rbd resize)",
-            )?;
-            no("thin", l.thin.is_some(), "an rbd LUN is always thin")?;
-            let name = l.image.as_deref().unwrap_or("");
-            let mut r = crate::config::RbdSpec::parse_name(name).ok_or_else(|| {
-                FileError::invalid(
-                    p("image"),
-                    format!("expected \"POOL/IMAGE\" or \"POOL/NAMESPACE/IMAGE\", got {name:?}"),
-                )
-            })?;
-            let c = l.ceph.clone().unwrap_or_default();
-            if c.namespace.is_some() && r.namespace.is_some() {
-                return Err(FileError::invalid(
-                    p("ceph.namespace"),
-                    "namespace given twice",
-                ));
-            }
-            if let Some(t) = c.timeout_secs {
-                if !(1..=3600).contains(&t) {
-                    return Err(FileError::invalid(
-                        p("ceph.timeout_secs"),
-                        format!("must be between 1 and 3600, got {t}"),
-                    ));
-                }
-            }
-            r.namespace = r.namespace.or(c.namespace);
-            r.conf = c.conf;
-            r.user = c.user.map(|u| u.trim_start_matches("client.").to_string());
-            r.keyring = c.keyring;
-            r.timeout_secs = c.timeout_secs;
-            r.shared = c.shared;
-            BackendConfig::Rbd(r)
-        }
+        "rbd" => BackendConfig::Rbd(rbd_to_runtime(path, l)?),
         "mem" | "null" => {
             no("path", l.path.is_some(), "mem and null LUNs have no path")?;
             no(
@@ -158,34 +161,51 @@ pub fn lun_to_runtime(path: &str, l: &LunEntry) -> Result<(LunConfig, LunExt), F
             ))
         }
     };
-    if let Some(s) = &l.serial {
-        check_ascii_field(&p("serial"), s, 64)?;
+    Ok(backend)
+}
+
+/// The image and Ceph client settings of an rbd LUN.
+fn rbd_to_runtime(path: &str, l: &LunEntry) -> Result<crate::config::RbdSpec, FileError> {
+    let p = |k: &str| format!("{path}.{k}");
+    let no = |key: &str, present: bool, why: &str| absent(path, key, present, why);
+    no(
+        "path",
+        l.path.is_some(),
+        "an rbd LUN names its image in \"image\"",
+    )?;
+    no(
+        "size",
+        l.size.is_some(),
+        "an rbd LUN has the size of its image (rbd resize)",
+    )?;
+    no("thin", l.thin.is_some(), "an rbd LUN is always thin")?;
+    let name = l.image.as_deref().unwrap_or("");
+    let mut r = crate::config::RbdSpec::parse_name(name).ok_or_else(|| {
+        FileError::invalid(
+            p("image"),
+            format!("expected \"POOL/IMAGE\" or \"POOL/NAMESPACE/IMAGE\", got {name:?}"),
+        )
+    })?;
+    let c = l.ceph.clone().unwrap_or_default();
+    if c.namespace.is_some() && r.namespace.is_some() {
+        return Err(FileError::invalid(
+            p("ceph.namespace"),
+            "namespace given twice",
+        ));
     }
-    if let Some(s) = &l.wwn_seed {
-        check_ascii_field(&p("wwn_seed"), s, 255)?;
+    if let Some(t) = c.timeout_secs {
+        if !(1..=3600).contains(&t) {
+            return Err(FileError::invalid(
+                p("ceph.timeout_secs"),
+                format!("must be between 1 and 3600, got {t}"),
+            ));
+        }
     }
-    if let Some(s) = &l.vendor {
-        check_ascii_field(&p("vendor"), s, 8)?;
-    }
-    if let Some(s) = &l.product {
-        check_ascii_field(&p("product"), s, 16)?;
-    }
-    Ok((
-        LunConfig {
-            lun: l.lun,
-            backend,
-            block_size,
-            mode,
-            serial: l.serial.clone(),
-            removable: l.removable,
-            sanitize: l.sanitize,
-            control: l.control,
-        },
-        LunExt {
-            comment: l.comment.clone(),
-            vendor: l.vendor.clone(),
-            product: l.product.clone(),
-            wwn_seed: l.wwn_seed.clone(),
-        },
-    ))
+    r.namespace = r.namespace.or(c.namespace);
+    r.conf = c.conf;
+    r.user = c.user.map(|u| u.trim_start_matches("client.").to_string());
+    r.keyring = c.keyring;
+    r.timeout_secs = c.timeout_secs;
+    r.shared = c.shared;
+    Ok(r)
 }

@@ -19,6 +19,7 @@
 #        CARGO_TARGET_DIR=... (where the release binary is; default build/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh   # free_port, median, ratio (shared with bench-nbd.sh, bench-initiator.sh)
 ROOT=$(pwd)
 
 RUNS=${RUNS:-3}
@@ -74,7 +75,6 @@ for who in tgtd ours; do
 done
 TGTD_IMG=${IMAGES[0]} OURS_IMG=${IMAGES[1]}
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # --- tgtd with bs_rbd: LUN 1 (LUN 0 is tgtd's controller) ---
 mkdir -p /var/run/tgtd
@@ -100,7 +100,6 @@ for _ in $(seq 300); do grep -q "listening on" "$TMP/ours.out" 2>/dev/null && br
 OURS_PORTAL=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$TMP/ours.out" | head -1)
 [ -n "$OURS_PORTAL" ] || { echo "our target did not start:" >&2; cat "$TMP/ours.err" >&2; exit 1; }
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.0f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 # iscsi-perf PORTAL LUN BLOCKS RANDOM -> average IOPS (one run, QD 32)
 perf_once() {
@@ -134,7 +133,6 @@ for w in "4k rand 8 4096" "128k seq 256 131072"; do
     echo "$name $pat QD32: tgtd [$(echo $t)] ours [$(echo $o)] rbd bench [$(echo $b)]" >&2
 done
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 {
     echo "| workload (iscsi-perf, QD 32) | tgtd bs_rbd IOPS | our target IOPS | rbd bench IOPS | ours / tgtd | ours / rbd bench |"
     echo "|---|---:|---:|---:|---:|---:|"

@@ -12,6 +12,7 @@ use proto::login::{
     OperationalConfig,
 };
 use proto::pdu::{DecodeLimits, DigestConfig, Isid, LoginResponse, Pdu};
+use tracing::Instrument;
 
 use crate::error::{Error, LoginFailure, Result};
 use crate::portal::Portal;
@@ -61,6 +62,8 @@ pub struct Negotiated {
 pub struct Established {
     pub reader: PduReader,
     pub writer: PduWriter,
+    /// The portal this connection logged in at (after any redirection).
+    pub portal: Portal,
     pub cid: u16,
     pub tsih: u16,
     pub exp_stat_sn: u32,
@@ -148,17 +151,37 @@ fn authenticator(
 
 /// Connect and log in one connection, following up to 3 redirections.
 pub async fn login(spec: &LoginSpec) -> Result<Established> {
-    let mut portal = spec.portal.clone();
-    for _ in 0..4 {
-        match login_once(spec, &portal).await? {
-            Ok(est) => return Ok(est),
-            Err(to) => {
-                tracing::info!(from = %portal, %to, "login redirected");
-                portal = to;
+    let span = conn_span(spec.isid, spec.tsih, spec.cid, &spec.portal);
+    async {
+        let mut portal = spec.portal.clone();
+        for _ in 0..4 {
+            match login_once(spec, &portal).await? {
+                Ok(est) => {
+                    tracing::Span::current().record("tsih", est.tsih);
+                    return Ok(est);
+                }
+                Err(to) => {
+                    tracing::info!(from = %portal, %to, "login redirected");
+                    portal = to;
+                }
             }
         }
+        Err(LoginFailure::TooManyRedirects.into())
     }
-    Err(LoginFailure::TooManyRedirects.into())
+    .instrument(span)
+    .await
+}
+
+/// The span of one connection, like the target's: its login (TSIH 0 for a
+/// new session, recorded once known) and then its reader and writer.
+pub(crate) fn conn_span(isid: [u8; 6], tsih: u16, cid: u16, portal: &Portal) -> tracing::Span {
+    tracing::info_span!(
+        "conn",
+        isid = %proto::name::Isid::from(isid),
+        tsih,
+        cid,
+        %portal,
+    )
 }
 
 /// `Ok(Err(portal))` means "redirected there".
@@ -267,6 +290,7 @@ async fn login_once(
     Ok(Ok(Established {
         reader,
         writer,
+        portal: portal.clone(),
         cid: spec.cid,
         tsih: outcome.tsih,
         exp_stat_sn: last.stat_sn.wrapping_add(1),

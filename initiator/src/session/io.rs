@@ -205,6 +205,7 @@ mod tests {
                 dir: DataDirection::Read(1 << 20),
                 reply: oneshot::channel().0,
                 seq: 0,
+                span: tracing::Span::none(),
             },
             cmd_sn: CmdSn::new(0),
             conn: 0,

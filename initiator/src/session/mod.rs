@@ -421,6 +421,12 @@ impl Session {
                 dir,
                 reply: tx,
                 seq,
+                span: tracing::debug_span!(
+                    "cmd",
+                    lun,
+                    itt = tracing::field::Empty,
+                    cmdsn = tracing::field::Empty
+                ),
             });
             inner.pump(&mut st);
         }

@@ -18,11 +18,12 @@ use proto::session::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use super::io::{reader_task, writer_task, BufPool};
 use super::readd::ReAdd;
 use super::{Counters, DataDirection, RawResult, SessionConfig, SessionEvent};
-use crate::connection::{Established, Negotiated};
+use crate::connection::{conn_span, Established, Negotiated};
 use crate::error::Result;
 use crate::sync::lock;
 
@@ -49,6 +50,9 @@ pub(super) struct Pending {
     pub(super) reply: oneshot::Sender<Result<RawResult>>,
     /// Submission order, to re-issue in the original order after recovery.
     pub(super) seq: u64,
+    /// The command's span (debug level: disabled, it costs nothing), with
+    /// the LUN, and the ITT and CmdSN once issued (again after recovery).
+    pub(super) span: tracing::Span,
 }
 
 pub(super) struct Issued {
@@ -206,21 +210,23 @@ impl Inner {
         let counters = self.counters.get(idx).cloned().unwrap_or_default();
         let max_send_dsl = e.max_send_dsl.max(512);
         let (reader, writer) = (e.reader, e.writer);
-        let w = tokio::spawn(writer_task(
-            Arc::downgrade(self),
-            epoch,
-            writer,
-            rx,
-            exp_stat_sn_out.clone(),
-            counters.clone(),
-        ));
-        let r = tokio::spawn(reader_task(
-            Arc::downgrade(self),
-            epoch,
-            idx,
-            reader,
-            counters,
-        ));
+        // Like the target's connection span: what names this connection
+        // in every event its reader and writer log.
+        let span = conn_span(st.isid, e.tsih, e.cid, &e.portal);
+        let w = tokio::spawn(
+            writer_task(
+                Arc::downgrade(self),
+                epoch,
+                writer,
+                rx,
+                exp_stat_sn_out.clone(),
+                counters.clone(),
+            )
+            .instrument(span.clone()),
+        );
+        let r = tokio::spawn(
+            reader_task(Arc::downgrade(self), epoch, idx, reader, counters).instrument(span),
+        );
         st.drivers.push(w.abort_handle());
         st.drivers.push(r.abort_handle());
         st.conns.push(Conn {
@@ -254,7 +260,9 @@ impl Inner {
                 .counters
                 .get(ci)
                 .map(|c| c.commands.fetch_add(1, Ordering::Relaxed));
-            tracing::trace!(itt, cmd_sn = cmd_sn.get(), conn = ci, "issued");
+            p.span.record("itt", itt);
+            p.span.record("cmdsn", cmd_sn.get());
+            p.span.in_scope(|| tracing::trace!(conn = ci, "issued"));
             let expected = match &p.dir {
                 DataDirection::Read(n) => *n as usize,
                 _ => 0,
@@ -302,6 +310,10 @@ impl Inner {
         if let Some(t) = st.tasks.remove(&itt) {
             if let Some(c) = st.conns.get_mut(t.conn) {
                 c.in_flight = c.in_flight.saturating_sub(1);
+            }
+            if let Err(e) = &res {
+                t.p.span
+                    .in_scope(|| tracing::debug!(error = %e, "command failed"));
             }
             let _ = t.p.reply.send(res);
         }

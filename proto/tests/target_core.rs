@@ -874,3 +874,28 @@ fn data_digest_error_on_data_out_ends_the_write_when_its_sequences_end() {
     assert_eq!((sense[2] & 0x0f, sense[12], sense[13]), (0x0b, 0x47, 0x05));
     assert_eq!(s.in_flight(), 0);
 }
+
+#[test]
+fn poll_transmit_all_gives_what_poll_transmit_gives() {
+    let p = Params {
+        initiator_mrdsl: 512,
+        ..Params::default()
+    };
+    let now = Instant::now();
+    let run = |all: bool| {
+        let (mut c, _s) = core(p, now);
+        for itt in 1..=3 {
+            c.handle_pdu(Pdu::ScsiCommand(command(itt, itt, true, false, 2000)), now);
+            c.complete(itt, good(pattern(itt, 2000)));
+        }
+        c.handle_pdu(Pdu::NopOut(nop_out(9, RESERVED_TAG, 4)), now);
+        if all {
+            c.poll_transmit_all()
+        } else {
+            drain(&mut c)
+        }
+    };
+    let (one_by_one, all) = (run(false), run(true));
+    assert_eq!(one_by_one.len(), 13);
+    assert_eq!(format!("{one_by_one:?}"), format!("{all:?}"));
+}

@@ -227,20 +227,11 @@ impl Conn {
 
     /// Hand what the core has to send to the writer, as one batch.
     async fn flush(&mut self) -> Result<(), ConnError> {
-        let Some(first) = self.core.poll_transmit() else {
+        if self.core.pending_transmits() == 0 {
             return Ok(());
-        };
-        let m = match self.core.poll_transmit() {
-            None => Outbound::Pdu(first),
-            Some(second) => {
-                let mut v = Vec::with_capacity(self.core.pending_transmits() + 2);
-                v.push(first);
-                v.push(second);
-                v.extend(std::iter::from_fn(|| self.core.poll_transmit()));
-                Outbound::Pdus(v)
-            }
-        };
-        self.queue(m).await
+        }
+        let pdus = self.core.poll_transmit_all();
+        self.queue(Outbound::Pdus(pdus)).await
     }
 
     /// Hand a message to the writer. When the queue is full the initiator

@@ -307,6 +307,18 @@ impl<S: TargetSession> TargetConn<S> {
         Some(pdu)
     }
 
+    /// Everything there is to send, stamped, in wire order: what
+    /// [`TargetConn::poll_transmit`] would give until `None`, in one go
+    /// (without moving each PDU once more).
+    pub fn poll_transmit_all(&mut self) -> Vec<Pdu> {
+        let mut out: Vec<Pdu> = std::mem::take(&mut self.transmit).into();
+        let window = self.session.window();
+        for pdu in out.iter_mut() {
+            stamp_target(pdu, &mut self.next_stat_sn, window);
+        }
+        out
+    }
+
     /// Number of PDUs waiting in [`TargetConn::poll_transmit`].
     pub fn pending_transmits(&self) -> usize {
         self.transmit.len()

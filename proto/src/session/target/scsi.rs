@@ -303,8 +303,13 @@ impl<S: TargetSession> TargetConn<S> {
             data_in: data,
             residual,
         };
-        self.transmit
-            .extend(data_in::build(&c, self.config.data_in));
+        let pdus = data_in::build(&c, self.config.data_in);
+        if self.transmit.is_empty() {
+            // No move of each PDU: the deque takes the vector's buffer.
+            self.transmit = pdus.into();
+        } else {
+            self.transmit.extend(pdus);
+        }
     }
 
     /// The shell will not run command `itt` (it was aborted before it

@@ -106,25 +106,7 @@ impl Admin {
         control: Option<bool>,
     ) -> Outcome {
         let rt = self.target(target)?;
-        let lenient = matches!(
-            proto::name::IscsiName::parse_lenient(initiator),
-            Ok((_, true))
-        );
-        config_file::check_initiator_name("initiator", initiator, strict).map_err(|e| {
-            let hint = if lenient {
-                " (the target runs with strict_names, which refuses '_')"
-            } else {
-                ""
-            };
-            invalid(format!("{e}{hint}"))
-        })?;
-        let name_warning = (!strict && lenient).then(|| {
-            format!(
-                "initiator name {initiator:?} contains '_', which RFC 3722 does not allow; \
-                 accepted (set strict_names in the config file or start the target with \
-                 --strict-names to refuse such names)"
-            )
-        });
+        let name_warning = acl_name_check(initiator, strict)?;
         let cfg = rt.config();
         let luns = luns.map(|mut v| {
             v.sort_unstable();
@@ -189,25 +171,7 @@ impl Admin {
         // DATA HAS CHANGED where that changed.
         crate::device::apply_acl(&rt.device, &rt.config());
         if was_open {
-            let others: Vec<Arc<Session>> = self
-                .shared
-                .sessions_of(&rt.name)
-                .into_iter()
-                .filter(|s| !s.core.initiator_name.eq_ignore_ascii_case(initiator))
-                .collect();
-            warnings.push(format!(
-                "{} was open to every initiator; now only the ACL's initiators may log in{}",
-                rt.name,
-                if others.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " (sessions of other initiators stay logged in but no longer see any \
-                         LUN: {}; end them with logout-session)",
-                        initiators(&others)
-                    )
-                }
-            ));
+            warnings.push(self.now_closed_warning(&rt.name, initiator));
         }
         Ok(json!({
             "target": rt.name,
@@ -217,6 +181,30 @@ impl Admin {
             "control": now.control,
             "warnings": warnings,
         }))
+    }
+
+    /// The warning when the first ACL entry closes a target that was open
+    /// to every initiator, naming the sessions of the others.
+    fn now_closed_warning(&self, target: &str, initiator: &str) -> String {
+        let others: Vec<Arc<Session>> = self
+            .shared
+            .sessions_of(target)
+            .into_iter()
+            .filter(|s| !s.core.initiator_name.eq_ignore_ascii_case(initiator))
+            .collect();
+        format!(
+            "{} was open to every initiator; now only the ACL's initiators may log in{}",
+            target,
+            if others.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (sessions of other initiators stay logged in but no longer see any \
+                     LUN: {}; end them with logout-session)",
+                    initiators(&others)
+                )
+            }
+        )
     }
 
     pub(super) fn deny(
@@ -397,6 +385,32 @@ impl ChapChange {
         }
         Ok(a)
     }
+}
+
+/// An ACL's initiator name, by the configuration file's rule
+/// ([`config_file::check_initiator_name`]): refused outside RFC 3722 (with
+/// a hint when `strict` refused a `_`); a name with `_` accepted when not
+/// `strict`, with the warning returned for the answer.
+fn acl_name_check(initiator: &str, strict: bool) -> Result<Option<String>, Failure> {
+    let lenient = matches!(
+        proto::name::IscsiName::parse_lenient(initiator),
+        Ok((_, true))
+    );
+    config_file::check_initiator_name("initiator", initiator, strict).map_err(|e| {
+        let hint = if lenient {
+            " (the target runs with strict_names, which refuses '_')"
+        } else {
+            ""
+        };
+        invalid(format!("{e}{hint}"))
+    })?;
+    Ok((!strict && lenient).then(|| {
+        format!(
+            "initiator name {initiator:?} contains '_', which RFC 3722 does not allow; \
+             accepted (set strict_names in the config file or start the target with \
+             --strict-names to refuse such names)"
+        )
+    }))
 }
 
 #[cfg(test)]

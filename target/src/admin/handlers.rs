@@ -146,20 +146,10 @@ impl Admin {
                 size,
                 force,
                 control,
-            } => match control {
-                Some(on) if mode.is_none() && size.is_none() => {
-                    self.set_lun_control(&target, lun, on)
-                }
-                Some(on) => {
-                    let mut v = self
-                        .set_lun(&mut st, &target, lun, mode, size, force)
-                        .await?;
-                    self.set_lun_control(&target, lun, on)?;
-                    v["control"] = Value::Bool(on);
-                    Ok(v)
-                }
-                None => self.set_lun(&mut st, &target, lun, mode, size, force).await,
-            },
+            } => {
+                self.set_lun_request(&mut st, &target, lun, mode, size, force, control)
+                    .await
+            }
             Request::AddPortal {
                 target,
                 portal,

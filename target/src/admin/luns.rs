@@ -4,10 +4,11 @@
 //! CHANGED (SBC-4 §4.10) and MODE PARAMETERS CHANGED to the I_T nexuses
 //! concerned.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::handlers::{
-    failed, initiators, invalid, lu_of, not_found, refused, sorted_insert, users_of, Outcome,
+    failed, initiators, invalid, lu_of, not_found, refused, sorted_insert, users_of, Failure,
+    Outcome,
 };
 use super::{build_lu, Admin, AdminState};
 use crate::config::{parse_size, BackendConfig, IoMode, LunConfig};
@@ -115,6 +116,31 @@ impl Admin {
         Ok(json!({"target": rt.name, "lun": n, "was_in_use": !using.is_empty()}))
     }
 
+    /// `set-lun`: the mode and size through [`Admin::set_lun`], the control
+    /// channel switch through [`Admin::set_lun_control`], either or both.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn set_lun_request(
+        &self,
+        st: &mut AdminState,
+        target: &str,
+        n: u64,
+        mode: Option<String>,
+        size: Option<String>,
+        force: bool,
+        control: Option<bool>,
+    ) -> Outcome {
+        match control {
+            Some(on) if mode.is_none() && size.is_none() => self.set_lun_control(target, n, on),
+            Some(on) => {
+                let mut v = self.set_lun(st, target, n, mode, size, force).await?;
+                self.set_lun_control(target, n, on)?;
+                v["control"] = Value::Bool(on);
+                Ok(v)
+            }
+            None => self.set_lun(st, target, n, mode, size, force).await,
+        }
+    }
+
     pub(super) async fn set_lun(
         &self,
         st: &mut AdminState,
@@ -150,41 +176,10 @@ impl Admin {
             }
             None => None,
         };
-        let new_size = match &size {
-            Some(s) => {
-                let bytes = parse_size(s).map_err(|e| invalid(e.to_string()))?;
-                let bs = u64::from(lu.block_size());
-                if bytes < bs || !bytes.is_multiple_of(bs) {
-                    return Err(invalid(format!(
-                        "size must be a non-zero multiple of the sector size {bs}, got {bytes}"
-                    )));
-                }
-                match lc.backend {
-                    BackendConfig::Block { .. } => {
-                        return Err(refused("a block LUN has the size of its device"))
-                    }
-                    BackendConfig::Null { .. } => {
-                        return Err(refused("null LUNs cannot be resized (remove and add it)"))
-                    }
-                    BackendConfig::Rbd(ref r) => {
-                        return Err(refused(format!(
-                        "an rbd LUN has the size of its image: run `rbd resize --size SIZE {}`; \
-                             the target notices and reports CAPACITY DATA HAS CHANGED",
-                        r.display_name()
-                    )))
-                    }
-                    _ => {}
-                }
-                if bytes < lu.cfg.backend.size() && !force {
-                    return Err(refused(format!(
-                        "shrinking LUN {n} from {} to {bytes} bytes discards data; pass --force",
-                        lu.cfg.backend.size()
-                    )));
-                }
-                Some(bytes)
-            }
-            None => None,
-        };
+        let new_size = size
+            .as_deref()
+            .map(|s| checked_new_size(n, s, &lu, &lc.backend, force))
+            .transpose()?;
         if let Some(bytes) = new_size {
             let dev = rt.device.clone();
             tokio::task::spawn_blocking(move || dev.resize(n as u16, bytes))
@@ -220,4 +215,45 @@ impl Admin {
             "size_bytes": lu.cfg.backend.size(),
         }))
     }
+}
+
+/// A `set-lun` size for LUN `n`: a whole number of sectors, a backend that
+/// can be resized here, and no shrinking without `force`.
+fn checked_new_size(
+    n: u64,
+    s: &str,
+    lu: &crate::scsi::LogicalUnit,
+    backend: &BackendConfig,
+    force: bool,
+) -> Result<u64, Failure> {
+    let bytes = parse_size(s).map_err(|e| invalid(e.to_string()))?;
+    let bs = u64::from(lu.block_size());
+    if bytes < bs || !bytes.is_multiple_of(bs) {
+        return Err(invalid(format!(
+            "size must be a non-zero multiple of the sector size {bs}, got {bytes}"
+        )));
+    }
+    match backend {
+        BackendConfig::Block { .. } => {
+            return Err(refused("a block LUN has the size of its device"))
+        }
+        BackendConfig::Null { .. } => {
+            return Err(refused("null LUNs cannot be resized (remove and add it)"))
+        }
+        BackendConfig::Rbd(r) => {
+            return Err(refused(format!(
+                "an rbd LUN has the size of its image: run `rbd resize --size SIZE {}`; \
+                 the target notices and reports CAPACITY DATA HAS CHANGED",
+                r.display_name()
+            )))
+        }
+        _ => {}
+    }
+    if bytes < lu.cfg.backend.size() && !force {
+        return Err(refused(format!(
+            "shrinking LUN {n} from {} to {bytes} bytes discards data; pass --force",
+            lu.cfg.backend.size()
+        )));
+    }
+    Ok(bytes)
 }

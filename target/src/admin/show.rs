@@ -3,14 +3,16 @@
 //! their identity (SPC-5 VPD 80h/83h) and I/O counters, ACL, CHAP users,
 //! sessions with the negotiated RFC 7143 §13 parameters).
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
 use super::access::users;
 use super::handlers::{failed, hex, lu_of, users_of, Outcome};
 use super::protocol::{AclInfo, LunInfo, PortalGroupInfo, SessionInfo, ShowResult, TargetInfo};
 use super::{Admin, AdminState};
-use crate::config::BackendConfig;
-use crate::config_file;
+use crate::config::{BackendConfig, LunConfig};
+use crate::config_file::{self, LunExt};
 use crate::server::{Session, TargetRuntime};
 
 fn negotiated(s: &Session) -> Value {
@@ -84,72 +86,14 @@ impl Admin {
             .luns
             .iter()
             .map(|l| {
-                let le = ext.and_then(|e| e.luns.get(&l.lun));
-                let lu = lu_of(rt, l.lun);
-                let path = match &l.backend {
-                    BackendConfig::File { path, .. } | BackendConfig::Block { path } => {
-                        Some(path.display().to_string())
-                    }
-                    BackendConfig::Rbd(r) => Some(r.display_name()),
-                    _ => None,
-                };
-                let backend = match &l.backend {
-                    BackendConfig::Memory { .. } => "mem",
-                    BackendConfig::Null { .. } => "null",
-                    BackendConfig::File { .. } => "file",
-                    BackendConfig::Block { .. } => "block",
-                    BackendConfig::Rbd(_) => "rbd",
-                };
-                let io = st
-                    .luns
-                    .get(&(key.clone(), l.lun))
-                    .map(|h| h.counters.snapshot());
-                match lu {
-                    Some(lu) => {
-                        // One lock at a time: the LU state mutex is not
-                        // reentrant.
-                        let mode = lu.state().mode.as_str();
-                        let in_use = !users_of(&sessions, &lu).is_empty();
-                        LunInfo {
-                            lun: l.lun,
-                            backend: backend.into(),
-                            path,
-                            size_bytes: lu.cfg.backend.size(),
-                            sector_size: lu.block_size(),
-                            blocks: lu.num_blocks(),
-                            mode: mode.into(),
-                            thin: lu.thin(),
-                            serial: lu.serial.clone(),
-                            wwn: format!("naa.{}", hex(&lu.naa)),
-                            vendor: lu.cfg.vendor.clone(),
-                            product: lu.cfg.product.clone(),
-                            in_use,
-                            io,
-                            backend_info: lu.cfg.backend.info(),
-                            control: lu.control.snapshot(),
-                        }
-                    }
-                    // Configured but not in the device server: cannot
-                    // happen through this API; show what is known.
-                    None => LunInfo {
-                        lun: l.lun,
-                        backend: backend.into(),
-                        path,
-                        size_bytes: 0,
-                        sector_size: l.block_size,
-                        blocks: 0,
-                        mode: l.mode.as_str().into(),
-                        thin: false,
-                        serial: String::new(),
-                        wwn: String::new(),
-                        vendor: le.and_then(|e| e.vendor.clone()).unwrap_or_default(),
-                        product: le.and_then(|e| e.product.clone()).unwrap_or_default(),
-                        in_use: false,
-                        io,
-                        backend_info: None,
-                        control: Default::default(),
-                    },
-                }
+                lun_info(
+                    st,
+                    rt,
+                    &key,
+                    &sessions,
+                    l,
+                    ext.and_then(|e| e.luns.get(&l.lun)),
+                )
             })
             .collect();
         let acl = cfg
@@ -190,5 +134,83 @@ impl Admin {
                 .unwrap_or(Value::Null),
             sessions: sessions.iter().map(|s| session_info(s)).collect(),
         }
+    }
+}
+
+/// One LUN as `show` lists it: what the device server has (identity,
+/// size, mode, whether a session uses it, I/O counters), or what the
+/// configuration says when the LU is missing.
+fn lun_info(
+    st: &AdminState,
+    rt: &TargetRuntime,
+    key: &str,
+    sessions: &[Arc<Session>],
+    l: &LunConfig,
+    le: Option<&LunExt>,
+) -> LunInfo {
+    let lu = lu_of(rt, l.lun);
+    let path = match &l.backend {
+        BackendConfig::File { path, .. } | BackendConfig::Block { path } => {
+            Some(path.display().to_string())
+        }
+        BackendConfig::Rbd(r) => Some(r.display_name()),
+        _ => None,
+    };
+    let backend = match &l.backend {
+        BackendConfig::Memory { .. } => "mem",
+        BackendConfig::Null { .. } => "null",
+        BackendConfig::File { .. } => "file",
+        BackendConfig::Block { .. } => "block",
+        BackendConfig::Rbd(_) => "rbd",
+    };
+    let io = st
+        .luns
+        .get(&(key.to_string(), l.lun))
+        .map(|h| h.counters.snapshot());
+    match lu {
+        Some(lu) => {
+            // One lock at a time: the LU state mutex is not
+            // reentrant.
+            let mode = lu.state().mode.as_str();
+            let in_use = !users_of(sessions, &lu).is_empty();
+            LunInfo {
+                lun: l.lun,
+                backend: backend.into(),
+                path,
+                size_bytes: lu.cfg.backend.size(),
+                sector_size: lu.block_size(),
+                blocks: lu.num_blocks(),
+                mode: mode.into(),
+                thin: lu.thin(),
+                serial: lu.serial.clone(),
+                wwn: format!("naa.{}", hex(&lu.naa)),
+                vendor: lu.cfg.vendor.clone(),
+                product: lu.cfg.product.clone(),
+                in_use,
+                io,
+                backend_info: lu.cfg.backend.info(),
+                control: lu.control.snapshot(),
+            }
+        }
+        // Configured but not in the device server: cannot
+        // happen through this API; show what is known.
+        None => LunInfo {
+            lun: l.lun,
+            backend: backend.into(),
+            path,
+            size_bytes: 0,
+            sector_size: l.block_size,
+            blocks: 0,
+            mode: l.mode.as_str().into(),
+            thin: false,
+            serial: String::new(),
+            wwn: String::new(),
+            vendor: le.and_then(|e| e.vendor.clone()).unwrap_or_default(),
+            product: le.and_then(|e| e.product.clone()).unwrap_or_default(),
+            in_use: false,
+            io,
+            backend_info: None,
+            control: Default::default(),
+        },
     }
 }

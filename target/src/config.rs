@@ -159,6 +159,141 @@ pub struct LunConfig {
     pub control: bool,
 }
 
+/// The `,KEY[=VALUE]` options of a LUN SPEC ([`LunConfig::parse_spec`]).
+struct SpecOptions {
+    size: Option<u64>,
+    block_size: u32,
+    mode: IoMode,
+    thin: bool,
+    serial: Option<String>,
+    removable: bool,
+    sanitize: bool,
+    control: bool,
+    rbd: RbdSpec,
+}
+
+impl SpecOptions {
+    fn parse<'a>(
+        kind: &str,
+        parts: impl Iterator<Item = &'a str>,
+        bad: &dyn Fn(&str) -> ConfigError,
+    ) -> Result<SpecOptions, ConfigError> {
+        let mut o = SpecOptions {
+            size: None,
+            block_size: 512,
+            mode: IoMode::WriteBack,
+            thin: false,
+            serial: None,
+            removable: false,
+            sanitize: false,
+            control: false,
+            rbd: RbdSpec::default(),
+        };
+        for opt in parts {
+            let (key, value) = match opt.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (opt, None),
+            };
+            match (key, value) {
+                ("size", Some(v)) => o.size = Some(parse_size(v)?),
+                ("sector", Some(v)) => {
+                    o.block_size = match v {
+                        "512" => 512,
+                        "4096" => 4096,
+                        _ => return Err(bad("sector must be 512 or 4096")),
+                    }
+                }
+                ("mode", Some(v)) => {
+                    o.mode = IoMode::parse(v).ok_or_else(|| bad("mode must be wb, wt or ro"))?
+                }
+                ("thin", None) => o.thin = true,
+                ("removable", None) => o.removable = true,
+                ("sanitize", None) => o.sanitize = true,
+                ("control", None) => o.control = true,
+                ("serial", Some(v)) if !v.is_empty() => o.serial = Some(v.to_string()),
+                ("conf", Some(v)) if kind == "rbd" && !v.is_empty() => {
+                    o.rbd.conf = Some(PathBuf::from(v))
+                }
+                ("user", Some(v)) if kind == "rbd" && !v.is_empty() => {
+                    o.rbd.user = Some(v.trim_start_matches("client.").to_string())
+                }
+                ("keyring", Some(v)) if kind == "rbd" && !v.is_empty() => {
+                    o.rbd.keyring = Some(PathBuf::from(v))
+                }
+                ("namespace", Some(v)) if kind == "rbd" && !v.is_empty() => {
+                    o.rbd.namespace = Some(v.to_string())
+                }
+                ("timeout", Some(v)) if kind == "rbd" => {
+                    o.rbd.timeout_secs = Some(
+                        v.parse()
+                            .ok()
+                            .filter(|t| (1..=3600).contains(t))
+                            .ok_or_else(|| bad("timeout must be 1..=3600 seconds"))?,
+                    )
+                }
+                ("shared", None) if kind == "rbd" => o.rbd.shared = true,
+                _ => return Err(bad(&format!("unknown option {opt:?}"))),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// The backend of a LUN SPEC: `KIND:FIRST` and the options that go with it.
+fn spec_backend(
+    kind: &str,
+    first: &str,
+    o: &SpecOptions,
+    bad: &dyn Fn(&str) -> ConfigError,
+) -> Result<BackendConfig, ConfigError> {
+    let backend = match kind {
+        "mem" | "null" => {
+            if o.size.is_some() || o.thin {
+                return Err(bad("mem/null take the size first (mem:SIZE) and no thin"));
+            }
+            let size = parse_size(first)?;
+            if kind == "mem" {
+                BackendConfig::Memory { size }
+            } else {
+                BackendConfig::Null { size }
+            }
+        }
+        "file" => BackendConfig::File {
+            path: PathBuf::from(first),
+            size: o.size,
+            thin: o.thin,
+        },
+        "block" => {
+            if o.size.is_some() || o.thin {
+                return Err(bad("block devices take no size or thin option"));
+            }
+            BackendConfig::Block {
+                path: PathBuf::from(first),
+            }
+        }
+        "rbd" => {
+            if o.size.is_some() || o.thin || o.removable || o.sanitize {
+                return Err(bad(
+                    "an rbd LUN has the size of its image (rbd resize) and is always thin",
+                ));
+            }
+            let name = RbdSpec::parse_name(first)
+                .ok_or_else(|| bad("expected rbd:POOL/IMAGE or rbd:POOL/NAMESPACE/IMAGE"))?;
+            if name.namespace.is_some() && o.rbd.namespace.is_some() {
+                return Err(bad("namespace given twice"));
+            }
+            BackendConfig::Rbd(RbdSpec {
+                pool: name.pool,
+                image: name.image,
+                namespace: name.namespace.or(o.rbd.namespace.clone()),
+                ..o.rbd.clone()
+            })
+        }
+        _ => return Err(bad("KIND must be mem, null, file, block or rbd")),
+    };
+    Ok(backend)
+}
+
 impl LunConfig {
     /// Parse a quick-start LUN SPEC; `lun` is the number it will get.
     ///
@@ -181,116 +316,17 @@ impl LunConfig {
         if first.is_empty() {
             return Err(bad("missing size or path after the colon"));
         }
-        let mut size = None;
-        let mut block_size = 512u32;
-        let mut mode = IoMode::WriteBack;
-        let mut thin = false;
-        let mut serial = None;
-        let mut removable = false;
-        let mut sanitize = false;
-        let mut control = false;
-        let mut rbd = RbdSpec::default();
-        for opt in parts {
-            let (key, value) = match opt.split_once('=') {
-                Some((k, v)) => (k, Some(v)),
-                None => (opt, None),
-            };
-            match (key, value) {
-                ("size", Some(v)) => size = Some(parse_size(v)?),
-                ("sector", Some(v)) => {
-                    block_size = match v {
-                        "512" => 512,
-                        "4096" => 4096,
-                        _ => return Err(bad("sector must be 512 or 4096")),
-                    }
-                }
-                ("mode", Some(v)) => {
-                    mode = IoMode::parse(v).ok_or_else(|| bad("mode must be wb, wt or ro"))?
-                }
-                ("thin", None) => thin = true,
-                ("removable", None) => removable = true,
-                ("sanitize", None) => sanitize = true,
-                ("control", None) => control = true,
-                ("serial", Some(v)) if !v.is_empty() => serial = Some(v.to_string()),
-                ("conf", Some(v)) if kind == "rbd" && !v.is_empty() => {
-                    rbd.conf = Some(PathBuf::from(v))
-                }
-                ("user", Some(v)) if kind == "rbd" && !v.is_empty() => {
-                    rbd.user = Some(v.trim_start_matches("client.").to_string())
-                }
-                ("keyring", Some(v)) if kind == "rbd" && !v.is_empty() => {
-                    rbd.keyring = Some(PathBuf::from(v))
-                }
-                ("namespace", Some(v)) if kind == "rbd" && !v.is_empty() => {
-                    rbd.namespace = Some(v.to_string())
-                }
-                ("timeout", Some(v)) if kind == "rbd" => {
-                    rbd.timeout_secs = Some(
-                        v.parse()
-                            .ok()
-                            .filter(|t| (1..=3600).contains(t))
-                            .ok_or_else(|| bad("timeout must be 1..=3600 seconds"))?,
-                    )
-                }
-                ("shared", None) if kind == "rbd" => rbd.shared = true,
-                _ => return Err(bad(&format!("unknown option {opt:?}"))),
-            }
-        }
-        let backend = match kind {
-            "mem" | "null" => {
-                if size.is_some() || thin {
-                    return Err(bad("mem/null take the size first (mem:SIZE) and no thin"));
-                }
-                let size = parse_size(first)?;
-                if kind == "mem" {
-                    BackendConfig::Memory { size }
-                } else {
-                    BackendConfig::Null { size }
-                }
-            }
-            "file" => BackendConfig::File {
-                path: PathBuf::from(first),
-                size,
-                thin,
-            },
-            "block" => {
-                if size.is_some() || thin {
-                    return Err(bad("block devices take no size or thin option"));
-                }
-                BackendConfig::Block {
-                    path: PathBuf::from(first),
-                }
-            }
-            "rbd" => {
-                if size.is_some() || thin || removable || sanitize {
-                    return Err(bad(
-                        "an rbd LUN has the size of its image (rbd resize) and is always thin",
-                    ));
-                }
-                let name = RbdSpec::parse_name(first)
-                    .ok_or_else(|| bad("expected rbd:POOL/IMAGE or rbd:POOL/NAMESPACE/IMAGE"))?;
-                if name.namespace.is_some() && rbd.namespace.is_some() {
-                    return Err(bad("namespace given twice"));
-                }
-                BackendConfig::Rbd(RbdSpec {
-                    pool: name.pool,
-                    image: name.image,
-                    namespace: name.namespace.or(rbd.namespace),
-                    ..rbd
-                })
-            }
-            _ => return Err(bad("KIND must be mem, null, file, block or rbd")),
-        };
-
+        let o = SpecOptions::parse(kind, parts, &bad)?;
+        let backend = spec_backend(kind, first, &o, &bad)?;
         let lc = LunConfig {
             lun,
             backend,
-            block_size,
-            mode,
-            serial,
-            removable,
-            sanitize,
-            control,
+            block_size: o.block_size,
+            mode: o.mode,
+            serial: o.serial,
+            removable: o.removable,
+            sanitize: o.sanitize,
+            control: o.control,
         };
         lc.validate()?;
         Ok(lc)

@@ -24,8 +24,8 @@ use futures::StreamExt;
 use proto::codec::CodecError;
 use proto::login::params::{Digest, OperationalConfig, SessionType};
 use proto::login::{
-    Admission, LoginIdentity, LoginStatus, SessionJoin, TargetLogin, TargetLoginConfig,
-    TargetLoginPolicy, TargetStep,
+    Admission, LoginIdentity, LoginOutcome, LoginStatus, SessionJoin, TargetLogin,
+    TargetLoginConfig, TargetLoginPolicy, TargetStep,
 };
 use proto::pdu::{DigestConfig, Pdu};
 use tokio::io::AsyncWriteExt;
@@ -37,7 +37,7 @@ use tracing::{debug, warn};
 use crate::config::{AuthConfig, SessionLimits};
 use crate::conn::{ConnLimits, Established, Frames};
 use crate::server::{ServerShared, Session, TargetRuntime};
-use crate::session::{lock, ConnHandle, SessionCore, SessionKey, SessionKind};
+use crate::session::{lock, ConnHandle, ConnNotice, SessionCore, SessionKey, SessionKind};
 use proto::session::{DataInLimits, WriteLimits};
 
 /// Why a login did not produce a connection.
@@ -468,49 +468,76 @@ async fn login(
         }
         s
     } else {
-        let tsih = policy.new_tsih.unwrap_or(outcome.tsih);
-        let kind = match id.session_type {
-            SessionType::Discovery => SessionKind::Discovery,
-            SessionType::Normal => SessionKind::Normal,
-        };
-        let target_name = id.target_name.clone().unwrap_or_default();
-        let (max_conns, queue_depth) = match &policy.target {
-            Some(t) => {
-                let c = t.config();
-                (outcome.session.max_connections, c.limits.queue_depth)
-            }
-            None => (1, depth),
-        };
-        let core = SessionCore::new(
-            tsih,
-            SessionKey::new(&id.initiator_name, id.isid.0, &target_name),
-            kind,
-            id.initiator_name.clone(),
-            target_name.clone(),
-            tpgt,
-            max_conns,
-            outcome.cmd_sn,
-            queue_depth,
-        );
-        let nexus = policy
-            .target
-            .as_ref()
-            .map(|_| crate::device::nexus(&id.initiator_name, id.isid.0, &target_name, tpgt));
-        let s = Arc::new(Session::new(
-            core,
-            outcome.session.clone(),
-            policy.target.clone(),
-            nexus,
-        ));
-        s.core.add_connection(handle);
-        if let Some(old) = shared.sessions.insert(s.clone()) {
-            // Session reinstatement (RFC 7143 §6.3.5).
-            tracing::info!(old_tsih = old.core.tsih, "session reinstatement");
-            shared.end_session(&old).await;
-        }
-        s
+        new_session(shared, &policy, &id, &outcome, tpgt, depth, handle).await
     };
     write_pdu(stream, Pdu::LoginResponse(resp)).await?;
+    Ok(established(session, &outcome, cancel, nrx))
+}
+
+/// A new session for a completed leading login, with `handle` as its
+/// first connection; an old session with the same key ends (session
+/// reinstatement, RFC 7143 §6.3.5).
+async fn new_session(
+    shared: &Arc<ServerShared>,
+    policy: &Policy<'_>,
+    id: &LoginIdentity,
+    outcome: &LoginOutcome,
+    tpgt: u16,
+    depth: u32,
+    handle: ConnHandle,
+) -> Arc<Session> {
+    let tsih = policy.new_tsih.unwrap_or(outcome.tsih);
+    let kind = match id.session_type {
+        SessionType::Discovery => SessionKind::Discovery,
+        SessionType::Normal => SessionKind::Normal,
+    };
+    let target_name = id.target_name.clone().unwrap_or_default();
+    let (max_conns, queue_depth) = match &policy.target {
+        Some(t) => {
+            let c = t.config();
+            (outcome.session.max_connections, c.limits.queue_depth)
+        }
+        None => (1, depth),
+    };
+    let core = SessionCore::new(
+        tsih,
+        SessionKey::new(&id.initiator_name, id.isid.0, &target_name),
+        kind,
+        id.initiator_name.clone(),
+        target_name.clone(),
+        tpgt,
+        max_conns,
+        outcome.cmd_sn,
+        queue_depth,
+    );
+    let nexus = policy
+        .target
+        .as_ref()
+        .map(|_| crate::device::nexus(&id.initiator_name, id.isid.0, &target_name, tpgt));
+    let s = Arc::new(Session::new(
+        core,
+        outcome.session.clone(),
+        policy.target.clone(),
+        nexus,
+    ));
+    s.core.add_connection(handle);
+    if let Some(old) = shared.sessions.insert(s.clone()) {
+        // Session reinstatement (RFC 7143 §6.3.5).
+        tracing::info!(old_tsih = old.core.tsih, "session reinstatement");
+        shared.end_session(&old).await;
+    }
+    s
+}
+
+/// What the connection driver needs from a completed login: the limits
+/// negotiated for the session and the connection (RFC 7143 §13), the NOP
+/// timers of the target, and the next StatSN.
+fn established(
+    session: Arc<Session>,
+    outcome: &LoginOutcome,
+    cancel: CancellationToken,
+    notices: mpsc::UnboundedReceiver<ConnNotice>,
+) -> Established {
     let (nop_interval, nop_timeout) = match &session.target {
         Some(t) => {
             let c = t.config();
@@ -520,7 +547,7 @@ async fn login(
     };
     let p = &session.params;
     let conn = outcome.connection;
-    Ok(Established {
+    Established {
         cid: outcome.cid,
         limits: ConnLimits {
             conn,
@@ -541,7 +568,7 @@ async fn login(
         },
         next_stat_sn: outcome.stat_sn.wrapping_add(1),
         cancel,
-        notices: nrx,
+        notices,
         session,
-    })
+    }
 }

@@ -100,6 +100,42 @@ fn rbd_error(ret: i64) -> BackendError {
     }
 }
 
+/// The image's exclusive lock (docs/rbd.md): none when read-only or when
+/// the image has no exclusive-lock feature, cooperative when `shared`,
+/// else taken, refused while another client holds it. Returns what
+/// `show` reports.
+fn take_lock(
+    image: &Image,
+    spec: &RbdSpec,
+    name: &str,
+    read_only: bool,
+    features: u64,
+) -> std::result::Result<&'static str, String> {
+    Ok(if read_only {
+        "none (read-only)"
+    } else if features & FEATURE_EXCLUSIVE_LOCK == 0 {
+        "none (image has no exclusive-lock feature)"
+    } else if spec.shared {
+        "cooperative (shared)"
+    } else {
+        let owners = image
+            .lock_owners()
+            .map_err(|e| format!("cannot read the lock owners of {name}: {e}"))?;
+        if !owners.is_empty() {
+            return Err(format!(
+                "image {name} is held for writing by {} (its exclusive lock): another target \
+                 or client serves it. Serve it read-only (mode=ro), stop the other writer, or \
+                 allow sharing with the `shared` option (see docs/rbd.md)",
+                owners.join(", ")
+            ));
+        }
+        image.lock_exclusive().map_err(|e| {
+            format!("cannot take the exclusive lock of {name}: {e} (is another writer using it?)")
+        })?;
+        "exclusive (held)"
+    })
+}
+
 impl RbdBackend {
     /// Connects to the cluster and opens the image. Blocks (bounded by the
     /// spec's timeout). Errors name the conf file and the monitors, and
@@ -164,31 +200,7 @@ impl RbdBackend {
         let st = image
             .stat()
             .map_err(|e| format!("cannot stat image {name}: {e}"))?;
-        let lock = if read_only {
-            "none (read-only)"
-        } else if st.features & FEATURE_EXCLUSIVE_LOCK == 0 {
-            "none (image has no exclusive-lock feature)"
-        } else if spec.shared {
-            "cooperative (shared)"
-        } else {
-            let owners = image
-                .lock_owners()
-                .map_err(|e| format!("cannot read the lock owners of {name}: {e}"))?;
-            if !owners.is_empty() {
-                return Err(format!(
-                    "image {name} is held for writing by {} (its exclusive lock): another target \
-                     or client serves it. Serve it read-only (mode=ro), stop the other writer, or \
-                     allow sharing with the `shared` option (see docs/rbd.md)",
-                    owners.join(", ")
-                ));
-            }
-            image.lock_exclusive().map_err(|e| {
-                format!(
-                    "cannot take the exclusive lock of {name}: {e} (is another writer using it?)"
-                )
-            })?;
-            "exclusive (held)"
-        };
+        let lock = take_lock(&image, spec, &name, read_only, st.features)?;
         let image = Arc::new(image);
         let size = Arc::new(AtomicU64::new(st.size));
         watch_size(&image, &size).map_err(|e| format!("cannot watch image {name}: {e}"))?;

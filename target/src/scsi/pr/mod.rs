@@ -262,179 +262,229 @@ impl Reservations {
         match sa {
             s::PROUT_REGISTER | s::PROUT_REGISTER_AND_IGNORE_EXISTING_KEY => {
                 let ignore = sa == s::PROUT_REGISTER_AND_IGNORE_EXISTING_KEY;
-                match mine {
-                    None => {
-                        if !ignore && p.key != 0 {
-                            return Err(ProutError::Conflict);
-                        }
-                        if p.sa_key != 0 {
-                            self.registrations.push(Registration {
-                                nexus: n.clone(),
-                                key: p.sa_key,
-                            });
-                            self.aptpl = p.aptpl;
-                        }
-                        self.generation = self.generation.wrapping_add(1);
-                        Ok(vec![])
-                    }
-                    Some(k) => {
-                        if !ignore && p.key != k {
-                            return Err(ProutError::Conflict);
-                        }
-                        self.generation = self.generation.wrapping_add(1);
-                        self.aptpl = p.aptpl;
-                        if p.sa_key == 0 {
-                            Ok(self.unregister(n))
-                        } else {
-                            for r in self.registrations.iter_mut().filter(|r| &r.nexus == n) {
-                                r.key = p.sa_key;
-                            }
-                            Ok(vec![])
-                        }
-                    }
-                }
+                self.prout_register(n, mine, ignore, p)
             }
-            s::PROUT_RESERVE => {
-                if mine != Some(p.key) {
-                    return Err(ProutError::Conflict);
-                }
-                if scope != 0 || !pr_type::valid(t) {
-                    return Err(ProutError::Check(Sense::invalid_field_in_cdb(2, None)));
-                }
-                match &self.reservation {
-                    Some(r) if self.is_holder(n) && r.pr_type == t => Ok(vec![]),
-                    Some(_) => Err(ProutError::Conflict),
-                    None => {
-                        self.reservation = Some(Persistent {
-                            holder: n.clone(),
-                            pr_type: t,
-                        });
-                        Ok(vec![])
-                    }
-                }
-            }
-            s::PROUT_RELEASE => {
-                if mine != Some(p.key) {
-                    return Err(ProutError::Conflict);
-                }
-                let Some(r) = self.reservation.clone() else {
-                    return Ok(vec![]);
-                };
-                if !self.is_holder(n) {
-                    return Ok(vec![]);
-                }
-                if scope != 0 || r.pr_type != t {
-                    return Err(ProutError::Check(Sense::illegal_request(
-                        Asc::INVALID_RELEASE_OF_PERSISTENT_RESERVATION,
-                    )));
-                }
-                self.reservation = None;
-                // SPC-5 §5.13.11.2.2: registrants-only and all-registrants
-                // releases notify the other registrants.
-                let uas = if pr_type::registrants_only(t) || pr_type::all_registrants(t) {
-                    self.others_registered(n)
-                        .into_iter()
-                        .map(|x| (x, Asc::RESERVATIONS_RELEASED))
-                        .collect()
-                } else {
-                    vec![]
-                };
-                Ok(uas)
-            }
-            s::PROUT_CLEAR => {
-                if mine != Some(p.key) {
-                    return Err(ProutError::Conflict);
-                }
-                let uas = self
-                    .others_registered(n)
-                    .into_iter()
-                    .map(|x| (x, Asc::RESERVATIONS_PREEMPTED))
-                    .collect();
-                self.registrations.clear();
-                self.reservation = None;
-                self.generation = self.generation.wrapping_add(1);
-                Ok(uas)
-            }
+            s::PROUT_RESERVE => self.prout_reserve(n, mine, scope, t, p),
+            s::PROUT_RELEASE => self.prout_release(n, mine, scope, t, p),
+            s::PROUT_CLEAR => self.prout_clear(n, mine, p),
             s::PROUT_PREEMPT | s::PROUT_PREEMPT_AND_ABORT => {
-                if mine != Some(p.key) {
-                    return Err(ProutError::Conflict);
-                }
-                let mut uas = Vec::new();
-                let res = self.reservation.clone();
-                match res {
-                    Some(r) if pr_type::all_registrants(r.pr_type) && p.sa_key == 0 => {
-                        // Preempt an all-registrants reservation: remove all
-                        // other registrations, take the reservation.
-                        for x in self.others_registered(n) {
-                            uas.push((x, Asc::REGISTRATIONS_PREEMPTED));
-                        }
-                        self.registrations.retain(|r| &r.nexus == n);
-                        self.reservation = Some(Persistent {
-                            holder: n.clone(),
-                            pr_type: t,
-                        });
-                    }
-                    Some(r)
-                        if !pr_type::all_registrants(r.pr_type)
-                            && self.key_of(&r.holder) == Some(p.sa_key) =>
-                    {
-                        if scope != 0 || !pr_type::valid(t) {
-                            return Err(ProutError::Check(Sense::invalid_field_in_cdb(2, None)));
-                        }
-                        let victims: Vec<Nexus> = self
-                            .registrations
-                            .iter()
-                            .filter(|x| x.key == p.sa_key && &x.nexus != n)
-                            .map(|x| x.nexus.clone())
-                            .collect();
-                        self.registrations
-                            .retain(|x| !(x.key == p.sa_key && &x.nexus != n));
-                        for v in victims {
-                            uas.push((v, Asc::REGISTRATIONS_PREEMPTED));
-                        }
-                        self.reservation = Some(Persistent {
-                            holder: n.clone(),
-                            pr_type: t,
-                        });
-                        if r.pr_type != t {
-                            for x in self.others_registered(n) {
-                                if !uas.iter().any(|(u, _)| u == &x) {
-                                    uas.push((x, Asc::RESERVATIONS_RELEASED));
-                                }
-                            }
-                        }
-                    }
-                    _ => {
-                        // No reservation (or it is not held by the key):
-                        // remove the registrations with SERVICE ACTION
-                        // RESERVATION KEY.
-                        if p.sa_key == 0 {
-                            return Err(ProutError::Check(Sense::invalid_field_in_parameter_list(
-                                8, None,
-                            )));
-                        }
-                        let victims: Vec<Nexus> = self
-                            .registrations
-                            .iter()
-                            .filter(|x| x.key == p.sa_key)
-                            .map(|x| x.nexus.clone())
-                            .collect();
-                        if victims.is_empty() {
-                            return Err(ProutError::Conflict);
-                        }
-                        for v in &victims {
-                            uas.extend(self.unregister(v));
-                            if v != n {
-                                uas.push((v.clone(), Asc::REGISTRATIONS_PREEMPTED));
-                            }
-                        }
-                    }
-                }
-                self.generation = self.generation.wrapping_add(1);
-                Ok(uas)
+                self.prout_preempt(n, mine, scope, t, p)
             }
             _ => Err(ProutError::Check(Sense::invalid_field_in_cdb(1, Some(4)))),
         }
+    }
+
+    /// PERSISTENT RESERVE OUT service actions REGISTER and REGISTER AND
+    /// IGNORE EXISTING KEY (SPC-5 §6.16): a registration added, changed or
+    /// (key 0) removed.
+    fn prout_register(
+        &mut self,
+        n: &Nexus,
+        mine: Option<u64>,
+        ignore: bool,
+        p: &ProutParams,
+    ) -> ProutResult {
+        match mine {
+            None => {
+                if !ignore && p.key != 0 {
+                    return Err(ProutError::Conflict);
+                }
+                if p.sa_key != 0 {
+                    self.registrations.push(Registration {
+                        nexus: n.clone(),
+                        key: p.sa_key,
+                    });
+                    self.aptpl = p.aptpl;
+                }
+                self.generation = self.generation.wrapping_add(1);
+                Ok(vec![])
+            }
+            Some(k) => {
+                if !ignore && p.key != k {
+                    return Err(ProutError::Conflict);
+                }
+                self.generation = self.generation.wrapping_add(1);
+                self.aptpl = p.aptpl;
+                if p.sa_key == 0 {
+                    Ok(self.unregister(n))
+                } else {
+                    for r in self.registrations.iter_mut().filter(|r| &r.nexus == n) {
+                        r.key = p.sa_key;
+                    }
+                    Ok(vec![])
+                }
+            }
+        }
+    }
+
+    /// PERSISTENT RESERVE OUT service action RESERVE (SPC-5 §6.16).
+    fn prout_reserve(
+        &mut self,
+        n: &Nexus,
+        mine: Option<u64>,
+        scope: u8,
+        t: u8,
+        p: &ProutParams,
+    ) -> ProutResult {
+        if mine != Some(p.key) {
+            return Err(ProutError::Conflict);
+        }
+        if scope != 0 || !pr_type::valid(t) {
+            return Err(ProutError::Check(Sense::invalid_field_in_cdb(2, None)));
+        }
+        match &self.reservation {
+            Some(r) if self.is_holder(n) && r.pr_type == t => Ok(vec![]),
+            Some(_) => Err(ProutError::Conflict),
+            None => {
+                self.reservation = Some(Persistent {
+                    holder: n.clone(),
+                    pr_type: t,
+                });
+                Ok(vec![])
+            }
+        }
+    }
+
+    /// PERSISTENT RESERVE OUT service action RELEASE (SPC-5 §6.16).
+    fn prout_release(
+        &mut self,
+        n: &Nexus,
+        mine: Option<u64>,
+        scope: u8,
+        t: u8,
+        p: &ProutParams,
+    ) -> ProutResult {
+        if mine != Some(p.key) {
+            return Err(ProutError::Conflict);
+        }
+        let Some(r) = self.reservation.clone() else {
+            return Ok(vec![]);
+        };
+        if !self.is_holder(n) {
+            return Ok(vec![]);
+        }
+        if scope != 0 || r.pr_type != t {
+            return Err(ProutError::Check(Sense::illegal_request(
+                Asc::INVALID_RELEASE_OF_PERSISTENT_RESERVATION,
+            )));
+        }
+        self.reservation = None;
+        // SPC-5 §5.13.11.2.2: registrants-only and all-registrants
+        // releases notify the other registrants.
+        let uas = if pr_type::registrants_only(t) || pr_type::all_registrants(t) {
+            self.others_registered(n)
+                .into_iter()
+                .map(|x| (x, Asc::RESERVATIONS_RELEASED))
+                .collect()
+        } else {
+            vec![]
+        };
+        Ok(uas)
+    }
+
+    /// PERSISTENT RESERVE OUT service action CLEAR (SPC-5 §6.16): every
+    /// registration and the reservation removed.
+    fn prout_clear(&mut self, n: &Nexus, mine: Option<u64>, p: &ProutParams) -> ProutResult {
+        if mine != Some(p.key) {
+            return Err(ProutError::Conflict);
+        }
+        let uas = self
+            .others_registered(n)
+            .into_iter()
+            .map(|x| (x, Asc::RESERVATIONS_PREEMPTED))
+            .collect();
+        self.registrations.clear();
+        self.reservation = None;
+        self.generation = self.generation.wrapping_add(1);
+        Ok(uas)
+    }
+
+    /// PERSISTENT RESERVE OUT service actions PREEMPT and PREEMPT AND ABORT
+    /// (SPC-5 §6.16); the aborts themselves are the caller's.
+    fn prout_preempt(
+        &mut self,
+        n: &Nexus,
+        mine: Option<u64>,
+        scope: u8,
+        t: u8,
+        p: &ProutParams,
+    ) -> ProutResult {
+        if mine != Some(p.key) {
+            return Err(ProutError::Conflict);
+        }
+        let mut uas = Vec::new();
+        let res = self.reservation.clone();
+        match res {
+            Some(r) if pr_type::all_registrants(r.pr_type) && p.sa_key == 0 => {
+                // Preempt an all-registrants reservation: remove all
+                // other registrations, take the reservation.
+                for x in self.others_registered(n) {
+                    uas.push((x, Asc::REGISTRATIONS_PREEMPTED));
+                }
+                self.registrations.retain(|r| &r.nexus == n);
+                self.reservation = Some(Persistent {
+                    holder: n.clone(),
+                    pr_type: t,
+                });
+            }
+            Some(r)
+                if !pr_type::all_registrants(r.pr_type)
+                    && self.key_of(&r.holder) == Some(p.sa_key) =>
+            {
+                if scope != 0 || !pr_type::valid(t) {
+                    return Err(ProutError::Check(Sense::invalid_field_in_cdb(2, None)));
+                }
+                let victims: Vec<Nexus> = self
+                    .registrations
+                    .iter()
+                    .filter(|x| x.key == p.sa_key && &x.nexus != n)
+                    .map(|x| x.nexus.clone())
+                    .collect();
+                self.registrations
+                    .retain(|x| !(x.key == p.sa_key && &x.nexus != n));
+                for v in victims {
+                    uas.push((v, Asc::REGISTRATIONS_PREEMPTED));
+                }
+                self.reservation = Some(Persistent {
+                    holder: n.clone(),
+                    pr_type: t,
+                });
+                if r.pr_type != t {
+                    for x in self.others_registered(n) {
+                        if !uas.iter().any(|(u, _)| u == &x) {
+                            uas.push((x, Asc::RESERVATIONS_RELEASED));
+                        }
+                    }
+                }
+            }
+            _ => {
+                // No reservation (or it is not held by the key):
+                // remove the registrations with SERVICE ACTION
+                // RESERVATION KEY.
+                if p.sa_key == 0 {
+                    return Err(ProutError::Check(Sense::invalid_field_in_parameter_list(
+                        8, None,
+                    )));
+                }
+                let victims: Vec<Nexus> = self
+                    .registrations
+                    .iter()
+                    .filter(|x| x.key == p.sa_key)
+                    .map(|x| x.nexus.clone())
+                    .collect();
+                if victims.is_empty() {
+                    return Err(ProutError::Conflict);
+                }
+                for v in &victims {
+                    uas.extend(self.unregister(v));
+                    if v != n {
+                        uas.push((v.clone(), Asc::REGISTRATIONS_PREEMPTED));
+                    }
+                }
+            }
+        }
+        self.generation = self.generation.wrapping_add(1);
+        Ok(uas)
     }
 
     /// PRIN READ KEYS data (full; caller truncates).

@@ -200,25 +200,9 @@ pub(super) async fn execute(srv: &DeviceServer, nexus: &Nexus, mut req: ScsiRequ
         None => Command::parse(&req.cdb),
     };
     let parsed = parsed.and_then(|c| enabled(&lu, c));
-    let d_sense = {
-        let mut st = lu.state();
-        if st.seen.insert(nexus.clone()) {
-            // SAM-5 §5.14: the first command on a new I_T nexus sees the
-            // power-on condition.
-            st.push_ua(nexus, Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET);
-        }
-        let d = st.modes.d_sense;
-        if lu.capacity_changed() {
-            // SBC-4 §4.10: a capacity changed outside the device server (an
-            // RBD image grown with `rbd resize`).
-            st.push_ua_all(Asc::CAPACITY_DATA_HAS_CHANGED, None);
-        }
-        if !ua_exempt(op) {
-            if let Some(asc) = st.ua.get_mut(nexus).and_then(|q| q.pop_front()) {
-                return ScsiResult::check(&Sense::unit_attention(asc), d);
-            }
-        }
-        d
+    let d_sense = match unit_attention(&lu, nexus, op) {
+        Ok(d) => d,
+        Err(r) => return r,
     };
     if lu.control.trace() {
         tracing::info!(target: "iscsi_target::trace", lun = lu.cfg.lun, initiator = nexus.initiator_name(),
@@ -238,38 +222,9 @@ pub(super) async fn execute(srv: &DeviceServer, nexus: &Nexus, mut req: ScsiRequ
         }
     };
     let tl = transfer_length(&cmd, lu.block_size());
-    // Data-Out received vs. needed: one rule for every command (see
-    // `scsi::transfer`). The transport reports the residual.
-    let received = req.data_out.len() as u64;
-    let cmd = match transfer::plan(&cmd, lu.block_size(), received) {
-        DataOutPlan::Run { len } => {
-            req.data_out
-                .truncate(usize::try_from(len).unwrap_or(usize::MAX));
-            cmd
-        }
-        DataOutPlan::Shorten { blocks } => {
-            let len = u64::from(blocks) * u64::from(lu.block_size());
-            req.data_out
-                .truncate(usize::try_from(len).unwrap_or(usize::MAX));
-            transfer::shorten(cmd, blocks)
-        }
-        DataOutPlan::InvalidCdb { byte } => {
-            let mut r = ScsiResult::check(&Sense::invalid_field_in_cdb(byte, None), d_sense);
-            r.transfer_length = tl;
-            return r;
-        }
-        DataOutPlan::Refuse => {
-            tracing::debug!(
-                lun = req.lun,
-                opcode = op,
-                received,
-                "Data-Out shorter than the CDB needs"
-            );
-            let s = Sense::illegal_request(Asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT);
-            let mut r = ScsiResult::check(&s, d_sense);
-            r.transfer_length = tl;
-            return r;
-        }
+    let cmd = match plan_data_out(cmd, &lu, &mut req, tl, d_sense) {
+        Ok(c) => c,
+        Err(r) => return r,
     };
     let cmd = match tagged {
         Some((tag, _)) => match super::control::tags::apply(&lu, nexus, tag, op, cmd).await {
@@ -307,6 +262,75 @@ pub(super) async fn execute(srv: &DeviceServer, nexus: &Nexus, mut req: ScsiRequ
     };
     r.transfer_length = tl;
     r
+}
+
+/// The unit attention step (SAM-5 §5.14): a new I_T nexus sees the
+/// power-on condition, a capacity changed outside the device server is
+/// reported (SBC-4 §4.10), and a pending unit attention ends any command
+/// but the exempt ones. Gives the LU's D_SENSE setting, or the answer.
+fn unit_attention(lu: &LogicalUnit, nexus: &Nexus, op: u8) -> Result<bool, ScsiResult> {
+    let mut st = lu.state();
+    if st.seen.insert(nexus.clone()) {
+        // SAM-5 §5.14: the first command on a new I_T nexus sees the
+        // power-on condition.
+        st.push_ua(nexus, Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET);
+    }
+    let d = st.modes.d_sense;
+    if lu.capacity_changed() {
+        // SBC-4 §4.10: a capacity changed outside the device server (an
+        // RBD image grown with `rbd resize`).
+        st.push_ua_all(Asc::CAPACITY_DATA_HAS_CHANGED, None);
+    }
+    if !ua_exempt(op) {
+        if let Some(asc) = st.ua.get_mut(nexus).and_then(|q| q.pop_front()) {
+            return Err(ScsiResult::check(&Sense::unit_attention(asc), d));
+        }
+    }
+    Ok(d)
+}
+
+/// Data-Out received vs. needed: one rule for every command (see
+/// `scsi::transfer`): run on what arrived, shorten to whole blocks, or
+/// refuse with nothing written. The transport reports the residual.
+fn plan_data_out(
+    cmd: Command,
+    lu: &LogicalUnit,
+    req: &mut ScsiRequest,
+    tl: Option<u32>,
+    d_sense: bool,
+) -> Result<Command, ScsiResult> {
+    let op = req.cdb.first().copied().unwrap_or(0);
+    let received = req.data_out.len() as u64;
+    Ok(match transfer::plan(&cmd, lu.block_size(), received) {
+        DataOutPlan::Run { len } => {
+            req.data_out
+                .truncate(usize::try_from(len).unwrap_or(usize::MAX));
+            cmd
+        }
+        DataOutPlan::Shorten { blocks } => {
+            let len = u64::from(blocks) * u64::from(lu.block_size());
+            req.data_out
+                .truncate(usize::try_from(len).unwrap_or(usize::MAX));
+            transfer::shorten(cmd, blocks)
+        }
+        DataOutPlan::InvalidCdb { byte } => {
+            let mut r = ScsiResult::check(&Sense::invalid_field_in_cdb(byte, None), d_sense);
+            r.transfer_length = tl;
+            return Err(r);
+        }
+        DataOutPlan::Refuse => {
+            tracing::debug!(
+                lun = req.lun,
+                opcode = op,
+                received,
+                "Data-Out shorter than the CDB needs"
+            );
+            let s = Sense::illegal_request(Asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT);
+            let mut r = ScsiResult::check(&s, d_sense);
+            r.transfer_length = tl;
+            return Err(r);
+        }
+    })
 }
 
 /// Commands addressed to a LUN with no logical unit (SPC-5 §4.6.4.2 /
@@ -384,65 +408,64 @@ impl Ctx<'_> {
 
     async fn run(&mut self, cmd: Command) -> R {
         use Command::*;
-        // Reservations (SPC-5 §5.13.1, SPC-2 §5.5.1).
-        {
-            let st = self.lu.state();
-            if !legacy_exempt(&cmd) && st.res.legacy_conflicts(self.nexus) {
-                return Err(Fail::Status(Status::RESERVATION_CONFLICT));
-            }
-            if st.res.conflicts(self.nexus, pr_access(&cmd)) {
-                return Err(Fail::Status(Status::RESERVATION_CONFLICT));
-            }
-            if st.sanitizing
-                && !matches!(
-                    cmd,
-                    Inquiry { .. } | ReportLuns { .. } | RequestSense { .. }
-                )
-            {
-                return Err(st.sanitize_in_progress().into());
-            }
-            if self.lu.cfg.removable && !st.medium_present && needs_medium(&cmd) {
-                return Err(Sense::new(SenseKey::NOT_READY, Asc::MEDIUM_NOT_PRESENT).into());
-            }
-        }
+        self.gate(&cmd)?;
         match cmd {
-            TestUnitReady => Ok(Bytes::new()),
-            RequestSense { desc, alloc_len } => self.request_sense(desc, alloc_len),
-            Inquiry {
-                evpd,
-                page_code,
-                alloc_len,
-            } => self.inquiry(evpd, page_code, alloc_len),
-            ReportLuns {
-                select_report,
-                alloc_len,
-            } => {
-                let r = report_luns(self.srv, self.nexus, select_report, alloc_len)?;
-                // SPC-5 §6.33: REPORT LUNS clears REPORTED LUNS DATA HAS CHANGED.
-                if let Some(q) = self.lu.state().ua.get_mut(self.nexus) {
-                    q.retain(|a| *a != Asc::REPORTED_LUNS_DATA_HAS_CHANGED);
-                }
-                Ok(r)
-            }
-            ReadCapacity10 => {
-                let last = self.lu.num_blocks().saturating_sub(1);
-                Ok(Bytes::copy_from_slice(&inq::encode_read_capacity10(
-                    last,
-                    self.lu.block_size(),
-                )))
-            }
-            ReadCapacity16 { alloc_len } => {
-                let thin = self.lu.thin();
-                let rc = inq::ReadCapacity16 {
-                    last_lba: self.lu.num_blocks().saturating_sub(1),
-                    block_len: self.lu.block_size(),
-                    lbpme: thin,
-                    lbprz: thin && self.lu.cfg.backend.unmap_reads_zero(),
-                    lbppbe: self.lu.lbppbe(),
-                    ..Default::default()
-                };
-                Ok(truncate(rc.encode().to_vec(), alloc_len as usize))
-            }
+            Read { .. }
+            | Write { .. }
+            | Verify { .. }
+            | WriteAndVerify { .. }
+            | WriteSame { .. }
+            | Unmap { .. }
+            | GetLbaStatus { .. }
+            | CompareAndWrite { .. }
+            | OrWrite { .. }
+            | WriteAtomic { .. }
+            | SynchronizeCache { .. }
+            | PreFetch { .. }
+            | Sanitize { .. }
+            | ExtendedCopy { .. }
+            | ReceiveCopyResults { .. } => self.run_block(cmd).await,
+            StartStopUnit { .. }
+            | PreventAllowMediumRemoval { .. }
+            | Reserve6
+            | Reserve10
+            | Release6
+            | Release10
+            | PersistentReserveIn { .. }
+            | PersistentReserveOut { .. } => self.run_state(cmd).await,
+            _ => self.run_info(cmd),
+        }
+    }
+
+    /// Reservations (SPC-5 §5.13.1, SPC-2 §5.5.1), a sanitize in progress
+    /// and a missing medium, checked before any command runs.
+    fn gate(&self, cmd: &Command) -> Result<(), Fail> {
+        use Command::*;
+        let st = self.lu.state();
+        if !legacy_exempt(cmd) && st.res.legacy_conflicts(self.nexus) {
+            return Err(Fail::Status(Status::RESERVATION_CONFLICT));
+        }
+        if st.res.conflicts(self.nexus, pr_access(cmd)) {
+            return Err(Fail::Status(Status::RESERVATION_CONFLICT));
+        }
+        if st.sanitizing
+            && !matches!(
+                cmd,
+                Inquiry { .. } | ReportLuns { .. } | RequestSense { .. }
+            )
+        {
+            return Err(st.sanitize_in_progress().into());
+        }
+        if self.lu.cfg.removable && !st.medium_present && needs_medium(cmd) {
+            return Err(Sense::new(SenseKey::NOT_READY, Asc::MEDIUM_NOT_PRESENT).into());
+        }
+        Ok(())
+    }
+
+    /// Reads, writes and the other block commands (SBC-4 §5), copy and sanitize.
+    async fn run_block(&mut self, cmd: Command) -> R {
+        use Command::*;
+        match cmd {
             Read { size, rw } => self.read(size, rw).await,
             Write { size, rw } => self.write(size, rw).await,
             Verify { size, rw, bytchk } => self.verify(size, rw, bytchk).await,
@@ -475,29 +498,27 @@ impl Ctx<'_> {
                 self.check_range(size, lba, blocks, true)?;
                 Ok(Bytes::new())
             }
-            ModeSense {
-                size,
-                dbd,
-                llbaa,
-                pc,
-                page,
-                subpage,
-                alloc_len,
-            } => self.mode_sense(
-                size == CdbSize::Ten,
-                dbd,
-                llbaa,
-                pc,
-                page,
-                subpage,
-                alloc_len,
-            ),
-            ModeSelect {
-                size,
-                pf,
-                sp,
+            Sanitize {
+                service_action,
                 param_len,
-            } => self.mode_select(size == CdbSize::Ten, pf, sp, param_len),
+                ause,
+                immed,
+            } => self.sanitize(service_action, param_len, ause, immed).await,
+            ExtendedCopy { param_len } => self.extended_copy(param_len).await,
+            ReceiveCopyResults {
+                service_action,
+                list_id,
+                alloc_len,
+            } => self.receive_copy_results(service_action, list_id, alloc_len),
+            // `run` sends only this family here.
+            _ => Err(invalid_cdb(0, None)),
+        }
+    }
+
+    /// Start/stop, medium removal and reservations (SBC-4, SPC-5 §5.13).
+    async fn run_state(&mut self, cmd: Command) -> R {
+        use Command::*;
+        match cmd {
             StartStopUnit {
                 power_condition,
                 loej,
@@ -544,6 +565,75 @@ impl Ctx<'_> {
                 pr_type,
                 param_len,
             } => self.prout(service_action, scope, pr_type, param_len).await,
+            // `run` sends only this family here.
+            _ => Err(invalid_cdb(0, None)),
+        }
+    }
+
+    /// Inquiry, sense, capacity, mode pages and the other informational commands.
+    fn run_info(&mut self, cmd: Command) -> R {
+        use Command::*;
+        match cmd {
+            TestUnitReady => Ok(Bytes::new()),
+            RequestSense { desc, alloc_len } => self.request_sense(desc, alloc_len),
+            Inquiry {
+                evpd,
+                page_code,
+                alloc_len,
+            } => self.inquiry(evpd, page_code, alloc_len),
+            ReportLuns {
+                select_report,
+                alloc_len,
+            } => {
+                let r = report_luns(self.srv, self.nexus, select_report, alloc_len)?;
+                // SPC-5 §6.33: REPORT LUNS clears REPORTED LUNS DATA HAS CHANGED.
+                if let Some(q) = self.lu.state().ua.get_mut(self.nexus) {
+                    q.retain(|a| *a != Asc::REPORTED_LUNS_DATA_HAS_CHANGED);
+                }
+                Ok(r)
+            }
+            ReadCapacity10 => {
+                let last = self.lu.num_blocks().saturating_sub(1);
+                Ok(Bytes::copy_from_slice(&inq::encode_read_capacity10(
+                    last,
+                    self.lu.block_size(),
+                )))
+            }
+            ReadCapacity16 { alloc_len } => {
+                let thin = self.lu.thin();
+                let rc = inq::ReadCapacity16 {
+                    last_lba: self.lu.num_blocks().saturating_sub(1),
+                    block_len: self.lu.block_size(),
+                    lbpme: thin,
+                    lbprz: thin && self.lu.cfg.backend.unmap_reads_zero(),
+                    lbppbe: self.lu.lbppbe(),
+                    ..Default::default()
+                };
+                Ok(truncate(rc.encode().to_vec(), alloc_len as usize))
+            }
+            ModeSense {
+                size,
+                dbd,
+                llbaa,
+                pc,
+                page,
+                subpage,
+                alloc_len,
+            } => self.mode_sense(
+                size == CdbSize::Ten,
+                dbd,
+                llbaa,
+                pc,
+                page,
+                subpage,
+                alloc_len,
+            ),
+            ModeSelect {
+                size,
+                pf,
+                sp,
+                param_len,
+            } => self.mode_select(size == CdbSize::Ten, pf, sp, param_len),
             ReportSupportedOpcodes {
                 rctd,
                 options,
@@ -567,12 +657,6 @@ impl Ctx<'_> {
                 }
                 Ok(truncate(v, alloc_len as usize))
             }
-            Sanitize {
-                service_action,
-                param_len,
-                ause,
-                immed,
-            } => self.sanitize(service_action, param_len, ause, immed).await,
             ReadDefectData {
                 size,
                 format,
@@ -587,15 +671,10 @@ impl Ctx<'_> {
                 };
                 Ok(truncate(v, alloc_len as usize))
             }
-            ExtendedCopy { param_len } => self.extended_copy(param_len).await,
-            ReceiveCopyResults {
-                service_action,
-                list_id,
-                alloc_len,
-            } => self.receive_copy_results(service_action, list_id, alloc_len),
+            // `run` sends only this family here.
+            _ => Err(invalid_cdb(0, None)),
         }
     }
-
     // ---- checks and blocking I/O helpers ----
 
     /// SBC-4 §4.5: LBA range check; `zero_means_to_end` for SYNCHRONIZE

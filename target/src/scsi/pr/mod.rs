@@ -264,12 +264,21 @@ impl Reservations {
                 let ignore = sa == s::PROUT_REGISTER_AND_IGNORE_EXISTING_KEY;
                 self.prout_register(n, mine, ignore, p)
             }
-            s::PROUT_RESERVE => self.prout_reserve(n, mine, scope, t, p),
-            s::PROUT_RELEASE => self.prout_release(n, mine, scope, t, p),
-            s::PROUT_CLEAR => self.prout_clear(n, mine, p),
-            s::PROUT_PREEMPT | s::PROUT_PREEMPT_AND_ABORT => {
-                self.prout_preempt(n, mine, scope, t, p)
+            // The other service actions need the sender registered with
+            // the RESERVATION KEY it sends, else RESERVATION CONFLICT (SPC-5 §6.16).
+            s::PROUT_RESERVE
+            | s::PROUT_RELEASE
+            | s::PROUT_CLEAR
+            | s::PROUT_PREEMPT
+            | s::PROUT_PREEMPT_AND_ABORT
+                if mine != Some(p.key) =>
+            {
+                Err(ProutError::Conflict)
             }
+            s::PROUT_RESERVE => self.prout_reserve(n, scope, t),
+            s::PROUT_RELEASE => self.prout_release(n, scope, t),
+            s::PROUT_CLEAR => self.prout_clear(n),
+            s::PROUT_PREEMPT | s::PROUT_PREEMPT_AND_ABORT => self.prout_preempt(n, scope, t, p),
             _ => Err(ProutError::Check(Sense::invalid_field_in_cdb(1, Some(4)))),
         }
     }
@@ -318,17 +327,7 @@ impl Reservations {
     }
 
     /// PERSISTENT RESERVE OUT service action RESERVE (SPC-5 §6.16).
-    fn prout_reserve(
-        &mut self,
-        n: &Nexus,
-        mine: Option<u64>,
-        scope: u8,
-        t: u8,
-        p: &ProutParams,
-    ) -> ProutResult {
-        if mine != Some(p.key) {
-            return Err(ProutError::Conflict);
-        }
+    fn prout_reserve(&mut self, n: &Nexus, scope: u8, t: u8) -> ProutResult {
         if scope != 0 || !pr_type::valid(t) {
             return Err(ProutError::Check(Sense::invalid_field_in_cdb(2, None)));
         }
@@ -346,17 +345,7 @@ impl Reservations {
     }
 
     /// PERSISTENT RESERVE OUT service action RELEASE (SPC-5 §6.16).
-    fn prout_release(
-        &mut self,
-        n: &Nexus,
-        mine: Option<u64>,
-        scope: u8,
-        t: u8,
-        p: &ProutParams,
-    ) -> ProutResult {
-        if mine != Some(p.key) {
-            return Err(ProutError::Conflict);
-        }
+    fn prout_release(&mut self, n: &Nexus, scope: u8, t: u8) -> ProutResult {
         let Some(r) = self.reservation.clone() else {
             return Ok(vec![]);
         };
@@ -384,10 +373,7 @@ impl Reservations {
 
     /// PERSISTENT RESERVE OUT service action CLEAR (SPC-5 §6.16): every
     /// registration and the reservation removed.
-    fn prout_clear(&mut self, n: &Nexus, mine: Option<u64>, p: &ProutParams) -> ProutResult {
-        if mine != Some(p.key) {
-            return Err(ProutError::Conflict);
-        }
+    fn prout_clear(&mut self, n: &Nexus) -> ProutResult {
         let uas = self
             .others_registered(n)
             .into_iter()
@@ -401,17 +387,7 @@ impl Reservations {
 
     /// PERSISTENT RESERVE OUT service actions PREEMPT and PREEMPT AND ABORT
     /// (SPC-5 §6.16); the aborts themselves are the caller's.
-    fn prout_preempt(
-        &mut self,
-        n: &Nexus,
-        mine: Option<u64>,
-        scope: u8,
-        t: u8,
-        p: &ProutParams,
-    ) -> ProutResult {
-        if mine != Some(p.key) {
-            return Err(ProutError::Conflict);
-        }
+    fn prout_preempt(&mut self, n: &Nexus, scope: u8, t: u8, p: &ProutParams) -> ProutResult {
         let mut uas = Vec::new();
         let res = self.reservation.clone();
         match res {

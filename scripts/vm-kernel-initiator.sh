@@ -39,12 +39,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GUEST=$ROOT/scripts/vm/kernel-interop.guest.sh
 GUEST_RECOVERY=$ROOT/scripts/vm/kernel-recovery.guest.sh
 GUEST_CONTROL=$ROOT/scripts/vm/control-channel.guest.sh
-if [[ -z ${VM_DIR:-} ]]; then
-  for d in "$ROOT/../shared/tools/vm" /work/shared/tools/vm; do
-    [[ -x $d/run-guest.sh ]] && { VM_DIR=$(cd "$d" && pwd); break; }
-  done
-fi
-[[ -n ${VM_DIR:-} && -x $VM_DIR/run-guest.sh ]] || { echo "VM harness not found (set VM_DIR)" >&2; exit 2; }
+# shellcheck source=vm/find-harness.sh
+. "$ROOT/scripts/vm/find-harness.sh"
 NS=${VM_NETNS:-vmkern}
 IQN=iqn.2024-01.rs.iscsi:vm
 GUEST_IQN=iqn.2005-03.org.open-iscsi:vmtest-guest   # fixed in the guest image

@@ -16,12 +16,8 @@
 #        ISCSI_BIN (host target binary; default: the static build below), MB (16)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [[ -z ${VM_DIR:-} ]]; then
-  for d in "$ROOT/../shared/tools/vm" /work/shared/tools/vm; do
-    [[ -x $d/run-guest.sh ]] && { VM_DIR=$(cd "$d" && pwd); break; }
-  done
-fi
-[[ -n ${VM_DIR:-} && -x $VM_DIR/run-guest.sh ]] || { echo "VM harness not found (set VM_DIR)" >&2; exit 2; }
+# shellcheck source=vm/find-harness.sh
+. "$ROOT/scripts/vm/find-harness.sh"
 NS=${VM_NETNS:-vmublk}
 IQN=iqn.2024-01.rs.iscsi:vmublk
 MB=${MB:-16}

@@ -24,8 +24,9 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else prin
 # ratio A B: A/B with two decimals, "-" when B is 0.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
-# start_tgtd IQN BACKING_FILE LOG: tgtd on 127.0.0.1 with a private control
-# port, target IQN, LUN 1 (LUN 0 is tgtd's controller) on BACKING_FILE.
+# start_tgtd IQN BACKING LOG [TGTADM_LU_ARGS...]: tgtd on 127.0.0.1 with a
+# private control port, target IQN, LUN 1 (LUN 0 is tgtd's controller) on
+# BACKING (a file, or with `--bstype rbd --bsopts conf=...` an RBD image).
 # Sets TGTD_PID, CTL, TPORT.
 start_tgtd() {
     mkdir -p /var/run/tgtd
@@ -38,7 +39,7 @@ start_tgtd() {
         sleep 0.1
     done
     tgtadm -C "$CTL" --lld iscsi --mode target --op new --tid 1 --targetname "$1"
-    tgtadm -C "$CTL" --lld iscsi --mode logicalunit --op new --tid 1 --lun 1 --backing-store "$2"
+    tgtadm -C "$CTL" --lld iscsi --mode logicalunit --op new --tid 1 --lun 1 --backing-store "$2" "${@:4}"
     tgtadm -C "$CTL" --lld iscsi --mode target --op bind --tid 1 --initiator-address ALL
 }
 

@@ -44,15 +44,10 @@ TGTD_PID= OURS_PID= CTL= OWN_CLUSTER= IMAGES=()
 cleanup() {
     set +e
     [ -n "$OURS_PID" ] && kill "$OURS_PID" 2>/dev/null && wait "$OURS_PID" 2>/dev/null
-    if [ -n "$TGTD_PID" ]; then
-        timeout 5 tgtadm -C "$CTL" --op delete --mode system >/dev/null 2>&1
-        sleep 0.5
-        kill -9 "$TGTD_PID" 2>/dev/null
-    fi
+    stop_tgtd
     wait 2>/dev/null
     for i in "${IMAGES[@]}"; do rbd -c "$CEPH_CONF" rm --no-progress "$i" >/dev/null 2>&1; done
     [ -n "$OWN_CLUSTER" ] && CEPH_MINI_DIR=$OWN_CLUSTER scripts/ceph-mini.sh stop >/dev/null 2>&1
-    rm -f "/var/run/tgtd/socket.$CTL" "/var/run/tgtd/socket.$CTL.lock"
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -77,19 +72,7 @@ TGTD_IMG=${IMAGES[0]} OURS_IMG=${IMAGES[1]}
 
 
 # --- tgtd with bs_rbd: LUN 1 (LUN 0 is tgtd's controller) ---
-mkdir -p /var/run/tgtd
-CTL=$((20000 + RANDOM % 12000))
-TPORT=$(free_port)
-tgtd -f -C "$CTL" --iscsi "portal=127.0.0.1:$TPORT" >"$TMP/tgtd.log" 2>&1 &
-TGTD_PID=$!
-for _ in $(seq 50); do
-    tgtadm -C "$CTL" --lld iscsi --mode target --op show >/dev/null 2>&1 && break
-    sleep 0.1
-done
-tgtadm -C "$CTL" --lld iscsi --mode target --op new --tid 1 --targetname "$IQN"
-tgtadm -C "$CTL" --lld iscsi --mode logicalunit --op new --tid 1 --lun 1 \
-    --bstype rbd --backing-store "$TGTD_IMG" --bsopts "conf=$CEPH_CONF"
-tgtadm -C "$CTL" --lld iscsi --mode target --op bind --tid 1 --initiator-address ALL
+start_tgtd "$IQN" "$TGTD_IMG" "$TMP/tgtd.log" --bstype rbd --bsopts "conf=$CEPH_CONF"
 TGTD_PORTAL=127.0.0.1:$TPORT
 
 # --- our target: rbd LUN 0 ---

@@ -10,7 +10,9 @@
 //! - [`text`]: text keys, negotiation, SendTargets (§6, §13).
 //! - [`login`]: login state machines for both roles (§6, §11.12-13).
 //! - [`session`]: the full-feature phase rules (§4.2, §11): CmdSN window,
-//!   StatSN stamping, tags, Data-In/Data-Out segmentation and checks.
+//!   StatSN stamping, tags, Data-In/Data-Out segmentation and checks, and
+//!   the sans-IO cores of both roles (`session::target`,
+//!   `session::initiator`).
 //! - [`scsi`]: CDBs, sense data, status, INQUIRY/VPD, mode pages, LUNs.
 //! - [`name`]: iSCSI names (iqn./eui./naa.).
 #![forbid(unsafe_code)]

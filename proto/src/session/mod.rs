@@ -11,6 +11,7 @@
 //! | [`data_out`] | unsolicited plan, Data-Out segmentation, R2T checks (initiator) | §11.7, §11.8, §13.10-14 |
 //! | [`reject`] | the initiator's answer to a Reject; retrying after a transport CRC error | §7.3, §7.8, §11.17.1 |
 //! | [`target`] | the target's connection core: `handle_pdu`/`poll_transmit`/`poll_event`/`poll_timeout` over the pieces above | §4.2, §11 |
+//! | [`initiator`] | the initiator's session core (all its connections): issuing queue and window gating, Data-In reassembly, R2T answers, pings, TMF, Logout, allegiance | §4.2, §11 |
 //!
 //! No I/O, no clock, no randomness: callers pass PDUs in and send what
 //! comes out. Sequence numbers are the typed [`crate::serial`] ones.
@@ -18,6 +19,7 @@
 pub mod collector;
 pub mod data_in;
 pub mod data_out;
+pub mod initiator;
 pub mod reject;
 pub mod stamp;
 pub mod tags;

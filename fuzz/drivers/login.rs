@@ -22,6 +22,7 @@ use proto::login::{
     TargetLoginPolicy, TargetStep,
 };
 use proto::pdu::{Isid, LoginRequest, LoginResponse, Stage};
+use proto::serial::{CmdSn, StatSn};
 use proto::text::encode_kv;
 
 const KEYS: &[&str] = &[
@@ -224,8 +225,8 @@ impl Policy {
         let join = if inp.one_in(2) {
             Ok(SessionJoin {
                 session: SessionParams::default(),
-                exp_cmd_sn: inp.u32(),
-                max_cmd_sn: inp.u32(),
+                exp_cmd_sn: CmdSn::new(inp.u32()),
+                max_cmd_sn: CmdSn::new(inp.u32()),
             })
         } else {
             Err(*inp.pick(STATUSES))
@@ -277,7 +278,7 @@ pub fn target(data: &[u8]) -> Ended {
     let max_pdus = 1 + inp.below(16) as u32;
     let cfg = TargetLoginConfig {
         target_portal_group_tag: inp.u16(),
-        initial_stat_sn: inp.u32(),
+        initial_stat_sn: StatSn::new(inp.u32()),
         cmd_window: inp.below(4) as u32 * 16,
         max_segment: [1, 7, 64, 8192][inp.below(4)],
         max_text_len: [16, 512, 65536][inp.below(3)],
@@ -333,7 +334,7 @@ pub fn target(data: &[u8]) -> Ended {
             } else {
                 cid
             },
-            cmd_sn: 7,
+            cmd_sn: CmdSn::new(7),
             exp_stat_sn: expected_stat_sn,
             data: if inp.one_in(noise / 4) {
                 text(&mut inp, &[])
@@ -379,8 +380,8 @@ pub fn target(data: &[u8]) -> Ended {
         tsih,
         itt: 0,
         cid,
-        cmd_sn: 7,
-        exp_stat_sn: 0,
+        cmd_sn: CmdSn::new(7),
+        exp_stat_sn: StatSn::new(0),
         data: Bytes::new(),
     };
     assert!(matches!(
@@ -393,10 +394,10 @@ pub fn target(data: &[u8]) -> Ended {
     }
 }
 
-fn check_target_response(r: &LoginResponse, expected_stat_sn: &mut u32) {
+fn check_target_response(r: &LoginResponse, expected_stat_sn: &mut StatSn) {
     assert!(!(r.transit && r.continue_), "T and C both set");
     assert_eq!(r.stat_sn, *expected_stat_sn);
-    *expected_stat_sn = expected_stat_sn.wrapping_add(1);
+    *expected_stat_sn = expected_stat_sn.successor();
     if r.transit {
         assert!(r.nsg > r.csg);
     }
@@ -419,7 +420,7 @@ pub fn initiator(data: &[u8]) -> Ended {
     cfg.tsih = if inp.one_in(4) { inp.u16() } else { 0 };
     cfg.cid = inp.u16();
     cfg.itt = inp.u32();
-    cfg.cmd_sn = inp.u32();
+    cfg.cmd_sn = CmdSn::new(inp.u32());
     cfg.max_pdus = max_pdus;
     cfg.max_segment = [1, 7, 64, 8192][inp.below(4)];
     cfg.max_text_len = [16, 512, 65536][inp.below(3)];
@@ -431,7 +432,7 @@ pub fn initiator(data: &[u8]) -> Ended {
     let itt = cfg.itt;
     let mut login = InitiatorLogin::new(cfg);
     let mut req = login.start();
-    let mut stat_sn = inp.u32();
+    let mut stat_sn = StatSn::new(inp.u32());
     let mut received = 0;
     let mut complete = false;
     let noise = if inp.bool() { 8 } else { 64 };
@@ -505,8 +506,8 @@ pub fn initiator(data: &[u8]) -> Ended {
         tsih,
         itt,
         stat_sn,
-        exp_cmd_sn: 0,
-        max_cmd_sn: 0,
+        exp_cmd_sn: CmdSn::new(0),
+        max_cmd_sn: CmdSn::new(0),
         status_class: 0,
         status_detail: 0,
         data: Bytes::new(),

@@ -12,6 +12,7 @@ use proto::login::{
     OperationalConfig,
 };
 use proto::pdu::{DecodeLimits, DigestConfig, Isid, LoginResponse, Pdu};
+use proto::serial::{CmdSn, StatSn};
 use tracing::Instrument;
 
 use crate::error::{Error, LoginFailure, Result};
@@ -31,7 +32,7 @@ pub struct LoginSpec {
     /// add a connection to it.
     pub tsih: u16,
     pub cid: u16,
-    pub cmd_sn: u32,
+    pub cmd_sn: CmdSn,
     pub chap: Option<ChapConfig>,
     pub offer: Offer,
     pub max_connections: u16,
@@ -66,9 +67,9 @@ pub struct Established {
     pub portal: Portal,
     pub cid: u16,
     pub tsih: u16,
-    pub exp_stat_sn: u32,
-    pub exp_cmd_sn: u32,
-    pub max_cmd_sn: u32,
+    pub exp_stat_sn: StatSn,
+    pub exp_cmd_sn: CmdSn,
+    pub max_cmd_sn: CmdSn,
     pub max_send_dsl: u32,
     pub negotiated: Negotiated,
 }
@@ -293,7 +294,7 @@ async fn login_once(
         portal: portal.clone(),
         cid: spec.cid,
         tsih: outcome.tsih,
-        exp_stat_sn: last.stat_sn.wrapping_add(1),
+        exp_stat_sn: last.stat_sn.successor(),
         exp_cmd_sn: last.exp_cmd_sn,
         max_cmd_sn: last.max_cmd_sn,
         max_send_dsl: c.max_send_data_segment_length,

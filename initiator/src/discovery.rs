@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proto::pdu::{LogoutReason, LogoutRequest, Pdu, TextRequest};
+use proto::serial::CmdSn;
 use proto::text::discovery::{parse_send_targets, send_targets_text, SendTargetsQuery};
 use proto::text::TextAccumulator;
 
@@ -55,7 +56,7 @@ pub async fn discover(cfg: &DiscoveryConfig) -> Result<Vec<DiscoveredTarget>> {
         let r: [u8; 6] = rand::random();
         [0x80 | (r[0] & 0x3f), r[1], r[2], r[3], r[4], r[5]]
     };
-    let cmd_sn = 1;
+    let cmd_sn = CmdSn::new(1);
     let spec = LoginSpec {
         portal: cfg.portal.clone(),
         initiator_name: cfg.initiator_name.clone(),
@@ -110,10 +111,8 @@ pub async fn discover(cfg: &DiscoveryConfig) -> Result<Vec<DiscoveredTarget>> {
             }
             other => return Err(ProtocolError::DiscoveryUnexpected(other.opcode()).into()),
         };
-        exp_stat_sn = t.stat_sn.wrapping_add(1);
-        if proto::serial::SerialNumber(t.exp_cmd_sn).gt(proto::serial::SerialNumber(cmd_sn)) {
-            cmd_sn = t.exp_cmd_sn;
-        }
+        exp_stat_sn = t.stat_sn.successor();
+        cmd_sn.advance_to(t.exp_cmd_sn);
         // RFC 7143 §11.11.2: C=1 means more text follows; we answer with an
         // empty Text Request carrying the target's TTT.
         let done = acc

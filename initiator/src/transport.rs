@@ -96,6 +96,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use proto::pdu::{DataOut, DecodeError, NopOut};
+    use proto::serial::{CmdSn, DataSn, StatSn};
     use tokio::net::{TcpListener, TcpStream};
 
     async fn pair() -> (TcpStream, TcpStream) {
@@ -124,8 +125,8 @@ mod tests {
                 lun: 0,
                 itt: i,
                 ttt: 0xffff_ffff,
-                cmd_sn: i,
-                exp_stat_sn: 0,
+                cmd_sn: CmdSn::new(i),
+                exp_stat_sn: StatSn::new(0),
                 data: Bytes::from(vec![i as u8; (i % 5) as usize]),
             }));
         }
@@ -134,20 +135,20 @@ mod tests {
             lun: 1,
             itt: 9,
             ttt: 3,
-            exp_stat_sn: 0,
-            data_sn: 0,
+            exp_stat_sn: StatSn::new(0),
+            data_sn: DataSn::new(0),
             buffer_offset: 0,
             data: big.clone(),
         }));
         for p in pdus.iter_mut() {
-            proto::session::set_exp_stat_sn(p, proto::serial::StatSn::new(42));
+            proto::session::set_exp_stat_sn(p, StatSn::new(42));
         }
         let sent = pdus.clone();
         let wt = tokio::spawn(async move { w.write_batch(&pdus).await.unwrap() });
         for want in sent {
             let (got, _) = r.read().await.unwrap();
             assert_eq!(got, want);
-            assert_eq!(got.exp_stat_sn(), Some(42));
+            assert_eq!(got.exp_stat_sn(), Some(StatSn::new(42)));
         }
         assert!(wt.await.unwrap() > 300_000);
     }
@@ -164,8 +165,8 @@ mod tests {
             lun: 0,
             itt: 1,
             ttt: 0xffff_ffff,
-            cmd_sn: 0,
-            exp_stat_sn: 0,
+            cmd_sn: CmdSn::new(0),
+            exp_stat_sn: StatSn::new(0),
             data: Bytes::from(vec![0u8; 10_000]),
         });
         tokio::spawn(async move { w.write(&p).await });

@@ -18,6 +18,7 @@ use proto::pdu::{
 use proto::scsi::cdb;
 use proto::scsi::lun::Lun;
 use proto::scsi::sense::{Asc, Sense, SenseKey};
+use proto::serial::{DataSn, R2tSn, SerialNumber, StatSn};
 use proto::session::DataInError;
 use testbed::fake_target::{FakeConn, FakeTarget, FakeTargetConfig, RESERVED_TAG};
 use tokio::sync::broadcast;
@@ -385,10 +386,10 @@ async fn data_sn_gap_recovers() {
             lun: cmd.lun,
             itt: cmd.itt,
             ttt: RESERVED_TAG,
-            stat_sn: 0,
+            stat_sn: StatSn::new(0),
             exp_cmd_sn: cmd.cmd_sn.wrapping_add(1),
             max_cmd_sn: cmd.cmd_sn.wrapping_add(32),
-            data_sn,
+            data_sn: DataSn::new(data_sn),
             buffer_offset: off,
             residual_count: 0,
             data: Bytes::from(vec![0xee; 512]),
@@ -414,10 +415,10 @@ async fn status_without_final_bit_recovers() {
             lun: cmd.lun,
             itt: cmd.itt,
             ttt: RESERVED_TAG,
-            stat_sn: 0,
+            stat_sn: StatSn::new(0),
             exp_cmd_sn: cmd.cmd_sn.wrapping_add(1),
             max_cmd_sn: cmd.cmd_sn.wrapping_add(32),
-            data_sn: 0,
+            data_sn: DataSn::new(0),
             buffer_offset: 0,
             residual_count: 0,
             data: Bytes::from(vec![0xee; 4096]),
@@ -563,7 +564,7 @@ async fn bad_r2t_sequence_recovers() {
         stat_sn: c.stat_sn,
         exp_cmd_sn: c.exp_cmd_sn,
         max_cmd_sn: c.max_cmd_sn,
-        r2t_sn: 5,
+        r2t_sn: R2tSn::new(5),
         buffer_offset: 0,
         desired_data_transfer_length: 4096,
         data: Bytes::new(),
@@ -631,7 +632,7 @@ fn reject_of(c: &mut FakeConn, pdu: Pdu, reason: RejectReason) -> Reject {
         stat_sn: c.take_stat_sn(),
         exp_cmd_sn: c.exp_cmd_sn,
         max_cmd_sn: c.max_cmd_sn,
-        data_sn_or_r2t_sn: 0,
+        data_sn_or_r2t_sn: SerialNumber::new(0),
         data: pdu.encode(DigestConfig::NONE).header,
     }
 }
@@ -692,8 +693,8 @@ async fn data_out_reject_waits_for_the_crc_error_and_the_write_is_issued_anew() 
         lun: first.lun,
         itt: first.itt,
         ttt: RESERVED_TAG,
-        exp_stat_sn: 0,
-        data_sn: 0,
+        exp_stat_sn: StatSn::new(0),
+        data_sn: DataSn::new(0),
         buffer_offset: 0,
         data: Bytes::from_static(b"x"),
     });

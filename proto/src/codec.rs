@@ -264,6 +264,7 @@ impl WriteQueue {
 mod tests {
     use super::*;
     use crate::pdu::{DigestConfig, NopOut};
+    use crate::serial::{CmdSn, StatSn};
     use bytes::Bytes;
 
     fn nop(itt: u32, data: &'static [u8]) -> Pdu {
@@ -272,8 +273,8 @@ mod tests {
             lun: 0,
             itt,
             ttt: 0xffff_ffff,
-            cmd_sn: 7,
-            exp_stat_sn: 3,
+            cmd_sn: CmdSn::new(7),
+            exp_stat_sn: StatSn::new(3),
             data: Bytes::from_static(data),
         }
         .into()

@@ -11,6 +11,7 @@ use proto::login::{
     SessionType, TargetLogin, TargetLoginConfig, TargetLoginPolicy, TargetStep,
 };
 use proto::pdu::{DigestConfig, Isid, LoginRequest, LoginResponse, Pdu, Stage};
+use proto::serial::{CmdSn, StatSn};
 use proto::text::discovery::{encode_send_targets, parse_send_targets, DiscoveredTarget};
 use proto::text::{encode_kv, parse_kv};
 
@@ -186,8 +187,8 @@ impl TargetLoginPolicy for TestPolicy {
             .ok_or(LoginStatus::SESSION_DOES_NOT_EXIST)?;
         Ok(SessionJoin {
             session: s.clone(),
-            exp_cmd_sn: 100,
-            max_cmd_sn: 131,
+            exp_cmd_sn: CmdSn::new(100),
+            max_cmd_sn: CmdSn::new(131),
         })
     }
 
@@ -277,7 +278,7 @@ fn run(mut init: InitiatorLogin, cfg: TargetLoginConfig, policy: &mut TestPolicy
 
 fn normal_cfg() -> InitiatorLoginConfig {
     let mut c = InitiatorLoginConfig::new(INITIATOR, Some(TARGET.to_string()), ISID);
-    c.cmd_sn = 7;
+    c.cmd_sn = CmdSn::new(7);
     c.itt = 0x1234;
     c
 }
@@ -320,7 +321,7 @@ fn has_key(kvs: &[KeyValue], k: &str) -> bool {
 fn no_auth_login_agrees_on_everything() {
     let mut policy = TestPolicy::new();
     let cfg = TargetLoginConfig {
-        initial_stat_sn: 5000,
+        initial_stat_sn: StatSn::new(5000),
         ..TargetLoginConfig::default()
     };
     let r = run(InitiatorLogin::new(normal_cfg()), cfg, &mut policy);
@@ -353,14 +354,17 @@ fn no_auth_login_agrees_on_everything() {
     );
     assert_eq!(i.connection.digests(), DigestConfig::NONE);
     // Sequence numbers: StatSN starts at the configured value; CmdSN does not move.
-    assert_eq!(r.responses[0].stat_sn, 5000);
+    assert_eq!(r.responses[0].stat_sn, StatSn::new(5000));
     assert_eq!(i.stat_sn, t.stat_sn);
-    assert_eq!(i.stat_sn, 5000 + r.responses.len() as u32 - 1);
-    assert!(r.requests.iter().all(|q| q.cmd_sn == 7 && q.itt == 0x1234));
-    assert_eq!(i.exp_cmd_sn, 7);
-    assert_eq!(i.max_cmd_sn, 7 + 31);
+    assert_eq!(i.stat_sn.get(), 5000 + r.responses.len() as u32 - 1);
+    assert!(r
+        .requests
+        .iter()
+        .all(|q| q.cmd_sn == CmdSn::new(7) && q.itt == 0x1234));
+    assert_eq!(i.exp_cmd_sn, CmdSn::new(7));
+    assert_eq!(i.max_cmd_sn, CmdSn::new(7 + 31));
     for (n, q) in r.requests.iter().enumerate().skip(1) {
-        assert_eq!(q.exp_stat_sn, r.responses[n - 1].stat_sn + 1);
+        assert_eq!(q.exp_stat_sn, r.responses[n - 1].stat_sn.successor());
     }
     // TSIH only in the final response.
     let last = r.responses.last().unwrap();
@@ -845,7 +849,7 @@ fn second_connection_joins_without_leading_only_keys() {
     assert_eq!(t.cid, 1);
     // The target reports the session's parameters and window.
     assert_eq!(t.session, lead.session);
-    assert_eq!((t.exp_cmd_sn, t.max_cmd_sn), (100, 131));
+    assert_eq!((t.exp_cmd_sn.get(), t.max_cmd_sn.get()), (100, 131));
     assert!(r.responses.iter().all(|p| p.tsih == lead.tsih));
 }
 
@@ -1156,8 +1160,8 @@ fn request(csg: Stage, transit: bool, nsg: Stage, data: Bytes) -> LoginRequest {
         tsih: 0,
         itt: 1,
         cid: 0,
-        cmd_sn: 1,
-        exp_stat_sn: 0,
+        cmd_sn: CmdSn::new(1),
+        exp_stat_sn: StatSn::new(0),
         data,
     }
 }
@@ -1184,9 +1188,9 @@ fn response_to(
             0
         },
         itt: req.itt,
-        stat_sn,
+        stat_sn: StatSn::new(stat_sn),
         exp_cmd_sn: req.cmd_sn,
-        max_cmd_sn: req.cmd_sn + 10,
+        max_cmd_sn: req.cmd_sn.wrapping_add(10),
         status_class: 0,
         status_detail: 0,
         data,

@@ -6,6 +6,7 @@
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use proto::pdu::*;
+use proto::serial::SerialNumber;
 
 fn data() -> impl Strategy<Value = Bytes> {
     prop::collection::vec(any::<u8>(), 0..70).prop_map(Bytes::from)
@@ -15,27 +16,31 @@ fn stage() -> impl Strategy<Value = Stage> {
     (0u8..4).prop_map(Stage::from_bits)
 }
 
+fn sn() -> impl Strategy<Value = SerialNumber> {
+    any::<u32>().prop_map(SerialNumber::new)
+}
+
 fn isid() -> impl Strategy<Value = Isid> {
     any::<[u8; 6]>().prop_map(Isid)
 }
 
 prop_compose! {
-    fn nop_out()(immediate: bool, lun: u64, itt: u32, ttt: u32, cmd_sn: u32,
-                 exp_stat_sn: u32, data in data()) -> Pdu {
+    fn nop_out()(immediate: bool, lun: u64, itt: u32, ttt: u32, cmd_sn in sn(),
+                 exp_stat_sn in sn(), data in data()) -> Pdu {
         NopOut { immediate, lun, itt, ttt, cmd_sn, exp_stat_sn, data }.into()
     }
 }
 
 prop_compose! {
-    fn nop_in()(lun: u64, itt: u32, ttt: u32, stat_sn: u32, exp_cmd_sn: u32,
-                max_cmd_sn: u32, data in data()) -> Pdu {
+    fn nop_in()(lun: u64, itt: u32, ttt: u32, stat_sn in sn(), exp_cmd_sn in sn(),
+                max_cmd_sn in sn(), data in data()) -> Pdu {
         NopIn { lun, itt, ttt, stat_sn, exp_cmd_sn, max_cmd_sn, data }.into()
     }
 }
 
 prop_compose! {
     fn scsi_command()(flags in any::<(bool, bool, bool, bool)>(), attr in 0u8..8, lun: u64,
-                      itt: u32, edtl: u32, cmd_sn: u32, exp_stat_sn: u32,
+                      itt: u32, edtl: u32, cmd_sn in sn(), exp_stat_sn in sn(),
                       cdb in prop::collection::vec(any::<u8>(), 16..64),
                       bidi_read_length in proptest::option::of(any::<u32>()),
                       data in data()) -> Pdu {
@@ -50,7 +55,7 @@ prop_compose! {
 
 prop_compose! {
     fn scsi_response()(flags in any::<(bool, bool, bool, bool)>(), response: u8, status: u8,
-                       itt: u32, snack_tag: u32, sns in any::<(u32, u32, u32, u32)>(),
+                       itt: u32, snack_tag: u32, sns in (sn(), sn(), sn(), sn()),
                        counts in any::<(u32, u32)>(), data in data()) -> Pdu {
         let (bidi_overflow, bidi_underflow, overflow, underflow) = flags;
         let (stat_sn, exp_cmd_sn, max_cmd_sn, exp_data_sn) = sns;
@@ -64,7 +69,7 @@ prop_compose! {
 
 prop_compose! {
     fn tmf_request()(immediate: bool, function in 0u8..0x80, lun: u64, itt: u32,
-                     rtt: u32, sns in any::<(u32, u32, u32, u32)>(), data in data()) -> Pdu {
+                     rtt: u32, sns in (sn(), sn(), sn(), sn()), data in data()) -> Pdu {
         TaskMgmtRequest {
             immediate, function: TmfFunction(function), lun, itt, referenced_task_tag: rtt,
             cmd_sn: sns.0, exp_stat_sn: sns.1, ref_cmd_sn: sns.2, exp_data_sn: sns.3, data,
@@ -73,7 +78,7 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn tmf_response()(response: u8, itt: u32, sns in any::<(u32, u32, u32)>(),
+    fn tmf_response()(response: u8, itt: u32, sns in (sn(), sn(), sn()),
                       data in data()) -> Pdu {
         TaskMgmtResponse {
             response: TmfResponse(response), itt, stat_sn: sns.0, exp_cmd_sn: sns.1,
@@ -85,7 +90,7 @@ prop_compose! {
 prop_compose! {
     fn login_request()(transit: bool, continue_: bool, csg in stage(), nsg in stage(),
                        versions in any::<(u8, u8)>(), isid in isid(), tsih: u16, itt: u32,
-                       cid: u16, cmd_sn: u32, exp_stat_sn: u32, data in data()) -> Pdu {
+                       cid: u16, cmd_sn in sn(), exp_stat_sn in sn(), data in data()) -> Pdu {
         LoginRequest {
             transit, continue_, csg, nsg, version_max: versions.0, version_min: versions.1,
             isid, tsih, itt, cid, cmd_sn, exp_stat_sn, data,
@@ -96,7 +101,7 @@ prop_compose! {
 prop_compose! {
     fn login_response()(transit: bool, continue_: bool, csg in stage(), nsg in stage(),
                         versions in any::<(u8, u8)>(), isid in isid(), tsih: u16, itt: u32,
-                        sns in any::<(u32, u32, u32)>(), status in any::<(u8, u8)>(),
+                        sns in (sn(), sn(), sn()), status in any::<(u8, u8)>(),
                         data in data()) -> Pdu {
         LoginResponse {
             transit, continue_, csg, nsg, version_max: versions.0, version_active: versions.1,
@@ -108,7 +113,7 @@ prop_compose! {
 
 prop_compose! {
     fn text_request()(immediate: bool, final_: bool, continue_: bool, lun: u64, itt: u32,
-                      ttt: u32, cmd_sn: u32, exp_stat_sn: u32, data in data()) -> Pdu {
+                      ttt: u32, cmd_sn in sn(), exp_stat_sn in sn(), data in data()) -> Pdu {
         TextRequest { immediate, final_, continue_, lun, itt, ttt, cmd_sn, exp_stat_sn, data }
             .into()
     }
@@ -116,7 +121,7 @@ prop_compose! {
 
 prop_compose! {
     fn text_response()(final_: bool, continue_: bool, lun: u64, itt: u32, ttt: u32,
-                       sns in any::<(u32, u32, u32)>(), data in data()) -> Pdu {
+                       sns in (sn(), sn(), sn()), data in data()) -> Pdu {
         TextResponse {
             final_, continue_, lun, itt, ttt, stat_sn: sns.0, exp_cmd_sn: sns.1,
             max_cmd_sn: sns.2, data,
@@ -125,7 +130,7 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn data_out()(final_: bool, lun: u64, itt: u32, ttt: u32, exp_stat_sn: u32, data_sn: u32,
+    fn data_out()(final_: bool, lun: u64, itt: u32, ttt: u32, exp_stat_sn in sn(), data_sn in sn(),
                   buffer_offset: u32, data in data()) -> Pdu {
         DataOut { final_, lun, itt, ttt, exp_stat_sn, data_sn, buffer_offset, data }.into()
     }
@@ -133,7 +138,7 @@ prop_compose! {
 
 prop_compose! {
     fn data_in()(flags in any::<(bool, bool, bool, bool)>(), status: Option<u8>, lun: u64,
-                 itt: u32, ttt: u32, sns in any::<(u32, u32, u32, u32)>(),
+                 itt: u32, ttt: u32, sns in (sn(), sn(), sn(), sn()),
                  buffer_offset: u32, residual_count: u32, data in data()) -> Pdu {
         let (final_, ack, overflow, underflow) = flags;
         DataIn {
@@ -145,8 +150,8 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn logout_request()(immediate: bool, reason in 0u8..0x80, itt: u32, cid: u16, cmd_sn: u32,
-                        exp_stat_sn: u32, data in data()) -> Pdu {
+    fn logout_request()(immediate: bool, reason in 0u8..0x80, itt: u32, cid: u16, cmd_sn in sn(),
+                        exp_stat_sn in sn(), data in data()) -> Pdu {
         LogoutRequest {
             immediate, reason_code: LogoutReason(reason), itt, cid, cmd_sn, exp_stat_sn, data,
         }.into()
@@ -154,7 +159,7 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn logout_response()(response: u8, itt: u32, sns in any::<(u32, u32, u32)>(),
+    fn logout_response()(response: u8, itt: u32, sns in (sn(), sn(), sn()),
                          times in any::<(u16, u16)>(), data in data()) -> Pdu {
         LogoutResponse {
             response: LogoutResponseCode(response), itt, stat_sn: sns.0, exp_cmd_sn: sns.1,
@@ -164,8 +169,8 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn snack()(snack_type in 0u8..16, lun: u64, itt: u32, ttt: u32, exp_stat_sn: u32,
-               beg_run: u32, run_length: u32, data in data()) -> Pdu {
+    fn snack()(snack_type in 0u8..16, lun: u64, itt: u32, ttt: u32, exp_stat_sn in sn(),
+               beg_run in sn(), run_length: u32, data in data()) -> Pdu {
         SnackRequest {
             snack_type: SnackType(snack_type), lun, itt, ttt, exp_stat_sn, beg_run, run_length,
             data,
@@ -174,7 +179,7 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn r2t()(lun: u64, itt: u32, ttt: u32, sns in any::<(u32, u32, u32, u32)>(),
+    fn r2t()(lun: u64, itt: u32, ttt: u32, sns in (sn(), sn(), sn(), sn()),
              buffer_offset: u32, desired: u32, data in data()) -> Pdu {
         R2t {
             lun, itt, ttt, stat_sn: sns.0, exp_cmd_sn: sns.1, max_cmd_sn: sns.2, r2t_sn: sns.3,
@@ -184,7 +189,7 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn async_message()(lun: u64, sns in any::<(u32, u32, u32)>(), event: u8, vcode: u8,
+    fn async_message()(lun: u64, sns in (sn(), sn(), sn()), event: u8, vcode: u8,
                        params in any::<(u16, u16, u16)>(), data in data()) -> Pdu {
         AsyncMessage {
             lun, stat_sn: sns.0, exp_cmd_sn: sns.1, max_cmd_sn: sns.2,
@@ -195,7 +200,7 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn reject()(reason: u8, sns in any::<(u32, u32, u32, u32)>(), data in data()) -> Pdu {
+    fn reject()(reason: u8, sns in (sn(), sn(), sn(), sn()), data in data()) -> Pdu {
         Reject {
             reason: RejectReason(reason), stat_sn: sns.0, exp_cmd_sn: sns.1, max_cmd_sn: sns.2,
             data_sn_or_r2t_sn: sns.3, data,

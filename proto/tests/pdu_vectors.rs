@@ -406,8 +406,10 @@ fn data_out_with_invalid_data_sn() {
             _ => None,
         })
         .collect();
-    assert!(outs.iter().any(|o| o.data_sn == 0xffff_ffff));
-    assert!(outs.iter().any(|o| o.buffer_offset == 0 && o.data_sn != 0));
+    assert!(outs.iter().any(|o| o.data_sn.get() == 0xffff_ffff));
+    assert!(outs
+        .iter()
+        .any(|o| o.buffer_offset == 0 && o.data_sn.get() != 0));
     assert!(outs.iter().all(|o| o.data.len() == 512));
     for o in &outs {
         let r2t_ttts: Vec<u32> = all(&d)

@@ -15,7 +15,7 @@ use proto::pdu::{
     ScsiCommand, ScsiResponse, TaskAttr, RESERVED_TAG,
 };
 use proto::scsi::Status;
-use proto::serial::{CmdSn, StatSn};
+use proto::serial::{CmdSn, DataSn, StatSn};
 use proto::session::data_out::{data_out_pdus, DataOutTarget};
 use proto::session::target::{
     CloseReason, ConnConfig, Event, LocalSession, Outcome, TargetConn, TaskError,
@@ -95,8 +95,8 @@ fn command(itt: u32, cmd_sn: u32, read: bool, write: bool, edtl: u32) -> ScsiCom
         lun: 0,
         itt,
         expected_data_transfer_length: edtl,
-        cmd_sn,
-        exp_stat_sn: 0,
+        cmd_sn: CmdSn::new(cmd_sn),
+        exp_stat_sn: StatSn::new(0),
         cdb: Bytes::from_static(&[0u8; 16]),
         bidi_read_length: None,
         data: Bytes::new(),
@@ -143,7 +143,7 @@ struct Task {
 struct Initiator {
     p: Params,
     window: IssueWindow,
-    exp_stat_sn: u32,
+    exp_stat_sn: StatSn,
     tasks: HashMap<u32, Task>,
     /// PDUs to deliver, per ITT (a sequence stays in order; the test
     /// interleaves the queues).
@@ -157,7 +157,7 @@ impl Initiator {
         Initiator {
             p,
             window,
-            exp_stat_sn: 100,
+            exp_stat_sn: StatSn::new(100),
             tasks: HashMap::new(),
             queues: HashMap::new(),
         }
@@ -209,18 +209,17 @@ impl Initiator {
         true
     }
 
-    fn stat_sn(&mut self, stat_sn: u32, exp: u32, max: u32) {
+    fn stat_sn(&mut self, stat_sn: StatSn, exp: CmdSn, max: CmdSn) {
         assert_eq!(stat_sn, self.exp_stat_sn, "StatSN out of order");
-        self.exp_stat_sn += 1;
-        self.window.update(CmdSn::new(exp), CmdSn::new(max));
+        self.exp_stat_sn = self.exp_stat_sn.successor();
+        self.window.update(exp, max);
     }
 
     /// One PDU from the target.
     fn receive(&mut self, pdu: Pdu) {
         match pdu {
             Pdu::R2t(r) => {
-                self.window
-                    .update(CmdSn::new(r.exp_cmd_sn), CmdSn::new(r.max_cmd_sn));
+                self.window.update(r.exp_cmd_sn, r.max_cmd_sn);
                 let t = self.tasks.get_mut(&r.itt).expect("R2T for a known task");
                 assert!(t.write);
                 proto::session::data_out::check_r2t(&r, t.len, self.p.max_burst, &mut t.r2t_sn)
@@ -255,8 +254,7 @@ impl Initiator {
             t.status = Some(s);
             self.stat_sn(d.stat_sn, d.exp_cmd_sn, d.max_cmd_sn);
         } else {
-            self.window
-                .update(CmdSn::new(d.exp_cmd_sn), CmdSn::new(d.max_cmd_sn));
+            self.window.update(d.exp_cmd_sn, d.max_cmd_sn);
         }
     }
 
@@ -321,7 +319,10 @@ fn window_admits_out_of_order_and_ignores_duplicates() {
     };
     // ExpCmdSN 2 (CmdSN 2 not yet received); MaxCmdSN = ExpCmdSN + free
     // slots - 1 = 2 + 7 - 1.
-    assert_eq!((d.stat_sn, d.exp_cmd_sn, d.max_cmd_sn), (100, 2, 8));
+    assert_eq!(
+        (d.stat_sn.get(), d.exp_cmd_sn.get(), d.max_cmd_sn.get()),
+        (100, 2, 8)
+    );
     assert_eq!(d.status, Some(0));
     // CmdSN 2 arrives: ExpCmdSN jumps over 3.
     c.handle_pdu(Pdu::ScsiCommand(command(20, 2, true, false, 512)), now);
@@ -329,7 +330,10 @@ fn window_admits_out_of_order_and_ignores_duplicates() {
     let Pdu::DataIn(d) = &drain(&mut c)[0] else {
         panic!()
     };
-    assert_eq!((d.stat_sn, d.exp_cmd_sn, d.max_cmd_sn), (101, 4, 10));
+    assert_eq!(
+        (d.stat_sn.get(), d.exp_cmd_sn.get(), d.max_cmd_sn.get()),
+        (101, 4, 10)
+    );
     // The same ITT while it is active: Reject "task in progress".
     c.handle_pdu(Pdu::ScsiCommand(command(20, 4, true, false, 512)), now);
     let Pdu::Reject(r) = &drain(&mut c)[0] else {
@@ -363,7 +367,11 @@ fn write_with_immediate_unsolicited_and_r2t_bursts() {
     let offsets: Vec<(u32, u32, u32)> = out
         .iter()
         .map(|p| match p {
-            Pdu::R2t(r) => (r.r2t_sn, r.buffer_offset, r.desired_data_transfer_length),
+            Pdu::R2t(r) => (
+                r.r2t_sn.get(),
+                r.buffer_offset,
+                r.desired_data_transfer_length,
+            ),
             p => panic!("{p:?}"),
         })
         .collect();
@@ -419,7 +427,7 @@ fn data_in_is_cut_by_mrdsl_and_max_burst_with_status_in_the_last() {
         .iter()
         .map(|p| match p {
             Pdu::DataIn(d) => (
-                d.data_sn,
+                d.data_sn.get(),
                 d.buffer_offset,
                 d.data.len(),
                 d.final_,
@@ -443,7 +451,7 @@ fn data_in_is_cut_by_mrdsl_and_max_burst_with_status_in_the_last() {
     let Pdu::DataIn(last) = &out[6] else { panic!() };
     assert!(last.overflow);
     assert_eq!(last.residual_count, 500);
-    assert_eq!(last.stat_sn, 100);
+    assert_eq!(last.stat_sn, StatSn::new(100));
 }
 
 #[test]
@@ -467,8 +475,8 @@ fn data_out_errors_fail_only_their_task() {
         lun: 0,
         itt: 5,
         ttt: r.ttt,
-        exp_stat_sn: 0,
-        data_sn: 1,
+        exp_stat_sn: StatSn::new(0),
+        data_sn: DataSn::new(1),
         buffer_offset: 0,
         data: Bytes::from(vec![0u8; 1024]),
     };
@@ -521,8 +529,8 @@ fn nop_out(itt: u32, ttt: u32, cmd_sn: u32) -> NopOut {
         lun: 0,
         itt,
         ttt,
-        cmd_sn,
-        exp_stat_sn: 0,
+        cmd_sn: CmdSn::new(cmd_sn),
+        exp_stat_sn: StatSn::new(0),
         data: Bytes::from_static(b"ping data"),
     }
 }
@@ -540,7 +548,7 @@ fn nop_out_is_answered_and_pings_time_out() {
     let Pdu::NopIn(n) = &drain(&mut c)[0] else {
         panic!()
     };
-    assert_eq!((n.itt, n.ttt, n.stat_sn), (9, RESERVED_TAG, 100));
+    assert_eq!((n.itt, n.ttt, n.stat_sn.get()), (9, RESERVED_TAG, 100));
     assert_eq!(&n.data[..], b"ping data");
     // Silence for NopInInterval: we ping with a TTT; no StatSN taken.
     assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(5)));
@@ -552,7 +560,7 @@ fn nop_out_is_answered_and_pings_time_out() {
         panic!()
     };
     assert_eq!(ping.itt, RESERVED_TAG);
-    assert_eq!(ping.stat_sn, 101, "carries the next StatSN");
+    assert_eq!(ping.stat_sn, StatSn::new(101), "carries the next StatSN");
     assert_eq!(c.poll_timeout(), Some(t1 + Duration::from_secs(2)));
     // Answered: the timer goes back to the interval.
     let t2 = t1 + Duration::from_secs(1);
@@ -583,8 +591,8 @@ fn logout_answers_then_closes() {
             reason_code: LogoutReason::CLOSE_CONNECTION,
             itt: 3,
             cid: 1,
-            cmd_sn: 1,
-            exp_stat_sn: 0,
+            cmd_sn: CmdSn::new(1),
+            exp_stat_sn: StatSn::new(0),
             data: Bytes::new(),
         }),
         now,
@@ -601,7 +609,12 @@ fn logout_answers_then_closes() {
     };
     assert_eq!(r.response, LogoutResponseCode::CLOSED_SUCCESSFULLY);
     assert_eq!(
-        (r.itt, r.stat_sn, r.exp_cmd_sn, r.max_cmd_sn),
+        (
+            r.itt,
+            r.stat_sn.get(),
+            r.exp_cmd_sn.get(),
+            r.max_cmd_sn.get()
+        ),
         (3, 100, 2, 9)
     );
     assert!(matches!(
@@ -628,8 +641,8 @@ fn text_request_joined_then_answered_in_pieces() {
         lun: 0,
         itt: 8,
         ttt: RESERVED_TAG,
-        cmd_sn: 1,
-        exp_stat_sn: 0,
+        cmd_sn: CmdSn::new(1),
+        exp_stat_sn: StatSn::new(0),
         data: Bytes::from_static(b"SendTar"),
     };
     c.handle_pdu(Pdu::TextRequest(t.clone()), now);
@@ -639,7 +652,7 @@ fn text_request_joined_then_answered_in_pieces() {
     assert!(!r.final_ && r.data.is_empty());
     t.continue_ = false;
     t.final_ = true;
-    t.cmd_sn = 2;
+    t.cmd_sn = CmdSn::new(2);
     t.data = Bytes::from_static(b"gets=All\0");
     c.handle_pdu(Pdu::TextRequest(t.clone()), now);
     let ev = events(&mut c);
@@ -655,13 +668,13 @@ fn text_request_joined_then_answered_in_pieces() {
     };
     assert!(r1.continue_ && r1.ttt != RESERVED_TAG && r1.data.len() == 512);
     // Continue with the TTT.
-    t.cmd_sn = 3;
+    t.cmd_sn = CmdSn::new(3);
     t.data = Bytes::new();
     t.ttt = r1.ttt;
     c.handle_pdu(Pdu::TextRequest(t.clone()), now);
     c.handle_pdu(
         Pdu::TextRequest(proto::pdu::TextRequest {
-            cmd_sn: 4,
+            cmd_sn: CmdSn::new(4),
             ..t.clone()
         }),
         now,

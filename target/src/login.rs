@@ -28,6 +28,7 @@ use proto::login::{
     TargetLoginConfig, TargetLoginPolicy, TargetStep,
 };
 use proto::pdu::{DigestConfig, Pdu};
+use proto::serial::StatSn;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -261,8 +262,8 @@ impl TargetLoginPolicy for Policy<'_> {
         let (exp, max) = s.core.window_snapshot();
         let join = SessionJoin {
             session: s.params.clone(),
-            exp_cmd_sn: exp.get(),
-            max_cmd_sn: max.get(),
+            exp_cmd_sn: exp,
+            max_cmd_sn: max,
         };
         self.join = Some(s);
         Ok(join)
@@ -413,7 +414,7 @@ async fn login(
 ) -> Result<Established, LoginFailure> {
     let cfg = TargetLoginConfig {
         target_portal_group_tag: tpgt,
-        initial_stat_sn: rand::random::<u32>() >> 8,
+        initial_stat_sn: StatSn::new(rand::random::<u32>() >> 8),
         cmd_window: depth.max(1),
         ..TargetLoginConfig::default()
     };
@@ -566,7 +567,7 @@ fn established(
             nop_interval,
             nop_timeout,
         },
-        next_stat_sn: outcome.stat_sn.wrapping_add(1),
+        next_stat_sn: outcome.stat_sn.successor(),
         cancel,
         notices,
         session,

@@ -56,7 +56,7 @@ pub struct TaskShared {
     pub lun: u64,
     /// Unique id of the connection the task arrived on (allegiance).
     pub conn: u64,
-    pub cmd_sn: u32,
+    pub cmd_sn: CmdSn,
     /// Unique per session; guards against ITT reuse after an abort.
     pub id: u64,
     /// Whether it occupies a CmdSN window slot.
@@ -201,7 +201,7 @@ impl SessionCore {
         target_name: String,
         tpgt: u16,
         max_connections: u16,
-        first_cmd_sn: u32,
+        first_cmd_sn: CmdSn,
         queue_depth: u32,
     ) -> Self {
         SessionCore {
@@ -212,7 +212,7 @@ impl SessionCore {
             target_name,
             tpgt,
             max_connections: max_connections.max(1),
-            window: Mutex::new(CmdWindow::new(CmdSn::new(first_cmd_sn), queue_depth)),
+            window: Mutex::new(CmdWindow::new(first_cmd_sn, queue_depth)),
             conns: Mutex::new(Vec::new()),
             tasks: Mutex::new(TagMap::default()),
             next_task_id: AtomicU64::new(1),
@@ -288,7 +288,7 @@ impl SessionCore {
         itt: u32,
         lun: u64,
         conn: u64,
-        cmd_sn: u32,
+        cmd_sn: CmdSn,
         counted: bool,
     ) -> Result<Arc<TaskShared>, RegisterError> {
         if self.is_closed() {
@@ -485,7 +485,7 @@ mod tests {
             "iqn.t".into(),
             1,
             8,
-            1,
+            CmdSn::new(1),
             4,
         )))
     }
@@ -516,9 +516,10 @@ mod tests {
             lock(&core.window).admit(CmdSn::new(1), false),
             proto::session::Admit::Accept { counted: true }
         );
-        let t = core.register_task(0x10, 0, 0, 1, true).unwrap();
+        let t = core.register_task(0x10, 0, 0, CmdSn::new(1), true).unwrap();
         assert_eq!(
-            core.register_task(0x10, 0, 0, 2, true).unwrap_err(),
+            core.register_task(0x10, 0, 0, CmdSn::new(2), true)
+                .unwrap_err(),
             RegisterError::TaskInProgress
         );
         assert_eq!(t.abort(), TaskPhase::Collecting);
@@ -531,7 +532,9 @@ mod tests {
         core.finish_task(&t);
         assert_eq!(core.window_snapshot(), (CmdSn::new(2), CmdSn::new(5)));
         // A task whose response is on its way cannot be aborted.
-        let t2 = core.register_task(0x11, 0, 0, 2, false).unwrap();
+        let t2 = core
+            .register_task(0x11, 0, 0, CmdSn::new(2), false)
+            .unwrap();
         assert!(t2.start_executing());
         assert!(t2.start_responding());
         assert_eq!(t2.abort(), TaskPhase::Responding);
@@ -542,7 +545,7 @@ mod tests {
     async fn wait_done_wakes() {
         let table = SessionTable::new();
         let s = session(&table, "iqn.i", 1);
-        let t = s.0.register_task(1, 0, 0, 1, false).unwrap();
+        let t = s.0.register_task(1, 0, 0, CmdSn::new(1), false).unwrap();
         let t2 = t.clone();
         let s2 = s.clone();
         let h = tokio::spawn(async move { t2.wait_done().await });

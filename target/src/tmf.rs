@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proto::pdu::{TaskMgmtRequest, TaskMgmtResponse, TmfFunction, TmfResponse};
-use proto::serial::SerialNumber;
+use proto::serial::{CmdSn, StatSn};
 use tracing::info;
 
 use crate::device;
@@ -48,9 +48,9 @@ fn response(req: &TaskMgmtRequest, r: TmfResponse) -> TaskMgmtResponse {
     TaskMgmtResponse {
         response: r,
         itt: req.itt,
-        stat_sn: 0,
-        exp_cmd_sn: 0,
-        max_cmd_sn: 0,
+        stat_sn: StatSn::new(0),
+        exp_cmd_sn: CmdSn::new(0),
+        max_cmd_sn: CmdSn::new(0),
         data: Bytes::new(),
     }
 }
@@ -186,7 +186,7 @@ async fn abort_task(session: &Session, req: &TaskMgmtRequest) -> TmfResponse {
             // inside the window and below the TMF's CmdSN is considered
             // received, and the abort completes.
             let not_yet = crate::session::lock(&session.core.window)
-                .consider_received(SerialNumber(req.ref_cmd_sn), SerialNumber(req.cmd_sn));
+                .consider_received(req.ref_cmd_sn, req.cmd_sn);
             if not_yet {
                 TmfResponse::FUNCTION_COMPLETE
             } else {

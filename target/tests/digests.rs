@@ -18,6 +18,7 @@ use common::{isid, start_server, Conn};
 use iscsi_target::config::SessionLimits;
 use proto::pdu::{DataOut, Pdu, RejectReason, ScsiCommand, ScsiResponse, TaskAttr, BHS_LEN};
 use proto::scsi::sense::{Asc, Sense, SenseKey};
+use proto::serial::CmdSn;
 use proto::session::data_out::{data_out_pdus, DataOutTarget};
 use tokio::io::AsyncWriteExt;
 
@@ -38,7 +39,7 @@ async fn login_with_digests(s: &iscsi_target::server::Server, n: u8) -> Conn {
     c
 }
 
-fn write10(c: &mut Conn, itt: u32, cmd_sn: u32, lba: u32, data: &[u8], imm: bool) -> ScsiCommand {
+fn write10(c: &mut Conn, itt: u32, cmd_sn: CmdSn, lba: u32, data: &[u8], imm: bool) -> ScsiCommand {
     let blocks = (data.len() / 512) as u16;
     let mut cdb = [0u8; 10];
     cdb[0] = 0x2a;

@@ -14,6 +14,7 @@ use proto::pdu::{
     RejectReason, ScsiCommand, TaskAttr, TaskMgmtRequest, TextRequest, TmfFunction, TmfResponse,
     RESERVED_TAG,
 };
+use proto::serial::{CmdSn, DataSn, StatSn};
 use tokio::io::AsyncWriteExt;
 
 const T: &str = "iqn.2024-01.rs.iscsi:test.protocol";
@@ -83,7 +84,7 @@ async fn commands_outside_the_cmdsn_window_are_ignored() {
             itt,
             expected_data_transfer_length: 0,
             cmd_sn,
-            exp_stat_sn: 0,
+            exp_stat_sn: StatSn::new(0),
             cdb: Bytes::from_static(&[0; 6]),
             bidi_read_length: None,
             data: Bytes::new(),
@@ -271,12 +272,12 @@ async fn abort_task_never_rejected() {
         data: Bytes::new(),
     }))
     .await;
-    c.cmd_sn += 1;
+    c.cmd_sn = c.cmd_sn.successor();
     let Pdu::R2t(r2t) = c.recv().await.unwrap() else {
         panic!("expected R2T")
     };
     assert_eq!(r2t.itt, itt);
-    let tmf = |c: &mut Conn, f: TmfFunction, rtt: u32, ref_cmd_sn: u32| {
+    let tmf = |c: &mut Conn, f: TmfFunction, rtt: u32, ref_cmd_sn: CmdSn| {
         let itt = c.next_itt();
         (
             itt,
@@ -289,7 +290,7 @@ async fn abort_task_never_rejected() {
                 cmd_sn: c.cmd_sn,
                 exp_stat_sn: c.exp_stat_sn,
                 ref_cmd_sn,
-                exp_data_sn: 0,
+                exp_data_sn: DataSn::new(0),
                 data: Bytes::new(),
             }),
         )
@@ -308,7 +309,7 @@ async fn abort_task_never_rejected() {
         itt,
         ttt: r2t.ttt,
         exp_stat_sn: c.exp_stat_sn,
-        data_sn: 0,
+        data_sn: DataSn::new(0),
         buffer_offset: 0,
         data: Bytes::from(vec![0u8; 4096]),
     }))
@@ -324,7 +325,7 @@ async fn abort_task_never_rejected() {
     assert_eq!(r.response, TmfResponse::TASK_DOES_NOT_EXIST);
     // LOGICAL UNIT RESET (unit attentions are the device server's
     // business; the LU keeps working).
-    let (_, p) = tmf(&mut c, TmfFunction::LOGICAL_UNIT_RESET, 0, 0);
+    let (_, p) = tmf(&mut c, TmfFunction::LOGICAL_UNIT_RESET, 0, CmdSn::new(0));
     c.send(p).await;
     let Pdu::TaskMgmtResponse(r) = c.recv().await.unwrap() else {
         panic!()
@@ -341,8 +342,8 @@ async fn abort_task_never_rejected() {
         referenced_task_tag: RESERVED_TAG,
         cmd_sn: c.cmd_sn,
         exp_stat_sn: c.exp_stat_sn,
-        ref_cmd_sn: 0,
-        exp_data_sn: 0,
+        ref_cmd_sn: CmdSn::new(0),
+        exp_data_sn: DataSn::new(0),
         data: Bytes::new(),
     }))
     .await;
@@ -351,7 +352,7 @@ async fn abort_task_never_rejected() {
     };
     assert_eq!(r.response, TmfResponse::LUN_DOES_NOT_EXIST);
     // Task reassignment needs ERL 2; unknown functions are rejected.
-    let (_, p) = tmf(&mut c, TmfFunction::TASK_REASSIGN, 1, 0);
+    let (_, p) = tmf(&mut c, TmfFunction::TASK_REASSIGN, 1, CmdSn::new(0));
     c.send(p).await;
     let Pdu::TaskMgmtResponse(r) = c.recv().await.unwrap() else {
         panic!()
@@ -360,7 +361,7 @@ async fn abort_task_never_rejected() {
         r.response,
         TmfResponse::TASK_ALLEGIANCE_REASSIGNMENT_NOT_SUPPORTED
     );
-    let (_, p) = tmf(&mut c, TmfFunction(99), 1, 0);
+    let (_, p) = tmf(&mut c, TmfFunction(99), 1, CmdSn::new(0));
     c.send(p).await;
     let Pdu::TaskMgmtResponse(r) = c.recv().await.unwrap() else {
         panic!()

@@ -29,6 +29,7 @@ use proto::pdu::{
     DataOut, DigestConfig, Isid, LoginRequest, NopOut, Pdu, RejectReason, ScsiCommand,
     SnackRequest, Stage, TaskAttr, TaskMgmtRequest, TmfFunction, TmfResponse, RESERVED_TAG,
 };
+use proto::serial::{CmdSn, DataSn, SerialNumber, StatSn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -283,8 +284,8 @@ fn login_request(
         tsih: 0,
         itt: 0x10,
         cid: 0,
-        cmd_sn: 1,
-        exp_stat_sn: 0,
+        cmd_sn: CmdSn::new(1),
+        exp_stat_sn: StatSn::new(0),
         data,
     }
 }
@@ -755,14 +756,14 @@ async fn full_feature_errors_are_answered_and_contained() {
     let Pdu::R2t(r2t) = recv(&mut c).await else {
         panic!("expected R2T")
     };
-    let dout = |ttt, off: u32, len: usize, sn, exp_stat_sn| {
+    let dout = |ttt, off: u32, len: usize, sn: u32, exp_stat_sn| {
         Pdu::DataOut(DataOut {
             final_: true,
             lun: lun1,
             itt,
             ttt,
             exp_stat_sn,
-            data_sn: sn,
+            data_sn: DataSn::new(sn),
             buffer_offset: off,
             data: Bytes::from(vec![0xee; len]),
         })
@@ -787,7 +788,7 @@ async fn full_feature_errors_are_answered_and_contained() {
         itt,
         ttt: r2t.ttt,
         exp_stat_sn: c.exp_stat_sn,
-        data_sn: 0,
+        data_sn: DataSn::new(0),
         buffer_offset: 0,
         data: Bytes::from(vec![0xdd; 4096 + 512]),
     });
@@ -806,7 +807,7 @@ async fn full_feature_errors_are_answered_and_contained() {
         itt,
         ttt: r2t.ttt,
         exp_stat_sn: c.exp_stat_sn,
-        data_sn: 0,
+        data_sn: DataSn::new(0),
         buffer_offset: 0xffff_f000,
         data: Bytes::from(vec![0xdd; 4096]),
     });
@@ -819,7 +820,7 @@ async fn full_feature_errors_are_answered_and_contained() {
         itt: 0x7777_0000,
         ttt: 0x1234,
         exp_stat_sn: c.exp_stat_sn,
-        data_sn: 0,
+        data_sn: DataSn::new(0),
         buffer_offset: 0,
         data: Bytes::from(vec![0xcc; 512]),
     }))
@@ -851,7 +852,7 @@ async fn full_feature_errors_are_answered_and_contained() {
         itt,
         ttt: r2t.ttt,
         exp_stat_sn: c.exp_stat_sn,
-        data_sn: 0,
+        data_sn: DataSn::new(0),
         buffer_offset: 0,
         data: Bytes::from(new.clone()),
     }))
@@ -891,8 +892,8 @@ async fn full_feature_errors_are_answered_and_contained() {
             referenced_task_tag: 0x1234,
             cmd_sn: c.cmd_sn,
             exp_stat_sn: c.exp_stat_sn,
-            ref_cmd_sn: 0,
-            exp_data_sn: 0,
+            ref_cmd_sn: CmdSn::new(0),
+            exp_data_sn: DataSn::new(0),
             data: Bytes::new(),
         }))
         .await;
@@ -927,7 +928,7 @@ async fn full_feature_errors_are_answered_and_contained() {
         itt: 0x5252,
         ttt: RESERVED_TAG,
         exp_stat_sn: c.exp_stat_sn,
-        beg_run: 0,
+        beg_run: SerialNumber::new(0),
         run_length: 0,
         data: Bytes::new(),
     }))
@@ -1211,7 +1212,7 @@ async fn aborted_writes_do_not_pin_their_buffers() {
             };
             let end = r.buffer_offset + r.desired_data_transfer_length;
             let mut off = r.buffer_offset;
-            let mut sn = 0;
+            let mut sn = DataSn::new(0);
             let mut batch = BytesMut::new();
             while off < end.min(SENT) {
                 let n = (seg as u32).min(end - off);
@@ -1228,7 +1229,7 @@ async fn aborted_writes_do_not_pin_their_buffers() {
                 .encode(DigestConfig::NONE)
                 .write_to(&mut batch);
                 off += n;
-                sn += 1;
+                sn = sn.successor();
             }
             c.stream.write_all(&batch).await.unwrap();
             done = off;
@@ -1243,7 +1244,7 @@ async fn aborted_writes_do_not_pin_their_buffers() {
             cmd_sn: c.cmd_sn,
             exp_stat_sn: c.exp_stat_sn,
             ref_cmd_sn: cmd_sn,
-            exp_data_sn: 0,
+            exp_data_sn: DataSn::new(0),
             data: Bytes::new(),
         }))
         .await;

@@ -12,6 +12,7 @@ use iscsi_target::config::SessionLimits;
 use proto::pdu::{DataOut, Pdu, ScsiCommand, TaskAttr};
 use proto::scsi::mode::Control;
 use proto::scsi::{Asc, Sense, SenseKey};
+use proto::serial::{CmdSn, DataSn, StatSn};
 
 const T: &str = "iqn.2024-01.rs.iscsi:test.weak-spots";
 
@@ -104,7 +105,7 @@ async fn transport_sense_follows_d_sense() {
             itt,
             ttt: ttt ^ 0x5a5a,
             exp_stat_sn: c.exp_stat_sn,
-            data_sn: 0,
+            data_sn: DataSn::new(0),
             buffer_offset: 0,
             data: Bytes::from(vec![0xee; 4096]),
         }))
@@ -227,8 +228,8 @@ async fn non_login_and_undecodable_pdus_during_login_get_a_login_reject() {
         lun: 0,
         itt: 0x1234,
         ttt: RESERVED_TAG,
-        cmd_sn: 1,
-        exp_stat_sn: 0,
+        cmd_sn: CmdSn::new(1),
+        exp_stat_sn: StatSn::new(0),
         data: Bytes::new(),
     });
     sock.write_all(&nop.encode(DigestConfig::NONE).to_bytes())
@@ -250,8 +251,8 @@ async fn non_login_and_undecodable_pdus_during_login_get_a_login_reject() {
         tsih: 0,
         itt: 0x77,
         cid: 0,
-        cmd_sn: 1,
-        exp_stat_sn: 0,
+        cmd_sn: CmdSn::new(1),
+        exp_stat_sn: StatSn::new(0),
         data: Bytes::from(vec![b'x'; 9000]),
     });
     sock.write_all(&big.encode(DigestConfig::NONE).to_bytes())

@@ -45,7 +45,7 @@ use proto::pdu::{
     NopIn, Pdu, ScsiCommand, ScsiResponse, TaskMgmtResponse, TmfResponse,
 };
 use proto::scsi::Status;
-use proto::serial::{CmdSn, SerialNumber, StatSn};
+use proto::serial::{CmdSn, DataSn, StatSn};
 use proto::session::data_in::DataInLimits;
 use proto::session::target::{
     ConnConfig, Event, NewTask, Outcome, Refusal, TargetConn, TargetSession, TaskError, TaskId,
@@ -70,7 +70,7 @@ pub struct FakeTargetConfig {
     /// Initial command window (MaxCmdSN = ExpCmdSN + window - 1).
     pub cmd_window: u32,
     /// StatSN of the first Login Response.
-    pub initial_stat_sn: u32,
+    pub initial_stat_sn: StatSn,
     /// Bound on every receive of [`FakeConn::recv`].
     pub recv_timeout: Duration,
 }
@@ -84,7 +84,7 @@ impl Default for FakeTargetConfig {
         FakeTargetConfig {
             operational,
             cmd_window: 32,
-            initial_stat_sn: 1000,
+            initial_stat_sn: StatSn::new(1000),
             recv_timeout: Duration::from_secs(5),
         }
     }
@@ -181,13 +181,13 @@ async fn login(
         wr,
         digests: DigestConfig::NONE,
         outcome: None,
-        stat_sn: 0,
-        exp_cmd_sn: 0,
-        max_cmd_sn: 0,
+        stat_sn: StatSn::new(0),
+        exp_cmd_sn: CmdSn::new(0),
+        max_cmd_sn: CmdSn::new(0),
         window: Some(cfg.cmd_window.max(1)),
         auto_ping: true,
         violations: Vec::new(),
-        last_exp_stat_sn: 0,
+        last_exp_stat_sn: StatSn::new(0),
         recv_timeout: cfg.recv_timeout,
     };
     let mut login = TargetLogin::new(TargetLoginConfig {
@@ -223,7 +223,7 @@ async fn login(
                     max_data_segment_length: cfg.operational.max_recv_data_segment_length,
                     digests: conn.digests,
                 });
-                conn.stat_sn = outcome.stat_sn.wrapping_add(1);
+                conn.stat_sn = outcome.stat_sn.successor();
                 conn.exp_cmd_sn = outcome.exp_cmd_sn;
                 conn.max_cmd_sn = outcome.max_cmd_sn;
                 conn.outcome = Some(outcome);
@@ -240,11 +240,11 @@ pub struct FakeConn {
     digests: DigestConfig,
     outcome: Option<LoginOutcome>,
     /// The StatSN the next status-bearing PDU carries.
-    pub stat_sn: u32,
+    pub stat_sn: StatSn,
     /// The CmdSN we expect next (RFC 7143 §4.2.2.1).
-    pub exp_cmd_sn: u32,
+    pub exp_cmd_sn: CmdSn,
     /// The highest CmdSN the initiator may use.
-    pub max_cmd_sn: u32,
+    pub max_cmd_sn: CmdSn,
     /// `Some(n)`: MaxCmdSN follows ExpCmdSN + n - 1. `None`: MaxCmdSN is
     /// whatever the test sets.
     pub window: Option<u32>,
@@ -253,7 +253,7 @@ pub struct FakeConn {
     /// Rule violations seen from the initiator.
     pub violations: Vec<String>,
     /// ExpStatSN of the last PDU received.
-    pub last_exp_stat_sn: u32,
+    pub last_exp_stat_sn: StatSn,
     /// Bound on each receive.
     pub recv_timeout: Duration,
 }
@@ -339,7 +339,7 @@ impl FakeConn {
             return;
         }
         // RFC 7143 §4.2.2.1: non-immediate commands within the window.
-        if SerialNumber(cmd_sn).gt(SerialNumber(self.max_cmd_sn)) {
+        if cmd_sn.gt(self.max_cmd_sn) {
             self.violations.push(format!(
                 "{:?} with CmdSN {cmd_sn} beyond MaxCmdSN {}",
                 p.opcode(),
@@ -347,7 +347,7 @@ impl FakeConn {
             ));
         }
         if cmd_sn == self.exp_cmd_sn {
-            self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
+            self.exp_cmd_sn = self.exp_cmd_sn.successor();
             if let Some(w) = self.window {
                 self.max_cmd_sn = self.exp_cmd_sn.wrapping_add(w).wrapping_sub(1);
             }
@@ -378,9 +378,9 @@ impl FakeConn {
     }
 
     /// Take the next StatSN.
-    pub fn take_stat_sn(&mut self) -> u32 {
+    pub fn take_stat_sn(&mut self) -> StatSn {
         let s = self.stat_sn;
-        self.stat_sn = self.stat_sn.wrapping_add(1);
+        self.stat_sn = self.stat_sn.successor();
         s
     }
 
@@ -451,7 +451,7 @@ impl FakeConn {
             stat_sn: self.take_stat_sn(),
             exp_cmd_sn: self.exp_cmd_sn,
             max_cmd_sn: self.max_cmd_sn,
-            exp_data_sn: 0,
+            exp_data_sn: DataSn::new(0),
             bidi_read_residual_count: 0,
             residual_count: residual.map(|r| r.1).unwrap_or(0),
             data,
@@ -487,10 +487,7 @@ impl FakeConn {
     /// Stamp StatSN (advancing it when the PDU consumes one) and our
     /// ExpCmdSN/MaxCmdSN into a target PDU, as our target's writer does.
     pub fn stamp(&mut self, pdu: &mut Pdu) {
-        let mut next = StatSn::new(self.stat_sn);
-        let window = (CmdSn::new(self.exp_cmd_sn), CmdSn::new(self.max_cmd_sn));
-        stamp_target(pdu, &mut next, window);
-        self.stat_sn = next.get();
+        stamp_target(pdu, &mut self.stat_sn, (self.exp_cmd_sn, self.max_cmd_sn));
     }
 
     /// The PDUs answering a read with `data` and GOOD status, built by our
@@ -538,19 +535,19 @@ impl FakeConn {
             },
             discovery: false,
             cid: self.outcome().cid,
-            first_stat_sn: StatSn::new(self.stat_sn),
+            first_stat_sn: self.stat_sn,
             nop_interval: None,
             nop_timeout: Duration::from_secs(30),
             max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
         };
-        let window = ScriptedWindow((CmdSn::new(self.exp_cmd_sn), CmdSn::new(self.max_cmd_sn)));
+        let window = ScriptedWindow((self.exp_cmd_sn, self.max_cmd_sn));
         TargetConn::new(window, config, Instant::now())
     }
 
     /// What the core has to send (stamped), taking its StatSN back.
     fn drain(&mut self, core: &mut TargetConn<ScriptedWindow>) -> Vec<Pdu> {
         let out = std::iter::from_fn(|| core.poll_transmit()).collect();
-        self.stat_sn = core.next_stat_sn().get();
+        self.stat_sn = core.next_stat_sn();
         out
     }
 
@@ -715,8 +712,8 @@ mod tests {
             lun: 0,
             itt: 1,
             ttt: RESERVED_TAG,
-            cmd_sn: 0,
-            exp_stat_sn: 0,
+            cmd_sn: CmdSn::new(0),
+            exp_stat_sn: StatSn::new(0),
             data: Bytes::new(),
         });
         s.write_all(&nop.encode(DigestConfig::NONE).to_bytes())

@@ -11,7 +11,7 @@ use proto::pdu::{
     LogoutReason, LogoutRequest, LogoutResponse, LogoutResponseCode, Pdu, TaskMgmtRequest,
     TaskMgmtResponse, TmfFunction, RESERVED_TAG,
 };
-use proto::serial::CmdSn;
+use proto::serial::{CmdSn, DataSn, StatSn};
 use tokio::sync::oneshot;
 
 use super::state::{Control, Inner, Phase, State};
@@ -68,8 +68,8 @@ impl Inner {
                 reason_code: reason,
                 itt,
                 cid,
-                cmd_sn: st.window.cmd_sn().get(),
-                exp_stat_sn: 0,
+                cmd_sn: st.window.cmd_sn(),
+                exp_stat_sn: StatSn::new(0),
                 data: Bytes::new(),
             });
             let _ = st.conns[0].tx.send(pdu);
@@ -106,10 +106,10 @@ impl Inner {
             lun,
             itt: tmf_itt,
             referenced_task_tag: itt,
-            cmd_sn: st.window.cmd_sn().get(),
-            exp_stat_sn: 0,
-            ref_cmd_sn: cmd_sn.get(),
-            exp_data_sn: 0,
+            cmd_sn: st.window.cmd_sn(),
+            exp_stat_sn: StatSn::new(0),
+            ref_cmd_sn: cmd_sn,
+            exp_data_sn: DataSn::new(0),
             data: Bytes::new(),
         });
         tracing::debug!(
@@ -145,10 +145,10 @@ impl Inner {
                 lun,
                 itt,
                 referenced_task_tag: itt_ref.unwrap_or(RESERVED_TAG),
-                cmd_sn: st.window.cmd_sn().get(),
-                exp_stat_sn: 0,
-                ref_cmd_sn: ref_cmd_sn.get(),
-                exp_data_sn: 0,
+                cmd_sn: st.window.cmd_sn(),
+                exp_stat_sn: StatSn::new(0),
+                ref_cmd_sn,
+                exp_data_sn: DataSn::new(0),
                 data: Bytes::new(),
             });
             sent_cmd_sn = st.window.cmd_sn();

@@ -167,7 +167,7 @@ mod tests {
     use super::super::state::Pending;
     use super::super::DataDirection;
     use super::*;
-    use proto::serial::{CmdSn, R2tSn};
+    use proto::serial::{CmdSn, DataSn, R2tSn};
     use proto::session::ReadProgress;
     use std::time::Instant;
     use tokio::sync::oneshot;
@@ -189,10 +189,10 @@ mod tests {
             lun: 0,
             itt: 1,
             ttt: proto::pdu::RESERVED_TAG,
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
-            data_sn: 0,
+            stat_sn: StatSn::new(0),
+            exp_cmd_sn: CmdSn::new(0),
+            max_cmd_sn: CmdSn::new(0),
+            data_sn: DataSn::new(0),
             buffer_offset: 0,
             residual_count: 0,
             data: Bytes::from_static(&[7u8; 1000]),

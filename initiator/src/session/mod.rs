@@ -292,7 +292,7 @@ impl Session {
             return Err(Error::Usage("at least one connection is needed".into()));
         }
         let isid = cfg.isid.unwrap_or_else(random_isid);
-        let initial_cmd_sn: u32 = rand::random::<u32>() & 0x7fff_ffff;
+        let initial_cmd_sn = CmdSn::new(rand::random::<u32>() & 0x7fff_ffff);
         let (established, neg) = establish(&cfg, isid, initial_cmd_sn).await?;
         let counters = (0..cfg.connections.max(1))
             .map(|_| Arc::new(Counters::default()))
@@ -300,7 +300,7 @@ impl Session {
         let (events, _) = broadcast::channel(64);
         let inner = Arc::new(Inner {
             cfg,
-            st: Mutex::new(State::new(isid, neg.clone(), CmdSn::new(initial_cmd_sn))),
+            st: Mutex::new(State::new(isid, neg.clone(), initial_cmd_sn)),
             idle: Notify::new(),
             events,
             counters,
@@ -562,7 +562,7 @@ pub(super) fn login_spec(
     isid: [u8; 6],
     tsih: u16,
     cid: u16,
-    cmd_sn: u32,
+    cmd_sn: CmdSn,
 ) -> LoginSpec {
     LoginSpec {
         portal: cfg.portal.clone(),
@@ -587,7 +587,7 @@ pub(super) fn login_spec(
 pub(super) async fn establish(
     cfg: &SessionConfig,
     isid: [u8; 6],
-    cmd_sn: u32,
+    cmd_sn: CmdSn,
 ) -> Result<(Vec<Established>, Negotiated)> {
     let lead = connection::login(&login_spec(cfg, isid, 0, 0, cmd_sn)).await?;
     let neg = lead.negotiated.clone();

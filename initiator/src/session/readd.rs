@@ -66,7 +66,7 @@ impl Inner {
             return;
         };
         st.readd.busy = true;
-        let spec = login_spec(&self.cfg, st.isid, st.tsih, cid, st.window.cmd_sn().get());
+        let spec = login_spec(&self.cfg, st.isid, st.tsih, cid, st.window.cmd_sn());
         let epoch = st.epoch;
         let me = self.clone();
         tokio::spawn(async move {

@@ -12,6 +12,7 @@ use proto::pdu::{
     AsyncEvent, AsyncMessage, DataIn, NopIn, NopOut, Pdu, R2t, Reject, ScsiResponse, RESERVED_TAG,
 };
 use proto::scsi::sense::Sense;
+use proto::serial::StatSn;
 use proto::session::data_out::{check_r2t, data_out_pdus, DataOutTarget};
 use proto::session::reject::{self, RejectAction};
 use proto::session::{DataInError, R2tError};
@@ -223,8 +224,8 @@ impl Inner {
                         lun: n.lun,
                         itt: RESERVED_TAG,
                         ttt: n.ttt,
-                        cmd_sn: st.window.cmd_sn().get(),
-                        exp_stat_sn: 0,
+                        cmd_sn: st.window.cmd_sn(),
+                        exp_stat_sn: StatSn::new(0),
                         data,
                     }));
                 }

@@ -73,7 +73,7 @@ impl Inner {
                 if st.phase != Phase::Recovering {
                     return;
                 }
-                (st.isid, st.window.cmd_sn().get())
+                (st.isid, st.window.cmd_sn())
             };
             // Bound each attempt by the time left.
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -186,7 +186,7 @@ impl Inner {
         let mut last = (st.window.cmd_sn(), st.window.cmd_sn());
         for e in established {
             st.tsih = e.tsih;
-            last = (CmdSn::new(e.exp_cmd_sn), CmdSn::new(e.max_cmd_sn));
+            last = (e.exp_cmd_sn, e.max_cmd_sn);
             self.attach(&mut st, epoch, e);
         }
         // The session's next CmdSN is what the target expects.
@@ -206,7 +206,7 @@ impl Inner {
     pub(super) fn attach(self: &Arc<Self>, st: &mut State, epoch: u64, e: Established) {
         let idx = st.conns.len();
         let (tx, rx) = mpsc::unbounded_channel();
-        let exp_stat_sn_out = Arc::new(AtomicU32::new(e.exp_stat_sn));
+        let exp_stat_sn_out = Arc::new(AtomicU32::new(e.exp_stat_sn.get()));
         let counters = self.counters.get(idx).cloned().unwrap_or_default();
         let max_send_dsl = e.max_send_dsl.max(512);
         let (reader, writer) = (e.reader, e.writer);
@@ -232,7 +232,7 @@ impl Inner {
         st.conns.push(Conn {
             cid: e.cid,
             tx,
-            exp_stat_sn: ExpStatSn::new(StatSn::new(e.exp_stat_sn)),
+            exp_stat_sn: ExpStatSn::new(e.exp_stat_sn),
             exp_stat_sn_out,
             max_send_dsl,
             in_flight: 0,
@@ -291,8 +291,8 @@ impl Inner {
 
     /// ExpCmdSN/MaxCmdSN from a target PDU (stale and invalid windows are
     /// ignored by [`IssueWindow::update`]), then issue what now fits.
-    pub(super) fn update_window(&self, st: &mut State, exp: u32, max: u32) {
-        st.window.update(CmdSn::new(exp), CmdSn::new(max));
+    pub(super) fn update_window(&self, st: &mut State, exp: CmdSn, max: CmdSn) {
+        st.window.update(exp, max);
         self.pump(st);
     }
 
@@ -360,8 +360,8 @@ pub(super) fn issue(conn: &Conn, p: &Pending, itt: u32, cmd_sn: CmdSn, limits: U
         lun: p.lun,
         itt,
         expected_data_transfer_length: edtl,
-        cmd_sn: cmd_sn.get(),
-        exp_stat_sn: 0, // stamped by the writer
+        cmd_sn,
+        exp_stat_sn: StatSn::new(0), // stamped by the writer
         cdb: p.cdb.clone(),
         bidi_read_length: None,
         data: data.slice(..plan.immediate as usize),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proto::pdu::{NopOut, Pdu, TmfFunction, RESERVED_TAG};
-use proto::serial::CmdSn;
+use proto::serial::{CmdSn, StatSn};
 
 use super::state::{Control, Inner, Phase};
 use crate::error::Error;
@@ -48,7 +48,7 @@ impl Inner {
                 for i in pings {
                     let itt = st.alloc_itt();
                     st.control.insert(itt, Control::Ping { conn: i, sent: now });
-                    let cmd_sn = st.window.cmd_sn().get();
+                    let cmd_sn = st.window.cmd_sn();
                     let c = &mut st.conns[i];
                     c.ping_outstanding = true;
                     // RFC 7143 §11.18: a ping is an immediate NOP-Out with a
@@ -59,7 +59,7 @@ impl Inner {
                         itt,
                         ttt: RESERVED_TAG,
                         cmd_sn,
-                        exp_stat_sn: 0,
+                        exp_stat_sn: StatSn::new(0),
                         data: Bytes::new(),
                     }));
                 }

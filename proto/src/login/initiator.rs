@@ -46,6 +46,7 @@ use super::params::{OperationalConfig, SessionType, DEFAULT_MAX_RECV_DATA_SEGMEN
 use super::status::LoginStatus;
 use super::LoginOutcome;
 use crate::pdu::{Isid, LoginRequest, LoginResponse, Stage};
+use crate::serial::{CmdSn, StatSn};
 use crate::text::keys::{self, lookup, parse_number};
 use crate::text::negotiate::{Negotiator, Processed, Role};
 use crate::text::{
@@ -69,9 +70,9 @@ pub struct InitiatorLoginConfig {
     /// Initiator Task Tag of the Login Requests.
     pub itt: u32,
     /// CmdSN of the Login Requests (the session's first CmdSN for a new session).
-    pub cmd_sn: u32,
+    pub cmd_sn: CmdSn,
     /// ExpStatSN of the first Login Request (0 on a new connection).
-    pub exp_stat_sn: u32,
+    pub exp_stat_sn: StatSn,
     pub operational: OperationalConfig,
     /// `None`: offer `AuthMethod=None` only, and skip the security stage.
     pub authenticator: Option<Box<dyn Authenticator>>,
@@ -107,8 +108,8 @@ impl InitiatorLoginConfig {
             tsih: 0,
             cid: 0,
             itt: 0,
-            cmd_sn: 0,
-            exp_stat_sn: 0,
+            cmd_sn: CmdSn::new(0),
+            exp_stat_sn: StatSn::new(0),
             operational: OperationalConfig::default(),
             authenticator: None,
             allow_no_auth: false,
@@ -167,8 +168,8 @@ pub struct InitiatorLogin {
     tsih: u16,
     cid: u16,
     itt: u32,
-    cmd_sn: u32,
-    exp_stat_sn: u32,
+    cmd_sn: CmdSn,
+    exp_stat_sn: StatSn,
     allow_no_auth: bool,
     max_segment: usize,
     max_pdus: u32,
@@ -241,7 +242,7 @@ impl InitiatorLogin {
     }
 
     /// The ExpStatSN to use on this connection (last StatSN + 1).
-    pub fn exp_stat_sn(&self) -> u32 {
+    pub fn exp_stat_sn(&self) -> StatSn {
         self.exp_stat_sn
     }
 

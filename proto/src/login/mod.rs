@@ -29,6 +29,7 @@ pub use target::{
 };
 
 use crate::pdu::Isid;
+use crate::serial::{CmdSn, StatSn};
 
 /// The result of a successful login, the same shape for both roles.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,13 +47,13 @@ pub struct LoginOutcome {
     /// StatSN of the final Login Response; the next response on this
     /// connection carries `stat_sn + 1` (so the initiator's ExpStatSN is
     /// `stat_sn + 1`).
-    pub stat_sn: u32,
+    pub stat_sn: StatSn,
     /// ExpCmdSN/MaxCmdSN of the final Login Response.
-    pub exp_cmd_sn: u32,
-    pub max_cmd_sn: u32,
+    pub exp_cmd_sn: CmdSn,
+    pub max_cmd_sn: CmdSn,
     /// CmdSN carried by the Login Requests: login is immediate, so the first
     /// full-feature command uses this same CmdSN.
-    pub cmd_sn: u32,
+    pub cmd_sn: CmdSn,
     /// The authentication method that completed (e.g. "CHAP"), or `None`.
     pub auth_method: Option<String>,
 }

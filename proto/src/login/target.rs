@@ -54,6 +54,7 @@ use super::params::{
 use super::status::LoginStatus;
 use super::LoginOutcome;
 use crate::pdu::{Isid, LoginRequest, LoginResponse, Stage};
+use crate::serial::{CmdSn, StatSn};
 use crate::text::keys::{self, lookup};
 use crate::text::negotiate::{Negotiator, Processed, Role};
 use crate::text::{encode_kv, KeyValue, TextAccumulator, TextSender, DEFAULT_MAX_TEXT_LEN};
@@ -67,7 +68,7 @@ pub struct TargetLoginConfig {
     /// [`Admission::operational`]).
     pub operational: OperationalConfig,
     /// StatSN of the first Login Response (the caller's choice, e.g. random).
-    pub initial_stat_sn: u32,
+    pub initial_stat_sn: StatSn,
     /// Command window of a new session: MaxCmdSN = ExpCmdSN + window - 1.
     pub cmd_window: u32,
     /// Largest data segment we put in a Login Response.
@@ -83,7 +84,7 @@ impl Default for TargetLoginConfig {
         TargetLoginConfig {
             target_portal_group_tag: 1,
             operational: OperationalConfig::default(),
-            initial_stat_sn: 0,
+            initial_stat_sn: StatSn::new(0),
             cmd_window: 32,
             max_segment: DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH as usize,
             max_text_len: DEFAULT_MAX_TEXT_LEN,
@@ -136,8 +137,8 @@ pub struct SessionJoin {
     /// The session's parameters (from its leading connection).
     pub session: SessionParams,
     /// The session's current command window.
-    pub exp_cmd_sn: u32,
-    pub max_cmd_sn: u32,
+    pub exp_cmd_sn: CmdSn,
+    pub max_cmd_sn: CmdSn,
 }
 
 /// Decisions the login state machine delegates to the target shell.
@@ -203,9 +204,9 @@ pub struct TargetLogin {
     cid: u16,
     itt: u32,
     started: bool,
-    stat_sn: u32,
-    exp_cmd_sn: u32,
-    max_cmd_sn: u32,
+    stat_sn: StatSn,
+    exp_cmd_sn: CmdSn,
+    max_cmd_sn: CmdSn,
     incoming: TextAccumulator,
     outgoing: TextSender,
     /// T, NSG and outcome for the last segment of the text being sent.
@@ -236,8 +237,8 @@ impl TargetLogin {
             cid: 0,
             itt: 0,
             started: false,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
+            exp_cmd_sn: CmdSn::new(0),
+            max_cmd_sn: CmdSn::new(0),
             outgoing: TextSender::default(),
             out_transit: false,
             out_nsg: Stage::SecurityNegotiation,
@@ -663,7 +664,7 @@ impl TargetLogin {
             cid: self.cid,
             session,
             connection,
-            stat_sn: 0, // set when the final response is built
+            stat_sn: StatSn::new(0), // set when the final response is built
             exp_cmd_sn: self.exp_cmd_sn,
             max_cmd_sn: self.max_cmd_sn,
             cmd_sn: self.exp_cmd_sn,

@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use crate::serial::{CmdSn, SerialNumber, StatSn};
+
 use super::bhs::{open_enum, Bhs, BhsMut};
 use super::{Body, Opcode, RESERVED_TAG};
 
@@ -84,9 +86,9 @@ open_enum! {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AsyncMessage {
     pub lun: u64,
-    pub stat_sn: u32,
-    pub exp_cmd_sn: u32,
-    pub max_cmd_sn: u32,
+    pub stat_sn: StatSn,
+    pub exp_cmd_sn: CmdSn,
+    pub max_cmd_sn: CmdSn,
     pub async_event: AsyncEvent,
     pub async_vcode: u8,
     pub parameter1: u16,
@@ -102,9 +104,9 @@ impl Body for AsyncMessage {
     fn decode_body(h: Bhs<'_>, data: Bytes) -> Result<Self, &'static str> {
         Ok(AsyncMessage {
             lun: h.lun(),
-            stat_sn: h.u32(STAT_SN),
-            exp_cmd_sn: h.u32(EXP_CMD_SN),
-            max_cmd_sn: h.u32(MAX_CMD_SN),
+            stat_sn: h.sn(STAT_SN),
+            exp_cmd_sn: h.sn(EXP_CMD_SN),
+            max_cmd_sn: h.sn(MAX_CMD_SN),
             async_event: AsyncEvent(h.u8(ASYNC_EVENT)),
             async_vcode: h.u8(ASYNC_VCODE),
             parameter1: h.u16(PARAMETER1),
@@ -118,9 +120,9 @@ impl Body for AsyncMessage {
         b.set_final(true);
         b.set_lun(self.lun);
         b.set_itt(RESERVED_TAG);
-        b.set_u32(STAT_SN, self.stat_sn);
-        b.set_u32(EXP_CMD_SN, self.exp_cmd_sn);
-        b.set_u32(MAX_CMD_SN, self.max_cmd_sn);
+        b.set_sn(STAT_SN, self.stat_sn);
+        b.set_sn(EXP_CMD_SN, self.exp_cmd_sn);
+        b.set_sn(MAX_CMD_SN, self.max_cmd_sn);
         b.set_u8(ASYNC_EVENT, self.async_event.0);
         b.set_u8(ASYNC_VCODE, self.async_vcode);
         b.set_u16(PARAMETER1, self.parameter1);
@@ -169,10 +171,10 @@ impl Body for AsyncMessage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
     pub reason: RejectReason,
-    pub stat_sn: u32,
-    pub exp_cmd_sn: u32,
-    pub max_cmd_sn: u32,
-    pub data_sn_or_r2t_sn: u32,
+    pub stat_sn: StatSn,
+    pub exp_cmd_sn: CmdSn,
+    pub max_cmd_sn: CmdSn,
+    pub data_sn_or_r2t_sn: SerialNumber,
     /// RFC 7143 §11.17: the complete header (BHS, and AHS if any) of the bad PDU.
     pub data: Bytes,
 }
@@ -197,10 +199,10 @@ impl Body for Reject {
     fn decode_body(h: Bhs<'_>, data: Bytes) -> Result<Self, &'static str> {
         Ok(Reject {
             reason: RejectReason(h.u8(REASON)),
-            stat_sn: h.u32(STAT_SN),
-            exp_cmd_sn: h.u32(EXP_CMD_SN),
-            max_cmd_sn: h.u32(MAX_CMD_SN),
-            data_sn_or_r2t_sn: h.u32(DATA_SN_OR_R2T_SN),
+            stat_sn: h.sn(STAT_SN),
+            exp_cmd_sn: h.sn(EXP_CMD_SN),
+            max_cmd_sn: h.sn(MAX_CMD_SN),
+            data_sn_or_r2t_sn: h.sn(DATA_SN_OR_R2T_SN),
             data,
         })
     }
@@ -209,10 +211,10 @@ impl Body for Reject {
         b.set_final(true);
         b.set_u8(REASON, self.reason.0);
         b.set_itt(RESERVED_TAG);
-        b.set_u32(STAT_SN, self.stat_sn);
-        b.set_u32(EXP_CMD_SN, self.exp_cmd_sn);
-        b.set_u32(MAX_CMD_SN, self.max_cmd_sn);
-        b.set_u32(DATA_SN_OR_R2T_SN, self.data_sn_or_r2t_sn);
+        b.set_sn(STAT_SN, self.stat_sn);
+        b.set_sn(EXP_CMD_SN, self.exp_cmd_sn);
+        b.set_sn(MAX_CMD_SN, self.max_cmd_sn);
+        b.set_sn(DATA_SN_OR_R2T_SN, self.data_sn_or_r2t_sn);
     }
 
     fn data(&self) -> &Bytes {
@@ -244,9 +246,9 @@ mod tests {
             ],
             Pdu::AsyncMessage(AsyncMessage {
                 lun: 0,
-                stat_sn: 0x11,
-                exp_cmd_sn: 0x12,
-                max_cmd_sn: 0x31,
+                stat_sn: StatSn::new(0x11),
+                exp_cmd_sn: CmdSn::new(0x12),
+                max_cmd_sn: CmdSn::new(0x31),
                 async_event: AsyncEvent::LOGOUT_REQUEST,
                 async_vcode: 0,
                 parameter1: 0,
@@ -264,10 +266,10 @@ mod tests {
         bad[16..20].copy_from_slice(&0x55u32.to_be_bytes());
         let reject = Reject {
             reason: RejectReason::COMMAND_NOT_SUPPORTED,
-            stat_sn: 3,
-            exp_cmd_sn: 4,
-            max_cmd_sn: 0x23,
-            data_sn_or_r2t_sn: 0,
+            stat_sn: StatSn::new(3),
+            exp_cmd_sn: CmdSn::new(4),
+            max_cmd_sn: CmdSn::new(0x23),
+            data_sn_or_r2t_sn: SerialNumber::new(0),
             data: Bytes::copy_from_slice(&bad),
         };
         assert_eq!(reject.rejected_itt(), Some(0x55));
@@ -294,19 +296,19 @@ mod tests {
     fn unknown_reason_and_event_round_trip() {
         let r = Pdu::Reject(Reject {
             reason: RejectReason(0x42),
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
-            data_sn_or_r2t_sn: 9,
+            stat_sn: StatSn::new(0),
+            exp_cmd_sn: CmdSn::new(0),
+            max_cmd_sn: CmdSn::new(0),
+            data_sn_or_r2t_sn: SerialNumber::new(9),
             data: Bytes::new(),
         });
         let back = Pdu::decode(r.encode(DigestConfig::NONE).to_bytes(), DigestConfig::NONE);
         assert_eq!(back.as_ref(), Ok(&r));
         let a = Pdu::AsyncMessage(AsyncMessage {
             lun: 0,
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
+            stat_sn: StatSn::new(0),
+            exp_cmd_sn: CmdSn::new(0),
+            max_cmd_sn: CmdSn::new(0),
             async_event: AsyncEvent(0x77),
             async_vcode: 0x12,
             parameter1: 1,

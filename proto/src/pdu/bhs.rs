@@ -3,6 +3,8 @@
 //! Every PDU starts with a 48-byte BHS. The fields common to all opcodes are
 //! at fixed offsets; the rest is opcode specific and named in each PDU file.
 
+use crate::serial::SerialNumber;
+
 /// Length of the Basic Header Segment.
 pub const BHS_LEN: usize = 48;
 
@@ -44,6 +46,10 @@ impl Bhs<'_> {
         let mut b = [0u8; 4];
         b.copy_from_slice(&self.0[off..off + 4]);
         u32::from_be_bytes(b)
+    }
+    /// A 32-bit sequence number (RFC 7143 §4.2.2: serial arithmetic).
+    pub(crate) fn sn(&self, off: usize) -> SerialNumber {
+        SerialNumber(self.u32(off))
     }
     pub(crate) fn u64(&self, off: usize) -> u64 {
         let mut b = [0u8; 8];
@@ -97,6 +103,9 @@ impl BhsMut {
     }
     pub(crate) fn set_u32(&mut self, off: usize, v: u32) {
         self.0[off..off + 4].copy_from_slice(&v.to_be_bytes());
+    }
+    pub(crate) fn set_sn(&mut self, off: usize, v: SerialNumber) {
+        self.set_u32(off, v.get());
     }
     pub(crate) fn set_u64(&mut self, off: usize, v: u64) {
         self.0[off..off + 8].copy_from_slice(&v.to_be_bytes());

@@ -3,6 +3,8 @@
 
 use bytes::Bytes;
 
+use crate::serial::{CmdSn, DataSn, R2tSn, StatSn};
+
 use super::bhs::{Bhs, BhsMut, FLAGS};
 use super::{Body, Opcode};
 
@@ -64,8 +66,8 @@ pub struct DataOut {
     pub itt: u32,
     /// 0xffffffff for unsolicited data, else the R2T's TTT.
     pub ttt: u32,
-    pub exp_stat_sn: u32,
-    pub data_sn: u32,
+    pub exp_stat_sn: StatSn,
+    pub data_sn: DataSn,
     pub buffer_offset: u32,
     pub data: Bytes,
 }
@@ -79,8 +81,8 @@ impl Body for DataOut {
             lun: h.lun(),
             itt: h.itt(),
             ttt: h.u32(TTT),
-            exp_stat_sn: h.u32(DO_EXP_STAT_SN),
-            data_sn: h.u32(DATA_SN),
+            exp_stat_sn: h.sn(DO_EXP_STAT_SN),
+            data_sn: h.sn(DATA_SN),
             buffer_offset: h.u32(BUFFER_OFFSET),
             data,
         })
@@ -91,8 +93,8 @@ impl Body for DataOut {
         b.set_lun(self.lun);
         b.set_itt(self.itt);
         b.set_u32(TTT, self.ttt);
-        b.set_u32(DO_EXP_STAT_SN, self.exp_stat_sn);
-        b.set_u32(DATA_SN, self.data_sn);
+        b.set_sn(DO_EXP_STAT_SN, self.exp_stat_sn);
+        b.set_sn(DATA_SN, self.data_sn);
         b.set_u32(BUFFER_OFFSET, self.buffer_offset);
     }
 
@@ -146,10 +148,10 @@ pub struct DataIn {
     pub lun: u64,
     pub itt: u32,
     pub ttt: u32,
-    pub stat_sn: u32,
-    pub exp_cmd_sn: u32,
-    pub max_cmd_sn: u32,
-    pub data_sn: u32,
+    pub stat_sn: StatSn,
+    pub exp_cmd_sn: CmdSn,
+    pub max_cmd_sn: CmdSn,
+    pub data_sn: DataSn,
     pub buffer_offset: u32,
     pub residual_count: u32,
     pub data: Bytes,
@@ -168,10 +170,10 @@ impl Body for DataIn {
             lun: h.lun(),
             itt: h.itt(),
             ttt: h.u32(TTT),
-            stat_sn: h.u32(STAT_SN),
-            exp_cmd_sn: h.u32(EXP_CMD_SN),
-            max_cmd_sn: h.u32(MAX_CMD_SN),
-            data_sn: h.u32(DATA_SN),
+            stat_sn: h.sn(STAT_SN),
+            exp_cmd_sn: h.sn(EXP_CMD_SN),
+            max_cmd_sn: h.sn(MAX_CMD_SN),
+            data_sn: h.sn(DATA_SN),
             buffer_offset: h.u32(BUFFER_OFFSET),
             residual_count: h.u32(RESIDUAL_COUNT),
             data,
@@ -190,10 +192,10 @@ impl Body for DataIn {
         b.set_lun(self.lun);
         b.set_itt(self.itt);
         b.set_u32(TTT, self.ttt);
-        b.set_u32(STAT_SN, self.stat_sn);
-        b.set_u32(EXP_CMD_SN, self.exp_cmd_sn);
-        b.set_u32(MAX_CMD_SN, self.max_cmd_sn);
-        b.set_u32(DATA_SN, self.data_sn);
+        b.set_sn(STAT_SN, self.stat_sn);
+        b.set_sn(EXP_CMD_SN, self.exp_cmd_sn);
+        b.set_sn(MAX_CMD_SN, self.max_cmd_sn);
+        b.set_sn(DATA_SN, self.data_sn);
         b.set_u32(BUFFER_OFFSET, self.buffer_offset);
         b.set_u32(RESIDUAL_COUNT, self.residual_count);
     }
@@ -239,10 +241,10 @@ pub struct R2t {
     pub lun: u64,
     pub itt: u32,
     pub ttt: u32,
-    pub stat_sn: u32,
-    pub exp_cmd_sn: u32,
-    pub max_cmd_sn: u32,
-    pub r2t_sn: u32,
+    pub stat_sn: StatSn,
+    pub exp_cmd_sn: CmdSn,
+    pub max_cmd_sn: CmdSn,
+    pub r2t_sn: R2tSn,
     pub buffer_offset: u32,
     pub desired_data_transfer_length: u32,
     /// RFC 7143 §11.8: DataSegmentLength is 0; kept for faithful decoding.
@@ -257,10 +259,10 @@ impl Body for R2t {
             lun: h.lun(),
             itt: h.itt(),
             ttt: h.u32(TTT),
-            stat_sn: h.u32(STAT_SN),
-            exp_cmd_sn: h.u32(EXP_CMD_SN),
-            max_cmd_sn: h.u32(MAX_CMD_SN),
-            r2t_sn: h.u32(R2T_SN),
+            stat_sn: h.sn(STAT_SN),
+            exp_cmd_sn: h.sn(EXP_CMD_SN),
+            max_cmd_sn: h.sn(MAX_CMD_SN),
+            r2t_sn: h.sn(R2T_SN),
             buffer_offset: h.u32(BUFFER_OFFSET),
             desired_data_transfer_length: h.u32(DESIRED_DATA_TRANSFER_LENGTH),
             data,
@@ -272,10 +274,10 @@ impl Body for R2t {
         b.set_lun(self.lun);
         b.set_itt(self.itt);
         b.set_u32(TTT, self.ttt);
-        b.set_u32(STAT_SN, self.stat_sn);
-        b.set_u32(EXP_CMD_SN, self.exp_cmd_sn);
-        b.set_u32(MAX_CMD_SN, self.max_cmd_sn);
-        b.set_u32(R2T_SN, self.r2t_sn);
+        b.set_sn(STAT_SN, self.stat_sn);
+        b.set_sn(EXP_CMD_SN, self.exp_cmd_sn);
+        b.set_sn(MAX_CMD_SN, self.max_cmd_sn);
+        b.set_sn(R2T_SN, self.r2t_sn);
         b.set_u32(BUFFER_OFFSET, self.buffer_offset);
         b.set_u32(
             DESIRED_DATA_TRANSFER_LENGTH,
@@ -316,8 +318,8 @@ mod tests {
                 lun: 0x0001_0000_0000_0000,
                 itt: 0x21,
                 ttt: 0x1001,
-                exp_stat_sn: 9,
-                data_sn: 2,
+                exp_stat_sn: StatSn::new(9),
+                data_sn: DataSn::new(2),
                 buffer_offset: 0x2000,
                 data: Bytes::from_static(&[0xaa, 0xbb, 0xcc]),
             }),
@@ -350,10 +352,10 @@ mod tests {
                 lun: 0,
                 itt: 0x22,
                 ttt: 0xffff_ffff,
-                stat_sn: 0xc,
-                exp_cmd_sn: 0xd,
-                max_cmd_sn: 0x2c,
-                data_sn: 0,
+                stat_sn: StatSn::new(0xc),
+                exp_cmd_sn: CmdSn::new(0xd),
+                max_cmd_sn: CmdSn::new(0x2c),
+                data_sn: DataSn::new(0),
                 buffer_offset: 0,
                 residual_count: 504,
                 data: Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0x1f, 0xff]),
@@ -405,10 +407,10 @@ mod tests {
                 lun: 0x0001_0000_0000_0000,
                 itt: 0x21,
                 ttt: 0x1001,
-                stat_sn: 9,
-                exp_cmd_sn: 10,
-                max_cmd_sn: 0x29,
-                r2t_sn: 0,
+                stat_sn: StatSn::new(9),
+                exp_cmd_sn: CmdSn::new(10),
+                max_cmd_sn: CmdSn::new(0x29),
+                r2t_sn: R2tSn::new(0),
                 buffer_offset: 0x2000,
                 desired_data_transfer_length: 0x10000,
                 data: Bytes::new(),

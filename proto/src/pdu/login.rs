@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use crate::serial::{CmdSn, StatSn};
+
 use super::bhs::{Bhs, BhsMut, FLAGS};
 use super::{Body, Opcode};
 
@@ -156,8 +158,8 @@ pub struct LoginRequest {
     pub tsih: u16,
     pub itt: u32,
     pub cid: u16,
-    pub cmd_sn: u32,
-    pub exp_stat_sn: u32,
+    pub cmd_sn: CmdSn,
+    pub exp_stat_sn: StatSn,
     /// Text key=value pairs (RFC 7143 §6).
     pub data: Bytes,
 }
@@ -178,8 +180,8 @@ impl Body for LoginRequest {
             tsih: h.u16(TSIH),
             itt: h.itt(),
             cid: h.u16(CID),
-            cmd_sn: h.u32(CMD_SN),
-            exp_stat_sn: h.u32(EXP_STAT_SN),
+            cmd_sn: h.sn(CMD_SN),
+            exp_stat_sn: h.sn(EXP_STAT_SN),
             data,
         })
     }
@@ -197,8 +199,8 @@ impl Body for LoginRequest {
         b.set_u16(TSIH, self.tsih);
         b.set_itt(self.itt);
         b.set_u16(CID, self.cid);
-        b.set_u32(CMD_SN, self.cmd_sn);
-        b.set_u32(EXP_STAT_SN, self.exp_stat_sn);
+        b.set_sn(CMD_SN, self.cmd_sn);
+        b.set_sn(EXP_STAT_SN, self.exp_stat_sn);
     }
 
     fn data(&self) -> &Bytes {
@@ -246,9 +248,9 @@ pub struct LoginResponse {
     pub isid: Isid,
     pub tsih: u16,
     pub itt: u32,
-    pub stat_sn: u32,
-    pub exp_cmd_sn: u32,
-    pub max_cmd_sn: u32,
+    pub stat_sn: StatSn,
+    pub exp_cmd_sn: CmdSn,
+    pub max_cmd_sn: CmdSn,
     /// RFC 7143 §11.13.5: 0 success, 1 redirection, 2 initiator error, 3 target error.
     pub status_class: u8,
     pub status_detail: u8,
@@ -270,9 +272,9 @@ impl Body for LoginResponse {
             isid: get_isid(&h),
             tsih: h.u16(TSIH),
             itt: h.itt(),
-            stat_sn: h.u32(STAT_SN),
-            exp_cmd_sn: h.u32(EXP_CMD_SN),
-            max_cmd_sn: h.u32(MAX_CMD_SN),
+            stat_sn: h.sn(STAT_SN),
+            exp_cmd_sn: h.sn(EXP_CMD_SN),
+            max_cmd_sn: h.sn(MAX_CMD_SN),
             status_class: h.u8(STATUS_CLASS),
             status_detail: h.u8(STATUS_DETAIL),
             data,
@@ -289,9 +291,9 @@ impl Body for LoginResponse {
         b.0[ISID..ISID + 6].copy_from_slice(&self.isid.0);
         b.set_u16(TSIH, self.tsih);
         b.set_itt(self.itt);
-        b.set_u32(STAT_SN, self.stat_sn);
-        b.set_u32(EXP_CMD_SN, self.exp_cmd_sn);
-        b.set_u32(MAX_CMD_SN, self.max_cmd_sn);
+        b.set_sn(STAT_SN, self.stat_sn);
+        b.set_sn(EXP_CMD_SN, self.exp_cmd_sn);
+        b.set_sn(MAX_CMD_SN, self.max_cmd_sn);
         b.set_u8(STATUS_CLASS, self.status_class);
         b.set_u8(STATUS_DETAIL, self.status_detail);
     }
@@ -335,8 +337,8 @@ mod tests {
                 tsih: 0,
                 itt: 1,
                 cid: 1,
-                cmd_sn: 5,
-                exp_stat_sn: 0,
+                cmd_sn: CmdSn::new(5),
+                exp_stat_sn: StatSn::new(0),
                 data: Bytes::from_static(b"SessionType=Discovery\0S=\0"),
             }),
         );
@@ -369,9 +371,9 @@ mod tests {
                 isid: Isid([0x80, 0x12, 0x34, 0x56, 0x78, 0x9a]),
                 tsih: 7,
                 itt: 1,
-                stat_sn: 0x2c,
-                exp_cmd_sn: 5,
-                max_cmd_sn: 6,
+                stat_sn: StatSn::new(0x2c),
+                exp_cmd_sn: CmdSn::new(5),
+                max_cmd_sn: CmdSn::new(6),
                 status_class: 2,
                 status_detail: 1,
                 data: Bytes::from_static(b"A=B\0"),
@@ -422,8 +424,8 @@ mod tests {
             tsih: 0,
             itt: 0,
             cid: 0,
-            cmd_sn: 0,
-            exp_stat_sn: 0,
+            cmd_sn: CmdSn::new(0),
+            exp_stat_sn: StatSn::new(0),
             data: Bytes::new(),
         };
         let enc = Pdu::from(req).encode(DigestConfig::NONE);

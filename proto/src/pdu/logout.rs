@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use crate::serial::{CmdSn, StatSn};
+
 use super::bhs::{open_enum, Bhs, BhsMut, FLAGS};
 use super::{Body, Opcode};
 
@@ -64,8 +66,8 @@ pub struct LogoutRequest {
     pub reason_code: LogoutReason,
     pub itt: u32,
     pub cid: u16,
-    pub cmd_sn: u32,
-    pub exp_stat_sn: u32,
+    pub cmd_sn: CmdSn,
+    pub exp_stat_sn: StatSn,
     /// RFC 7143 §11.14: no data segment is defined; kept for faithful decoding.
     pub data: Bytes,
 }
@@ -79,8 +81,8 @@ impl Body for LogoutRequest {
             reason_code: LogoutReason(h.u8(FLAGS) & REASON_MASK),
             itt: h.itt(),
             cid: h.u16(CID),
-            cmd_sn: h.u32(CMD_SN),
-            exp_stat_sn: h.u32(EXP_STAT_SN),
+            cmd_sn: h.sn(CMD_SN),
+            exp_stat_sn: h.sn(EXP_STAT_SN),
             data,
         })
     }
@@ -90,8 +92,8 @@ impl Body for LogoutRequest {
         b.set_u8(FLAGS, 0x80 | (self.reason_code.0 & REASON_MASK));
         b.set_itt(self.itt);
         b.set_u16(CID, self.cid);
-        b.set_u32(CMD_SN, self.cmd_sn);
-        b.set_u32(EXP_STAT_SN, self.exp_stat_sn);
+        b.set_sn(CMD_SN, self.cmd_sn);
+        b.set_sn(EXP_STAT_SN, self.exp_stat_sn);
     }
 
     fn data(&self) -> &Bytes {
@@ -132,9 +134,9 @@ impl Body for LogoutRequest {
 pub struct LogoutResponse {
     pub response: LogoutResponseCode,
     pub itt: u32,
-    pub stat_sn: u32,
-    pub exp_cmd_sn: u32,
-    pub max_cmd_sn: u32,
+    pub stat_sn: StatSn,
+    pub exp_cmd_sn: CmdSn,
+    pub max_cmd_sn: CmdSn,
     /// Seconds to wait before reconnecting (connection recovery).
     pub time2wait: u16,
     /// Seconds the target keeps connection state after Time2Wait.
@@ -150,9 +152,9 @@ impl Body for LogoutResponse {
         Ok(LogoutResponse {
             response: LogoutResponseCode(h.u8(RESPONSE)),
             itt: h.itt(),
-            stat_sn: h.u32(STAT_SN),
-            exp_cmd_sn: h.u32(EXP_CMD_SN),
-            max_cmd_sn: h.u32(MAX_CMD_SN),
+            stat_sn: h.sn(STAT_SN),
+            exp_cmd_sn: h.sn(EXP_CMD_SN),
+            max_cmd_sn: h.sn(MAX_CMD_SN),
             time2wait: h.u16(TIME2WAIT),
             time2retain: h.u16(TIME2RETAIN),
             data,
@@ -163,9 +165,9 @@ impl Body for LogoutResponse {
         b.set_final(true);
         b.set_u8(RESPONSE, self.response.0);
         b.set_itt(self.itt);
-        b.set_u32(STAT_SN, self.stat_sn);
-        b.set_u32(EXP_CMD_SN, self.exp_cmd_sn);
-        b.set_u32(MAX_CMD_SN, self.max_cmd_sn);
+        b.set_sn(STAT_SN, self.stat_sn);
+        b.set_sn(EXP_CMD_SN, self.exp_cmd_sn);
+        b.set_sn(MAX_CMD_SN, self.max_cmd_sn);
         b.set_u16(TIME2WAIT, self.time2wait);
         b.set_u16(TIME2RETAIN, self.time2retain);
     }
@@ -199,8 +201,8 @@ mod tests {
                 reason_code: LogoutReason::CLOSE_CONNECTION,
                 itt: 5,
                 cid: 2,
-                cmd_sn: 14,
-                exp_stat_sn: 7,
+                cmd_sn: CmdSn::new(14),
+                exp_stat_sn: StatSn::new(7),
                 data: Bytes::new(),
             }),
         );
@@ -225,9 +227,9 @@ mod tests {
             Pdu::LogoutResponse(LogoutResponse {
                 response: LogoutResponseCode::CONNECTION_RECOVERY_NOT_SUPPORTED,
                 itt: 5,
-                stat_sn: 7,
-                exp_cmd_sn: 15,
-                max_cmd_sn: 0x2e,
+                stat_sn: StatSn::new(7),
+                exp_cmd_sn: CmdSn::new(15),
+                max_cmd_sn: CmdSn::new(0x2e),
                 time2wait: 2,
                 time2retain: 20,
                 data: Bytes::new(),

@@ -49,6 +49,7 @@ use std::io::IoSlice;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::digest::{self, DIGEST_LEN};
+use crate::serial::{CmdSn, StatSn};
 use bhs::{open_enum, Bhs, BhsMut};
 
 pub use async_msg::{AsyncEvent, AsyncMessage, Reject, RejectReason};
@@ -411,7 +412,7 @@ impl Pdu {
     }
 
     /// CmdSN of initiator PDUs that carry one.
-    pub fn cmd_sn(&self) -> Option<u32> {
+    pub fn cmd_sn(&self) -> Option<CmdSn> {
         match self {
             Pdu::NopOut(p) => Some(p.cmd_sn),
             Pdu::ScsiCommand(p) => Some(p.cmd_sn),
@@ -424,7 +425,7 @@ impl Pdu {
     }
 
     /// ExpStatSN of initiator PDUs that carry one.
-    pub fn exp_stat_sn(&self) -> Option<u32> {
+    pub fn exp_stat_sn(&self) -> Option<StatSn> {
         match self {
             Pdu::NopOut(p) => Some(p.exp_stat_sn),
             Pdu::ScsiCommand(p) => Some(p.exp_stat_sn),
@@ -440,7 +441,7 @@ impl Pdu {
 
     /// StatSN of target PDUs that carry one (Data-In only when S is set,
     /// RFC 7143 §11.7.6; the field is reserved otherwise).
-    pub fn stat_sn(&self) -> Option<u32> {
+    pub fn stat_sn(&self) -> Option<StatSn> {
         match self {
             Pdu::NopIn(p) => Some(p.stat_sn),
             Pdu::ScsiResponse(p) => Some(p.stat_sn),
@@ -457,7 +458,7 @@ impl Pdu {
     }
 
     /// (ExpCmdSN, MaxCmdSN) of target PDUs, which all carry the window.
-    pub fn cmd_sn_window(&self) -> Option<(u32, u32)> {
+    pub fn cmd_sn_window(&self) -> Option<(CmdSn, CmdSn)> {
         match self {
             Pdu::NopIn(p) => Some((p.exp_cmd_sn, p.max_cmd_sn)),
             Pdu::ScsiResponse(p) => Some((p.exp_cmd_sn, p.max_cmd_sn)),
@@ -823,6 +824,7 @@ pub(crate) mod test_util {
 mod tests {
     use super::test_util::*;
     use super::*;
+    use crate::serial::{DataSn, SerialNumber};
 
     fn nop_out(data: &'static [u8]) -> Pdu {
         Pdu::NopOut(NopOut {
@@ -830,8 +832,8 @@ mod tests {
             lun: 0,
             itt: 0x11,
             ttt: RESERVED_TAG,
-            cmd_sn: 7,
-            exp_stat_sn: 3,
+            cmd_sn: CmdSn::new(7),
+            exp_stat_sn: StatSn::new(3),
             data: Bytes::from_static(data),
         })
     }
@@ -1044,8 +1046,8 @@ mod tests {
             lun: 0,
             itt: 7,
             ttt: 0x55,
-            exp_stat_sn: 3,
-            data_sn: 2,
+            exp_stat_sn: StatSn::new(3),
+            data_sn: DataSn::new(2),
             buffer_offset: 1024,
             data: Bytes::from_static(b"corrupted payload"),
         };
@@ -1119,21 +1121,21 @@ mod tests {
     fn accessors() {
         let p = nop_out(b"");
         assert_eq!(p.itt(), 0x11);
-        assert_eq!(p.cmd_sn(), Some(7));
-        assert_eq!(p.exp_stat_sn(), Some(3));
+        assert_eq!(p.cmd_sn(), Some(CmdSn::new(7)));
+        assert_eq!(p.exp_stat_sn(), Some(StatSn::new(3)));
         assert_eq!(p.stat_sn(), None);
         assert!(p.immediate());
         let r = Pdu::Reject(Reject {
             reason: RejectReason::PROTOCOL_ERROR,
-            stat_sn: 1,
-            exp_cmd_sn: 2,
-            max_cmd_sn: 3,
-            data_sn_or_r2t_sn: 0,
+            stat_sn: StatSn::new(1),
+            exp_cmd_sn: CmdSn::new(2),
+            max_cmd_sn: CmdSn::new(3),
+            data_sn_or_r2t_sn: SerialNumber::new(0),
             data: Bytes::new(),
         });
         assert_eq!(r.itt(), RESERVED_TAG);
-        assert_eq!(r.cmd_sn_window(), Some((2, 3)));
-        assert_eq!(r.stat_sn(), Some(1));
+        assert_eq!(r.cmd_sn_window(), Some((CmdSn::new(2), CmdSn::new(3))));
+        assert_eq!(r.stat_sn(), Some(StatSn::new(1)));
         assert_eq!(r.cmd_sn(), None);
     }
 

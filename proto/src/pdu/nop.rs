@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use crate::serial::{CmdSn, StatSn};
+
 use super::bhs::{Bhs, BhsMut};
 use super::{Body, Opcode};
 
@@ -44,8 +46,8 @@ pub struct NopOut {
     pub itt: u32,
     /// 0xffffffff unless this NOP-Out answers a NOP-In.
     pub ttt: u32,
-    pub cmd_sn: u32,
-    pub exp_stat_sn: u32,
+    pub cmd_sn: CmdSn,
+    pub exp_stat_sn: StatSn,
     /// Ping data.
     pub data: Bytes,
 }
@@ -59,8 +61,8 @@ impl Body for NopOut {
             lun: h.lun(),
             itt: h.itt(),
             ttt: h.u32(TTT),
-            cmd_sn: h.u32(CMD_SN),
-            exp_stat_sn: h.u32(EXP_STAT_SN),
+            cmd_sn: h.sn(CMD_SN),
+            exp_stat_sn: h.sn(EXP_STAT_SN),
             data,
         })
     }
@@ -72,8 +74,8 @@ impl Body for NopOut {
         b.set_lun(self.lun);
         b.set_itt(self.itt);
         b.set_u32(TTT, self.ttt);
-        b.set_u32(CMD_SN, self.cmd_sn);
-        b.set_u32(EXP_STAT_SN, self.exp_stat_sn);
+        b.set_sn(CMD_SN, self.cmd_sn);
+        b.set_sn(EXP_STAT_SN, self.exp_stat_sn);
     }
 
     fn data(&self) -> &Bytes {
@@ -114,9 +116,9 @@ pub struct NopIn {
     pub itt: u32,
     /// Not 0xffffffff when the target wants a NOP-Out back.
     pub ttt: u32,
-    pub stat_sn: u32,
-    pub exp_cmd_sn: u32,
-    pub max_cmd_sn: u32,
+    pub stat_sn: StatSn,
+    pub exp_cmd_sn: CmdSn,
+    pub max_cmd_sn: CmdSn,
     pub data: Bytes,
 }
 
@@ -128,9 +130,9 @@ impl Body for NopIn {
             lun: h.lun(),
             itt: h.itt(),
             ttt: h.u32(TTT),
-            stat_sn: h.u32(STAT_SN),
-            exp_cmd_sn: h.u32(EXP_CMD_SN),
-            max_cmd_sn: h.u32(MAX_CMD_SN),
+            stat_sn: h.sn(STAT_SN),
+            exp_cmd_sn: h.sn(EXP_CMD_SN),
+            max_cmd_sn: h.sn(MAX_CMD_SN),
             data,
         })
     }
@@ -140,9 +142,9 @@ impl Body for NopIn {
         b.set_lun(self.lun);
         b.set_itt(self.itt);
         b.set_u32(TTT, self.ttt);
-        b.set_u32(STAT_SN, self.stat_sn);
-        b.set_u32(EXP_CMD_SN, self.exp_cmd_sn);
-        b.set_u32(MAX_CMD_SN, self.max_cmd_sn);
+        b.set_sn(STAT_SN, self.stat_sn);
+        b.set_sn(EXP_CMD_SN, self.exp_cmd_sn);
+        b.set_sn(MAX_CMD_SN, self.max_cmd_sn);
     }
 
     fn data(&self) -> &Bytes {
@@ -175,8 +177,8 @@ mod tests {
                 lun: 0x0001_0000_0000_0000,
                 itt: 0x11,
                 ttt: 0xffff_ffff,
-                cmd_sn: 7,
-                exp_stat_sn: 3,
+                cmd_sn: CmdSn::new(7),
+                exp_stat_sn: StatSn::new(3),
                 data: Bytes::from_static(b"hello"),
             }),
         );
@@ -200,9 +202,9 @@ mod tests {
                 lun: 0,
                 itt: 0xffff_ffff,
                 ttt: 0x1234,
-                stat_sn: 0x10,
-                exp_cmd_sn: 8,
-                max_cmd_sn: 0x27,
+                stat_sn: StatSn::new(0x10),
+                exp_cmd_sn: CmdSn::new(8),
+                max_cmd_sn: CmdSn::new(0x27),
                 data: Bytes::new(),
             }),
         );
@@ -225,7 +227,7 @@ mod tests {
         .to_vec();
         let pdu = Pdu::decode(Bytes::from(wire.clone()), DigestConfig::NONE).unwrap();
         let Pdu::NopIn(n) = &pdu else { panic!() };
-        assert_eq!((n.ttt, n.stat_sn), (0x1234, 0x10));
+        assert_eq!((n.ttt, n.stat_sn.get()), (0x1234, 0x10));
         // Re-encoding writes zeros there.
         wire[2] = 0;
         wire[47] = 0;

@@ -4,6 +4,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::serial::{CmdSn, DataSn, StatSn};
+
 use super::bhs::{open_enum, Bhs, BhsMut, FLAGS};
 use super::{Body, Opcode};
 
@@ -109,8 +111,8 @@ pub struct ScsiCommand {
     pub lun: u64,
     pub itt: u32,
     pub expected_data_transfer_length: u32,
-    pub cmd_sn: u32,
-    pub exp_stat_sn: u32,
+    pub cmd_sn: CmdSn,
+    pub exp_stat_sn: StatSn,
     /// The CDB: 16 bytes, or longer when carried on with an Extended CDB AHS.
     /// On encode a CDB shorter than 16 bytes is zero-padded to 16.
     pub cdb: Bytes,
@@ -181,8 +183,8 @@ impl Body for ScsiCommand {
             lun: h.lun(),
             itt: h.itt(),
             expected_data_transfer_length: h.u32(EXPECTED_DATA_TRANSFER_LENGTH),
-            cmd_sn: h.u32(CMD_SN),
-            exp_stat_sn: h.u32(EXP_STAT_SN),
+            cmd_sn: h.sn(CMD_SN),
+            exp_stat_sn: h.sn(EXP_STAT_SN),
             cdb: cdb.freeze(),
             bidi_read_length,
             data,
@@ -201,8 +203,8 @@ impl Body for ScsiCommand {
             EXPECTED_DATA_TRANSFER_LENGTH,
             self.expected_data_transfer_length,
         );
-        b.set_u32(CMD_SN, self.cmd_sn);
-        b.set_u32(EXP_STAT_SN, self.exp_stat_sn);
+        b.set_sn(CMD_SN, self.cmd_sn);
+        b.set_sn(EXP_STAT_SN, self.exp_stat_sn);
         let n = self.cdb.len().min(BHS_CDB_LEN);
         b.0[CDB..CDB + n].copy_from_slice(&self.cdb[..n]);
     }
@@ -291,10 +293,10 @@ pub struct ScsiResponse {
     pub status: u8,
     pub itt: u32,
     pub snack_tag: u32,
-    pub stat_sn: u32,
-    pub exp_cmd_sn: u32,
-    pub max_cmd_sn: u32,
-    pub exp_data_sn: u32,
+    pub stat_sn: StatSn,
+    pub exp_cmd_sn: CmdSn,
+    pub max_cmd_sn: CmdSn,
+    pub exp_data_sn: DataSn,
     pub bidi_read_residual_count: u32,
     pub residual_count: u32,
     /// SenseLength + sense data, or response data; empty for plain GOOD.
@@ -339,10 +341,10 @@ impl Body for ScsiResponse {
             status: h.u8(STATUS),
             itt: h.itt(),
             snack_tag: h.u32(SNACK_TAG),
-            stat_sn: h.u32(STAT_SN),
-            exp_cmd_sn: h.u32(EXP_CMD_SN),
-            max_cmd_sn: h.u32(MAX_CMD_SN),
-            exp_data_sn: h.u32(EXP_DATA_SN),
+            stat_sn: h.sn(STAT_SN),
+            exp_cmd_sn: h.sn(EXP_CMD_SN),
+            max_cmd_sn: h.sn(MAX_CMD_SN),
+            exp_data_sn: h.sn(EXP_DATA_SN),
             bidi_read_residual_count: h.u32(BIDI_READ_RESIDUAL_COUNT),
             residual_count: h.u32(RESIDUAL_COUNT),
             data,
@@ -359,10 +361,10 @@ impl Body for ScsiResponse {
         b.set_u8(STATUS, self.status);
         b.set_itt(self.itt);
         b.set_u32(SNACK_TAG, self.snack_tag);
-        b.set_u32(STAT_SN, self.stat_sn);
-        b.set_u32(EXP_CMD_SN, self.exp_cmd_sn);
-        b.set_u32(MAX_CMD_SN, self.max_cmd_sn);
-        b.set_u32(EXP_DATA_SN, self.exp_data_sn);
+        b.set_sn(STAT_SN, self.stat_sn);
+        b.set_sn(EXP_CMD_SN, self.exp_cmd_sn);
+        b.set_sn(MAX_CMD_SN, self.max_cmd_sn);
+        b.set_sn(EXP_DATA_SN, self.exp_data_sn);
         b.set_u32(BIDI_READ_RESIDUAL_COUNT, self.bidi_read_residual_count);
         b.set_u32(RESIDUAL_COUNT, self.residual_count);
     }
@@ -388,8 +390,8 @@ mod tests {
             lun: 0,
             itt: 0x1400_0000,
             expected_data_transfer_length: 0x400,
-            cmd_sn: 0x14,
-            exp_stat_sn: 0x18,
+            cmd_sn: CmdSn::new(0x14),
+            exp_stat_sn: StatSn::new(0x18),
             cdb: Bytes::from_static(&[0x28, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]),
             bidi_read_length: None,
             data: Bytes::new(),
@@ -440,8 +442,8 @@ mod tests {
                 lun: 0x0002_0000_0000_0000,
                 itt: 0x20,
                 expected_data_transfer_length: 0x200,
-                cmd_sn: 9,
-                exp_stat_sn: 4,
+                cmd_sn: CmdSn::new(9),
+                exp_stat_sn: StatSn::new(4),
                 cdb: Bytes::from_static(&[0x2a, 0, 0, 0, 0, 0x10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]),
                 bidi_read_length: None,
                 data: Bytes::from_static(&[1, 2, 3, 4, 5, 6]),
@@ -479,8 +481,8 @@ mod tests {
                 lun: 0,
                 itt: 0x30,
                 expected_data_transfer_length: 0x1000,
-                cmd_sn: 1,
-                exp_stat_sn: 1,
+                cmd_sn: CmdSn::new(1),
+                exp_stat_sn: StatSn::new(1),
                 cdb: Bytes::from(cdb),
                 bidi_read_length: Some(0x2000),
                 data: Bytes::new(),
@@ -557,10 +559,10 @@ mod tests {
             status: 0x02,
             itt: 0x14,
             snack_tag: 0,
-            stat_sn: 0x18,
-            exp_cmd_sn: 0x15,
-            max_cmd_sn: 0x34,
-            exp_data_sn: 0,
+            stat_sn: StatSn::new(0x18),
+            exp_cmd_sn: CmdSn::new(0x15),
+            max_cmd_sn: CmdSn::new(0x34),
+            exp_data_sn: DataSn::new(0),
             bidi_read_residual_count: 0,
             residual_count: 0x400,
             data: seg,

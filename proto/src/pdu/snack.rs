@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use crate::serial::{SerialNumber, StatSn};
+
 use super::bhs::{open_enum, Bhs, BhsMut, FLAGS};
 use super::{Body, Opcode};
 
@@ -57,8 +59,8 @@ pub struct SnackRequest {
     pub itt: u32,
     /// Target Transfer Tag (DataACK) or SNACK Tag (R-Data) or 0xffffffff.
     pub ttt: u32,
-    pub exp_stat_sn: u32,
-    pub beg_run: u32,
+    pub exp_stat_sn: StatSn,
+    pub beg_run: SerialNumber,
     pub run_length: u32,
     /// RFC 7143 §11.16: no data segment is defined; kept for faithful decoding.
     pub data: Bytes,
@@ -73,8 +75,8 @@ impl Body for SnackRequest {
             lun: h.lun(),
             itt: h.itt(),
             ttt: h.u32(TTT_OR_SNACK_TAG),
-            exp_stat_sn: h.u32(EXP_STAT_SN),
-            beg_run: h.u32(BEG_RUN),
+            exp_stat_sn: h.sn(EXP_STAT_SN),
+            beg_run: h.sn(BEG_RUN),
             run_length: h.u32(RUN_LENGTH),
             data,
         })
@@ -85,8 +87,8 @@ impl Body for SnackRequest {
         b.set_lun(self.lun);
         b.set_itt(self.itt);
         b.set_u32(TTT_OR_SNACK_TAG, self.ttt);
-        b.set_u32(EXP_STAT_SN, self.exp_stat_sn);
-        b.set_u32(BEG_RUN, self.beg_run);
+        b.set_sn(EXP_STAT_SN, self.exp_stat_sn);
+        b.set_sn(BEG_RUN, self.beg_run);
         b.set_u32(RUN_LENGTH, self.run_length);
     }
 
@@ -121,8 +123,8 @@ mod tests {
                 lun: 0x0001_0000_0000_0000,
                 itt: 0xffff_ffff,
                 ttt: 0x1001,
-                exp_stat_sn: 8,
-                beg_run: 4,
+                exp_stat_sn: StatSn::new(8),
+                beg_run: SerialNumber::new(4),
                 run_length: 0,
                 data: Bytes::new(),
             }),

@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use crate::serial::{CmdSn, StatSn};
+
 use super::bhs::{Bhs, BhsMut, FLAGS};
 use super::{Body, Opcode};
 
@@ -48,8 +50,8 @@ pub struct TextRequest {
     pub lun: u64,
     pub itt: u32,
     pub ttt: u32,
-    pub cmd_sn: u32,
-    pub exp_stat_sn: u32,
+    pub cmd_sn: CmdSn,
+    pub exp_stat_sn: StatSn,
     pub data: Bytes,
 }
 
@@ -64,8 +66,8 @@ impl Body for TextRequest {
             lun: h.lun(),
             itt: h.itt(),
             ttt: h.u32(TTT),
-            cmd_sn: h.u32(CMD_SN),
-            exp_stat_sn: h.u32(EXP_STAT_SN),
+            cmd_sn: h.sn(CMD_SN),
+            exp_stat_sn: h.sn(EXP_STAT_SN),
             data,
         })
     }
@@ -77,8 +79,8 @@ impl Body for TextRequest {
         b.set_lun(self.lun);
         b.set_itt(self.itt);
         b.set_u32(TTT, self.ttt);
-        b.set_u32(CMD_SN, self.cmd_sn);
-        b.set_u32(EXP_STAT_SN, self.exp_stat_sn);
+        b.set_sn(CMD_SN, self.cmd_sn);
+        b.set_sn(EXP_STAT_SN, self.exp_stat_sn);
     }
 
     fn data(&self) -> &Bytes {
@@ -120,9 +122,9 @@ pub struct TextResponse {
     pub lun: u64,
     pub itt: u32,
     pub ttt: u32,
-    pub stat_sn: u32,
-    pub exp_cmd_sn: u32,
-    pub max_cmd_sn: u32,
+    pub stat_sn: StatSn,
+    pub exp_cmd_sn: CmdSn,
+    pub max_cmd_sn: CmdSn,
     pub data: Bytes,
 }
 
@@ -136,9 +138,9 @@ impl Body for TextResponse {
             lun: h.lun(),
             itt: h.itt(),
             ttt: h.u32(TTT),
-            stat_sn: h.u32(STAT_SN),
-            exp_cmd_sn: h.u32(EXP_CMD_SN),
-            max_cmd_sn: h.u32(MAX_CMD_SN),
+            stat_sn: h.sn(STAT_SN),
+            exp_cmd_sn: h.sn(EXP_CMD_SN),
+            max_cmd_sn: h.sn(MAX_CMD_SN),
             data,
         })
     }
@@ -149,9 +151,9 @@ impl Body for TextResponse {
         b.set_lun(self.lun);
         b.set_itt(self.itt);
         b.set_u32(TTT, self.ttt);
-        b.set_u32(STAT_SN, self.stat_sn);
-        b.set_u32(EXP_CMD_SN, self.exp_cmd_sn);
-        b.set_u32(MAX_CMD_SN, self.max_cmd_sn);
+        b.set_sn(STAT_SN, self.stat_sn);
+        b.set_sn(EXP_CMD_SN, self.exp_cmd_sn);
+        b.set_sn(MAX_CMD_SN, self.max_cmd_sn);
     }
 
     fn data(&self) -> &Bytes {
@@ -186,8 +188,8 @@ mod tests {
                 lun: 0,
                 itt: 2,
                 ttt: 0xffff_ffff,
-                cmd_sn: 1,
-                exp_stat_sn: 1,
+                cmd_sn: CmdSn::new(1),
+                exp_stat_sn: StatSn::new(1),
                 data: Bytes::from_static(b"SendTargets=All\0"),
             }),
         );
@@ -214,9 +216,9 @@ mod tests {
                 lun: 0,
                 itt: 2,
                 ttt: 0x77,
-                stat_sn: 2,
-                exp_cmd_sn: 2,
-                max_cmd_sn: 0x11,
+                stat_sn: StatSn::new(2),
+                exp_cmd_sn: CmdSn::new(2),
+                max_cmd_sn: CmdSn::new(0x11),
                 data: Bytes::from_static(b"Ta"),
             }),
         );

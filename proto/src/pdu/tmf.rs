@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use crate::serial::{CmdSn, DataSn, StatSn};
+
 use super::bhs::{open_enum, Bhs, BhsMut, FLAGS};
 use super::{Body, Opcode};
 
@@ -81,10 +83,10 @@ pub struct TaskMgmtRequest {
     pub lun: u64,
     pub itt: u32,
     pub referenced_task_tag: u32,
-    pub cmd_sn: u32,
-    pub exp_stat_sn: u32,
-    pub ref_cmd_sn: u32,
-    pub exp_data_sn: u32,
+    pub cmd_sn: CmdSn,
+    pub exp_stat_sn: StatSn,
+    pub ref_cmd_sn: CmdSn,
+    pub exp_data_sn: DataSn,
     /// RFC 7143 §11.5: no data segment is defined; kept for faithful decoding.
     pub data: Bytes,
 }
@@ -99,10 +101,10 @@ impl Body for TaskMgmtRequest {
             lun: h.lun(),
             itt: h.itt(),
             referenced_task_tag: h.u32(REFERENCED_TASK_TAG),
-            cmd_sn: h.u32(CMD_SN),
-            exp_stat_sn: h.u32(EXP_STAT_SN),
-            ref_cmd_sn: h.u32(REF_CMD_SN),
-            exp_data_sn: h.u32(EXP_DATA_SN),
+            cmd_sn: h.sn(CMD_SN),
+            exp_stat_sn: h.sn(EXP_STAT_SN),
+            ref_cmd_sn: h.sn(REF_CMD_SN),
+            exp_data_sn: h.sn(EXP_DATA_SN),
             data,
         })
     }
@@ -113,10 +115,10 @@ impl Body for TaskMgmtRequest {
         b.set_lun(self.lun);
         b.set_itt(self.itt);
         b.set_u32(REFERENCED_TASK_TAG, self.referenced_task_tag);
-        b.set_u32(CMD_SN, self.cmd_sn);
-        b.set_u32(EXP_STAT_SN, self.exp_stat_sn);
-        b.set_u32(REF_CMD_SN, self.ref_cmd_sn);
-        b.set_u32(EXP_DATA_SN, self.exp_data_sn);
+        b.set_sn(CMD_SN, self.cmd_sn);
+        b.set_sn(EXP_STAT_SN, self.exp_stat_sn);
+        b.set_sn(REF_CMD_SN, self.ref_cmd_sn);
+        b.set_sn(EXP_DATA_SN, self.exp_data_sn);
     }
 
     fn data(&self) -> &Bytes {
@@ -153,9 +155,9 @@ impl Body for TaskMgmtRequest {
 pub struct TaskMgmtResponse {
     pub response: TmfResponse,
     pub itt: u32,
-    pub stat_sn: u32,
-    pub exp_cmd_sn: u32,
-    pub max_cmd_sn: u32,
+    pub stat_sn: StatSn,
+    pub exp_cmd_sn: CmdSn,
+    pub max_cmd_sn: CmdSn,
     /// RFC 7143 §11.6: no data segment is defined; kept for faithful decoding.
     pub data: Bytes,
 }
@@ -167,9 +169,9 @@ impl Body for TaskMgmtResponse {
         Ok(TaskMgmtResponse {
             response: TmfResponse(h.u8(RESPONSE)),
             itt: h.itt(),
-            stat_sn: h.u32(STAT_SN),
-            exp_cmd_sn: h.u32(EXP_CMD_SN),
-            max_cmd_sn: h.u32(MAX_CMD_SN),
+            stat_sn: h.sn(STAT_SN),
+            exp_cmd_sn: h.sn(EXP_CMD_SN),
+            max_cmd_sn: h.sn(MAX_CMD_SN),
             data,
         })
     }
@@ -178,9 +180,9 @@ impl Body for TaskMgmtResponse {
         b.set_final(true);
         b.set_u8(RESPONSE, self.response.0);
         b.set_itt(self.itt);
-        b.set_u32(STAT_SN, self.stat_sn);
-        b.set_u32(EXP_CMD_SN, self.exp_cmd_sn);
-        b.set_u32(MAX_CMD_SN, self.max_cmd_sn);
+        b.set_sn(STAT_SN, self.stat_sn);
+        b.set_sn(EXP_CMD_SN, self.exp_cmd_sn);
+        b.set_sn(MAX_CMD_SN, self.max_cmd_sn);
     }
 
     fn data(&self) -> &Bytes {
@@ -215,10 +217,10 @@ mod tests {
                 lun: 0x0001_0000_0000_0000,
                 itt: 0x40,
                 referenced_task_tag: 0x33,
-                cmd_sn: 10,
-                exp_stat_sn: 5,
-                ref_cmd_sn: 9,
-                exp_data_sn: 2,
+                cmd_sn: CmdSn::new(10),
+                exp_stat_sn: StatSn::new(5),
+                ref_cmd_sn: CmdSn::new(9),
+                exp_data_sn: DataSn::new(2),
                 data: Bytes::new(),
             }),
         );
@@ -241,9 +243,9 @@ mod tests {
             Pdu::TaskMgmtResponse(TaskMgmtResponse {
                 response: TmfResponse::TMF_NOT_SUPPORTED,
                 itt: 0x40,
-                stat_sn: 6,
-                exp_cmd_sn: 11,
-                max_cmd_sn: 42,
+                stat_sn: StatSn::new(6),
+                exp_cmd_sn: CmdSn::new(11),
+                max_cmd_sn: CmdSn::new(42),
                 data: Bytes::new(),
             }),
         );
@@ -257,10 +259,10 @@ mod tests {
             lun: 0,
             itt: 1,
             referenced_task_tag: 0xffff_ffff,
-            cmd_sn: 1,
-            exp_stat_sn: 1,
-            ref_cmd_sn: 0,
-            exp_data_sn: 0,
+            cmd_sn: CmdSn::new(1),
+            exp_stat_sn: StatSn::new(1),
+            ref_cmd_sn: CmdSn::new(0),
+            exp_data_sn: DataSn::new(0),
             data: Bytes::new(),
         };
         assert_eq!(format!("{:?}", req.function), "TmfFunction(Unknown(0x7e))");

@@ -39,6 +39,7 @@ use bytes::{Bytes, BytesMut};
 use thiserror::Error;
 
 use crate::pdu::{R2t, RESERVED_TAG};
+use crate::serial::{CmdSn, DataSn, R2tSn, StatSn};
 
 /// Negotiated values that shape a write's data transfer.
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +67,7 @@ pub enum DataOutError {
     #[error("Data-Out for unknown Target Transfer Tag {0:#x}")]
     UnknownTtt(u32),
     #[error("DataSN {got} where {expected} was expected")]
-    DataSn { got: u32, expected: u32 },
+    DataSn { got: DataSn, expected: DataSn },
     #[error("BufferOffset {got} where {expected} was expected")]
     BufferOffset { got: u32, expected: u32 },
     #[error("sequence ended (F bit) after {got} of {expected} bytes")]
@@ -79,7 +80,7 @@ pub enum DataOutError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct R2tRequest {
     pub ttt: u32,
-    pub r2t_sn: u32,
+    pub r2t_sn: R2tSn,
     pub buffer_offset: u32,
     pub desired_data_transfer_length: u32,
 }
@@ -92,9 +93,9 @@ impl R2tRequest {
             lun,
             itt,
             ttt: self.ttt,
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
+            stat_sn: StatSn::new(0),
+            exp_cmd_sn: CmdSn::new(0),
+            max_cmd_sn: CmdSn::new(0),
             r2t_sn: self.r2t_sn,
             buffer_offset: self.buffer_offset,
             desired_data_transfer_length: self.desired_data_transfer_length,
@@ -109,7 +110,7 @@ struct Sequence {
     start: u32,
     len: u32,
     received: u32,
-    next_data_sn: u32,
+    next_data_sn: DataSn,
 }
 
 /// Data collection for one write command.
@@ -129,7 +130,7 @@ pub struct WriteCollector {
     unsolicited: Option<Sequence>,
     solicited: Vec<Sequence>,
     next_r2t_offset: u32,
-    next_r2t_sn: u32,
+    next_r2t_sn: R2tSn,
     limits: WriteLimits,
     /// A Data-Out failed its data digest: data is discarded from now on.
     discarding: bool,
@@ -175,7 +176,7 @@ impl WriteCollector {
             unsolicited: None,
             solicited: Vec::new(),
             next_r2t_offset: unsolicited_end,
-            next_r2t_sn: 0,
+            next_r2t_sn: R2tSn::new(0),
             limits,
             discarding: false,
         };
@@ -193,7 +194,7 @@ impl WriteCollector {
                     start: imm_len,
                     len: unsolicited_end - imm_len,
                     received: 0,
-                    next_data_sn: 0,
+                    next_data_sn: DataSn::new(0),
                 });
             }
         }
@@ -233,9 +234,9 @@ impl WriteCollector {
                 start: self.next_r2t_offset,
                 len,
                 received: 0,
-                next_data_sn: 0,
+                next_data_sn: DataSn::new(0),
             });
-            self.next_r2t_sn = self.next_r2t_sn.wrapping_add(1);
+            self.next_r2t_sn = self.next_r2t_sn.successor();
             self.next_r2t_offset += len;
             out.push(r);
         }
@@ -244,7 +245,7 @@ impl WriteCollector {
 
     /// Number of R2Ts sent so far (for ExpDataSN bookkeeping).
     pub fn r2ts_sent(&self) -> u32 {
-        self.next_r2t_sn
+        self.next_r2t_sn.get()
     }
 
     /// Whether `ttt` names one of this command's open sequences.
@@ -260,7 +261,7 @@ impl WriteCollector {
     pub fn data_out(
         &mut self,
         ttt: u32,
-        data_sn: u32,
+        data_sn: DataSn,
         buffer_offset: u32,
         final_: bool,
         data: Bytes,
@@ -331,7 +332,7 @@ impl WriteCollector {
             self.parked.insert(buffer_offset, data);
         }
         seq.received += len;
-        seq.next_data_sn = seq.next_data_sn.wrapping_add(1);
+        seq.next_data_sn = seq.next_data_sn.successor();
         self.received_total += len;
         let done = seq.received == seq.len;
         if final_ && !done {
@@ -395,6 +396,11 @@ impl WriteCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serial::SerialNumber;
+
+    fn sn(v: u32) -> SerialNumber {
+        SerialNumber::new(v)
+    }
 
     fn limits(initial_r2t: bool) -> WriteLimits {
         WriteLimits {
@@ -447,30 +453,33 @@ mod tests {
         assert_eq!(r2ts[0].buffer_offset, 1024);
         assert_eq!(r2ts[0].desired_data_transfer_length, 2048);
         assert_eq!(r2ts[1].buffer_offset, 3072);
-        assert_eq!(r2ts[1].r2t_sn, 1);
+        assert_eq!(r2ts[1].r2t_sn, sn(1));
         // Unsolicited Data-Out 512..1024.
-        c.data_out(RESERVED_TAG, 0, 512, true, b(&all[512..1024]))
+        c.data_out(RESERVED_TAG, sn(0), 512, true, b(&all[512..1024]))
             .unwrap();
         // First R2T sequence, two PDUs.
-        c.data_out(101, 0, 1024, false, b(&all[1024..2048]))
+        c.data_out(101, sn(0), 1024, false, b(&all[1024..2048]))
             .unwrap();
         assert_eq!(
-            c.data_out(101, 0, 2048, true, b(&all[2048..3072])),
+            c.data_out(101, sn(0), 2048, true, b(&all[2048..3072])),
             Err(DataOutError::DataSn {
-                got: 0,
-                expected: 1
+                got: sn(0),
+                expected: sn(1)
             })
         );
-        c.data_out(101, 1, 2048, true, b(&all[2048..3072])).unwrap();
+        c.data_out(101, sn(1), 2048, true, b(&all[2048..3072]))
+            .unwrap();
         let more = c.next_r2ts(|| 200);
         assert_eq!(more.len(), 1);
         assert_eq!(more[0].buffer_offset, 5120);
         assert_eq!(more[0].desired_data_transfer_length, 880);
-        c.data_out(102, 0, 3072, false, b(&all[3072..4096]))
+        c.data_out(102, sn(0), 3072, false, b(&all[3072..4096]))
             .unwrap();
-        c.data_out(102, 1, 4096, true, b(&all[4096..5120])).unwrap();
+        c.data_out(102, sn(1), 4096, true, b(&all[4096..5120]))
+            .unwrap();
         assert!(!c.is_complete());
-        c.data_out(200, 0, 5120, true, b(&all[5120..6000])).unwrap();
+        c.data_out(200, sn(0), 5120, true, b(&all[5120..6000]))
+            .unwrap();
         assert!(c.is_complete());
         assert_eq!(&c.take_data()[..], &all[..]);
     }
@@ -495,22 +504,22 @@ mod tests {
         let r = c.next_r2ts(|| 5);
         assert_eq!(r.len(), 1);
         assert_eq!(
-            c.data_out(RESERVED_TAG, 0, 0, true, b(&[0; 512])),
+            c.data_out(RESERVED_TAG, sn(0), 0, true, b(&[0; 512])),
             Err(DataOutError::UnsolicitedNotAllowed)
         );
         assert_eq!(
-            c.data_out(6, 0, 0, true, b(&[0; 512])),
+            c.data_out(6, sn(0), 0, true, b(&[0; 512])),
             Err(DataOutError::UnknownTtt(6))
         );
         assert_eq!(
-            c.data_out(5, 0, 512, false, b(&[0; 512])),
+            c.data_out(5, sn(0), 512, false, b(&[0; 512])),
             Err(DataOutError::BufferOffset {
                 got: 512,
                 expected: 0
             })
         );
         assert_eq!(
-            c.data_out(5, 0, 0, true, b(&[0; 512])),
+            c.data_out(5, sn(0), 0, true, b(&[0; 512])),
             Err(DataOutError::ShortSequence {
                 got: 512,
                 expected: 2048
@@ -523,18 +532,19 @@ mod tests {
         // EDTL below FirstBurstLength: unsolicited covers all of it.
         let mut c = WriteCollector::new(700, Bytes::new(), false, limits(false)).unwrap();
         assert!(c.next_r2ts(|| 1).is_empty());
-        c.data_out(RESERVED_TAG, 0, 0, false, b(&[1; 512])).unwrap();
+        c.data_out(RESERVED_TAG, sn(0), 0, false, b(&[1; 512]))
+            .unwrap();
         assert_eq!(
-            c.data_out(RESERVED_TAG, 1, 512, true, b(&[2; 300])),
+            c.data_out(RESERVED_TAG, sn(1), 512, true, b(&[2; 300])),
             Err(DataOutError::FirstBurstExceeded(812))
         );
-        c.data_out(RESERVED_TAG, 1, 512, true, b(&[2; 188]))
+        c.data_out(RESERVED_TAG, sn(1), 512, true, b(&[2; 188]))
             .unwrap();
         assert!(c.is_complete());
     }
 
     /// A planned Data-Out: (TTT, DataSN, BufferOffset, end, F bit).
-    type Planned = (u32, u32, u32, u32, bool);
+    type Planned = (u32, SerialNumber, u32, u32, bool);
 
     /// Data-Out PDUs of every sequence that may be sent now (the
     /// unsolicited one, then each new R2T's).
@@ -677,7 +687,8 @@ mod tests {
             "two R2T sequences open plus the unsolicited one"
         );
         let (t1, t2) = (r2ts[0].ttt, r2ts[1].ttt);
-        c.data_out(t1, 0, 1024, false, b(&all[1024..2048])).unwrap();
+        c.data_out(t1, sn(0), 1024, false, b(&all[1024..2048]))
+            .unwrap();
         // The unsolicited Data-Out (F=1) fails its digest: it closes its
         // sequence, everything is dropped, no more R2Ts are offered.
         c.discard_after_digest_error(RESERVED_TAG, true);
@@ -686,11 +697,13 @@ mod tests {
         assert!(!c.is_drained(), "two R2T sequences still open");
         assert!(c.next_r2ts(|| 999).is_empty());
         // Later PDUs are accepted whatever their DataSN/offset; only F counts.
-        c.data_out(t1, 7, 0, true, b(&all[2048..3072])).unwrap();
+        c.data_out(t1, sn(7), 0, true, b(&all[2048..3072])).unwrap();
         assert!(!c.is_drained());
-        c.data_out(t2, 0, 3072, false, b(&all[3072..4096])).unwrap();
+        c.data_out(t2, sn(0), 3072, false, b(&all[3072..4096]))
+            .unwrap();
         assert!(!c.is_drained());
-        c.data_out(t2, 1, 4096, true, b(&all[4096..5120])).unwrap();
+        c.data_out(t2, sn(1), 4096, true, b(&all[4096..5120]))
+            .unwrap();
         assert!(c.is_drained());
         assert!(c.take_data().is_empty(), "no data survives the error");
         assert!(
@@ -709,7 +722,7 @@ mod tests {
         let mut c = WriteCollector::new(1024, b(&pattern(256)), false, limits(false)).unwrap();
         c.discard_after_digest_error(RESERVED_TAG, false);
         assert!(!c.is_drained());
-        c.data_out(RESERVED_TAG, 1, 512, true, b(&pattern(512)))
+        c.data_out(RESERVED_TAG, sn(1), 512, true, b(&pattern(512)))
             .unwrap();
         assert!(c.is_drained());
     }

@@ -16,7 +16,7 @@ use thiserror::Error;
 
 use crate::pdu::{DataIn, Pdu, ScsiResponse, RESERVED_TAG};
 use crate::scsi::Status;
-use crate::serial::DataSn;
+use crate::serial::{CmdSn, DataSn, StatSn};
 
 /// Residual of a transfer (RFC 7143 §11.4.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,7 +91,7 @@ pub fn build(c: &Completion, limits: DataInLimits) -> Vec<Pdu> {
     let total = c.data_in.len();
     let mut out = Vec::with_capacity(total / seg + 2);
     let mut offset = 0usize;
-    let mut data_sn = 0u32;
+    let mut data_sn = DataSn::new(0);
     let mut burst_used = 0usize;
     while offset < total {
         let len = seg.min(total - offset).min(burst - burst_used);
@@ -111,15 +111,15 @@ pub fn build(c: &Completion, limits: DataInLimits) -> Vec<Pdu> {
             lun: c.lun,
             itt: c.itt,
             ttt: RESERVED_TAG,
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
+            stat_sn: StatSn::new(0),
+            exp_cmd_sn: CmdSn::new(0),
+            max_cmd_sn: CmdSn::new(0),
             data_sn,
             buffer_offset: offset as u32,
             residual_count: if with_status { c.residual.count } else { 0 },
             data: c.data_in.slice(offset..offset + len),
         }));
-        data_sn = data_sn.wrapping_add(1);
+        data_sn = data_sn.successor();
         offset += len;
     }
     if !collapse {
@@ -128,7 +128,7 @@ pub fn build(c: &Completion, limits: DataInLimits) -> Vec<Pdu> {
     out
 }
 
-fn response(c: &Completion, data_in_pdus: u32) -> ScsiResponse {
+fn response(c: &Completion, data_in_pdus: DataSn) -> ScsiResponse {
     ScsiResponse {
         bidi_overflow: false,
         bidi_underflow: false,
@@ -138,9 +138,9 @@ fn response(c: &Completion, data_in_pdus: u32) -> ScsiResponse {
         status: c.status.0,
         itt: c.itt,
         snack_tag: 0,
-        stat_sn: 0,
-        exp_cmd_sn: 0,
-        max_cmd_sn: 0,
+        stat_sn: StatSn::new(0),
+        exp_cmd_sn: CmdSn::new(0),
+        max_cmd_sn: CmdSn::new(0),
         // RFC 7143 §11.4.8: the number of Data-In PDUs sent.
         exp_data_sn: data_in_pdus,
         bidi_read_residual_count: 0,
@@ -169,7 +169,7 @@ pub fn status_only(
         data_in: Bytes::new(),
         residual,
     };
-    response(&c, 0)
+    response(&c, DataSn::new(0))
 }
 
 /// What is wrong with the Data-In of a command.
@@ -181,7 +181,7 @@ pub enum DataInError {
     StatusWithoutFinal,
     /// RFC 7143 §7.9: a DataSN gap is a sequence error.
     #[error("DataSN {got}, expected {expected}")]
-    DataSn { got: u32, expected: u32 },
+    DataSn { got: DataSn, expected: DataSn },
     /// RFC 7143 §11.7.4: data beyond the expected length is a target error.
     #[error("Data-In offset {offset}+{len} beyond expected {expected}")]
     BeyondExpected {
@@ -196,7 +196,7 @@ pub enum DataInError {
     /// RFC 7143 §7.9: "a SCSI Response PDU with an ExpDataSN that implies
     /// missing Data-In PDUs" is a sequence error.
     #[error("the SCSI Response says {said} Data-In PDUs were sent, {arrived} arrived")]
-    MissingDataIn { said: u32, arrived: u32 },
+    MissingDataIn { said: DataSn, arrived: DataSn },
 }
 
 impl DataInError {
@@ -245,10 +245,10 @@ impl ReadProgress {
         if d.status.is_some() && !d.final_ {
             return Err(DataInError::StatusWithoutFinal);
         }
-        if d.data_sn != self.next_data_sn.get() {
+        if d.data_sn != self.next_data_sn {
             return Err(DataInError::DataSn {
                 got: d.data_sn,
-                expected: self.next_data_sn.get(),
+                expected: self.next_data_sn,
             });
         }
         self.next_data_sn = self.next_data_sn.successor();
@@ -270,13 +270,13 @@ impl ReadProgress {
 
     /// The status arrived (in the last Data-In or a SCSI Response with
     /// `exp_data_sn`, 0 when it rode in a Data-In): the data must be whole.
-    pub fn finish(&self, exp_data_sn: Option<u32>) -> Result<usize, DataInError> {
+    pub fn finish(&self, exp_data_sn: Option<DataSn>) -> Result<usize, DataInError> {
         if let Some(said) = exp_data_sn {
             // ExpDataSN 0 means none sent (or not counted by the target).
-            if said != 0 && DataSn::new(said).gt(self.next_data_sn) {
+            if said != DataSn::new(0) && said.gt(self.next_data_sn) {
                 return Err(DataInError::MissingDataIn {
                     said,
-                    arrived: self.next_data_sn.get(),
+                    arrived: self.next_data_sn,
                 });
             }
         }
@@ -341,7 +341,7 @@ mod tests {
             let Pdu::DataIn(d) = p else {
                 panic!("expected Data-In only")
             };
-            assert_eq!(d.data_sn, i as u32);
+            assert_eq!(d.data_sn, DataSn::new(i as u32));
             assert_eq!(d.buffer_offset, expect_offset);
             assert!(d.data.len() <= 1024);
             expect_offset += d.data.len() as u32;
@@ -373,7 +373,7 @@ mod tests {
         assert_eq!(r.sense().unwrap(), sense);
         assert!(r.underflow && !r.overflow);
         assert_eq!(r.residual_count, 512);
-        assert_eq!(r.exp_data_sn, 0);
+        assert_eq!(r.exp_data_sn, DataSn::new(0));
     }
 
     #[test]
@@ -390,7 +390,7 @@ mod tests {
         let Pdu::ScsiResponse(r) = &pdus[1] else {
             panic!()
         };
-        assert_eq!(r.exp_data_sn, 1);
+        assert_eq!(r.exp_data_sn, DataSn::new(1));
     }
 
     #[test]
@@ -446,11 +446,9 @@ mod tests {
         let mut p = ReadProgress::new(3000);
         p.on_data_in(&pdus[0]).unwrap();
         assert!(matches!(
-            p.finish(Some(3)),
-            Err(DataInError::MissingDataIn {
-                said: 3,
-                arrived: 1
-            })
+            p.finish(Some(DataSn::new(3))),
+            Err(DataInError::MissingDataIn { said, arrived })
+                if said == DataSn::new(3) && arrived == DataSn::new(1)
         ));
         // Overlapping data (same offset twice) leaves a hole.
         let mut again = pdus[1].clone();

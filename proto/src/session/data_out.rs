@@ -7,13 +7,13 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use crate::pdu::{DataOut, R2t, RESERVED_TAG};
-use crate::serial::R2tSn;
+use crate::serial::{DataSn, R2tSn, StatSn};
 
 /// One Data-Out PDU's place in a sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
     /// DataSN: from 0 in each sequence (RFC 7143 §11.7.5).
-    pub data_sn: u32,
+    pub data_sn: DataSn,
     /// BufferOffset of the first byte.
     pub offset: u32,
     /// One past the last byte.
@@ -27,7 +27,7 @@ pub struct Segment {
 pub fn segments(from: u32, to: u32, max_dsl: u32) -> impl Iterator<Item = Segment> {
     let step = max_dsl.max(1);
     let mut off = from;
-    let mut data_sn = 0u32;
+    let mut data_sn = DataSn::new(0);
     std::iter::from_fn(move || {
         if off >= to {
             return None;
@@ -39,7 +39,7 @@ pub fn segments(from: u32, to: u32, max_dsl: u32) -> impl Iterator<Item = Segmen
             end,
             final_: end == to,
         };
-        data_sn = data_sn.wrapping_add(1);
+        data_sn = data_sn.successor();
         off = end;
         Some(s)
     })
@@ -69,7 +69,7 @@ pub fn data_out_pdus(
         lun: to_task.lun,
         itt: to_task.itt,
         ttt: to_task.ttt,
-        exp_stat_sn: 0,
+        exp_stat_sn: StatSn::new(0),
         data_sn: s.data_sn,
         buffer_offset: s.offset,
         data: data.slice(s.offset as usize..s.end as usize),
@@ -127,7 +127,7 @@ impl UnsolicitedPlan {
 pub enum R2tError {
     /// RFC 7143 §7.9: an out-of-order R2TSN is a sequence error.
     #[error("R2TSN {got}, expected {expected}")]
-    R2tSn { got: u32, expected: u32 },
+    R2tSn { got: R2tSn, expected: R2tSn },
     #[error("R2T for {offset}..{end} beyond the {len} bytes of the command")]
     BeyondData { offset: u32, end: u64, len: u32 },
     #[error("R2T asks for {len} bytes, more than MaxBurstLength {max}")]
@@ -152,10 +152,10 @@ pub fn check_r2t(
     max_burst_length: u32,
     expected: &mut R2tSn,
 ) -> Result<(), R2tError> {
-    if r.r2t_sn != expected.get() {
+    if r.r2t_sn != *expected {
         return Err(R2tError::R2tSn {
             got: r.r2t_sn,
-            expected: expected.get(),
+            expected: *expected,
         });
     }
     *expected = expected.successor();
@@ -185,6 +185,7 @@ pub fn check_r2t(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serial::CmdSn;
 
     #[test]
     fn split_respects_max_dsl_and_sets_final() {
@@ -201,7 +202,7 @@ mod tests {
             .iter()
             .all(|d| d.data.len() <= 3000 && d.ttt == 9 && d.itt == 7 && d.lun == 5));
         assert_eq!(
-            pdus.iter().map(|d| d.data_sn).collect::<Vec<_>>(),
+            pdus.iter().map(|d| d.data_sn.get()).collect::<Vec<_>>(),
             vec![0, 1, 2]
         );
         assert_eq!(
@@ -244,10 +245,10 @@ mod tests {
             lun: 0,
             itt: 1,
             ttt,
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
-            r2t_sn: sn,
+            stat_sn: StatSn::new(0),
+            exp_cmd_sn: CmdSn::new(0),
+            max_cmd_sn: CmdSn::new(0),
+            r2t_sn: R2tSn::new(sn),
             buffer_offset: off,
             desired_data_transfer_length: len,
             data: Bytes::new(),

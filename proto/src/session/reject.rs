@@ -76,15 +76,16 @@ pub fn is_protocol_crc_error(status: u8, sense: Option<&Sense>) -> bool {
 mod tests {
     use super::*;
     use crate::pdu::{DataOut, DigestConfig, NopOut, Pdu, ScsiCommand, TaskAttr};
+    use crate::serial::{CmdSn, DataSn, SerialNumber, StatSn};
     use bytes::Bytes;
 
     fn reject_of(pdu: Pdu, reason: RejectReason) -> Reject {
         Reject {
             reason,
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
-            data_sn_or_r2t_sn: 0,
+            stat_sn: StatSn::new(0),
+            exp_cmd_sn: CmdSn::new(0),
+            max_cmd_sn: CmdSn::new(0),
+            data_sn_or_r2t_sn: SerialNumber::new(0),
             data: pdu.encode(DigestConfig::NONE).header,
         }
     }
@@ -99,8 +100,8 @@ mod tests {
             lun: 0,
             itt,
             expected_data_transfer_length: 512,
-            cmd_sn: 9,
-            exp_stat_sn: 0,
+            cmd_sn: CmdSn::new(9),
+            exp_stat_sn: StatSn::new(0),
             cdb: Bytes::from_static(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
             bidi_read_length: None,
             data: Bytes::from_static(&[1; 512]),
@@ -122,8 +123,8 @@ mod tests {
             lun: 0,
             itt: 0x43,
             ttt: 5,
-            exp_stat_sn: 0,
-            data_sn: 0,
+            exp_stat_sn: StatSn::new(0),
+            data_sn: DataSn::new(0),
             buffer_offset: 0,
             data: Bytes::from_static(b"x"),
         });
@@ -138,8 +139,8 @@ mod tests {
             lun: 0,
             itt: 7,
             ttt: crate::pdu::RESERVED_TAG,
-            cmd_sn: 0,
-            exp_stat_sn: 0,
+            cmd_sn: CmdSn::new(0),
+            exp_stat_sn: StatSn::new(0),
             data: Bytes::from_static(b"ping"),
         });
         let r = reject_of(n, RejectReason::DATA_DIGEST_ERROR);

@@ -29,17 +29,17 @@ pub fn consumes_stat_sn(pdu: &Pdu) -> bool {
 /// `next_stat_sn` advances for PDUs that consume a StatSN.
 pub fn stamp_target(pdu: &mut Pdu, next_stat_sn: &mut StatSn, window: (CmdSn, CmdSn)) {
     let advance = consumes_stat_sn(pdu);
-    let sn = next_stat_sn.get();
+    let sn = *next_stat_sn;
     if advance {
         *next_stat_sn = next_stat_sn.successor();
     }
-    let (exp, max) = (window.0.get(), window.1.get());
+    let (exp, max) = window;
     let (stat_sn, exp_cmd_sn, max_cmd_sn) = match pdu {
         Pdu::ScsiResponse(p) => (&mut p.stat_sn, &mut p.exp_cmd_sn, &mut p.max_cmd_sn),
         Pdu::DataIn(p) => {
             // RFC 7143 §11.7.6: StatSN is reserved unless S is set.
             if p.status.is_none() {
-                p.stat_sn = 0;
+                p.stat_sn = StatSn::new(0);
                 (p.exp_cmd_sn, p.max_cmd_sn) = (exp, max);
                 return;
             }
@@ -63,7 +63,6 @@ pub fn stamp_target(pdu: &mut Pdu, next_stat_sn: &mut StatSn, window: (CmdSn, Cm
 
 /// Puts ExpStatSN into any initiator PDU that carries it.
 pub fn set_exp_stat_sn(p: &mut Pdu, v: StatSn) {
-    let v = v.get();
     match p {
         Pdu::NopOut(x) => x.exp_stat_sn = v,
         Pdu::ScsiCommand(x) => x.exp_stat_sn = v,
@@ -96,7 +95,7 @@ impl ExpStatSn {
     /// Account for a received target PDU; returns whether ExpStatSN moved.
     pub fn on_pdu(&mut self, pdu: &Pdu) -> bool {
         match pdu.stat_sn() {
-            Some(sn) if consumes_stat_sn(pdu) => self.acknowledge(StatSn::new(sn)),
+            Some(sn) if consumes_stat_sn(pdu) => self.acknowledge(sn),
             _ => false,
         }
     }
@@ -117,6 +116,7 @@ impl ExpStatSn {
 mod tests {
     use super::*;
     use crate::pdu::{NopIn, NopOut, R2t, ScsiResponse};
+    use crate::serial::R2tSn;
     use bytes::Bytes;
 
     fn nop_in(itt: u32) -> Pdu {
@@ -124,9 +124,9 @@ mod tests {
             lun: 0,
             itt,
             ttt: RESERVED_TAG,
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
+            stat_sn: StatSn::new(0),
+            exp_cmd_sn: CmdSn::new(0),
+            max_cmd_sn: CmdSn::new(0),
             data: Bytes::from_static(b"ping"),
         })
     }
@@ -136,10 +136,10 @@ mod tests {
             lun: 0,
             itt: 1,
             ttt: 2,
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
-            r2t_sn: 0,
+            stat_sn: StatSn::new(0),
+            exp_cmd_sn: CmdSn::new(0),
+            max_cmd_sn: CmdSn::new(0),
+            r2t_sn: R2tSn::new(0),
             buffer_offset: 0,
             desired_data_transfer_length: 512,
             data: Bytes::new(),
@@ -163,14 +163,17 @@ mod tests {
         stamp_target(&mut p, &mut next, w);
         assert_eq!(next.get(), 10, "unsolicited NOP-In does not advance StatSN");
         let Pdu::NopIn(n) = &p else { unreachable!() };
-        assert_eq!((n.stat_sn, n.exp_cmd_sn, n.max_cmd_sn), (10, 5, 9));
+        assert_eq!(
+            (n.stat_sn.get(), n.exp_cmd_sn.get(), n.max_cmd_sn.get()),
+            (10, 5, 9)
+        );
         let mut p = nop_in(1);
         stamp_target(&mut p, &mut next, w);
         assert_eq!(next.get(), 11);
         let mut r = r2t();
         stamp_target(&mut r, &mut next, w);
         assert_eq!(next.get(), 11);
-        assert_eq!(r.stat_sn(), Some(11));
+        assert_eq!(r.stat_sn(), Some(StatSn::new(11)));
         let mut s = response(3);
         stamp_target(&mut s, &mut next, (CmdSn::new(6), CmdSn::new(9)));
         assert_eq!(next.get(), 12);
@@ -182,7 +185,7 @@ mod tests {
         else {
             unreachable!()
         };
-        assert_eq!((stat_sn, exp_cmd_sn), (11, 6));
+        assert_eq!((stat_sn.get(), exp_cmd_sn.get()), (11, 6));
     }
 
     #[test]
@@ -208,11 +211,11 @@ mod tests {
             lun: 0,
             itt: 1,
             ttt: RESERVED_TAG,
-            cmd_sn: 0,
-            exp_stat_sn: 0,
+            cmd_sn: CmdSn::new(0),
+            exp_stat_sn: StatSn::new(0),
             data: Bytes::new(),
         });
         set_exp_stat_sn(&mut out, e.get());
-        assert_eq!(out.exp_stat_sn(), Some(11));
+        assert_eq!(out.exp_stat_sn(), Some(StatSn::new(11)));
     }
 }

@@ -167,7 +167,12 @@ impl Conn {
         let Some(task) = self.core.session().task(cmd.itt, cmd.task) else {
             return self.core.abandon(cmd.itt);
         };
-        let span = tracing::debug_span!("cmd", itt = cmd.itt, cmdsn = cmd.cmd_sn, lun = cmd.lun);
+        let span = tracing::debug_span!(
+            "cmd",
+            itt = cmd.itt,
+            cmdsn = cmd.cmd_sn.get(),
+            lun = cmd.lun
+        );
         let session = self.session.clone();
         let done = self.done_tx.clone();
         tokio::spawn(exec::execute(session, task, cmd, done).instrument(span));

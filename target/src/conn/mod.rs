@@ -85,7 +85,7 @@ pub struct Established {
     pub cid: u16,
     pub limits: ConnLimits,
     /// StatSN for the first full-feature response.
-    pub next_stat_sn: u32,
+    pub next_stat_sn: proto::serial::StatSn,
     /// Asked to close (logout of this CID from elsewhere, reinstatement,
     /// session end).
     pub cancel: CancellationToken,
@@ -151,7 +151,7 @@ fn core_config(est: &Established) -> ConnConfig {
         data_in: l.data_in,
         discovery: est.session.is_discovery(),
         cid: est.cid,
-        first_stat_sn: proto::serial::StatSn::new(est.next_stat_sn),
+        first_stat_sn: est.next_stat_sn,
         nop_interval: l.nop_interval,
         nop_timeout: l.nop_timeout,
         max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,

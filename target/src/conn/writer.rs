@@ -80,15 +80,16 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use proto::pdu::{DecodeLimits, NopIn, RESERVED_TAG};
+    use proto::serial::{CmdSn, StatSn};
 
     fn nop_in(itt: u32) -> Pdu {
         Pdu::NopIn(NopIn {
             lun: 0,
             itt,
             ttt: RESERVED_TAG,
-            stat_sn: 100 + itt,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
+            stat_sn: StatSn::new(100 + itt),
+            exp_cmd_sn: CmdSn::new(0),
+            max_cmd_sn: CmdSn::new(0),
             data: Bytes::from_static(b"ping"),
         })
     }
@@ -120,7 +121,7 @@ mod tests {
                 panic!("expected NOP-In")
             };
             assert_eq!(n.itt, *itt);
-            assert_eq!(n.stat_sn, 100 + itt);
+            assert_eq!(n.stat_sn, StatSn::new(100 + itt));
             assert_eq!(&n.data[..], b"ping");
         }
         assert!(buf.is_empty());

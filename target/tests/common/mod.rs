@@ -17,6 +17,7 @@ use proto::pdu::{
     DecodeLimits, DigestConfig, Isid, LogoutReason, LogoutRequest, Pdu, ScsiCommand, TaskAttr,
     RESERVED_TAG,
 };
+use proto::serial::{CmdSn, StatSn};
 use proto::session::data_out::{data_out_pdus, DataOutTarget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -76,11 +77,11 @@ pub struct Conn {
     pub stream: TcpStream,
     pub buf: BytesMut,
     pub outcome: LoginOutcome,
-    pub cmd_sn: u32,
-    pub exp_stat_sn: u32,
+    pub cmd_sn: CmdSn,
+    pub exp_stat_sn: StatSn,
     pub itt: u32,
     pub digests: DigestConfig,
-    pub max_cmd_sn: u32,
+    pub max_cmd_sn: CmdSn,
 }
 
 pub fn isid(n: u8) -> Isid {
@@ -140,9 +141,8 @@ impl Conn {
         let mut cfg = InitiatorLoginConfig::new(INITIATOR, target.map(String::from), isid);
         cfg.tsih = tsih;
         cfg.cid = cid;
-        cfg.cmd_sn = 1;
+        cfg.cmd_sn = CmdSn::new(1);
         tweak(&mut cfg);
-        let cmd_sn = cfg.cmd_sn;
         let mut login = InitiatorLogin::new(cfg);
         let mut buf = BytesMut::new();
         let mut req = login.start();
@@ -165,12 +165,11 @@ impl Conn {
             header: outcome.connection.header_digest,
             data: outcome.connection.data_digest,
         };
-        let _ = cmd_sn;
         Ok(Conn {
             stream,
             buf,
             cmd_sn: outcome.cmd_sn,
-            exp_stat_sn: outcome.stat_sn.wrapping_add(1),
+            exp_stat_sn: outcome.stat_sn.successor(),
             max_cmd_sn: outcome.max_cmd_sn,
             itt: 0x100,
             digests,
@@ -187,7 +186,7 @@ impl Conn {
         let p = read_pdu(&mut self.stream, &mut self.buf, self.digests).await?;
         if let Some(sn) = p.stat_sn() {
             if proto::session::stamp::consumes_stat_sn(&p) {
-                self.exp_stat_sn = sn.wrapping_add(1);
+                self.exp_stat_sn = sn.successor();
             }
         }
         if let Some((_, max)) = p.cmd_sn_window() {
@@ -246,7 +245,7 @@ impl Conn {
             bidi_read_length: None,
             data: Bytes::copy_from_slice(&write[..imm]),
         };
-        self.cmd_sn = self.cmd_sn.wrapping_add(1);
+        self.cmd_sn = self.cmd_sn.successor();
         self.send(Pdu::ScsiCommand(cmd)).await;
         let write_data = Bytes::copy_from_slice(write);
         let mut data = vec![0u8; read_len as usize];

@@ -19,7 +19,7 @@ use crate::pdu::{
     LogoutReason, LogoutRequest, LogoutResponse, NopOut, TaskMgmtRequest, TaskMgmtResponse,
     TmfFunction, TmfResponse, RESERVED_TAG,
 };
-use crate::serial::CmdSn;
+use crate::serial::{CmdSn, DataSn, StatSn};
 
 /// A pending exchange, by its ITT.
 #[derive(Debug, Clone, Copy)]
@@ -120,7 +120,7 @@ impl<T: CommandContext> InitiatorSession<T> {
         let itt = self.alloc_itt();
         let deadline = now + self.config.response_timeout;
         self.control.insert(itt, Control::Logout { deadline });
-        let cmd_sn = self.window.cmd_sn().get();
+        let cmd_sn = self.window.cmd_sn();
         self.queue_pdu(
             conn,
             LogoutRequest {
@@ -129,7 +129,7 @@ impl<T: CommandContext> InitiatorSession<T> {
                 itt,
                 cid,
                 cmd_sn,
-                exp_stat_sn: 0,
+                exp_stat_sn: StatSn::new(0),
                 data: Bytes::new(),
             },
         );
@@ -172,10 +172,10 @@ impl<T: CommandContext> InitiatorSession<T> {
                 lun,
                 itt,
                 referenced_task_tag: ref_itt.unwrap_or(RESERVED_TAG),
-                cmd_sn: cmd_sn.get(),
-                exp_stat_sn: 0,
-                ref_cmd_sn: ref_cmd_sn.get(),
-                exp_data_sn: 0,
+                cmd_sn,
+                exp_stat_sn: StatSn::new(0),
+                ref_cmd_sn,
+                exp_data_sn: DataSn::new(0),
                 data: Bytes::new(),
             },
         );
@@ -377,7 +377,7 @@ impl<T: CommandContext> InitiatorSession<T> {
             let conn = ConnId(i);
             self.control.insert(itt, Control::Ping { conn, sent: now });
             self.conns[i].ping = Some(itt);
-            let cmd_sn = self.window.cmd_sn().get();
+            let cmd_sn = self.window.cmd_sn();
             self.queue_pdu(
                 conn,
                 NopOut {
@@ -386,7 +386,7 @@ impl<T: CommandContext> InitiatorSession<T> {
                     itt,
                     ttt: RESERVED_TAG,
                     cmd_sn,
-                    exp_stat_sn: 0,
+                    exp_stat_sn: StatSn::new(0),
                     data: Bytes::new(),
                 },
             );

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::{Command, CommandContext, ConnId, Data, InitiatorSession, Queued, Task, Transmit};
 use crate::pdu::{ScsiCommand, TaskAttr, RESERVED_TAG};
-use crate::serial::{CmdSn, R2tSn};
+use crate::serial::{CmdSn, R2tSn, StatSn};
 use crate::session::data_out::{data_out_pdus, DataOutTarget};
 use crate::session::{ReadProgress, UnsolicitedLimits, UnsolicitedPlan};
 
@@ -171,8 +171,8 @@ pub(super) fn command_pdus<T>(
         lun: cmd.lun,
         itt,
         expected_data_transfer_length: cmd.data.len(),
-        cmd_sn: cmd_sn.get(),
-        exp_stat_sn: 0, // stamped by poll_transmit
+        cmd_sn,
+        exp_stat_sn: StatSn::new(0), // stamped by poll_transmit
         cdb: cmd.cdb.clone(),
         bidi_read_length: None,
         data: immediate,

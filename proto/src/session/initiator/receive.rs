@@ -19,7 +19,7 @@ use super::{
     CommandContext, CommandError, ConnError, ConnId, Data, Event, InitiatorSession, Response,
 };
 use crate::pdu::{DataIn, NopIn, NopOut, Pdu, R2t, Reject, ScsiResponse, RESERVED_TAG};
-use crate::serial::CmdSn;
+use crate::serial::StatSn;
 use crate::session::data_out::check_r2t;
 use crate::session::reject::{self, RejectAction};
 
@@ -46,7 +46,7 @@ impl<T: CommandContext> InitiatorSession<T> {
             other => return Err(ConnError::UnexpectedPdu(other.opcode())),
         }
         if let Some((exp, max)) = window {
-            self.window.update(CmdSn::new(exp), CmdSn::new(max));
+            self.window.update(exp, max);
         }
         self.pump(now);
         Ok(())
@@ -186,7 +186,7 @@ impl<T: CommandContext> InitiatorSession<T> {
         let mut data = n.data;
         // Never more than the target accepts per PDU.
         data.truncate(c.max_send_dsl as usize);
-        let cmd_sn = self.window.cmd_sn().get();
+        let cmd_sn = self.window.cmd_sn();
         self.queue_pdu(
             ci,
             NopOut {
@@ -195,7 +195,7 @@ impl<T: CommandContext> InitiatorSession<T> {
                 itt: RESERVED_TAG,
                 ttt: n.ttt,
                 cmd_sn,
-                exp_stat_sn: 0,
+                exp_stat_sn: StatSn::new(0),
                 data,
             },
         );

@@ -104,8 +104,8 @@ fn the_window_gates_issuing_and_a_response_opens_it() {
     let sent = drain(&mut s);
     let cmds = commands(&sent);
     assert_eq!(cmds.len(), 2, "MaxCmdSN 11 admits CmdSN 10 and 11");
-    assert_eq!((cmds[0].cmd_sn, cmds[1].cmd_sn), (10, 11));
-    assert!(cmds.iter().all(|c| c.exp_stat_sn == 100));
+    assert_eq!((cmds[0].cmd_sn.get(), cmds[1].cmd_sn.get()), (10, 11));
+    assert!(cmds.iter().all(|c| c.exp_stat_sn == StatSn::new(100)));
     assert_eq!(s.queued_count(), 1);
     // GOOD status for the first, the window opening by one.
     let mut sn = StatSn::new(100);
@@ -119,8 +119,12 @@ fn the_window_gates_issuing_and_a_response_opens_it() {
     let sent = drain(&mut s);
     let cmds = commands(&sent);
     assert_eq!(cmds.len(), 1);
-    assert_eq!(cmds[0].cmd_sn, 12);
-    assert_eq!(cmds[0].exp_stat_sn, 101, "ExpStatSN follows the response");
+    assert_eq!(cmds[0].cmd_sn, CmdSn::new(12));
+    assert_eq!(
+        cmds[0].exp_stat_sn,
+        StatSn::new(101),
+        "ExpStatSN follows the response"
+    );
 }
 
 #[test]
@@ -152,10 +156,10 @@ fn a_write_sends_immediate_unsolicited_and_solicited_data() {
         lun: 1,
         itt: c.itt,
         ttt: 0x55,
-        stat_sn: 0,
-        exp_cmd_sn: 0,
-        max_cmd_sn: 0,
-        r2t_sn: 0,
+        stat_sn: StatSn::new(0),
+        exp_cmd_sn: CmdSn::new(0),
+        max_cmd_sn: CmdSn::new(0),
+        r2t_sn: R2tSn::new(0),
         buffer_offset: 4096,
         desired_data_transfer_length: 5904,
         data: Bytes::new(),
@@ -166,7 +170,7 @@ fn a_write_sends_immediate_unsolicited_and_solicited_data() {
     assert_eq!(sent.len(), 6, "5904 bytes in PDUs of 1024");
     for (i, t) in sent.iter().enumerate() {
         let Pdu::DataOut(d) = &t.pdu else { panic!() };
-        assert_eq!((d.ttt, d.data_sn), (0x55, i as u32));
+        assert_eq!((d.ttt, d.data_sn.get()), (0x55, i as u32));
         let off = d.buffer_offset as usize;
         assert_eq!(&d.data[..], &data[off..off + d.data.len()]);
         assert_eq!(d.final_, i == 5);
@@ -247,9 +251,9 @@ fn idle_connections_are_pinged_and_a_silent_one_fails() {
         lun: 0,
         itt: n.itt,
         ttt: RESERVED_TAG,
-        stat_sn: 0,
-        exp_cmd_sn: 0,
-        max_cmd_sn: 0,
+        stat_sn: StatSn::new(0),
+        exp_cmd_sn: CmdSn::new(0),
+        max_cmd_sn: CmdSn::new(0),
         data: Bytes::new(),
     };
     let t1 = now + 6 * SEC;
@@ -295,7 +299,10 @@ fn a_timed_out_command_is_aborted_then_failed() {
         })
         .collect();
     assert_eq!(tmf.len(), 1);
-    assert_eq!((tmf[0].referenced_task_tag, tmf[0].ref_cmd_sn), (itt, 10));
+    assert_eq!(
+        (tmf[0].referenced_task_tag, tmf[0].ref_cmd_sn.get()),
+        (itt, 10)
+    );
     // No answer: the command fails and so does the connection.
     s.handle_pdu(ConnId(0), nop_in_unsolicited(), t + 10 * SEC)
         .unwrap();
@@ -326,9 +333,9 @@ fn nop_in_unsolicited() -> Pdu {
         lun: 0,
         itt: RESERVED_TAG,
         ttt: RESERVED_TAG,
-        stat_sn: 100,
-        exp_cmd_sn: 10,
-        max_cmd_sn: 17,
+        stat_sn: StatSn::new(100),
+        exp_cmd_sn: CmdSn::new(10),
+        max_cmd_sn: CmdSn::new(17),
         data: Bytes::new(),
     })
 }
@@ -362,7 +369,7 @@ fn recovery_requeues_unanswered_commands_in_order() {
     let sent = drain(&mut s);
     let cmds = commands(&sent);
     assert_eq!(cmds.len(), 5);
-    assert!(cmds.iter().zip(50..).all(|(c, sn)| c.cmd_sn == sn));
+    assert!(cmds.iter().zip(50..).all(|(c, sn)| c.cmd_sn.get() == sn));
     let (issued, queued) = s.take_all();
     assert_eq!(issued, vec![0, 1, 2, 3, 4]);
     assert!(queued.is_empty());
@@ -389,6 +396,6 @@ fn nop_in_unsolicited_window(exp: u32, max: u32) -> Pdu {
     let Pdu::NopIn(mut n) = nop_in_unsolicited() else {
         unreachable!()
     };
-    (n.exp_cmd_sn, n.max_cmd_sn) = (exp, max);
+    (n.exp_cmd_sn, n.max_cmd_sn) = (CmdSn::new(exp), CmdSn::new(max));
     Pdu::NopIn(n)
 }

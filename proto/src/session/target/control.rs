@@ -17,6 +17,7 @@ use crate::pdu::{
     LogoutResponseCode, NopIn, NopOut, Pdu, RejectReason, TaskMgmtRequest, TaskMgmtResponse,
     TextRequest, TextResponse, RESERVED_TAG,
 };
+use crate::serial::{CmdSn, StatSn};
 use crate::text::{TextAccumulator, TextSender};
 
 /// Largest Text request we join from C-bit PDUs.
@@ -93,9 +94,9 @@ impl<S: TargetSession> TargetConn<S> {
             lun: 0,
             itt: RESERVED_TAG,
             ttt,
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
+            stat_sn: StatSn::new(0),
+            exp_cmd_sn: CmdSn::new(0),
+            max_cmd_sn: CmdSn::new(0),
             data: Bytes::new(),
         });
     }
@@ -124,9 +125,9 @@ impl<S: TargetSession> TargetConn<S> {
             lun: n.lun,
             itt: n.itt,
             ttt: RESERVED_TAG,
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
+            stat_sn: StatSn::new(0),
+            exp_cmd_sn: CmdSn::new(0),
+            max_cmd_sn: CmdSn::new(0),
             data,
         });
     }
@@ -189,9 +190,9 @@ impl<S: TargetSession> TargetConn<S> {
                     lun: t.lun,
                     itt: t.itt,
                     ttt,
-                    stat_sn: 0,
-                    exp_cmd_sn: 0,
-                    max_cmd_sn: 0,
+                    stat_sn: StatSn::new(0),
+                    exp_cmd_sn: CmdSn::new(0),
+                    max_cmd_sn: CmdSn::new(0),
                     data: Bytes::new(),
                 });
                 false
@@ -254,9 +255,9 @@ impl<S: TargetSession> TargetConn<S> {
             lun,
             itt,
             ttt: if more { ttt } else { RESERVED_TAG },
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
+            stat_sn: StatSn::new(0),
+            exp_cmd_sn: CmdSn::new(0),
+            max_cmd_sn: CmdSn::new(0),
             data,
         });
     }
@@ -291,9 +292,9 @@ impl<S: TargetSession> TargetConn<S> {
         self.queue(LogoutResponse {
             response: d.response,
             itt,
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
+            stat_sn: StatSn::new(0),
+            exp_cmd_sn: CmdSn::new(0),
+            max_cmd_sn: CmdSn::new(0),
             time2wait: 0,
             time2retain: 0,
             data: Bytes::new(),
@@ -326,9 +327,9 @@ impl<S: TargetSession> TargetConn<S> {
     pub fn request_logout(&mut self, seconds: u16) {
         self.queue(AsyncMessage {
             lun: 0,
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
+            stat_sn: StatSn::new(0),
+            exp_cmd_sn: CmdSn::new(0),
+            max_cmd_sn: CmdSn::new(0),
             async_event: AsyncEvent::LOGOUT_REQUEST,
             async_vcode: 0,
             parameter1: 0,

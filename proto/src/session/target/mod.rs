@@ -62,7 +62,7 @@ use bytes::Bytes;
 
 use crate::pdu::{DecodeError, DigestConfig, Pdu, Reject, RejectReason};
 use crate::scsi::Status;
-use crate::serial::StatSn;
+use crate::serial::{CmdSn, SerialNumber, StatSn};
 use crate::session::tags::TagMap;
 use crate::session::{stamp_target, DataInLimits, DataOutError, TagAllocator, WriteLimits};
 
@@ -349,10 +349,10 @@ impl<S: TargetSession> TargetConn<S> {
         // RFC 7143 §11.17: the data segment holds the rejected PDU's header.
         self.queue(Reject {
             reason,
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
-            data_sn_or_r2t_sn: 0,
+            stat_sn: StatSn::new(0),
+            exp_cmd_sn: CmdSn::new(0),
+            max_cmd_sn: CmdSn::new(0),
+            data_sn_or_r2t_sn: SerialNumber::new(0),
             data: header,
         });
     }
@@ -364,11 +364,8 @@ impl<S: TargetSession> TargetConn<S> {
 
     /// Apply the CmdSN window; `None`: ignore the PDU (a duplicate or
     /// outside the window, §4.2.2.1), `Some(counted)` otherwise.
-    fn admit(&mut self, cmd_sn: u32, immediate: bool) -> Option<bool> {
-        match self
-            .session
-            .admit(crate::serial::CmdSn::new(cmd_sn), immediate)
-        {
+    fn admit(&mut self, cmd_sn: CmdSn, immediate: bool) -> Option<bool> {
+        match self.session.admit(cmd_sn, immediate) {
             crate::session::Admit::Accept { counted } => Some(counted),
             _ => None,
         }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::{Event, NewTask, Outcome, Refusal, TargetConn, TargetSession, TaskError, TaskId};
 use crate::pdu::{DataOut, Pdu, RejectReason, ScsiCommand};
 use crate::scsi::{Asc, Sense, SenseKey, Status};
+use crate::serial::CmdSn;
 use crate::session::data_in::{self, Completion, Residual};
 use crate::session::{R2tRequest, WriteCollector};
 
@@ -19,7 +20,7 @@ pub struct Command {
     /// The session task table's id for it.
     pub task: TaskId,
     pub lun: u64,
-    pub cmd_sn: u32,
+    pub cmd_sn: CmdSn,
     pub cdb: Bytes,
     /// Task attribute (SAM-5; §11.3.1 ATTR).
     pub attr: u8,

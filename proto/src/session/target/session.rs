@@ -22,7 +22,7 @@ pub type TaskId = u64;
 pub struct NewTask {
     pub itt: u32,
     pub lun: u64,
-    pub cmd_sn: u32,
+    pub cmd_sn: CmdSn,
     /// Whether it holds a CmdSN window slot (non-immediate).
     pub counted: bool,
 }

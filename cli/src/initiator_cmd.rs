@@ -9,13 +9,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use initiator::device::{self, Capacity};
+use initiator::device;
 use initiator::session::{ChapConfig, DataDirection, Session, SessionConfig};
 use initiator::{discovery, initiator_name, Error, ErrorKind, Portal};
-use proto::scsi::inquiry::{
-    parse_device_identification, parse_vpd, BlockLimits, LogicalBlockProvisioning,
-};
 use serde_json::json;
+
+use crate::scsi_print::{
+    print_capacity, print_inquiry, print_json, print_luns, print_raw, print_vpd,
+};
 
 const DISCOVER_EXAMPLES: &str = "\
 Output: one line per target portal, as iscsiadm prints them:
@@ -417,46 +418,8 @@ async fn run_op(
     json: bool,
 ) -> Result<ExitCode, Error> {
     match op {
-        ScsiOp::Inquiry => {
-            let i = device::inquiry(s, lun).await?;
-            let v = json!({
-                "peripheral_qualifier": i.peripheral_qualifier,
-                "device_type": i.device_type,
-                "device_type_name": device_type_name(i.device_type),
-                "removable": i.rmb,
-                "version": i.version,
-                "hisup": i.hisup,
-                "tpgs": i.tpgs,
-                "cmdque": i.cmdque,
-                "vendor": ascii(&i.vendor),
-                "product": ascii(&i.product),
-                "revision": ascii(&i.revision),
-                "version_descriptors": i.version_descriptors,
-            });
-            if json {
-                print_json(&v);
-            } else {
-                println!("Vendor:      {}", ascii(&i.vendor));
-                println!("Product:     {}", ascii(&i.product));
-                println!("Revision:    {}", ascii(&i.revision));
-                println!(
-                    "Device type: {} ({:#04x})",
-                    device_type_name(i.device_type),
-                    i.device_type
-                );
-                println!("Qualifier:   {}", i.peripheral_qualifier);
-                println!("Version:     {:#04x}", i.version);
-                println!("Removable:   {}", i.rmb);
-                println!(
-                    "CmdQue:      {}  HiSup: {}  TPGS: {}",
-                    i.cmdque, i.hisup, i.tpgs
-                );
-            }
-        }
-        ScsiOp::Readcap => {
-            let c = device::read_capacity(s, lun).await?;
-            print_capacity(&c, json);
-        }
+        ScsiOp::Inquiry => print_inquiry(&device::inquiry(s, lun).await?, json),
+        ScsiOp::Readcap => print_capacity(&device::read_capacity(s, lun).await?, json),
         ScsiOp::Tur => {
             s.execute(
                 lun,
@@ -470,52 +433,7 @@ async fn run_op(
                 println!("ready");
             }
         }
-        ScsiOp::ReportLuns => {
-            let luns = device::scan_luns(s).await?;
-            if json {
-                let v: Vec<_> = luns
-                    .iter()
-                    .map(|l| {
-                        json!({
-                            "lun": l.number,
-                            "lun_raw": format!("{:016x}", l.lun),
-                            "device_type": l.device_type,
-                            "device_type_name": device_type_name(l.device_type),
-                            "vendor": l.vendor,
-                            "product": l.product,
-                            "revision": l.revision,
-                            "capacity": l.capacity.as_ref().map(capacity_json),
-                        })
-                    })
-                    .collect();
-                print_json(&json!(v));
-            } else {
-                for l in &luns {
-                    let n = l
-                        .number
-                        .map(|n| n.to_string())
-                        .unwrap_or_else(|| format!("{:#018x}", l.lun));
-                    let cap = l
-                        .capacity
-                        .map(|c| {
-                            format!(
-                                " {} blocks x {} bytes ({})",
-                                c.blocks,
-                                c.block_size,
-                                human(c.bytes())
-                            )
-                        })
-                        .unwrap_or_default();
-                    println!(
-                        "LUN {n}: {} {} {} [{}]{cap}",
-                        l.vendor,
-                        l.product,
-                        l.revision,
-                        device_type_name(l.device_type)
-                    );
-                }
-            }
-        }
+        ScsiOp::ReportLuns => print_luns(&device::scan_luns(s).await?, json),
         ScsiOp::Vpd { .. } => {
             let page = page.unwrap_or(0);
             let data = device::vpd(s, lun, page).await?;
@@ -525,198 +443,52 @@ async fn run_op(
             let Some((cdb, dir)) = raw else {
                 return Err(Error::Usage("no CDB".into()));
             };
-            // Consume the unit attention a new I_T nexus reports (SPC-5
-            // §5.14) so that the raw command shows its own status.
-            let _ = s
-                .execute(
-                    lun,
-                    proto::scsi::cdb::test_unit_ready().as_bytes(),
-                    DataDirection::None,
-                )
-                .await;
-            let r = s.execute_raw(lun, &cdb, dir).await?;
-            let good = r.status == 0 || r.status == 4;
-            if let Some(path) = output {
-                std::fs::write(path, &r.data)
-                    .map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
-            }
-            if json {
-                print_json(&json!({
-                        "cdb": hex(&cdb),
-                        "status": r.status,
-                        "status_name": initiator::error::status_name(r.status),
-                        "sense": hex(&r.raw_sense),
-                        "sense_key": r.sense.as_ref().map(|s| format!("{:?}", s.key)),
-                        "asc": r.sense.as_ref().map(|s| format!("{:?}", s.asc)),
-                        "data": hex(&r.data),
-                        "residual_underflow": r.underflow,
-                        "residual_overflow": r.overflow,
-                }));
-            } else {
-                println!("cdb: {}", hex(&cdb));
-                println!(
-                    "status: {} ({:#04x})",
-                    initiator::error::status_name(r.status),
-                    r.status
-                );
-                if !r.raw_sense.is_empty() {
-                    print!("sense: {}", hex(&r.raw_sense));
-                    if let Some(sn) = &r.sense {
-                        print!("  [{:?}, {:?}]", sn.key, sn.asc);
-                    }
-                    println!();
-                }
-                if let Some(u) = r.underflow {
-                    println!("residual: {u} bytes not transferred");
-                }
-                if let Some(path) = output {
-                    println!("data: {} bytes written to {}", r.data.len(), path.display());
-                } else if !r.data.is_empty() {
-                    println!("data ({} bytes):", r.data.len());
-                    hexdump(&r.data);
-                }
-            }
-            if let (Some(_), Some(sense)) = (tag, &r.sense) {
-                let c = s.config();
-                let what = initiator::control::Refused::TaggedIo;
-                if let Some(h) =
-                    initiator::control::advice(sense, what, &c.initiator_name, &c.target_name)
-                {
-                    eprintln!("iscsi scsi: {h}");
-                }
-            }
-            if !good {
-                return Ok(ExitCode::from(1));
-            }
+            return run_raw(s, lun, &cdb, dir, output.as_deref(), tag.is_some(), json).await;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every `--json` output goes through here: one pretty-printed document.
-fn print_json(v: &serde_json::Value) {
-    println!("{v:#}");
-}
-
-/// The capacity object of `readcap --json` and `report-luns --json`.
-fn capacity_json(c: &Capacity) -> serde_json::Value {
-    json!({
-        "blocks": c.blocks,
-        "block_size": c.block_size,
-        "bytes": c.bytes(),
-        "last_lba": c.blocks.saturating_sub(1),
-        "thin": c.lbpme,
+/// `iscsi scsi raw`: the CDB as given, its status, sense and data shown;
+/// exit code 1 unless GOOD or CONDITION MET.
+async fn run_raw(
+    s: &Session,
+    lun: u64,
+    cdb: &[u8],
+    dir: DataDirection,
+    output: Option<&std::path::Path>,
+    tagged: bool,
+    json: bool,
+) -> Result<ExitCode, Error> {
+    // Consume the unit attention a new I_T nexus reports (SPC-5
+    // §5.14) so that the raw command shows its own status.
+    let _ = s
+        .execute(
+            lun,
+            proto::scsi::cdb::test_unit_ready().as_bytes(),
+            DataDirection::None,
+        )
+        .await;
+    let r = s.execute_raw(lun, cdb, dir).await?;
+    if let Some(path) = output {
+        std::fs::write(path, &r.data)
+            .map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
+    }
+    print_raw(cdb, &r, output, json);
+    if let (true, Some(sense)) = (tagged, &r.sense) {
+        let c = s.config();
+        let what = initiator::control::Refused::TaggedIo;
+        if let Some(h) = initiator::control::advice(sense, what, &c.initiator_name, &c.target_name)
+        {
+            eprintln!("iscsi scsi: {h}");
+        }
+    }
+    let good = r.status == 0 || r.status == 4;
+    Ok(if good {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
-}
-
-fn print_capacity(c: &Capacity, json: bool) {
-    if json {
-        print_json(&capacity_json(c));
-    } else {
-        println!("Last LBA:   {}", c.blocks.saturating_sub(1));
-        println!("Blocks:     {}", c.blocks);
-        println!("Block size: {} bytes", c.block_size);
-        println!("Capacity:   {} bytes ({})", c.bytes(), human(c.bytes()));
-        println!("Thin:       {}", c.lbpme);
-    }
-}
-
-fn print_vpd(page: u8, data: &[u8], json: bool) {
-    let body = parse_vpd(data).map(|(_, b)| b).unwrap_or(&[]);
-    let decoded = match page {
-        0x00 => {
-            json!({"supported_pages": body.iter().map(|p| format!("{p:#04x}")).collect::<Vec<_>>()})
-        }
-        0x80 => json!({"unit_serial_number": ascii(body)}),
-        0x83 => json!({"designators": parse_device_identification(body).iter().map(|d| json!({
-            "type": d.designator_type, "association": d.association, "code_set": d.code_set,
-            "value": if d.code_set == 2 || d.code_set == 3 { ascii(&d.value) } else { hex(&d.value) },
-        })).collect::<Vec<_>>()}),
-        0xB0 => {
-            let l = BlockLimits::parse(body);
-            json!({
-                "max_transfer_length": l.max_transfer_length,
-                "optimal_transfer_length": l.optimal_transfer_length,
-                "max_unmap_lba_count": l.max_unmap_lba_count,
-                "max_unmap_block_descriptor_count": l.max_unmap_block_descriptor_count,
-                "optimal_unmap_granularity": l.optimal_unmap_granularity,
-                "max_write_same_length": l.max_write_same_length,
-                "max_compare_and_write_length": l.max_compare_and_write_length,
-            })
-        }
-        0xB2 => match LogicalBlockProvisioning::parse(body) {
-            Some(l) => {
-                json!({"lbpu": l.lbpu, "lbpws": l.lbpws, "lbpws10": l.lbpws10, "lbprz": l.lbprz, "provisioning_type": l.provisioning_type})
-            }
-            None => json!(null),
-        },
-        _ => json!(null),
-    };
-    if json {
-        print_json(&json!({"page": page, "raw": hex(data), "decoded": decoded}));
-    } else {
-        println!("VPD page {page:#04x} ({} bytes):", data.len());
-        if !decoded.is_null() {
-            if let Some(m) = decoded.as_object() {
-                for (k, v) in m {
-                    println!("  {k}: {v}");
-                }
-            }
-        }
-        hexdump(data);
-    }
-}
-
-fn device_type_name(t: u8) -> &'static str {
-    match t {
-        0x00 => "disk",
-        0x01 => "tape",
-        0x05 => "cd/dvd",
-        0x0c => "controller",
-        0x0d => "enclosure",
-        0x1f => "unknown",
-        _ => "other",
-    }
-}
-
-fn human(b: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    format!("{v:.1} {}", U[i])
-}
-
-fn ascii(b: &[u8]) -> String {
-    String::from_utf8_lossy(b)
-        .trim_matches(|c: char| c == '\0' || c.is_whitespace())
-        .to_string()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter()
-        .map(|x| format!("{x:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn hexdump(b: &[u8]) {
-    for (i, chunk) in b.chunks(16).enumerate() {
-        let asc: String = chunk
-            .iter()
-            .map(|&c| {
-                if (0x20..0x7f).contains(&c) {
-                    c as char
-                } else {
-                    '.'
-                }
-            })
-            .collect();
-        println!("  {:04x}: {:<48} {asc}", i * 16, hex(chunk));
-    }
 }
 
 fn parse_hex(s: &str) -> Result<Vec<u8>, Error> {

@@ -14,6 +14,7 @@ mod demo_cmd;
 mod initiator_cmd;
 mod login_cmd;
 mod node_cmd;
+mod scsi_print;
 mod session_cmd;
 mod target_admin;
 mod target_cmd;

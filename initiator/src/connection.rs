@@ -198,6 +198,37 @@ async fn login_once(
     // RFC 7143 §13.12: until declared, the default 8192 applies to login PDUs.
     let mut reader = PduReader::new(rd, DecodeLimits::default());
     let mut writer = PduWriter::new(wr, DigestConfig::NONE);
+    let login = InitiatorLogin::new(login_config(spec)?);
+    let (outcome, last) = match exchange(login, &mut reader, &mut writer, spec, portal).await? {
+        Ok(done) => done,
+        Err(redirect) => return Ok(Err(redirect)),
+    };
+    let c = &outcome.connection;
+    let digests = DigestConfig {
+        header: c.header_digest,
+        data: c.data_digest,
+    };
+    reader.set_limits(DecodeLimits {
+        max_data_segment_length: c.max_recv_data_segment_length,
+        digests,
+    });
+    writer.set_digests(digests);
+    Ok(Ok(Established {
+        reader,
+        writer,
+        portal: portal.clone(),
+        cid: spec.cid,
+        tsih: outcome.tsih,
+        exp_stat_sn: last.stat_sn.successor(),
+        exp_cmd_sn: last.exp_cmd_sn,
+        max_cmd_sn: last.max_cmd_sn,
+        max_send_dsl: c.max_send_data_segment_length,
+        negotiated: Negotiated::from_outcome(&outcome),
+    }))
+}
+
+/// The login machine's configuration for `spec`.
+fn login_config(spec: &LoginSpec) -> Result<InitiatorLoginConfig> {
     let mut cfg = InitiatorLoginConfig::new(
         spec.initiator_name.clone(),
         spec.target_name.clone(),
@@ -211,10 +242,20 @@ async fn login_once(
     // One-way CHAP may fall back to None if the target does not ask for
     // authentication; mutual CHAP must not be skippable.
     cfg.allow_no_auth = spec.chap.as_ref().is_some_and(|c| c.mutual.is_none());
-    let mut login = InitiatorLogin::new(cfg);
+    Ok(cfg)
+}
+
+/// The Login Request/Response exchange (RFC 7143 §6.3) until the final
+/// response: the outcome and that last response, or `Err(portal)` when the
+/// target redirects us there (§11.13.5).
+async fn exchange(
+    mut login: InitiatorLogin,
+    reader: &mut PduReader,
+    writer: &mut PduWriter,
+    spec: &LoginSpec,
+    portal: &Portal,
+) -> Result<std::result::Result<(LoginOutcome, LoginResponse), Portal>> {
     let mut req = login.start();
-    let outcome: LoginOutcome;
-    let last: LoginResponse;
     loop {
         writer.write(&Pdu::LoginRequest(req)).await?;
         let resp = match tokio::time::timeout(spec.login_timeout, reader.read()).await {
@@ -228,78 +269,67 @@ async fn login_once(
             Ok(Ok((Pdu::LoginResponse(r), _))) => r,
             Ok(Ok((other, _))) => return Err(LoginFailure::UnexpectedPdu(other.opcode()).into()),
         };
-        if resp.status_class == 1 {
-            // RFC 7143 §11.13.5: redirection, TargetAddress in the data.
-            let kv = proto::text::parse_kv(&resp.data).unwrap_or_default();
-            if let Some((_, v)) = kv.iter().find(|(k, _)| k == "TargetAddress") {
-                let (addr, _) = proto::text::discovery::parse_target_address(v)
-                    .map_err(LoginFailure::BadRedirect)?;
-                return Ok(Err(Portal::parse(&addr)?));
-            }
+        if let Some(redirect) = redirection(&resp)? {
+            return Ok(Err(redirect));
         }
         if resp.status_class != 0 {
-            return Err(Error::LoginRefused {
-                class: resp.status_class,
-                detail: resp.status_detail,
-                message: login_status_message(resp.status_class, resp.status_detail),
-            });
+            return Err(refused(resp.status_class, resp.status_detail));
         }
         let keep = resp.clone();
         match login.handle_response(resp) {
             Ok(InitiatorStep::Send(r)) => req = r,
-            Ok(InitiatorStep::Complete(o)) => {
-                outcome = o;
-                last = keep;
-                break;
-            }
+            Ok(InitiatorStep::Complete(o)) => return Ok(Ok((o, keep))),
             Err(LoginError::Refused { status }) | Err(LoginError::Denied { status, .. }) => {
-                return Err(Error::LoginRefused {
-                    class: status.class,
-                    detail: status.detail,
-                    message: login_status_message(status.class, status.detail),
-                })
+                return Err(refused(status.class, status.detail))
             }
             Err(LoginError::Auth(a)) => return Err(LoginFailure::Auth(a).into()),
             Err(e) => return Err(LoginFailure::Exchange(e).into()),
         }
     }
-    let s = &outcome.session;
-    let c = &outcome.connection;
-    let digests = DigestConfig {
-        header: c.header_digest,
-        data: c.data_digest,
+}
+
+/// RFC 7143 §11.13.5: a redirection (status class 1) names the new portal
+/// in its TargetAddress key.
+fn redirection(resp: &LoginResponse) -> Result<Option<Portal>> {
+    if resp.status_class != 1 {
+        return Ok(None);
+    }
+    let kv = proto::text::parse_kv(&resp.data).unwrap_or_default();
+    let Some((_, v)) = kv.iter().find(|(k, _)| k == "TargetAddress") else {
+        return Ok(None);
     };
-    reader.set_limits(DecodeLimits {
-        max_data_segment_length: c.max_recv_data_segment_length,
-        digests,
-    });
-    writer.set_digests(digests);
-    let negotiated = Negotiated {
-        max_connections: s.max_connections,
-        immediate_data: s.immediate_data,
-        initial_r2t: s.initial_r2t,
-        first_burst_length: s.first_burst_length,
-        max_burst_length: s.max_burst_length,
-        header_digest: c.header_digest,
-        data_digest: c.data_digest,
-        max_recv_data_segment_length: c.max_recv_data_segment_length,
-        max_send_data_segment_length: c.max_send_data_segment_length,
-        default_time2wait: s.default_time2wait,
-        target_alias: s.target_alias.clone(),
-        target_portal_group_tag: s.target_portal_group_tag,
-    };
-    Ok(Ok(Established {
-        reader,
-        writer,
-        portal: portal.clone(),
-        cid: spec.cid,
-        tsih: outcome.tsih,
-        exp_stat_sn: last.stat_sn.successor(),
-        exp_cmd_sn: last.exp_cmd_sn,
-        max_cmd_sn: last.max_cmd_sn,
-        max_send_dsl: c.max_send_data_segment_length,
-        negotiated,
-    }))
+    let (addr, _) =
+        proto::text::discovery::parse_target_address(v).map_err(LoginFailure::BadRedirect)?;
+    Ok(Some(Portal::parse(&addr)?))
+}
+
+fn refused(class: u8, detail: u8) -> Error {
+    Error::LoginRefused {
+        class,
+        detail,
+        message: login_status_message(class, detail),
+    }
+}
+
+impl Negotiated {
+    /// The values of a completed login.
+    fn from_outcome(o: &LoginOutcome) -> Self {
+        let (s, c) = (&o.session, &o.connection);
+        Negotiated {
+            max_connections: s.max_connections,
+            immediate_data: s.immediate_data,
+            initial_r2t: s.initial_r2t,
+            first_burst_length: s.first_burst_length,
+            max_burst_length: s.max_burst_length,
+            header_digest: c.header_digest,
+            data_digest: c.data_digest,
+            max_recv_data_segment_length: c.max_recv_data_segment_length,
+            max_send_data_segment_length: c.max_send_data_segment_length,
+            default_time2wait: s.default_time2wait,
+            target_alias: s.target_alias.clone(),
+            target_portal_group_tag: s.target_portal_group_tag,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ pub(crate) use render::human_size;
 pub use serve::{from_flags, load_config, start};
 
 use client::Fail;
-use verbs::{ChapChange, Grant, LunIdentity};
+use verbs::{ChapChange, Grant, LunChange, LunIdentity};
 
 /// Options every admin verb takes.
 #[derive(Args, Debug, Clone)]
@@ -93,18 +93,8 @@ pub enum AdminCmd {
         /// LUN number (default: the lowest free one).
         #[arg(long)]
         lun: Option<u64>,
-        /// INQUIRY vendor (up to 8 characters).
-        #[arg(long)]
-        vendor: Option<String>,
-        /// INQUIRY product (up to 16 characters).
-        #[arg(long)]
-        product: Option<String>,
-        /// Serial number seed (VPD 0x80).
-        #[arg(long)]
-        serial: Option<String>,
-        /// WWN seed (VPD 0x83).
-        #[arg(long)]
-        wwn_seed: Option<String>,
+        #[command(flatten)]
+        id: LunIdentity,
         #[command(flatten)]
         o: AdminOpts,
     },
@@ -126,19 +116,8 @@ pub enum AdminCmd {
         t: TargetOpt,
         #[arg(long)]
         lun: u64,
-        /// Settings as KEY=VALUE: `control=on` or `control=off` turns the
-        /// LUN's control channel (tagged I/O, vendor switch command C7h) on
-        /// or off at once; `save` keeps it.
-        #[arg(value_name = "KEY=VALUE")]
-        settings: Vec<String>,
-        /// wb, wt or ro.
-        #[arg(long, value_parser = ["wb", "wt", "ro"])]
-        mode: Option<String>,
-        /// New size, with K/M/G/T suffixes.
-        #[arg(long)]
-        size: Option<String>,
-        #[arg(long)]
-        force: bool,
+        #[command(flatten)]
+        change: LunChange,
         #[command(flatten)]
         o: AdminOpts,
     },
@@ -161,26 +140,8 @@ pub enum AdminCmd {
         initiator: String,
         #[command(flatten)]
         t: TargetOpt,
-        /// LUN masking: the LUNs it may see, e.g. 0,2 (other LUNs look
-        /// non-existent to it; takes effect at once for logged-in sessions).
-        #[arg(long, value_delimiter = ',', value_name = "N,N,..")]
-        luns: Option<Vec<u64>>,
-        /// Drop its LUN masking: it sees every LUN.
-        #[arg(long, conflicts_with = "luns")]
-        all_luns: bool,
-        /// Per-initiator CHAP account USER:SECRET (replaces the target-wide ones for it).
-        #[arg(long, value_name = "USER:SECRET")]
-        chap: Option<String>,
-        /// Target credentials for mutual CHAP with this initiator.
-        #[arg(long, value_name = "USER:SECRET", requires = "chap")]
-        mutual_chap: Option<String>,
-        /// Grant the control right: it may SET control-channel switches
-        /// (vendor command C7h; docs/control-channel.md).
-        #[arg(long, conflicts_with = "no_control")]
-        control: bool,
-        /// Take the control right away.
-        #[arg(long)]
-        no_control: bool,
+        #[command(flatten)]
+        grant: Grant,
         #[command(flatten)]
         o: AdminOpts,
     },
@@ -199,27 +160,8 @@ pub enum AdminCmd {
     SetChap {
         #[command(flatten)]
         t: TargetOpt,
-        /// Change discovery authentication instead of a target's.
-        #[arg(long, conflicts_with_all = ["target", "initiator"])]
-        discovery: bool,
-        /// Change this initiator's own accounts (it must be in the ACL).
-        #[arg(long, value_name = "IQN")]
-        initiator: Option<String>,
-        /// Add or replace an incoming account USER:SECRET.
-        #[arg(long, value_name = "USER:SECRET")]
-        add: Option<String>,
-        /// Remove the incoming account of USER.
-        #[arg(long, value_name = "USER")]
-        remove: Option<String>,
-        /// Set the target's own account for mutual CHAP.
-        #[arg(long, value_name = "USER:SECRET")]
-        mutual: Option<String>,
-        /// Drop the mutual CHAP account.
-        #[arg(long)]
-        no_mutual: bool,
-        /// Drop every account first (no authentication).
-        #[arg(long)]
-        clear: bool,
+        #[command(flatten)]
+        change: ChapChange,
         #[command(flatten)]
         o: AdminOpts,
     },
@@ -277,91 +219,29 @@ fn exec(cmd: AdminCmd) -> (&'static str, Result<(), Fail>) {
             spec,
             t,
             lun,
-            vendor,
-            product,
-            serial,
-            wwn_seed,
+            id,
             o,
-        } => {
-            let id = LunIdentity {
-                vendor,
-                product,
-                serial,
-                wwn_seed,
-            };
-            ("add-lun", verbs::add_lun(spec, &t, lun, id, &o))
-        }
+        } => ("add-lun", verbs::add_lun(spec, &t, lun, id, &o)),
         AdminCmd::RemoveLun { t, lun, force, o } => {
             ("remove-lun", verbs::remove_lun(&t, lun, force, &o))
         }
-        AdminCmd::SetLun {
-            t,
-            lun,
-            settings,
-            mode,
-            size,
-            force,
-            o,
-        } => {
-            let change = verbs::LunChange {
-                mode,
-                size,
-                force,
-                settings,
-            };
-            ("set-lun", verbs::set_lun(&t, lun, change, &o))
-        }
+        AdminCmd::SetLun { t, lun, change, o } => ("set-lun", verbs::set_lun(&t, lun, change, &o)),
         AdminCmd::AddPortal { portal, t, tpgt, o } => {
             ("add-portal", verbs::add_portal(portal, &t, tpgt, &o))
         }
         AdminCmd::Allow {
             initiator,
             t,
-            luns,
-            all_luns,
-            chap,
-            mutual_chap,
-            control,
-            no_control,
+            grant,
             o,
-        } => {
-            let g = Grant {
-                luns,
-                all_luns,
-                chap,
-                mutual_chap,
-                control: (control || no_control).then_some(control),
-            };
-            ("allow", verbs::allow(initiator, &t, g, &o))
-        }
+        } => ("allow", verbs::allow(initiator, &t, grant, &o)),
         AdminCmd::Deny {
             initiator,
             t,
             allow_any,
             o,
         } => ("deny", verbs::deny(initiator, &t, allow_any, &o)),
-        AdminCmd::SetChap {
-            t,
-            discovery,
-            initiator,
-            add,
-            remove,
-            mutual,
-            no_mutual,
-            clear,
-            o,
-        } => {
-            let c = ChapChange {
-                discovery,
-                initiator,
-                add,
-                remove,
-                mutual,
-                no_mutual,
-                clear,
-            };
-            ("set-chap", verbs::set_chap(&t, c, &o))
-        }
+        AdminCmd::SetChap { t, change, o } => ("set-chap", verbs::set_chap(&t, change, &o)),
         AdminCmd::LogoutSession { tsih, target, o } => {
             ("logout-session", verbs::logout_session(tsih, target, &o))
         }

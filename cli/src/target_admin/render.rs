@@ -1,7 +1,9 @@
 //! Human output of the admin verbs: tables for `show`, one-line summaries,
 //! `--json` pass-through.
 
-use iscsi_target::admin::protocol::{Request, ShowResult, TargetInfo};
+use iscsi_target::admin::protocol::{
+    AclInfo, LunInfo, Request, SessionInfo, ShowResult, TargetInfo,
+};
 
 use super::client::{call_ok, socket_of, Fail};
 use super::AdminOpts;
@@ -115,11 +117,20 @@ fn render_target(t: &TargetInfo) -> String {
             .map(|m| format!("; mutual as {m}"))
             .unwrap_or_default()
     ));
-    if t.acl.is_empty() {
+    out.push_str(&render_acl(&t.acl));
+    out.push_str(&render_luns(&t.luns));
+    out.push_str(&render_sessions(&t.sessions));
+    out
+}
+
+/// Who may log in, with each entry's LUN mask, CHAP users and control right.
+fn render_acl(acl: &[AclInfo]) -> String {
+    let mut out = String::new();
+    if acl.is_empty() {
         out.push_str("  ACL: any initiator\n");
     } else {
         out.push_str("  ACL:\n");
-        for a in &t.acl {
+        for a in acl {
             let mut extra = Vec::new();
             if let Some(l) = &a.luns {
                 extra.push(format!(
@@ -147,11 +158,16 @@ fn render_target(t: &TargetInfo) -> String {
             ));
         }
     }
-    if t.luns.is_empty() {
+    out
+}
+
+/// The LUN table, then each LUN's backend and control-channel lines.
+fn render_luns(luns: &[LunInfo]) -> String {
+    let mut out = String::new();
+    if luns.is_empty() {
         out.push_str("  LUNs: none\n");
     } else {
-        let rows: Vec<Vec<String>> = t
-            .luns
+        let rows: Vec<Vec<String>> = luns
             .iter()
             .map(|l| {
                 let io = l.io.unwrap_or_default();
@@ -178,7 +194,7 @@ fn render_target(t: &TargetInfo) -> String {
             &rows,
             "  ",
         ));
-        for l in &t.luns {
+        for l in luns {
             if let Some(info) = &l.backend_info {
                 out.push_str(&backend_info_line(l.lun, info));
             }
@@ -187,11 +203,16 @@ fn render_target(t: &TargetInfo) -> String {
             }
         }
     }
-    if t.sessions.is_empty() {
+    out
+}
+
+/// The session table with the negotiated burst values.
+fn render_sessions(sessions: &[SessionInfo]) -> String {
+    let mut out = String::new();
+    if sessions.is_empty() {
         out.push_str("  Sessions: none\n");
     } else {
-        let rows: Vec<Vec<String>> = t
-            .sessions
+        let rows: Vec<Vec<String>> = sessions
             .iter()
             .map(|s| {
                 let n = &s.negotiated;

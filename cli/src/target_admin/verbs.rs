@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use clap::Args;
 use iscsi_target::admin::protocol::{Request, TargetInfo};
 
 use super::client::{absolute_spec, account, call_ok, resolve_target, socket_of, Fail};
@@ -54,10 +55,19 @@ pub(super) fn remove_target(name: String, force: bool, o: &AdminOpts) -> Result<
 }
 
 /// INQUIRY identity overrides of `add-lun`.
-pub(super) struct LunIdentity {
+#[derive(Args, Debug)]
+pub struct LunIdentity {
+    /// INQUIRY vendor (up to 8 characters).
+    #[arg(long)]
     pub vendor: Option<String>,
+    /// INQUIRY product (up to 16 characters).
+    #[arg(long)]
     pub product: Option<String>,
+    /// Serial number seed (VPD 0x80).
+    #[arg(long)]
     pub serial: Option<String>,
+    /// WWN seed (VPD 0x83).
+    #[arg(long)]
     pub wwn_seed: Option<String>,
 }
 
@@ -95,12 +105,21 @@ pub(super) fn remove_lun(t: &TargetOpt, lun: u64, force: bool, o: &AdminOpts) ->
 }
 
 /// What `set-lun` changes.
-pub(super) struct LunChange {
-    pub mode: Option<String>,
-    pub size: Option<String>,
-    pub force: bool,
-    /// KEY=VALUE settings (`control=on|off`).
+#[derive(Args, Debug)]
+pub struct LunChange {
+    /// Settings as KEY=VALUE: `control=on` or `control=off` turns the
+    /// LUN's control channel (tagged I/O, vendor switch command C7h) on
+    /// or off at once; `save` keeps it.
+    #[arg(value_name = "KEY=VALUE")]
     pub settings: Vec<String>,
+    /// wb, wt or ro.
+    #[arg(long, value_parser = ["wb", "wt", "ro"])]
+    pub mode: Option<String>,
+    /// New size, with K/M/G/T suffixes.
+    #[arg(long)]
+    pub size: Option<String>,
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `control=on|off` from the KEY=VALUE settings of `set-lun`.
@@ -173,13 +192,36 @@ pub(super) fn add_portal(
 }
 
 /// What `allow` grants an initiator.
-pub(super) struct Grant {
+#[derive(Args, Debug)]
+pub struct Grant {
+    /// LUN masking: the LUNs it may see, e.g. 0,2 (other LUNs look
+    /// non-existent to it; takes effect at once for logged-in sessions).
+    #[arg(long, value_delimiter = ',', value_name = "N,N,..")]
     pub luns: Option<Vec<u64>>,
+    /// Drop its LUN masking: it sees every LUN.
+    #[arg(long, conflicts_with = "luns")]
     pub all_luns: bool,
+    /// Per-initiator CHAP account USER:SECRET (replaces the target-wide ones for it).
+    #[arg(long, value_name = "USER:SECRET")]
     pub chap: Option<String>,
+    /// Target credentials for mutual CHAP with this initiator.
+    #[arg(long, value_name = "USER:SECRET", requires = "chap")]
     pub mutual_chap: Option<String>,
-    /// Grant (Some(true)) or take away the control right.
-    pub control: Option<bool>,
+    /// Grant the control right: it may SET control-channel switches
+    /// (vendor command C7h; docs/control-channel.md).
+    #[arg(long, conflicts_with = "no_control")]
+    pub control: bool,
+    /// Take the control right away.
+    #[arg(long)]
+    pub no_control: bool,
+}
+
+impl Grant {
+    /// Grant (Some(true)) or take away (Some(false)) the control right;
+    /// `None` leaves it as it is.
+    fn control(&self) -> Option<bool> {
+        (self.control || self.no_control).then_some(self.control)
+    }
 }
 
 pub(super) fn allow(initiator: String, t: &TargetOpt, g: Grant, o: &AdminOpts) -> Result<(), Fail> {
@@ -193,6 +235,7 @@ pub(super) fn allow(initiator: String, t: &TargetOpt, g: Grant, o: &AdminOpts) -
         .as_deref()
         .map(|m| account(m, "--mutual-chap"))
         .transpose()?;
+    let control = g.control();
     let req = Request::Allow {
         target: target_of(o, t)?,
         initiator,
@@ -200,7 +243,7 @@ pub(super) fn allow(initiator: String, t: &TargetOpt, g: Grant, o: &AdminOpts) -
         all_luns: g.all_luns,
         chap,
         mutual_chap,
-        control: g.control,
+        control,
     };
     send(o, &req, |v| {
         let luns = match v["luns"].as_array() {
@@ -253,13 +296,28 @@ pub(super) fn deny(
 }
 
 /// The account changes of `set-chap`.
-pub(super) struct ChapChange {
+#[derive(Args, Debug)]
+pub struct ChapChange {
+    /// Change discovery authentication instead of a target's.
+    #[arg(long, conflicts_with_all = ["target", "initiator"])]
     pub discovery: bool,
+    /// Change this initiator's own accounts (it must be in the ACL).
+    #[arg(long, value_name = "IQN")]
     pub initiator: Option<String>,
+    /// Add or replace an incoming account USER:SECRET.
+    #[arg(long, value_name = "USER:SECRET")]
     pub add: Option<String>,
+    /// Remove the incoming account of USER.
+    #[arg(long, value_name = "USER")]
     pub remove: Option<String>,
+    /// Set the target's own account for mutual CHAP.
+    #[arg(long, value_name = "USER:SECRET")]
     pub mutual: Option<String>,
+    /// Drop the mutual CHAP account.
+    #[arg(long)]
     pub no_mutual: bool,
+    /// Drop every account first (no authentication).
+    #[arg(long)]
     pub clear: bool,
 }
 

@@ -137,24 +137,7 @@ pub(crate) fn validate(
     mode: &ConnMode,
     data: Option<Bytes>,
 ) -> Result<Op, Refusal> {
-    let flags = g.flags(mode.structured);
-    let fua_ok = if flags & FLAG_SEND_FUA != 0 {
-        CMD_FLAG_FUA
-    } else {
-        0
-    };
-    let allowed = match r.kind {
-        CMD_READ => fua_ok | if mode.structured { CMD_FLAG_DF } else { 0 },
-        CMD_WRITE | CMD_FLUSH | CMD_TRIM => fua_ok,
-        CMD_WRITE_ZEROES => fua_ok | CMD_FLAG_NO_HOLE,
-        CMD_BLOCK_STATUS => fua_ok | CMD_FLAG_REQ_ONE,
-        _ => return Err((Errno::Inval, "unknown command")),
-    };
-    // NBD spec § Error values: "The server SHOULD return EINVAL if it
-    // receives an unknown command flag".
-    if r.flags & !allowed != 0 {
-        return Err((Errno::Inval, "command flag not valid for this command"));
-    }
+    check_flags(r, g, mode)?;
     let fua = r.flags & CMD_FLAG_FUA != 0;
     let writes = matches!(r.kind, CMD_WRITE | CMD_TRIM | CMD_WRITE_ZEROES);
     if writes && g.read_only {
@@ -185,28 +168,7 @@ pub(crate) fn validate(
             "BLOCK_STATUS without a selected metadata context",
         ));
     }
-    if r.length == 0 {
-        return Err((Errno::Inval, "zero-length request"));
-    }
-    let end = r.offset.checked_add(u64::from(r.length));
-    if !matches!(end, Some(e) if e <= g.size) {
-        // "The server SHOULD return ENOSPC if it receives a write request
-        // including one or more sectors beyond the size of the device."
-        return Err(if writes {
-            (Errno::NoSpc, "request beyond the end of the export")
-        } else {
-            (Errno::Inval, "request beyond the end of the export")
-        });
-    }
-    // Unaligned requests are refused, never rounded.
-    let bs = u64::from(g.min_block);
-    if !r.offset.is_multiple_of(bs) || !u64::from(r.length).is_multiple_of(bs) {
-        return Err((
-            Errno::Inval,
-            "offset or length not a multiple of the minimum block size",
-        ));
-    }
-    let blocks = r.length / g.min_block;
+    let blocks = check_range(r, g, writes)?;
     Ok(match r.kind {
         CMD_READ if r.length > g.max_payload => {
             return Err((Errno::Inval, "READ larger than the maximum payload"))
@@ -237,6 +199,57 @@ pub(crate) fn validate(
             req_one: r.flags & CMD_FLAG_REQ_ONE != 0,
         },
     })
+}
+
+/// The command is known and carries only flags valid for it and advertised
+/// (FUA only with SEND_FUA, DF only with structured replies).
+fn check_flags(r: &Request, g: &Geometry, mode: &ConnMode) -> Result<(), Refusal> {
+    let flags = g.flags(mode.structured);
+    let fua_ok = if flags & FLAG_SEND_FUA != 0 {
+        CMD_FLAG_FUA
+    } else {
+        0
+    };
+    let allowed = match r.kind {
+        CMD_READ => fua_ok | if mode.structured { CMD_FLAG_DF } else { 0 },
+        CMD_WRITE | CMD_FLUSH | CMD_TRIM => fua_ok,
+        CMD_WRITE_ZEROES => fua_ok | CMD_FLAG_NO_HOLE,
+        CMD_BLOCK_STATUS => fua_ok | CMD_FLAG_REQ_ONE,
+        _ => return Err((Errno::Inval, "unknown command")),
+    };
+    // NBD spec § Error values: "The server SHOULD return EINVAL if it
+    // receives an unknown command flag".
+    if r.flags & !allowed != 0 {
+        return Err((Errno::Inval, "command flag not valid for this command"));
+    }
+    Ok(())
+}
+
+/// A non-empty, block-aligned range inside the export; its length in
+/// blocks.
+fn check_range(r: &Request, g: &Geometry, writes: bool) -> Result<u32, Refusal> {
+    if r.length == 0 {
+        return Err((Errno::Inval, "zero-length request"));
+    }
+    let end = r.offset.checked_add(u64::from(r.length));
+    if !matches!(end, Some(e) if e <= g.size) {
+        // "The server SHOULD return ENOSPC if it receives a write request
+        // including one or more sectors beyond the size of the device."
+        return Err(if writes {
+            (Errno::NoSpc, "request beyond the end of the export")
+        } else {
+            (Errno::Inval, "request beyond the end of the export")
+        });
+    }
+    // Unaligned requests are refused, never rounded.
+    let bs = u64::from(g.min_block);
+    if !r.offset.is_multiple_of(bs) || !u64::from(r.length).is_multiple_of(bs) {
+        return Err((
+            Errno::Inval,
+            "offset or length not a multiple of the minimum block size",
+        ));
+    }
+    Ok(r.length / g.min_block)
 }
 
 /// What a successful request answers.

@@ -504,33 +504,11 @@ impl Negotiator {
         // FirstBurstLength offers are answered last: their relevance depends
         // on InitialR2T/ImmediateData, which may come later in the same text.
         let mut deferred_fbl: Option<(usize, String)> = None;
-        let peer = self.role.peer();
         for (k, v) in received {
-            let def = lookup(k);
-            // Duplicate detection (RFC 7143 §6.2).
-            if let Some(first) = self.received.get(k) {
-                let repeatable = def.is_some_and(KeyDef::repeatable);
-                let same_declaration =
-                    def.is_some_and(|d| d.ty == KeyType::Declarative) && first == v;
-                if !repeatable && !same_declaration {
-                    return Err(NegotiationError::Duplicate(k.clone()));
-                }
-                if same_declaration {
-                    continue;
-                }
-            } else {
-                self.received.insert(k.clone(), v.clone());
-            }
-            // A special value for a key we declared (or already answered),
-            // e.g. a target answering InitiatorAlias=NotUnderstood: nothing
-            // to negotiate, the key keeps its value.
-            if is_special(v)
-                && self.sent.contains(k.as_str())
-                && !self.pending.contains_key(k.as_str())
-            {
+            if !self.first_sight(k, v)? {
                 continue;
             }
-            let Some(def) = def else {
+            let Some(def) = lookup(k) else {
                 // RFC 7143 §6.2: "NotUnderstood" for keys we do not know
                 // (including private X- and X# extension keys).
                 if !is_special(v) {
@@ -539,21 +517,7 @@ impl Negotiator {
                 }
                 continue;
             };
-            if !def.may_be_sent_by(peer) {
-                return Err(NegotiationError::WrongSender(k.clone(), peer));
-            }
-            let allowed = match self.phase {
-                Phase::Login => def.allowed_in_login(),
-                Phase::FullFeature => def.allowed_in_full_feature(),
-            };
-            if !allowed {
-                if def.ty == KeyType::Auth {
-                    return Err(NegotiationError::IllegalValue {
-                        key: k.clone(),
-                        value: v.clone(),
-                    });
-                }
-                out.answers.push((k.clone(), REJECT.to_string()));
+            if !self.allowed_now(def, k, v, &mut out)? {
                 continue;
             }
             match def.ty {
@@ -575,54 +539,122 @@ impl Negotiator {
                     })?;
                     self.peer_mrdsl = Some(n.min(u64::from(MAX_SEGMENT_VALUE)) as u32);
                 }
-                _ => {
-                    if let Some(offered) = self.pending.remove(def.name) {
-                        // An answer to our offer.
-                        if let Some(r) = accept_response(def, &offered, v)? {
-                            self.results.insert(def.name, r);
-                        }
-                    } else if is_special(v) {
-                        return Err(NegotiationError::UnsolicitedAnswer {
-                            key: k.clone(),
-                            value: v.clone(),
-                        });
-                    } else if self.sent.contains(def.name) {
-                        // We already answered (or declared) this key.
-                        return Err(NegotiationError::Duplicate(k.clone()));
-                    } else if self.irrelevant(def) {
-                        out.answers.push((k.clone(), IRRELEVANT.to_string()));
-                        self.sent.insert(k.clone());
-                    } else if def.name == keys::FIRST_BURST_LENGTH {
-                        deferred_fbl = Some((out.answers.len(), v.clone()));
-                        out.answers.push((k.clone(), String::new()));
-                        self.sent.insert(k.clone());
-                    } else {
-                        let local = self.local_value(def).unwrap_or_default();
-                        let a = answer_offer(def, v, &local);
-                        if !is_special(&a) {
-                            self.results.insert(def.name, a.clone());
-                        }
-                        out.answers.push((k.clone(), a));
-                        self.sent.insert(k.clone());
-                    }
-                }
+                _ => self.negotiate(def, k, v, &mut out, &mut deferred_fbl)?,
             }
         }
         if let Some((i, offered)) = deferred_fbl {
-            let a = if self.first_burst_irrelevant() {
+            out.answers[i].1 = if self.first_burst_irrelevant() {
                 IRRELEVANT.to_string()
             } else {
-                let def = lookup(keys::FIRST_BURST_LENGTH).expect("in table");
-                let local = self.local_value(def).unwrap_or_default();
-                let a = answer_offer(def, &offered, &local);
-                if !is_special(&a) {
-                    self.results.insert(def.name, a.clone());
-                }
-                a
+                self.answer(
+                    lookup(keys::FIRST_BURST_LENGTH).expect("in table"),
+                    &offered,
+                )
             };
-            out.answers[i].1 = a;
         }
         Ok(out)
+    }
+
+    /// Records a received key; `Ok(false)` when there is nothing more to do
+    /// with it (a repeated identical declaration, or a special value for a
+    /// key we declared or already answered, e.g. a target answering
+    /// InitiatorAlias=NotUnderstood). Duplicates are refused (RFC 7143 §6.2).
+    fn first_sight(&mut self, k: &str, v: &str) -> Result<bool, NegotiationError> {
+        let def = lookup(k);
+        if let Some(first) = self.received.get(k) {
+            let repeatable = def.is_some_and(KeyDef::repeatable);
+            let same_declaration = def.is_some_and(|d| d.ty == KeyType::Declarative) && first == v;
+            if !repeatable && !same_declaration {
+                return Err(NegotiationError::Duplicate(k.to_string()));
+            }
+            if same_declaration {
+                return Ok(false);
+            }
+        } else {
+            self.received.insert(k.to_string(), v.to_string());
+        }
+        Ok(!(is_special(v) && self.sent.contains(k) && !self.pending.contains_key(k)))
+    }
+
+    /// Whether the peer may send `def` in this phase; a key out of its
+    /// phase is answered Reject (an auth key there is an error).
+    fn allowed_now(
+        &self,
+        def: &KeyDef,
+        k: &str,
+        v: &str,
+        out: &mut Processed,
+    ) -> Result<bool, NegotiationError> {
+        let peer = self.role.peer();
+        if !def.may_be_sent_by(peer) {
+            return Err(NegotiationError::WrongSender(k.to_string(), peer));
+        }
+        let allowed = match self.phase {
+            Phase::Login => def.allowed_in_login(),
+            Phase::FullFeature => def.allowed_in_full_feature(),
+        };
+        if allowed {
+            return Ok(true);
+        }
+        if def.ty == KeyType::Auth {
+            return Err(NegotiationError::IllegalValue {
+                key: k.to_string(),
+                value: v.to_string(),
+            });
+        }
+        out.answers.push((k.to_string(), REJECT.to_string()));
+        Ok(false)
+    }
+
+    /// A negotiated key: the answer to our offer, or the peer's offer to
+    /// answer (FirstBurstLength is answered last, see `process`).
+    fn negotiate(
+        &mut self,
+        def: &'static KeyDef,
+        k: &str,
+        v: &str,
+        out: &mut Processed,
+        deferred_fbl: &mut Option<(usize, String)>,
+    ) -> Result<(), NegotiationError> {
+        if let Some(offered) = self.pending.remove(def.name) {
+            // An answer to our offer.
+            if let Some(r) = accept_response(def, &offered, v)? {
+                self.results.insert(def.name, r);
+            }
+            return Ok(());
+        }
+        if is_special(v) {
+            return Err(NegotiationError::UnsolicitedAnswer {
+                key: k.to_string(),
+                value: v.to_string(),
+            });
+        }
+        if self.sent.contains(def.name) {
+            // We already answered (or declared) this key.
+            return Err(NegotiationError::Duplicate(k.to_string()));
+        }
+        let a = if self.irrelevant(def) {
+            IRRELEVANT.to_string()
+        } else if def.name == keys::FIRST_BURST_LENGTH {
+            *deferred_fbl = Some((out.answers.len(), v.to_string()));
+            String::new()
+        } else {
+            self.answer(def, v)
+        };
+        out.answers.push((k.to_string(), a));
+        self.sent.insert(k.to_string());
+        Ok(())
+    }
+
+    /// Our answer to the peer's offer of `offered`, recorded as the result
+    /// unless it is a special value.
+    fn answer(&mut self, def: &'static KeyDef, offered: &str) -> String {
+        let local = self.local_value(def).unwrap_or_default();
+        let a = answer_offer(def, offered, &local);
+        if !is_special(&a) {
+            self.results.insert(def.name, a.clone());
+        }
+        a
     }
 
     fn check_declaration(&self, def: &KeyDef, v: &str) -> Result<(), NegotiationError> {

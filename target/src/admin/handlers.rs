@@ -101,6 +101,8 @@ impl Admin {
         }
     }
 
+    /// Targets, LUNs and portals here; access (ACL, CHAP, sessions) and
+    /// saving in [`Admin::dispatch_access`].
     async fn dispatch(&self, req: Request) -> Outcome {
         let mut st = self.state.lock().await;
         match req {
@@ -155,6 +157,13 @@ impl Admin {
                 portal,
                 tpgt,
             } => self.add_portal(&mut st, &target, &portal, tpgt).await,
+            other => self.dispatch_access(&mut st, other).await,
+        }
+    }
+
+    /// Who may log in and with which accounts, sessions, saving.
+    async fn dispatch_access(&self, st: &mut AdminState, req: Request) -> Outcome {
+        match req {
             Request::Allow {
                 target,
                 initiator,
@@ -176,7 +185,7 @@ impl Admin {
                 target,
                 initiator,
                 allow_any,
-            } => self.deny(&mut st, &target, &initiator, allow_any),
+            } => self.deny(st, &target, &initiator, allow_any),
             Request::SetChap {
                 target,
                 initiator,
@@ -199,7 +208,9 @@ impl Admin {
             Request::LogoutSession { tsih, target } => {
                 self.logout_session(tsih, target.as_deref()).await
             }
-            Request::Save { file } => self.save(&st, file).await,
+            Request::Save { file } => self.save(st, file).await,
+            // `dispatch` handles the rest.
+            _ => Err(invalid("not an access request")),
         }
     }
 

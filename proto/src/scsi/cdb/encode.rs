@@ -10,7 +10,10 @@ impl Command {
     /// for every value `parse` can produce.
     pub fn encode(&self) -> Cdb {
         let mut c = Cdb::new();
-        let done = self.encode_rw(&mut c) || self.encode_block(&mut c) || self.encode_info(&mut c);
+        let done = self.encode_rw(&mut c)
+            || self.encode_block(&mut c)
+            || self.encode_info(&mut c)
+            || self.encode_mode(&mut c);
         if !done {
             self.encode_mgmt(&mut c);
         }
@@ -119,7 +122,7 @@ impl Command {
     }
 
     /// TEST UNIT READY, REQUEST SENSE, INQUIRY, REPORT LUNS, READ CAPACITY,
-    /// GET LBA STATUS, MODE SENSE/SELECT, START STOP UNIT, PREVENT ALLOW.
+    /// GET LBA STATUS.
     fn encode_info(&self, c: &mut Cdb) -> bool {
         match self {
             Command::TestUnitReady => c.start(Opcode::TEST_UNIT_READY, 6),
@@ -158,6 +161,14 @@ impl Command {
                 c.put64(2, *lba);
                 c.put32(10, *alloc_len);
             }
+            _ => return false,
+        }
+        true
+    }
+
+    /// MODE SENSE/SELECT, START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL.
+    fn encode_mode(&self, c: &mut Cdb) -> bool {
+        match self {
             Command::ModeSense {
                 size,
                 dbd,

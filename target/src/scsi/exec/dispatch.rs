@@ -184,33 +184,9 @@ impl Ctx<'_> {
             ReportLuns {
                 select_report,
                 alloc_len,
-            } => {
-                let r = report_luns(self.srv, self.nexus, select_report, alloc_len)?;
-                // SPC-5 §6.33: REPORT LUNS clears REPORTED LUNS DATA HAS CHANGED.
-                if let Some(q) = self.lu.state().ua.get_mut(self.nexus) {
-                    q.retain(|a| *a != Asc::REPORTED_LUNS_DATA_HAS_CHANGED);
-                }
-                Ok(r)
-            }
-            ReadCapacity10 => {
-                let last = self.lu.num_blocks().saturating_sub(1);
-                Ok(Bytes::copy_from_slice(&inq::encode_read_capacity10(
-                    last,
-                    self.lu.block_size(),
-                )))
-            }
-            ReadCapacity16 { alloc_len } => {
-                let thin = self.lu.thin();
-                let rc = inq::ReadCapacity16 {
-                    last_lba: self.lu.num_blocks().saturating_sub(1),
-                    block_len: self.lu.block_size(),
-                    lbpme: thin,
-                    lbprz: thin && self.lu.cfg.backend.unmap_reads_zero(),
-                    lbppbe: self.lu.lbppbe(),
-                    ..Default::default()
-                };
-                Ok(truncate(rc.encode().to_vec(), alloc_len as usize))
-            }
+            } => self.report_luns(select_report, alloc_len),
+            ReadCapacity10 => Ok(self.read_capacity10()),
+            ReadCapacity16 { alloc_len } => Ok(self.read_capacity16(alloc_len)),
             ModeSense {
                 size,
                 dbd,
@@ -249,28 +225,18 @@ impl Ctx<'_> {
                 alloc_len,
             ),
             ReportSupportedTmfs { repd, alloc_len } => {
-                // ABORT TASK, ABORT TASK SET, LOGICAL UNIT RESET, TARGET RESET.
-                let mut v = vec![0x80 | 0x40 | 0x08 | 0x02, 0, 0, 0];
-                if repd {
-                    v[3] = 0x0C;
-                    v.resize(16, 0);
-                }
-                Ok(truncate(v, alloc_len as usize))
+                Ok(pages::report_supported_tmfs(repd, alloc_len))
             }
             ReadDefectData {
                 size,
                 format,
                 alloc_len,
                 ..
-            } => {
-                // No defects: an empty list in the requested format.
-                let v = if size == CdbSize::Twelve {
-                    vec![0, format & 7, 0, 0, 0, 0, 0, 0]
-                } else {
-                    vec![0, format & 7, 0, 0]
-                };
-                Ok(truncate(v, alloc_len as usize))
-            }
+            } => Ok(pages::read_defect_data(
+                size == CdbSize::Twelve,
+                format,
+                alloc_len,
+            )),
             // `run` sends only this family here.
             _ => Err(invalid_cdb(0, None)),
         }

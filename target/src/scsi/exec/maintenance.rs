@@ -1,14 +1,17 @@
 //! Medium and maintenance commands: START STOP UNIT (SBC-4 §5.31) and
 //! SANITIZE (SBC-4 §5.30).
 
-use super::{invalid_cdb, invalid_param, Ctx, R};
-use crate::backend::{BackendError, IoDir};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+
+use super::{invalid_cdb, invalid_param, Ctx, Fail, R};
+use crate::backend::{Backend, BackendError, IoDir};
 use bytes::Bytes;
 use proto::scsi::cdb::sa;
 use proto::scsi::{Asc, Sense, SenseKey};
 
 /// The work of one SANITIZE, run on the blocking pool.
-type SanitizeJob = Box<dyn FnOnce(&dyn crate::backend::Backend) -> Result<(), BackendError> + Send>;
+type SanitizeJob = Box<dyn FnOnce(&dyn Backend) -> Result<(), BackendError> + Send>;
 
 impl Ctx<'_> {
     pub(super) async fn start_stop(&self, power_condition: u8, loej: bool, start: bool) -> R {
@@ -47,67 +50,14 @@ impl Ctx<'_> {
         immed: bool,
     ) -> R {
         self.check_writable()?;
-        let bs = self.bs();
-        let size = self.lu.num_blocks() * bs;
+        let size = self.lu.num_blocks() * self.bs();
         let job: SanitizeJob = match service_action as u16 {
-            sa::SANITIZE_OVERWRITE => {
-                // SBC-4 §5.30.3: 4-byte header + pattern of 1..=block size bytes.
-                if param_len < 5 || param_len as u64 > bs + 4 {
-                    return Err(invalid_cdb(7, None));
-                }
-                let p = self.data_out(param_len as u64)?;
-                let pat_len = u16::from_be_bytes([p[2], p[3]]) as u64;
-                let count = p[0] & 0x1F;
-                if count == 0 {
-                    return Err(invalid_param(0, Some(4)));
-                }
-                if p[1] != 0 {
-                    return Err(invalid_param(1, None));
-                }
-                if pat_len == 0 || pat_len > bs || pat_len + 4 != param_len as u64 {
-                    return Err(invalid_param(2, None));
-                }
-                let invert = p[0] & 0x80 != 0;
-                let pattern = p.slice(4..);
-                let progress = self.lu.state().sanitize_progress.clone();
-                let total = (size * count as u64).max(1);
-                Box::new(move |b| {
-                    let chunk = 1u64 << 20;
-                    let mut buf: Vec<u8> = pattern
-                        .iter()
-                        .copied()
-                        .cycle()
-                        .take(chunk as usize)
-                        .collect();
-                    for pass in 0..count {
-                        if invert && pass > 0 {
-                            buf.iter_mut().for_each(|x| *x = !*x);
-                        }
-                        let mut off = 0;
-                        while off < size {
-                            let n = chunk.min(size - off);
-                            b.write_at(&buf[..n as usize], off)?;
-                            off += n;
-                            let done = pass as u64 * size + off;
-                            let p = (done.saturating_mul(65536) / total).min(65535) as u16;
-                            progress.store(p, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    }
-                    b.flush()
-                })
-            }
+            sa::SANITIZE_OVERWRITE => self.overwrite_job(param_len, size)?,
             sa::SANITIZE_BLOCK_ERASE | sa::SANITIZE_CRYPTO_ERASE => {
                 if param_len != 0 {
                     return Err(invalid_cdb(7, None));
                 }
-                Box::new(move |b| {
-                    if b.supports_unmap() {
-                        b.punch_hole(0, size)?;
-                    } else {
-                        b.write_zeroes(0, size)?;
-                    }
-                    b.flush()
-                })
+                Box::new(move |b| erase(b, size))
             }
             sa::SANITIZE_EXIT_FAILURE_MODE => {
                 if param_len != 0 {
@@ -117,14 +67,49 @@ impl Ctx<'_> {
             }
             _ => return Err(invalid_cdb(1, Some(4))),
         };
+        self.run_sanitize(job, immed).await
+    }
+
+    /// The OVERWRITE job for the parameter list of `param_len` bytes
+    /// (SBC-4 §5.30.3: a 4-byte header, then a pattern of 1..=block size
+    /// bytes), over `size` bytes.
+    fn overwrite_job(&self, param_len: u16, size: u64) -> Result<SanitizeJob, Fail> {
+        let bs = self.bs();
+        if param_len < 5 || param_len as u64 > bs + 4 {
+            return Err(invalid_cdb(7, None));
+        }
+        let p = self.data_out(param_len as u64)?;
+        let pat_len = u16::from_be_bytes([p[2], p[3]]) as u64;
+        let count = p[0] & 0x1F;
+        if count == 0 {
+            return Err(invalid_param(0, Some(4)));
+        }
+        if p[1] != 0 {
+            return Err(invalid_param(1, None));
+        }
+        if pat_len == 0 || pat_len > bs || pat_len + 4 != param_len as u64 {
+            return Err(invalid_param(2, None));
+        }
+        let pass = Overwrite {
+            pattern: p.slice(4..),
+            invert: p[0] & 0x80 != 0,
+            count,
+            size,
+            progress: self.lu.state().sanitize_progress.clone(),
+        };
+        Ok(Box::new(move |b| pass.run(b)))
+    }
+
+    /// Mark the unit as sanitizing and run `job` on the blocking pool; the
+    /// job clears the mark when it ends. With IMMED, status returns at once.
+    async fn run_sanitize(&self, job: SanitizeJob, immed: bool) -> R {
         {
             let mut st = self.lu.state();
             if st.sanitizing {
                 return Err(st.sanitize_in_progress().into());
             }
             st.sanitizing = true;
-            st.sanitize_progress
-                .store(0, std::sync::atomic::Ordering::Relaxed);
+            st.sanitize_progress.store(0, Ordering::Relaxed);
         }
         let lu = self.lu.clone();
         let handle = tokio::task::spawn_blocking(move || {
@@ -142,5 +127,56 @@ impl Ctx<'_> {
                 Err(Sense::new(SenseKey::HARDWARE_ERROR, Asc::INTERNAL_TARGET_FAILURE).into())
             }
         }
+    }
+}
+
+/// BLOCK ERASE / CRYPTOGRAPHIC ERASE: every block deallocated (or zeroed
+/// where the backend cannot deallocate).
+fn erase(b: &dyn Backend, size: u64) -> Result<(), BackendError> {
+    if b.supports_unmap() {
+        b.punch_hole(0, size)?;
+    } else {
+        b.write_zeroes(0, size)?;
+    }
+    b.flush()
+}
+
+/// One SANITIZE OVERWRITE: `count` passes of `pattern` over `size` bytes,
+/// inverted between passes with INVERT (SBC-4 §5.30.3), reporting
+/// progress in 1/65536ths for REQUEST SENSE.
+struct Overwrite {
+    pattern: Bytes,
+    invert: bool,
+    count: u8,
+    size: u64,
+    progress: Arc<AtomicU16>,
+}
+
+impl Overwrite {
+    fn run(self, b: &dyn Backend) -> Result<(), BackendError> {
+        const CHUNK: u64 = 1 << 20;
+        let total = (self.size * self.count as u64).max(1);
+        let mut buf: Vec<u8> = self
+            .pattern
+            .iter()
+            .copied()
+            .cycle()
+            .take(CHUNK as usize)
+            .collect();
+        for pass in 0..self.count {
+            if self.invert && pass > 0 {
+                buf.iter_mut().for_each(|x| *x = !*x);
+            }
+            let mut off = 0;
+            while off < self.size {
+                let n = CHUNK.min(self.size - off);
+                b.write_at(&buf[..n as usize], off)?;
+                off += n;
+                let done = pass as u64 * self.size + off;
+                let p = (done.saturating_mul(65536) / total).min(65535) as u16;
+                self.progress.store(p, Ordering::Relaxed);
+            }
+        }
+        b.flush()
     }
 }

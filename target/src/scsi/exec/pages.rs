@@ -1,9 +1,13 @@
 //! Information the device server reports: REQUEST SENSE (SPC-5 §6.39),
 //! INQUIRY and its VPD pages (SPC-5 §6.7, §7.8; SBC-4 §6.6), MODE SENSE and
-//! MODE SELECT with their pages (SPC-5 §6.11-§6.14, §7.5; SBC-4 §6.5) and
-//! REPORT SUPPORTED OPERATION CODES (SPC-5 §6.35).
+//! MODE SELECT with their pages (SPC-5 §6.11-§6.14, §7.5; SBC-4 §6.5),
+//! REPORT LUNS (SPC-5 §6.33), READ CAPACITY (SBC-4 §5.20, §5.21), REPORT
+//! SUPPORTED OPERATION CODES and TASK MANAGEMENT FUNCTIONS (SPC-5 §6.35,
+//! §6.36) and READ DEFECT DATA (SBC-4 §5.18).
 
-use super::{invalid_cdb, invalid_param, param_list_length_error, supported, truncate, Ctx, R};
+use super::{
+    invalid_cdb, invalid_param, param_list_length_error, report_luns, supported, truncate, Ctx, R,
+};
 use crate::scsi::lu::{IoMode, LogicalUnit};
 use bytes::Bytes;
 use proto::scsi::cdb::{Opcode, COMMANDS};
@@ -12,6 +16,37 @@ use proto::scsi::mode::{self, Caching, Control, ModePage};
 use proto::scsi::{Asc, Sense, SenseKey};
 
 impl Ctx<'_> {
+    /// REPORT LUNS, which also clears this nexus' REPORTED LUNS DATA HAS
+    /// CHANGED unit attention (SPC-5 §6.33).
+    pub(super) fn report_luns(&self, select_report: u8, alloc_len: u32) -> R {
+        let r = report_luns(self.srv, self.nexus, select_report, alloc_len)?;
+        if let Some(q) = self.lu.state().ua.get_mut(self.nexus) {
+            q.retain(|a| *a != Asc::REPORTED_LUNS_DATA_HAS_CHANGED);
+        }
+        Ok(r)
+    }
+
+    /// READ CAPACITY (10) parameter data (SBC-4 §5.20).
+    pub(super) fn read_capacity10(&self) -> Bytes {
+        let last = self.lu.num_blocks().saturating_sub(1);
+        Bytes::copy_from_slice(&inq::encode_read_capacity10(last, self.lu.block_size()))
+    }
+
+    /// READ CAPACITY (16) parameter data (SBC-4 §5.21), with the logical
+    /// block provisioning bits of a thin unit.
+    pub(super) fn read_capacity16(&self, alloc_len: u32) -> Bytes {
+        let thin = self.lu.thin();
+        let rc = inq::ReadCapacity16 {
+            last_lba: self.lu.num_blocks().saturating_sub(1),
+            block_len: self.lu.block_size(),
+            lbpme: thin,
+            lbprz: thin && self.lu.cfg.backend.unmap_reads_zero(),
+            lbppbe: self.lu.lbppbe(),
+            ..Default::default()
+        };
+        truncate(rc.encode().to_vec(), alloc_len as usize)
+    }
+
     pub(super) fn request_sense(&self, desc: bool, alloc_len: u8) -> R {
         let mut st = self.lu.state();
         let sense = if let Some(asc) = st.ua.get_mut(self.nexus).and_then(|q| q.pop_front()) {
@@ -448,4 +483,27 @@ pub(super) fn report_supported_opcodes(
         _ => return Err(invalid_cdb(2, Some(2))),
     };
     Ok(truncate(data, alloc_len as usize))
+}
+
+/// REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS (SPC-5 §6.36): ABORT TASK,
+/// ABORT TASK SET, LOGICAL UNIT RESET and TARGET RESET; REPD adds the
+/// extended format.
+pub(super) fn report_supported_tmfs(repd: bool, alloc_len: u32) -> Bytes {
+    let mut v = vec![0x80 | 0x40 | 0x08 | 0x02, 0, 0, 0];
+    if repd {
+        v[3] = 0x0C;
+        v.resize(16, 0);
+    }
+    truncate(v, alloc_len as usize)
+}
+
+/// READ DEFECT DATA (SBC-4 §5.18, §5.19): no defects, an empty list in the
+/// requested format (the 12-byte CDB has an 8-byte header).
+pub(super) fn read_defect_data(twelve: bool, format: u8, alloc_len: u32) -> Bytes {
+    let v = if twelve {
+        vec![0, format & 7, 0, 0, 0, 0, 0, 0]
+    } else {
+        vec![0, format & 7, 0, 0]
+    };
+    truncate(v, alloc_len as usize)
 }

@@ -535,9 +535,20 @@ impl Image {
 #[derive(Debug)]
 pub(crate) enum Keep {
     None,
+    /// The destination of a read: empty, with capacity for the read's
+    /// length ([`Keep::read_buf`]); librbd fills it, and it gets that
+    /// length once librbd reports every byte read (so it is never zeroed
+    /// first, and uninitialised bytes are never exposed).
     Read(Vec<u8>),
     Write(Bytes),
     Compare(Bytes, Bytes),
+}
+
+impl Keep {
+    /// An uninitialised destination for a read of `len` bytes.
+    pub(crate) fn read_buf(len: usize) -> Keep {
+        Keep::Read(Vec::with_capacity(len))
+    }
 }
 
 /// The outcome of one aio operation.
@@ -554,6 +565,8 @@ struct Pending {
     tx: oneshot::Sender<Done>,
     keep: Keep,
     mismatch: u64,
+    /// The length of a read ([`Op::Read`]), 0 otherwise.
+    read_len: usize,
 }
 
 extern "C" fn on_complete(c: rbd_completion_t, arg: *mut c_void) {
@@ -566,7 +579,21 @@ extern "C" fn on_complete(c: rbd_completion_t, arg: *mut c_void) {
         rbd_aio_release(c);
         (p, ret)
     };
-    let Pending { tx, keep, mismatch } = *p;
+    let Pending {
+        tx,
+        mut keep,
+        mismatch,
+        read_len,
+    } = *p;
+    if let Keep::Read(v) = &mut keep {
+        if read_len > 0 && ret == read_len as i64 && v.capacity() >= read_len {
+            // SAFETY: librbd returned the read's full length, so it wrote
+            // all of the first `read_len` bytes of the buffer we gave it
+            // (the vector's own storage, capacity checked at submission
+            // and here).
+            unsafe { v.set_len(read_len) };
+        }
+    }
     // The receiver may be gone (command timed out): then the buffers are
     // simply dropped here, after librbd is done with them.
     let _ = tx.send(Done {
@@ -579,8 +606,10 @@ extern "C" fn on_complete(c: rbd_completion_t, arg: *mut c_void) {
 /// One aio operation to start.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Op {
+    /// Into `Keep::Read`, whose capacity must hold `len` bytes.
     Read {
         off: u64,
+        len: usize,
     },
     Write {
         off: u64,
@@ -610,10 +639,15 @@ impl Image {
     /// A submission librbd refuses outright completes the receiver at once.
     pub(crate) fn submit(&self, op: Op, keep: Keep) -> oneshot::Receiver<Done> {
         let (tx, rx) = oneshot::channel();
+        let read_len = match op {
+            Op::Read { len, .. } => len,
+            _ => 0,
+        };
         let p = Box::into_raw(Box::new(Pending {
             tx,
             keep,
             mismatch: 0,
+            read_len,
         }));
         let mut c: rbd_completion_t = std::ptr::null_mut();
         // SAFETY: `p` is a valid leaked box; the completion takes it as its
@@ -639,8 +673,8 @@ impl Image {
             let keep = &mut (*p).keep;
             let mism: *mut u64 = &mut (*p).mismatch;
             match (op, keep) {
-                (Op::Read { off }, Keep::Read(buf)) => {
-                    rbd_aio_read(h, off, buf.len(), buf.as_mut_ptr() as *mut c_char, c) as i64
+                (Op::Read { off, len }, Keep::Read(buf)) if buf.capacity() >= len => {
+                    rbd_aio_read(h, off, len, buf.as_mut_ptr() as *mut c_char, c) as i64
                 }
                 (Op::Write { off }, Keep::Write(d)) => {
                     rbd_aio_write(h, off, d.len(), d.as_ptr() as *const c_char, c) as i64

@@ -50,6 +50,17 @@ impl Img {
     }
 }
 
+impl Img {
+    /// Opens the image writable from a runtime (open blocks).
+    async fn open_async(&self) -> RbdBackend {
+        let spec = self.spec.clone();
+        tokio::task::spawn_blocking(move || RbdBackend::open(&spec, false))
+            .await
+            .unwrap()
+            .expect("open")
+    }
+}
+
 impl Drop for Img {
     fn drop(&mut self) {
         rbd(
@@ -103,11 +114,7 @@ fn sync_path_allocation_map_and_info() {
 async fn async_path_compare_and_write_and_resize() {
     let Some(c) = conf() else { return };
     let img = Img::new(&c, "aio", "8M");
-    let spec = img.spec.clone();
-    let b = tokio::task::spawn_blocking(move || RbdBackend::open(&spec, false))
-        .await
-        .unwrap()
-        .expect("open");
+    let b = img.open_async().await;
     let a = b.aio().expect("rbd has an async path");
     // Many writes in flight at once.
     let futs: Vec<_> = (0..64u64)
@@ -159,4 +166,33 @@ async fn async_path_compare_and_write_and_resize() {
     }
     assert_eq!(b.size(), 12 << 20);
     drop(b);
+}
+
+/// Reads land in buffers that are never zeroed first: librbd must fill
+/// every byte, holes included. Freed read buffers holding data are reused
+/// by the allocator for the next reads, so a byte librbd left alone would
+/// show the old data here instead of zeros.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_fill_their_whole_buffer() {
+    let Some(c) = conf() else { return };
+    let img = Img::new(&c, "fill", "8M");
+    let b = img.open_async().await;
+    let a = b.aio().expect("rbd has an async path");
+    const LEN: usize = 128 << 10;
+    a.write(0, Bytes::from(vec![0x5Au8; LEN])).await.unwrap();
+    for round in 0..8u64 {
+        let data = a.read(0, LEN).await.unwrap();
+        assert!(data.iter().all(|&x| x == 0x5A), "round {round}: data");
+        drop(data);
+        // Never written: [4, 8) MiB is a hole in an object that does not exist.
+        let hole = a.read((4 << 20) + round * LEN as u64, LEN).await.unwrap();
+        assert_eq!(hole.len(), LEN);
+        assert!(hole.iter().all(|&x| x == 0), "round {round}: hole");
+    }
+    let mut buf = vec![0xFFu8; LEN];
+    let b2 = tokio::task::spawn_blocking(move || b.read_at(&mut buf, 6 << 20).map(|_| buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b2.iter().all(|&x| x == 0));
 }

@@ -1,20 +1,17 @@
 //! Exchanges the initiator starts besides SCSI commands: Logout (RFC 7143
 //! §11.14, also on the target's request, §11.9.1 events 1 and 4) and Task
-//! Management (§11.5), each waiting for its response with a bound; and the
-//! ABORT TASK that plugs a rejected command's CmdSN gap (§7.3).
+//! Management (§11.5). The core sends them and bounds the wait for the
+//! answer (`proto::session::initiator`); here the caller waits for it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use proto::pdu::{
-    LogoutReason, LogoutRequest, LogoutResponse, LogoutResponseCode, Pdu, TaskMgmtRequest,
-    TaskMgmtResponse, TmfFunction, RESERVED_TAG,
-};
-use proto::serial::{CmdSn, DataSn, StatSn};
+use proto::pdu::{LogoutReason, LogoutResponse, LogoutResponseCode, TaskMgmtResponse, TmfFunction};
+use proto::serial::CmdSn;
+use proto::session::initiator::ControlError;
 use tokio::sync::oneshot;
 
-use super::state::{Control, Inner, Phase, State};
+use super::state::{Inner, Phase, Waiter};
 use crate::error::{Error, ProtocolError, Result};
 use crate::sync::lock;
 
@@ -26,6 +23,7 @@ impl Inner {
         let mut st = lock(&self.st);
         if st.epoch == epoch && st.phase == Phase::Up {
             st.phase = Phase::Draining;
+            st.core.pause();
         }
     }
 
@@ -39,7 +37,7 @@ impl Inner {
         let deadline = tokio::time::Instant::now() + within.max(Duration::from_secs(1));
         loop {
             let notified = self.idle.notified();
-            if lock(&self.st).tasks.is_empty() {
+            if lock(&self.st).core.issued_count() == 0 {
                 break;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -55,71 +53,28 @@ impl Inner {
         reason: LogoutReason,
     ) -> Result<LogoutResponse> {
         let (tx, rx) = oneshot::channel();
-        {
+        let (epoch, after) = {
             let mut st = lock(&self.st);
-            let Some(conn) = st.conns.first() else {
+            let Some(itt) = st.core.logout(reason, Instant::now()) else {
                 return Err(Error::Closed);
             };
-            let cid = conn.cid;
-            let itt = st.alloc_itt();
-            st.control.insert(itt, Control::Logout(tx));
-            let pdu = Pdu::LogoutRequest(LogoutRequest {
-                immediate: true,
-                reason_code: reason,
-                itt,
-                cid,
-                cmd_sn: st.window.cmd_sn(),
-                exp_stat_sn: StatSn::new(0),
-                data: Bytes::new(),
-            });
-            let _ = st.conns[0].tx.send(pdu);
-        }
-        match tokio::time::timeout(self.cfg.login_timeout, rx).await {
+            st.waiters.insert(itt, Waiter::Logout(tx));
+            (st.epoch, self.flush(&mut st))
+        };
+        self.after(epoch, after);
+        match rx.await {
             Ok(Ok(r)) if r.response == LogoutResponseCode::CLOSED_SUCCESSFULLY => Ok(r),
             Ok(Ok(r)) => Err(ProtocolError::LogoutRefused(r.response).into()),
-            Ok(Err(_)) => Err(Error::ConnectionLost(
+            Ok(Err(ControlError::Timeout)) => Err(Error::Timeout("no Logout Response".into())),
+            Ok(Err(ControlError::Lost)) | Err(_) => Err(Error::ConnectionLost(
                 "connection closed during logout".into(),
             )),
-            Err(_) => Err(Error::Timeout("no Logout Response".into())),
         }
     }
 
-    /// Plug the CmdSN gap a rejected command left (RFC 7143 §7.3: "the
-    /// initiator MUST plug the CmdSN gap ... by aborting the task"): an
-    /// immediate ABORT TASK whose RefCmdSN is the command's, which the
-    /// target "must consider ... as received" (§11.5.1). The answer only
-    /// needs to be consumed.
-    pub(super) fn plug_cmd_sn_gap(
-        &self,
-        st: &mut State,
-        conn: usize,
-        lun: u64,
-        itt: u32,
-        cmd_sn: CmdSn,
-    ) {
-        let (tx, _) = oneshot::channel();
-        let tmf_itt = st.alloc_itt();
-        st.control.insert(tmf_itt, Control::Tmf(tx));
-        let pdu = Pdu::TaskMgmtRequest(TaskMgmtRequest {
-            immediate: true,
-            function: TmfFunction::ABORT_TASK,
-            lun,
-            itt: tmf_itt,
-            referenced_task_tag: itt,
-            cmd_sn: st.window.cmd_sn(),
-            exp_stat_sn: StatSn::new(0),
-            ref_cmd_sn: cmd_sn,
-            exp_data_sn: DataSn::new(0),
-            data: Bytes::new(),
-        });
-        tracing::debug!(
-            itt,
-            cmd_sn = cmd_sn.get(),
-            "ABORT TASK to plug the rejected command's CmdSN"
-        );
-        let _ = st.conns.get(conn).map(|c| c.tx.send(pdu));
-    }
-
+    /// A Task Management request (on the referenced task's connection, or
+    /// the first), and its answer. A successful ABORT TASK or LOGICAL UNIT
+    /// RESET has ended the commands it aborted by the time this returns.
     pub(super) async fn task_management(
         self: Arc<Self>,
         function: TmfFunction,
@@ -127,39 +82,27 @@ impl Inner {
         itt_ref: Option<u32>,
     ) -> Result<(TaskMgmtResponse, CmdSn)> {
         let (tx, rx) = oneshot::channel();
-        let sent_cmd_sn;
-        {
+        let (epoch, after, sent_cmd_sn) = {
             let mut st = lock(&self.st);
             if st.phase != Phase::Up {
                 return Err(Error::ConnectionLost("session is not up".into()));
             }
-            let (conn, lun, ref_cmd_sn) = match itt_ref.and_then(|i| st.tasks.get(&i)) {
-                Some(t) => (t.conn, t.p.lun, t.cmd_sn),
-                None => (0, lun.unwrap_or(0), st.window.cmd_sn()),
+            let now = Instant::now();
+            let Some((itt, cmd_sn)) = st.core.task_management(function, lun, itt_ref, now) else {
+                return Err(Error::ConnectionLost("session is not up".into()));
             };
-            let itt = st.alloc_itt();
-            st.control.insert(itt, Control::Tmf(tx));
-            let pdu = Pdu::TaskMgmtRequest(TaskMgmtRequest {
-                immediate: true,
-                function,
-                lun,
-                itt,
-                referenced_task_tag: itt_ref.unwrap_or(RESERVED_TAG),
-                cmd_sn: st.window.cmd_sn(),
-                exp_stat_sn: StatSn::new(0),
-                ref_cmd_sn,
-                exp_data_sn: DataSn::new(0),
-                data: Bytes::new(),
-            });
-            sent_cmd_sn = st.window.cmd_sn();
-            let _ = st.conns.get(conn).map(|c| c.tx.send(pdu));
-        }
-        match tokio::time::timeout(self.cfg.login_timeout, rx).await {
+            st.waiters.insert(itt, Waiter::Tmf(tx));
+            (st.epoch, self.flush(&mut st), cmd_sn)
+        };
+        self.after(epoch, after);
+        match rx.await {
             Ok(Ok(r)) => Ok((r, sent_cmd_sn)),
-            Ok(Err(_)) => Err(Error::ConnectionLost(
+            Ok(Err(ControlError::Timeout)) => {
+                Err(Error::Timeout(format!("no response to {function:?}")))
+            }
+            Ok(Err(ControlError::Lost)) | Err(_) => Err(Error::ConnectionLost(
                 "connection closed during task management".into(),
             )),
-            Err(_) => Err(Error::Timeout(format!("no response to {function:?}"))),
         }
     }
 }

@@ -1,18 +1,17 @@
 //! The tokio side of a session's connections: one reader task that
-//! decodes PDUs and feeds them to the state, one writer task that stamps
-//! ExpStatSN (`proto::session::stamp`) and writes batches vectored; and the
-//! pool of Data-In reassembly buffers.
+//! decodes PDUs and feeds them to the core (under the state lock), one
+//! writer task that writes the PDUs the core produced (ExpStatSN already
+//! stamped) in vectored batches; and the pool of Data-In reassembly
+//! buffers.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use proto::pdu::Pdu;
-use proto::serial::StatSn;
-use proto::session::set_exp_stat_sn;
 use tokio::sync::mpsc;
 
-use super::state::{Inner, Issued};
+use super::state::Inner;
 use super::Counters;
 use crate::connection;
 use crate::sync::lock;
@@ -34,7 +33,7 @@ pub(super) async fn reader_task(
                     .bytes_in
                     .fetch_add(wire_len as u64, Ordering::Relaxed);
                 if let Err(e) = i.handle_pdu(epoch, ci, pdu) {
-                    i.conn_failed(epoch, e.to_string());
+                    i.conn_failed(epoch, e);
                     return;
                 }
             }
@@ -51,7 +50,6 @@ pub(super) async fn writer_task(
     epoch: u64,
     mut writer: connection::PduWriter,
     mut rx: mpsc::UnboundedReceiver<Pdu>,
-    exp_stat_sn: Arc<AtomicU32>,
     counters: Arc<Counters>,
 ) {
     let mut batch = Vec::with_capacity(64);
@@ -63,10 +61,6 @@ pub(super) async fn writer_task(
                 Ok(p) => batch.push(p),
                 Err(_) => break,
             }
-        }
-        let e = StatSn::new(exp_stat_sn.load(Ordering::Relaxed));
-        for p in batch.iter_mut() {
-            set_exp_stat_sn(p, e);
         }
         match writer.write_batch(&batch).await {
             Ok(n) => {
@@ -86,20 +80,18 @@ pub(super) async fn writer_task(
     }
 }
 
-pub(super) fn take_data(t: &mut Issued, pool: &Arc<BufPool>) -> Bytes {
-    match t.data_in.take() {
-        Some(mut b) => {
-            b.truncate(t.read.extent());
-            if b.capacity() >= POOL_MIN_BUFFER {
-                Bytes::from_owner(Pooled {
-                    buf: b,
-                    pool: Arc::downgrade(pool),
-                })
-            } else {
-                Bytes::from(b)
-            }
-        }
-        None => Bytes::new(),
+/// A read's reassembled data as `Bytes`; a large buffer goes back to the
+/// pool when the last `Bytes` of it is dropped.
+pub(super) fn pooled(b: Vec<u8>, pool: &Arc<BufPool>) -> Bytes {
+    if b.capacity() >= POOL_MIN_BUFFER {
+        Bytes::from_owner(Pooled {
+            buf: b,
+            pool: Arc::downgrade(pool),
+        })
+    } else if b.is_empty() {
+        Bytes::new()
+    } else {
+        Bytes::from(b)
     }
 }
 
@@ -164,13 +156,7 @@ impl Drop for Pooled {
 
 #[cfg(test)]
 mod tests {
-    use super::super::state::Pending;
-    use super::super::DataDirection;
     use super::*;
-    use proto::serial::{CmdSn, DataSn, R2tSn};
-    use proto::session::ReadProgress;
-    use std::time::Instant;
-    use tokio::sync::oneshot;
 
     #[test]
     fn data_in_buffers_are_recycled_when_the_result_is_dropped() {
@@ -179,44 +165,7 @@ mod tests {
         assert!(v.capacity() >= 1 << 20 && v.is_empty());
         v.extend_from_slice(&[7u8; 1000]);
         let ptr = v.as_ptr();
-        let mut read = ReadProgress::new(1 << 20);
-        read.on_data_in(&proto::pdu::DataIn {
-            final_: true,
-            ack: false,
-            overflow: false,
-            underflow: false,
-            status: None,
-            lun: 0,
-            itt: 1,
-            ttt: proto::pdu::RESERVED_TAG,
-            stat_sn: StatSn::new(0),
-            exp_cmd_sn: CmdSn::new(0),
-            max_cmd_sn: CmdSn::new(0),
-            data_sn: DataSn::new(0),
-            buffer_offset: 0,
-            residual_count: 0,
-            data: Bytes::from_static(&[7u8; 1000]),
-        })
-        .unwrap();
-        let mut t = Issued {
-            p: Pending {
-                lun: 0,
-                cdb: Bytes::new(),
-                dir: DataDirection::Read(1 << 20),
-                reply: oneshot::channel().0,
-                seq: 0,
-                span: tracing::Span::none(),
-            },
-            cmd_sn: CmdSn::new(0),
-            conn: 0,
-            data_in: Some(v),
-            read,
-            next_r2t_sn: R2tSn::new(0),
-            deadline: Instant::now(),
-            aborting: false,
-            crc_retries: 0,
-        };
-        let data = take_data(&mut t, &pool);
+        let data = pooled(v, &pool);
         assert_eq!(&data[..], &[7u8; 1000][..]);
         let slice = data.slice(10..20);
         drop(data);

@@ -3,21 +3,24 @@
 //! CmdSN window, R2T/Data-Out, Data-In reassembly, NOP keepalive, async
 //! messages, task management, logout, and session recovery.
 //!
-//! Shape: all protocol state lives in one `State` behind a mutex that is
-//! never held across an `.await`; the rules both ends share (CmdSN window,
-//! ExpStatSN, ITTs, unsolicited data, Data-Out segmentation, Data-In and
-//! R2T checks) are `proto::session`'s. Per connection, one reader task
-//! decodes PDUs and feeds them to `State`, one writer task drains a channel
-//! of PDUs and writes them vectored. One ticker task per session handles
-//! NOP-Out pings, NOP timeouts and command timeouts. Commands wait in a
-//! queue until the CmdSN window (RFC 7143 §4.2.2.1) and a connection allow
-//! issuing them.
+//! Shape: the protocol lives in `proto::session::initiator`'s
+//! `InitiatorSession`, a sans-IO core that owns the session-wide CmdSN
+//! window and issuing queue, ExpStatSN per connection, ITTs, unsolicited
+//! data and Data-Out for R2Ts, Data-In checks and reassembly, NOP pings and
+//! timeouts, TMF and Logout exchanges and connection allegiance. This
+//! module is its tokio shell: one mutex around the core (never held across
+//! an `.await`); per connection one reader task that decodes PDUs and feeds
+//! them to the core, one writer task that writes what the core gives for
+//! its connection, vectored; one ticker task per session that drives the
+//! core's timers; callers wait on a oneshot that the core's completion
+//! events fill.
 //!
 //! Rooms: this file (public types and the [`Session`] API), `state`
-//! (the state and issuing), `receive` (PDUs from the target), `control`
-//! (logout, task management), `recovery` (session failure and
-//! reinstatement), `timers` (pings, timeouts), `io` (reader/writer tasks,
-//! buffer pool).
+//! (the shell's state around the core, moving the core's output),
+//! `receive` (PDUs into the core, Async Messages), `control` (logout,
+//! task management waits), `recovery` (session failure and
+//! reinstatement), `timers` (the ticker), `io` (reader/writer tasks,
+//! buffer pool), `readd` (adding MC/S connections back).
 //!
 //! Recovery (RFC 7143 §7.1, §6.3.5, ErrorRecoveryLevel=0): any connection
 //! failure fails the whole session. A recovery task reconnects with
@@ -52,13 +55,14 @@ mod timers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proto::pdu::{LogoutReason, TmfFunction, TmfResponse};
 use proto::scsi::sense::{Sense, SenseKey};
 use proto::scsi::Status;
 use proto::serial::CmdSn;
+use proto::session::initiator::{Command, ConnId, Data};
 use proto::session::reject::{is_protocol_crc_error, MAX_CRC_RETRIES};
 use tokio::sync::{broadcast, oneshot, Notify};
 
@@ -298,9 +302,10 @@ impl Session {
             .map(|_| Arc::new(Counters::default()))
             .collect();
         let (events, _) = broadcast::channel(64);
+        let st = State::new(&cfg, isid, neg.clone(), initial_cmd_sn);
         let inner = Arc::new(Inner {
             cfg,
-            st: Mutex::new(State::new(isid, neg.clone(), initial_cmd_sn)),
+            st: Mutex::new(st),
             idle: Notify::new(),
             events,
             counters,
@@ -352,12 +357,12 @@ impl Session {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let conn = st.conns.get(i);
+                let present = i < st.core.connection_count();
                 ConnectionStats {
                     cid: i as u16,
-                    connected: conn.is_some() && st.phase == Phase::Up,
+                    connected: present && st.phase == Phase::Up,
                     commands: c.commands.load(Ordering::Relaxed),
-                    in_flight: conn.map(|c| c.in_flight).unwrap_or(0),
+                    in_flight: st.core.in_flight(ConnId(i)),
                     bytes_out: c.bytes_out.load(Ordering::Relaxed),
                     bytes_in: c.bytes_in.load(Ordering::Relaxed),
                     pdus_out: c.pdus_out.load(Ordering::Relaxed),
@@ -369,7 +374,7 @@ impl Session {
 
     /// Number of connections currently logged in.
     pub fn connection_count(&self) -> usize {
-        lock(&self.inner().st).conns.len()
+        lock(&self.inner().st).core.connection_count()
     }
 
     /// Issue one SCSI command and wait for its outcome, whatever the status.
@@ -405,31 +410,41 @@ impl Session {
     /// Queue one command and wait for its outcome.
     async fn submit(&self, lun: u64, cdb: &[u8], dir: DataDirection) -> Result<RawResult> {
         let (tx, rx) = oneshot::channel();
-        {
-            let inner = self.inner();
+        let inner = self.inner();
+        let data = match dir {
+            DataDirection::None => Data::None,
+            DataDirection::Read(len) => Data::Read {
+                len,
+                buf: inner.pool.take(len as usize),
+            },
+            DataDirection::Write(d) => Data::Write(d),
+        };
+        let reply = Pending {
+            reply: tx,
+            span: tracing::debug_span!(
+                "cmd",
+                lun,
+                itt = tracing::field::Empty,
+                cmdsn = tracing::field::Empty
+            ),
+        };
+        let cmd = Command {
+            lun,
+            cdb: Bytes::copy_from_slice(cdb),
+            data,
+            ctx: reply,
+        };
+        let (epoch, after) = {
             let mut st = lock(&inner.st);
             match &st.phase {
                 Phase::Closed => return Err(Error::Closed),
                 Phase::Failed(why) => return Err(Error::SessionFailed(why.clone())),
                 _ => {}
             }
-            let seq = st.next_seq;
-            st.next_seq += 1;
-            st.queue.push_back(Pending {
-                lun,
-                cdb: Bytes::copy_from_slice(cdb),
-                dir,
-                reply: tx,
-                seq,
-                span: tracing::debug_span!(
-                    "cmd",
-                    lun,
-                    itt = tracing::field::Empty,
-                    cmdsn = tracing::field::Empty
-                ),
-            });
-            inner.pump(&mut st);
-        }
+            st.core.submit(cmd, Instant::now());
+            (st.epoch, inner.flush(&mut st))
+        };
+        inner.after(epoch, after);
         rx.await.unwrap_or(Err(Error::Closed))
     }
 
@@ -469,30 +484,15 @@ impl Session {
     /// LOGICAL UNIT RESET. On success, the commands to that LUN issued
     /// before the reset are terminated with [`Error::TaskManagement`]: the
     /// target aborted them and sends no status for them (SAM-5 LOGICAL
-    /// UNIT RESET, RFC 7143 §11.5.1).
+    /// UNIT RESET, RFC 7143 §11.5.1); the core ends them before the answer
+    /// comes back here.
     pub async fn lun_reset(&self, lun: u64) -> Result<()> {
-        let inner = self.inner();
-        let (r, sent_cmd_sn) = inner
+        let (r, _) = self
+            .inner()
             .clone()
             .task_management(TmfFunction::LOGICAL_UNIT_RESET, Some(lun), None)
             .await?;
         if r.response == TmfResponse::FUNCTION_COMPLETE {
-            let mut st = lock(&inner.st);
-            let victims: Vec<u32> = st
-                .tasks
-                .iter()
-                .filter(|(_, t)| t.p.lun == lun && t.cmd_sn.lt(sent_cmd_sn))
-                .map(|(&itt, _)| itt)
-                .collect();
-            for itt in victims {
-                inner.finish(
-                    &mut st,
-                    itt,
-                    Err(Error::TaskManagement(
-                        "command aborted by LOGICAL UNIT RESET".into(),
-                    )),
-                );
-            }
             Ok(())
         } else {
             Err(Error::TaskManagement(format!(
@@ -511,7 +511,7 @@ impl Session {
             let notified = inner.idle.notified();
             {
                 let st = lock(&inner.st);
-                if st.tasks.is_empty() && st.queue.is_empty() {
+                if st.core.issued_count() == 0 && st.core.queued_count() == 0 {
                     break;
                 }
                 if st.phase != Phase::Up
@@ -532,6 +532,7 @@ impl Session {
                 // With MC/S the target closes every connection of the
                 // session; those EOFs must not start a recovery.
                 st.phase = Phase::Closing;
+                st.core.pause();
             }
             up
         };

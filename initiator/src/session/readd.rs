@@ -14,6 +14,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use proto::session::initiator::ConnId;
+
 use super::login_spec;
 use super::state::{Inner, Phase, State};
 use crate::connection;
@@ -54,7 +56,10 @@ impl Inner {
     /// From the timer: if the session is short of connections and the
     /// backoff allows, start one attempt to add one.
     pub(super) fn maybe_readd(self: &Arc<Self>, st: &mut State, now: Instant) {
-        if st.phase != Phase::Up || st.readd.busy || st.conns.len() >= self.wanted_connections(st) {
+        if st.phase != Phase::Up
+            || st.readd.busy
+            || st.core.connection_count() >= self.wanted_connections(st)
+        {
             return;
         }
         let due = *st.readd.next_at.get_or_insert(now + st.readd.backoff);
@@ -62,11 +67,13 @@ impl Inner {
             return;
         }
         // The lowest CID not in use (RFC 7143 §11.12.7: unique in the session).
-        let Some(cid) = (0..=u16::MAX).find(|c| st.conns.iter().all(|x| x.cid != *c)) else {
+        let n = st.core.connection_count();
+        let in_use = |c: u16| (0..n).any(|i| st.core.cid(ConnId(i)) == Some(c));
+        let Some(cid) = (0..=u16::MAX).find(|c| !in_use(*c)) else {
             return;
         };
         st.readd.busy = true;
-        let spec = login_spec(&self.cfg, st.isid, st.tsih, cid, st.window.cmd_sn());
+        let spec = login_spec(&self.cfg, st.isid, st.tsih, cid, st.core.window().cmd_sn());
         let epoch = st.epoch;
         let me = self.clone();
         tokio::spawn(async move {
@@ -89,16 +96,22 @@ impl Inner {
         }
         st.readd.busy = false;
         match r {
-            Ok(e) if st.phase == Phase::Up && st.conns.len() < self.wanted_connections(&st) => {
+            Ok(e)
+                if st.phase == Phase::Up
+                    && st.core.connection_count() < self.wanted_connections(&st) =>
+            {
                 let (exp, max) = (e.exp_cmd_sn, e.max_cmd_sn);
                 self.attach(&mut st, epoch, e);
                 st.readd = ReAdd::default();
                 tracing::info!(
                     cid,
-                    conns = st.conns.len(),
+                    conns = st.core.connection_count(),
                     "connection added back to the session"
                 );
-                self.update_window(&mut st, exp, max);
+                st.core.update_window(exp, max, Instant::now());
+                let after = self.flush(&mut st);
+                drop(st);
+                self.after(epoch, after);
             }
             Ok(_) => {}
             Err(e) => {

@@ -1,14 +1,16 @@
 //! Session recovery at ErrorRecoveryLevel 0 (RFC 7143 §7.1, §6.3.5): a
-//! connection failure fails the session; every unanswered command goes
-//! back to the queue in its original order, and the session is reinstated
-//! (same ISID, TSIH 0) with exponential backoff, within the recovery
-//! timeout. Also the final shutdown.
+//! connection failure fails the session; the core puts every unanswered
+//! command back in its queue in the original order
+//! (`InitiatorSession::requeue_all`), and the session is reinstated (same
+//! ISID, TSIH 0) with exponential backoff, within the recovery timeout.
+//! Also the final shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::state::{Inner, Pending, Phase};
-use super::{establish, SessionEvent};
+use super::establish;
+use super::state::{Inner, Phase, State};
+use super::SessionEvent;
 use crate::error::Error;
 use crate::sync::lock;
 
@@ -37,19 +39,15 @@ impl Inner {
         for h in st.drivers.drain(..) {
             h.abort();
         }
-        st.conns.clear();
-        st.control.clear();
-        let mut back: Vec<Pending> = st.tasks.drain().map(|(_, t)| t.p).collect();
-        back.extend(st.queue.drain(..));
-        back.sort_by_key(|p| p.seq);
-        st.queue = back.into();
+        st.links.clear();
+        st.core.requeue_all();
+        // Pending TMF and Logout requests end (lost); nothing else comes out.
+        let _ = self.flush(&mut st);
+        st.waiters.clear();
         if self.cfg.recovery_timeout.is_zero() {
             let why = format!("connection failed: {reason}");
             st.phase = Phase::Failed(why.clone());
-            for p in st.queue.drain(..) {
-                let _ = p.reply.send(Err(Error::ConnectionLost(reason.clone())));
-            }
-            self.idle.notify_waiters();
+            self.fail_queued(&mut st, || Error::ConnectionLost(reason.clone()));
             self.emit(SessionEvent::Failed(why));
             return;
         }
@@ -57,6 +55,16 @@ impl Inner {
         let me = self.clone();
         let h = tokio::spawn(async move { me.recover(reason, min_wait).await });
         st.recovery = Some(h.abort_handle());
+    }
+
+    /// Fail every command the session holds (none is issued once the
+    /// connections are gone).
+    fn fail_queued(&self, st: &mut State, err: impl Fn() -> Error) {
+        let (issued, queued) = st.core.take_all();
+        for p in issued.into_iter().chain(queued) {
+            let _ = p.reply.send(Err(err()));
+        }
+        self.idle.notify_waiters();
     }
 
     pub(super) async fn recover(self: Arc<Self>, reason: String, min_wait: Duration) {
@@ -73,7 +81,7 @@ impl Inner {
                 if st.phase != Phase::Recovering {
                     return;
                 }
-                (st.isid, st.window.cmd_sn())
+                (st.isid, st.core.window().cmd_sn())
             };
             // Bound each attempt by the time left.
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -114,10 +122,7 @@ impl Inner {
             return;
         }
         st.phase = Phase::Failed(why.clone());
-        for p in st.queue.drain(..) {
-            let _ = p.reply.send(Err(Error::SessionFailed(why.clone())));
-        }
-        self.idle.notify_waiters();
+        self.fail_queued(&mut st, || Error::SessionFailed(why.clone()));
         self.emit(SessionEvent::Failed(why));
     }
 
@@ -131,13 +136,15 @@ impl Inner {
         if let Some(h) = st.recovery.take() {
             h.abort();
         }
-        st.conns.clear();
-        st.control.clear();
+        st.links.clear();
         let msg = err.to_string();
-        for (_, t) in st.tasks.drain() {
-            let _ = t.p.reply.send(Err(Error::ConnectionLost(msg.clone())));
+        let (issued, queued) = st.core.take_all();
+        let _ = self.flush(&mut st);
+        st.waiters.clear();
+        for p in issued {
+            let _ = p.reply.send(Err(Error::ConnectionLost(msg.clone())));
         }
-        for p in st.queue.drain(..) {
+        for p in queued {
             let _ = p.reply.send(Err(Error::Closed));
         }
         self.idle.notify_waiters();

@@ -404,7 +404,8 @@ impl<T: CommandContext> InitiatorSession<T> {
         self.config = config;
     }
 
-    /// A connection that finished its login at `now`.
+    /// A connection that finished its login at `now`. Commands go on it
+    /// once the window is set or updated.
     pub fn add_connection(&mut self, p: ConnParams, now: Instant) -> ConnId {
         self.conns.push(Conn {
             cid: p.cid,
@@ -415,9 +416,9 @@ impl<T: CommandContext> InitiatorSession<T> {
             ping: None,
             failed: false,
         });
-        let id = ConnId(self.conns.len() - 1);
-        self.pump(now);
-        id
+        // Nothing is issued here: after a (re)login the window is set
+        // next ([`InitiatorSession::reset_window`], which issues).
+        ConnId(self.conns.len() - 1)
     }
 
     /// After a (re)login: the target's ExpCmdSN is the next CmdSN to use

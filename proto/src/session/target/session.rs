@@ -134,6 +134,13 @@ impl LocalSession {
         }
     }
 
+    /// ABORT TASK for a command never received (RFC 7143 §11.5.1 b,
+    /// [`CmdWindow::consider_received`]): whether its CmdSN was taken as
+    /// received.
+    pub fn consider_received(&self, ref_cmd_sn: CmdSn, tmf_cmd_sn: CmdSn) -> bool {
+        self.lock().window.consider_received(ref_cmd_sn, tmf_cmd_sn)
+    }
+
     /// Number of registered tasks.
     pub fn task_count(&self) -> usize {
         self.lock().tasks.len()

@@ -103,6 +103,19 @@ impl Backend for CountingBackend {
         c.count(r, &c.write_ops, Some((&c.write_bytes, buf.len() as u64)))
     }
 
+    fn read_now(&self, buf: &mut [u8], offset: u64) -> Option<Result<()>> {
+        let n = buf.len() as u64;
+        let r = self.inner.read_now(buf, offset)?;
+        let c = &self.counters;
+        Some(c.count(r, &c.read_ops, Some((&c.read_bytes, n))))
+    }
+
+    fn write_now(&self, buf: &[u8], offset: u64) -> Option<Result<()>> {
+        let r = self.inner.write_now(buf, offset)?;
+        let c = &self.counters;
+        Some(c.count(r, &c.write_ops, Some((&c.write_bytes, buf.len() as u64))))
+    }
+
     fn flush(&self) -> Result<()> {
         let c = &self.counters;
         c.count(self.inner.flush(), &c.flush_ops, None)

@@ -1,13 +1,21 @@
 //! Regular-file backend: pread/pwrite through `FileExt`, sparse files when
 //! thin (holes punched with `fallocate(PUNCH_HOLE)`), SEEK_DATA/SEEK_HOLE
 //! for GET LBA STATUS, and write-through via O_DSYNC.
+//!
+//! Reads and writes that need not wait for the disk are offered to the
+//! device server's fast path ([`Backend::read_now`], [`Backend::write_now`]):
+//! `preadv2`/`pwritev2` with `RWF_NOWAIT` (Linux 4.14+: served from the
+//! page cache or `EAGAIN`, never a wait for the device); a file on tmpfs
+//! or ramfs is RAM, read and written directly. A filesystem that refuses
+//! `RWF_NOWAIT` (`EOPNOTSUPP`, e.g. buffered writes on ext4) is not asked
+//! again.
 
 use super::{Backend, BackendError, Result};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// How to open a file backend.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +37,12 @@ pub struct FileBackend {
     size: AtomicU64,
     thin: bool,
     read_only: bool,
+    write_through: bool,
+    /// The file lives in RAM (tmpfs, ramfs): I/O never waits for a disk.
+    in_ram: bool,
+    /// `RWF_NOWAIT` is worth trying (cleared on `EOPNOTSUPP`).
+    nowait_read: AtomicBool,
+    nowait_write: AtomicBool,
 }
 
 fn fallocate(fd: i32, mode: i32, offset: u64, len: u64) -> std::io::Result<()> {
@@ -84,12 +98,17 @@ impl FileBackend {
             Some(s) if !exists => s,
             _ => cur,
         };
+        let in_ram = in_ram(&file);
         Ok(Self {
             file,
             path: path.to_path_buf(),
             size: AtomicU64::new(size),
             thin: opts.thin,
             read_only: opts.read_only,
+            write_through: opts.write_through,
+            in_ram,
+            nowait_read: AtomicBool::new(true),
+            nowait_write: AtomicBool::new(true),
         })
     }
 
@@ -130,6 +149,64 @@ impl Backend for FileBackend {
         }
         self.file.write_all_at(buf, offset)?;
         Ok(())
+    }
+
+    fn read_now(&self, buf: &mut [u8], offset: u64) -> Option<Result<()>> {
+        if self.in_ram {
+            return Some(self.read_at(buf, offset));
+        }
+        if !self.nowait_read.load(Ordering::Relaxed) {
+            return None;
+        }
+        let fd = self.file.as_raw_fd();
+        let done = self.nowait_loop(buf.len(), &self.nowait_read, |done| {
+            let rest = &mut buf[done..];
+            let iov = libc::iovec {
+                iov_base: rest.as_mut_ptr().cast(),
+                iov_len: rest.len(),
+            };
+            let at = (offset + done as u64) as libc::off_t;
+            // SAFETY: one iovec over `rest`, which lives and is writable
+            // for the call; the descriptor is `self.file`'s.
+            unsafe { libc::preadv2(fd, &iov, 1, at, libc::RWF_NOWAIT) }
+        })?;
+        Some(done.map(|n| {
+            // Past the end of a shorter file: zeros.
+            buf[n..].fill(0);
+        }))
+    }
+
+    fn write_now(&self, buf: &[u8], offset: u64) -> Option<Result<()>> {
+        if self.read_only {
+            return Some(Err(BackendError::ReadOnly));
+        }
+        if self.write_through {
+            // O_DSYNC: every write waits for the device.
+            return None;
+        }
+        if self.in_ram {
+            return Some(self.write_at(buf, offset));
+        }
+        if !self.nowait_write.load(Ordering::Relaxed) {
+            return None;
+        }
+        let fd = self.file.as_raw_fd();
+        let done = self.nowait_loop(buf.len(), &self.nowait_write, |done| {
+            let rest = &buf[done..];
+            let iov = libc::iovec {
+                iov_base: rest.as_ptr() as *mut libc::c_void,
+                iov_len: rest.len(),
+            };
+            let at = (offset + done as u64) as libc::off_t;
+            // SAFETY: one iovec over `rest`, which lives for the call (the
+            // kernel only reads it); the descriptor is `self.file`'s.
+            unsafe { libc::pwritev2(fd, &iov, 1, at, libc::RWF_NOWAIT) }
+        })?;
+        match done {
+            // A write that took nothing: the blocking path reports it.
+            Ok(n) if n < buf.len() => None,
+            other => Some(other.map(drop)),
+        }
     }
 
     fn flush(&self) -> Result<()> {
@@ -224,7 +301,59 @@ impl Backend for FileBackend {
     }
 }
 
+/// Whether the file lives in RAM (tmpfs, ramfs): reading or writing it
+/// never waits for a device.
+// `f_type`'s integer type differs between Linux targets.
+#[allow(clippy::useless_conversion)]
+fn in_ram(file: &File) -> bool {
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    // SAFETY: fstatfs fills the zeroed struct we pass; the descriptor is
+    // `file`'s.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
+        return false;
+    }
+    let t = i64::from(st.f_type);
+    t == i64::from(libc::TMPFS_MAGIC) || t == RAMFS_MAGIC
+}
+
 impl FileBackend {
+    /// A `RWF_NOWAIT` call failed: `None` (the caller goes the blocking
+    /// way) for "would wait", an interrupted call, or a filesystem without
+    /// `RWF_NOWAIT` (not asked again); other errors are the I/O's answer.
+    fn nowait_failed(&self, flag: &AtomicBool) -> Option<Result<()>> {
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => None,
+            Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+                flag.store(false, Ordering::Relaxed);
+                None
+            }
+            _ => Some(Err(e.into())),
+        }
+    }
+
+    /// Runs `call(done)`, a `preadv2`/`pwritev2` with `RWF_NOWAIT` for the
+    /// bytes after the first `done`, until `len` bytes have moved or a call
+    /// moves none (end of file); gives the bytes moved, or `None` as
+    /// [`FileBackend::nowait_failed`] decides.
+    fn nowait_loop(
+        &self,
+        len: usize,
+        flag: &AtomicBool,
+        mut call: impl FnMut(usize) -> isize,
+    ) -> Option<Result<usize>> {
+        let mut done = 0;
+        while done < len {
+            match call(done) {
+                0 => break,
+                n if n > 0 => done += n as usize,
+                _ => return self.nowait_failed(flag).map(|r| r.map(|()| done)),
+            }
+        }
+        Some(Ok(done))
+    }
+
     fn write_zeroes_plain(&self, offset: u64, len: u64) -> Result<()> {
         const CHUNK: u64 = 1 << 20;
         let zeros = vec![0u8; CHUNK.min(len) as usize];
@@ -264,6 +393,67 @@ mod tests {
         assert_eq!(b.seek_data(3 << 20).unwrap(), None);
         let h = b.seek_hole(2 << 20).unwrap();
         assert!(h > 2 << 20);
+    }
+
+    /// The fast path reads and writes what `read_at`/`write_at` would, or
+    /// declines; on tmpfs (RAM) it never declines.
+    #[test]
+    fn read_now_and_write_now_match_the_blocking_path() {
+        let shm = std::path::Path::new("/dev/shm");
+        let dirs = [
+            Some(tempfile::tempdir().unwrap()),
+            shm.is_dir()
+                .then(|| tempfile::tempdir_in(shm).unwrap())
+                .filter(|d| in_ram(&File::open(d.path()).unwrap())),
+        ];
+        for (i, dir) in dirs.iter().enumerate() {
+            let Some(dir) = dir else { continue };
+            let b = FileBackend::open(
+                dir.path().join("n.img"),
+                &FileOptions {
+                    size: Some(1 << 20),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let ram = i == 1;
+            assert_eq!(b.in_ram, ram);
+            let data: Vec<u8> = (0..8192u32).map(|i| (i * 13 + 1) as u8).collect();
+            match b.write_now(&data, 4096) {
+                Some(r) => r.unwrap(),
+                None => {
+                    assert!(!ram, "tmpfs never waits");
+                    b.write_at(&data, 4096).unwrap();
+                }
+            }
+            // Just written: in the page cache.
+            let mut back = vec![0u8; 8192];
+            b.read_now(&mut back, 4096).unwrap().unwrap();
+            assert_eq!(back, data);
+            // Past the end of the file: zeros, like read_at.
+            let mut tail = vec![0xAAu8; 4096];
+            if let Some(r) = b.read_now(&mut tail, 1 << 20) {
+                r.unwrap();
+                assert!(tail.iter().all(|&x| x == 0));
+            }
+        }
+        // Write-through and read-only files are never written on the fast
+        // path.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.img");
+        let mut opts = FileOptions {
+            size: Some(1 << 20),
+            write_through: true,
+            ..Default::default()
+        };
+        let wt = FileBackend::open(&p, &opts).unwrap();
+        assert!(wt.write_now(b"x", 0).is_none());
+        opts.read_only = true;
+        let ro = FileBackend::open(&p, &opts).unwrap();
+        assert!(matches!(
+            ro.write_now(b"x", 0),
+            Some(Err(BackendError::ReadOnly))
+        ));
     }
 
     #[test]

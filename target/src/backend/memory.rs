@@ -113,6 +113,15 @@ impl Backend for MemoryBackend {
         })
     }
 
+    /// RAM: never waits.
+    fn read_now(&self, buf: &mut [u8], offset: u64) -> Option<Result<()>> {
+        Some(self.read_at(buf, offset))
+    }
+
+    fn write_now(&self, buf: &[u8], offset: u64) -> Option<Result<()>> {
+        Some(self.write_at(buf, offset))
+    }
+
     fn flush(&self) -> Result<()> {
         Ok(())
     }

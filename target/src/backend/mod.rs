@@ -139,6 +139,23 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Writes all of `buf` at `offset`.
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()>;
 
+    /// Reads like [`Backend::read_at`] if that needs no wait for storage
+    /// (RAM, a page-cache hit); `None` when it would have to wait, and the
+    /// caller then calls `read_at` where blocking is allowed (tokio's
+    /// blocking pool). Lets the device server answer a cached read on the
+    /// connection's task, without a thread hop. Default: never.
+    fn read_now(&self, _buf: &mut [u8], _offset: u64) -> Option<Result<()>> {
+        None
+    }
+
+    /// Writes like [`Backend::write_at`] if that needs no wait for storage
+    /// (RAM, room in the page cache); `None` when it would have to wait.
+    /// After `None` part of `buf` may be written: the caller writes all of
+    /// it again with `write_at`. Default: never.
+    fn write_now(&self, _buf: &[u8], _offset: u64) -> Option<Result<()>> {
+        None
+    }
+
     /// Makes every completed write durable (fdatasync).
     fn flush(&self) -> Result<()>;
 

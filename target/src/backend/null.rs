@@ -31,6 +31,12 @@ impl Backend for NullBackend {
     fn write_at(&self, _buf: &[u8], _offset: u64) -> Result<()> {
         Ok(())
     }
+    fn read_now(&self, buf: &mut [u8], offset: u64) -> Option<Result<()>> {
+        Some(self.read_at(buf, offset))
+    }
+    fn write_now(&self, buf: &[u8], offset: u64) -> Option<Result<()>> {
+        Some(self.write_at(buf, offset))
+    }
     fn flush(&self) -> Result<()> {
         Ok(())
     }

@@ -1,29 +1,43 @@
 //! The driver of one connection in the full-feature phase: it feeds the
 //! frames it reads, the commands' outcomes and the timer into the sans-IO
 //! core (`proto::session::target::TargetConn`), acts on the core's events
-//! (run a command, a TMF, a Text or Logout decision) and hands what the
-//! core has to send to the writer task, in the core's (wire) order.
+//! (run a command, a TMF, a Text or Logout decision) and writes what the
+//! core has to send, in the core's (wire) order ([`super::writer`]).
+//!
+//! Commands run on this task: each is a future in `running`, polled with
+//! the socket and the timers. A command that does not wait (a memory LUN,
+//! a page-cache hit) is answered in the same wake-up that read it, and
+//! its answer is written with the others of that wake-up in one vectored
+//! write: no task spawned, no channel, no other thread woken per command.
+//! Backend calls that may block still run on the blocking pool (the
+//! device server decides), and their futures wait here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use proto::codec::CodecError;
 use proto::pdu::{LogoutReason, LogoutResponseCode, Pdu, TaskMgmtRequest, TaskMgmtResponse};
 use proto::session::target::{CloseReason, Command, Event, LogoutRequested, TargetConn};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use super::exec::{self, Done, SessionHooks};
-use super::writer::Outbound;
+use super::writer::Output;
 use super::{ConnError, ConnLimits, Frames};
 use crate::server::{ServerShared, Session};
 use crate::session::{ConnNotice, TaskPhase};
 
 /// Inputs taken in one go before the output is handed to the writer.
 const BATCH: usize = 64;
+
+/// Bytes of answers queued in a burst above which they are written
+/// before the burst ends.
+const WRITE_EARLY: usize = 256 << 10;
 
 /// A TMF's answer, back from the task that ran it.
 type TmfDone = (TaskMgmtResponse, Option<crate::tmf::After>);
@@ -34,7 +48,7 @@ pub(crate) struct Setup {
     pub session: Arc<Session>,
     pub conn_id: u64,
     pub local: std::net::SocketAddr,
-    pub tx: mpsc::Sender<Outbound>,
+    pub out: Output<OwnedWriteHalf>,
     pub cancel: CancellationToken,
     pub notices: mpsc::UnboundedReceiver<ConnNotice>,
     pub limits: ConnLimits,
@@ -47,14 +61,17 @@ pub(crate) struct Conn {
     pub(super) session: Arc<Session>,
     conn_id: u64,
     pub(super) local: std::net::SocketAddr,
-    tx: mpsc::Sender<Outbound>,
+    out: Output<OwnedWriteHalf>,
     cancel: CancellationToken,
     notices: mpsc::UnboundedReceiver<ConnNotice>,
     pub(super) limits: ConnLimits,
     pub(super) core: TargetConn<SessionHooks>,
     pub(super) negotiator: Option<proto::text::negotiate::Negotiator>,
-    done_tx: mpsc::UnboundedSender<Done>,
-    done_rx: mpsc::UnboundedReceiver<Done>,
+    /// Commands handed to the device server, until they end.
+    running: FuturesUnordered<BoxFuture<'static, Done>>,
+    /// Since when the output has been above its high-water mark (the
+    /// initiator is not reading), with NOP-In pings enabled.
+    stalled: Option<Instant>,
     tmf_tx: mpsc::UnboundedSender<TmfDone>,
     tmf_rx: mpsc::UnboundedReceiver<TmfDone>,
     /// Set when the core asked to close: the result to end with once what
@@ -64,21 +81,20 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn new(s: Setup) -> Self {
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (tmf_tx, tmf_rx) = mpsc::unbounded_channel();
         Conn {
             shared: s.shared,
             session: s.session,
             conn_id: s.conn_id,
             local: s.local,
-            tx: s.tx,
+            out: s.out,
             cancel: s.cancel,
             notices: s.notices,
             limits: s.limits,
             core: s.core,
             negotiator: None,
-            done_tx,
-            done_rx,
+            running: FuturesUnordered::new(),
+            stalled: None,
             tmf_tx,
             tmf_rx,
             closing: None,
@@ -88,42 +104,80 @@ impl Conn {
     /// Drive the connection until it closes.
     pub(crate) async fn run(&mut self, mut frames: Frames<OwnedReadHalf>) -> Result<(), ConnError> {
         loop {
-            self.flush().await?;
+            self.flush()?;
             if let Some(r) = self.closing.take() {
                 return r;
             }
             let deadline = self.core.poll_timeout();
+            // Back-pressure: while the initiator does not read what we
+            // send, take no new PDUs from it.
+            let take_frames = !self.out.is_full();
+            let stall = self.stall_deadline();
+            let out = &mut self.out;
             tokio::select! {
-                f = frames.next() => self.frame(f)?,
-                Some(d) = self.done_rx.recv() => self.done(d),
+                f = frames.next(), if take_frames => self.frame(f)?,
+                Some(d) = self.running.next(), if !self.running.is_empty() => self.done(d),
+                r = out.write(), if out.pending() > 0 => r?,
                 Some(t) = self.tmf_rx.recv() => self.tmf_done(t),
                 _ = self.cancel.cancelled() => return Ok(()),
                 Some(n) = self.notices.recv() => self.notice(n),
                 _ = sleep_until_opt(deadline) => self.core.handle_timeout(Instant::now()),
+                _ = sleep_until_opt(stall) => {
+                    return Err(ConnError::PeerNotReading(self.limits.nop_timeout))
+                }
             }
             self.events();
             self.drain_ready(&mut frames)?;
         }
     }
 
-    /// Take what is already there (frames in the read buffer or on the
-    /// socket, finished commands) without going back to the `select!`, so
+    /// Take what is already there (finished commands, frames in the read
+    /// buffer or on the socket) without going back to the `select!`, so
     /// that a burst is handled, and its answers sent, as one batch.
     fn drain_ready(&mut self, frames: &mut Frames<OwnedReadHalf>) -> Result<(), ConnError> {
         for _ in 0..BATCH {
             if self.closing.is_some() {
                 break;
             }
-            if let Ok(d) = self.done_rx.try_recv() {
+            if let Some(Some(d)) = self.poll_running() {
                 self.done(d);
+            } else if self.out.is_full() {
+                break;
             } else if let Some(f) = frames.next().now_or_never() {
                 self.frame(f)?;
             } else {
                 break;
             }
             self.events();
+            // Large answers go out as they are ready, so that the
+            // initiator can reuse the queue slots while we go on.
+            if self.core.pending_transmits() > 0 {
+                self.out.push(self.core.poll_transmit_all());
+                if self.out.pending() >= WRITE_EARLY {
+                    self.out.write_now()?;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// A finished command, if one is ready now.
+    fn poll_running(&mut self) -> Option<Option<Done>> {
+        if self.running.is_empty() {
+            return None;
+        }
+        self.running.next().now_or_never()
+    }
+
+    /// When a stalled output ends the connection (NOP-In pings enabled:
+    /// an initiator that reads nothing could not answer a ping either).
+    fn stall_deadline(&mut self) -> Option<Instant> {
+        if !self.out.is_full() || self.limits.nop_interval.is_none() {
+            self.stalled = None;
+            return None;
+        }
+        let since = *self.stalled.get_or_insert_with(Instant::now);
+        Some(since + self.limits.nop_timeout)
     }
 
     fn frame(
@@ -174,8 +228,8 @@ impl Conn {
             lun = cmd.lun
         );
         let session = self.session.clone();
-        let done = self.done_tx.clone();
-        tokio::spawn(exec::execute(session, task, cmd, done).instrument(span));
+        self.running
+            .push(exec::execute(session, task, cmd).instrument(span).boxed());
     }
 
     fn done(&mut self, d: Done) {
@@ -230,64 +284,42 @@ impl Conn {
         }
     }
 
-    /// Hand what the core has to send to the writer, as one batch.
-    async fn flush(&mut self) -> Result<(), ConnError> {
-        if self.core.pending_transmits() == 0 {
-            return Ok(());
+    /// Encode what the core has to send and write what the socket takes
+    /// now; the rest waits in the `select!`.
+    fn flush(&mut self) -> Result<(), ConnError> {
+        if self.core.pending_transmits() > 0 {
+            self.out.push(self.core.poll_transmit_all());
         }
-        let pdus = self.core.poll_transmit_all();
-        self.queue(Outbound::Pdus(pdus)).await
-    }
-
-    /// Hand a message to the writer. When the queue is full the initiator
-    /// is not draining its socket; waiting for room must not make the
-    /// connection deaf: a close request (logout from another connection,
-    /// reinstatement, shutdown) still ends it, and with NOP-In pings
-    /// enabled a queue that stays full for the ping timeout is treated like
-    /// an unanswered ping (RFC 7143 §11.19: the target uses NOP-In to
-    /// check the initiator is alive; one that reads nothing cannot answer).
-    async fn queue(&self, m: Outbound) -> Result<(), ConnError> {
-        let m = match self.tx.try_send(m) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(ConnError::WriterGone),
-            Err(mpsc::error::TrySendError::Full(m)) => m,
-        };
-        let stall = self.limits.nop_interval.map(|_| self.limits.nop_timeout);
-        tokio::select! {
-            r = self.tx.send(m) => r.map_err(|_| ConnError::WriterGone),
-            _ = self.cancel.cancelled() => Err(ConnError::Cancelled),
-            _ = sleep_opt(stall) => Err(ConnError::PeerNotReading(stall.unwrap_or_default())),
-        }
+        Ok(self.out.write_now()?)
     }
 
     /// The connection is ending: its tasks are terminated (RFC 7143 §6.1.2
     /// at ERL 0, connection allegiance: no other connection can answer
-    /// them), outcomes still on their way are dropped, and the writer is
-    /// asked to flush and close.
-    pub(crate) fn finish(mut self) {
+    /// them), commands still running finish on their own and are dropped,
+    /// and what is queued (e.g. a Logout Response) is sent before the
+    /// socket is shut down, for at most `linger`.
+    pub(crate) async fn finish(mut self, linger: Duration) {
         let conn_id = self.conn_id;
         for t in self.session.core.tasks_where(|t| t.conn == conn_id) {
             if t.abort() == TaskPhase::Collecting {
                 self.session.core.finish_task(&t);
             }
         }
-        self.done_rx.close();
-        while let Ok(d) = self.done_rx.try_recv() {
-            self.session.core.finish_task(&d.task);
+        let running = std::mem::take(&mut self.running);
+        if !running.is_empty() {
+            let session = self.session.clone();
+            let drain = running.for_each(move |d| {
+                session.core.finish_task(&d.task);
+                std::future::ready(())
+            });
+            tokio::spawn(drain.in_current_span());
         }
         self.tmf_rx.close();
         while let Ok((resp, _)) = self.tmf_rx.try_recv() {
             // Frees the window slot the TMF held.
             self.core.tmf_response(resp);
         }
-        let _ = self.tx.try_send(Outbound::Close);
-    }
-}
-
-async fn sleep_opt(d: Option<Duration>) {
-    match d {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
+        let _ = tokio::time::timeout(linger, self.out.close()).await;
     }
 }
 

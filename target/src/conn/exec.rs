@@ -12,7 +12,6 @@ use proto::scsi::Status;
 use proto::serial::CmdSn;
 use proto::session::target::{Command, NewTask, Outcome, Refusal, TargetSession, TaskId};
 use proto::session::Admit;
-use tokio::sync::mpsc;
 
 use crate::device;
 use crate::server::Session;
@@ -106,19 +105,11 @@ pub(crate) struct Done {
     pub outcome: Option<Outcome>,
 }
 
-/// Run one command on the device server and hand its outcome to the
-/// connection's driver. If the connection is gone, the task is finished
-/// here (no one will answer it).
-pub(crate) async fn execute(
-    session: Arc<Session>,
-    task: Arc<TaskShared>,
-    cmd: Command,
-    done: mpsc::UnboundedSender<Done>,
-) {
+/// Run one command on the device server; its outcome for the connection's
+/// driver.
+pub(crate) async fn execute(session: Arc<Session>, task: Arc<TaskShared>, cmd: Command) -> Done {
     let outcome = run(&session, &task, cmd).await;
-    if let Err(e) = done.send(Done { task, outcome }) {
-        session.core.finish_task(&e.0.task);
-    }
+    Done { task, outcome }
 }
 
 async fn run(session: &Session, task: &TaskShared, cmd: Command) -> Option<Outcome> {

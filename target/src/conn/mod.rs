@@ -5,10 +5,10 @@
 //! | file | what |
 //! |---|---|
 //! | this one | accept → login → full-feature set-up and tear-down |
-//! | [`driver`] | the driver task: reads frames into the core, runs its events, drains its output to the writer, re-arms its one timer |
+//! | [`driver`] | the driver task: reads frames into the core, runs its events and commands, writes its output, re-arms its one timer |
 //! | [`exec`] | the session as the core sees it (window, task table) and running a command on the device server |
 //! | [`text`] | Text requests in the full-feature phase: negotiation, SendTargets |
-//! | [`writer`] | the writer task: vectored writes of what the core sent |
+//! | [`writer`] | the sending side: vectored writes of what the core sent |
 //!
 //! The rules (CmdSN window, StatSN, R2T and Data-Out checks, Data-In, NOP
 //! pings, logout and TMF exchanges) are the core's; this shell moves bytes,
@@ -23,7 +23,7 @@
 mod driver;
 mod exec;
 mod text;
-pub mod writer;
+mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,9 +49,6 @@ use crate::session::ConnNotice;
 /// ones from the end of login.
 pub(crate) type Frames<T> = Framed<T, RecoverablePduCodec>;
 
-/// Outgoing batches queued per connection before the driver waits.
-const OUT_QUEUE: usize = 512;
-
 /// Why a connection ends.
 #[derive(Debug, Error)]
 pub enum ConnError {
@@ -59,8 +56,6 @@ pub enum ConnError {
     Io(#[from] std::io::Error),
     #[error("undecodable PDU: {0}")]
     Decode(#[from] DecodeError),
-    #[error("the writer is gone")]
-    WriterGone,
     #[error("NOP-In ping not answered within {0:?}")]
     PingTimeout(Duration),
     #[error("the initiator has not read our responses for {0:?}")]
@@ -182,10 +177,6 @@ async fn full_feature(
     let mut read_parts = FramedParts::new::<Pdu>(rd, codec);
     read_parts.read_buf = parts.read_buf;
     let frames = Framed::from_parts(read_parts);
-    let (tx, rx) = mpsc::channel(OUT_QUEUE);
-    let writer_cancel = CancellationToken::new();
-    let writer =
-        tokio::spawn(writer::run(wr, rx, digests, writer_cancel.clone()).in_current_span());
     let session = est.session.clone();
     let hooks = exec::SessionHooks::new(session.clone(), conn_id);
     let core = TargetConn::new(hooks, core_config(&est), std::time::Instant::now());
@@ -194,7 +185,7 @@ async fn full_feature(
         session: est.session,
         conn_id,
         local,
-        tx,
+        out: writer::Output::new(wr, digests),
         cancel: est.cancel,
         notices: est.notices,
         limits: est.limits,
@@ -208,14 +199,8 @@ async fn full_feature(
         }
         Err(e) => warn!(error = %e, "connection dropped"),
     }
-    // Let the writer flush what is queued (e.g. a Logout Response).
-    conn.finish();
-    if tokio::time::timeout(Duration::from_secs(2), writer)
-        .await
-        .is_err()
-    {
-        writer_cancel.cancel();
-    }
+    // Flush what is queued (e.g. a Logout Response), for a bounded time.
+    conn.finish(Duration::from_secs(2)).await;
     let left = session.core.remove_connection(conn_id);
     if left == 0 || session.core.is_closed() {
         shared.end_session(&session).await;

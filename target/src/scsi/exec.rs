@@ -272,7 +272,8 @@ pub(super) async fn execute(srv: &DeviceServer, nexus: &Nexus, mut req: ScsiRequ
 /// but the exempt ones. Gives the LU's D_SENSE setting, or the answer.
 fn unit_attention(lu: &LogicalUnit, nexus: &Nexus, op: u8) -> Result<bool, ScsiResult> {
     let mut st = lu.state();
-    if st.seen.insert(nexus.clone()) {
+    // `contains` first: no clone of the nexus names per command.
+    if !st.seen.contains(nexus) && st.seen.insert(nexus.clone()) {
         // SAM-5 §5.14: the first command on a new I_T nexus sees the
         // power-on condition.
         st.push_ua(nexus, Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET);

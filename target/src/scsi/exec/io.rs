@@ -4,6 +4,17 @@
 
 use super::*;
 
+/// Largest read or write tried on the caller's task (`Backend::read_now`,
+/// `write_now`): a copy of this size takes tens of microseconds, short
+/// enough not to hold up the other connections of a runtime thread.
+const INLINE_MAX: usize = 1 << 20;
+
+/// A backend failure as the command's answer.
+fn backend_failed(dir: IoDir, e: BackendError) -> Fail {
+    tracing::warn!(error = %e, "backend I/O failed");
+    e.sense(dir).into()
+}
+
 impl Ctx<'_> {
     /// SBC-4 §4.5: LBA range check; `zero_means_to_end` for SYNCHRONIZE
     /// CACHE / PRE-FETCH where 0 blocks means "through the last LBA".
@@ -71,10 +82,7 @@ impl Ctx<'_> {
         let be = self.lu.cfg.backend.clone();
         match tokio::task::spawn_blocking(move || f(be.as_ref())).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "backend I/O failed");
-                Err(e.sense(dir).into())
-            }
+            Ok(Err(e)) => Err(backend_failed(dir, e)),
             Err(_) => {
                 Err(Sense::new(SenseKey::HARDWARE_ERROR, Asc::INTERNAL_TARGET_FAILURE).into())
             }
@@ -88,10 +96,7 @@ impl Ctx<'_> {
         dir: IoDir,
         f: crate::backend::IoFuture<T>,
     ) -> Result<T, Fail> {
-        f.await.map_err(|e| {
-            tracing::warn!(error = %e, "backend I/O failed");
-            e.sense(dir).into()
-        })
+        f.await.map_err(|e| backend_failed(dir, e))
     }
 
     pub(super) async fn read_blocks(&self, lba: u64, blocks: u32) -> R {
@@ -101,12 +106,21 @@ impl Ctx<'_> {
             return Ok(Bytes::new());
         }
         let off = lba * bs;
-        if let Some(a) = self.lu.cfg.backend.aio() {
+        let be = &self.lu.cfg.backend;
+        if let Some(a) = be.aio() {
             return self.awaited(IoDir::Read, a.read(off, len)).await;
+        }
+        let mut buf = BytesMut::zeroed(len);
+        if len <= INLINE_MAX {
+            // RAM or a page-cache hit: no trip to the blocking pool.
+            match be.read_now(&mut buf, off) {
+                Some(Ok(())) => return Ok(buf.freeze()),
+                Some(Err(e)) => return Err(backend_failed(IoDir::Read, e)),
+                None => {}
+            }
         }
         let buf = self
             .blocking(IoDir::Read, move |b| {
-                let mut buf = BytesMut::zeroed(len);
                 b.read_at(&mut buf, off)?;
                 Ok(buf)
             })
@@ -121,6 +135,14 @@ impl Ctx<'_> {
         let off = lba * self.bs();
         let len = data.len() as u64;
         let sync = self.must_sync(fua);
+        if !sync && data.len() <= INLINE_MAX {
+            // RAM or room in the page cache: no trip to the blocking pool.
+            match self.lu.cfg.backend.write_now(&data, off) {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(e)) => return Err(backend_failed(IoDir::Write, e)),
+                None => {}
+            }
+        }
         if let Some(a) = self.lu.cfg.backend.aio() {
             self.awaited(IoDir::Write, a.write(off, data)).await?;
             if sync {

@@ -5,7 +5,7 @@
 //! from a pattern, so every byte moved can be checked.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -103,10 +103,10 @@ fn command(itt: u32, cmd_sn: u32, read: bool, write: bool, edtl: u32) -> ScsiCom
     }
 }
 
-type Core = TargetConn<Arc<LocalSession>>;
+type Core = TargetConn<Rc<LocalSession>>;
 
-fn core(p: Params, now: Instant) -> (Core, Arc<LocalSession>) {
-    let s = Arc::new(LocalSession::new(CmdSn::new(1), p.depth));
+fn core(p: Params, now: Instant) -> (Core, Rc<LocalSession>) {
+    let s = Rc::new(LocalSession::new(CmdSn::new(1), p.depth));
     (TargetConn::new(s.clone(), config(p), now), s)
 }
 
@@ -539,7 +539,7 @@ fn nop_out(itt: u32, ttt: u32, cmd_sn: u32) -> NopOut {
 fn nop_out_is_answered_and_pings_time_out() {
     let p = Params::default();
     let t0 = Instant::now();
-    let s = Arc::new(LocalSession::new(CmdSn::new(1), 4));
+    let s = Rc::new(LocalSession::new(CmdSn::new(1), 4));
     let mut cfg = config(p);
     cfg.nop_interval = Some(Duration::from_secs(5));
     let mut c = TargetConn::new(s, cfg, t0);

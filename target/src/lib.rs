@@ -16,4 +16,5 @@ pub mod portal;
 pub mod scsi;
 pub mod server;
 pub mod session;
+mod sync;
 pub mod tmf;

@@ -38,7 +38,8 @@ use tracing::{debug, warn};
 use crate::config::{AuthConfig, SessionLimits};
 use crate::conn::{ConnLimits, Established, Frames};
 use crate::server::{ServerShared, Session, TargetRuntime};
-use crate::session::{lock, ConnHandle, ConnNotice, SessionCore, SessionKey, SessionKind};
+use crate::session::{ConnHandle, ConnNotice, SessionCore, SessionKey, SessionKind};
+use crate::sync::{lock, read_lock};
 use proto::session::{DataInLimits, WriteLimits};
 
 /// Why a login did not produce a connection.
@@ -197,12 +198,7 @@ impl TargetLoginPolicy for Policy<'_> {
         self.check_caps(id)?;
         match id.session_type {
             SessionType::Discovery => {
-                let auth = self
-                    .shared
-                    .discovery_auth
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
+                let auth = read_lock(&self.shared.discovery_auth).clone();
                 Ok(Admission {
                     authenticator: authenticator(&auth),
                     target_alias: None,

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AuthConfig, ConfigError, ServerConfig, TargetConfig};
 use crate::device::{self, Device, Nexus};
 use crate::session::{ConnNotice, HasCore, SessionCore, SessionKind, SessionTable, TaskPhase};
+use crate::sync::{read_lock, write_lock};
 
 /// Errors starting the server.
 #[derive(Debug, Error)]
@@ -58,10 +59,7 @@ impl std::fmt::Debug for TargetRuntime {
 impl TargetRuntime {
     /// A snapshot of the configuration.
     pub fn config(&self) -> TargetConfig {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        read_lock(&self.config).clone()
     }
 }
 
@@ -147,9 +145,7 @@ impl std::fmt::Debug for ServerShared {
 impl ServerShared {
     /// The target named `name` (case-insensitive).
     pub fn target(&self, name: &str) -> Option<Arc<TargetRuntime>> {
-        self.targets
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        read_lock(&self.targets)
             .iter()
             .find(|t| t.name.eq_ignore_ascii_case(name))
             .cloned()
@@ -157,10 +153,7 @@ impl ServerShared {
 
     /// All targets.
     pub fn all_targets(&self) -> Vec<Arc<TargetRuntime>> {
-        self.targets
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        read_lock(&self.targets).clone()
     }
 
     pub(crate) fn conn_id(&self) -> u64 {
@@ -239,7 +232,7 @@ impl Server {
         for (asked, bound, _) in &listeners {
             if asked.port() == 0 {
                 for t in shared.all_targets() {
-                    let mut cfg = t.config.write().unwrap_or_else(|p| p.into_inner());
+                    let mut cfg = write_lock(&t.config);
                     for g in &mut cfg.portal_groups {
                         for p in &mut g.portals {
                             if p == asked {

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -22,11 +22,7 @@ use proto::serial::CmdSn;
 use proto::session::tags::TagMap;
 use proto::session::CmdWindow;
 
-/// Lock a mutex, recovering from poisoning (a panicking task must not take
-/// every other session down with it).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::sync::lock;
 
 /// Discovery or normal session (RFC 7143 §13.21 SessionType).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -185,7 +185,7 @@ async fn abort_task(session: &Session, req: &TaskMgmtRequest) -> TmfResponse {
             // RFC 7143 §11.5.1 b): a task not received yet whose RefCmdSN is
             // inside the window and below the TMF's CmdSN is considered
             // received, and the abort completes.
-            let not_yet = crate::session::lock(&session.core.window)
+            let not_yet = crate::sync::lock(&session.core.window)
                 .consider_received(req.ref_cmd_sn, req.cmd_sn);
             if not_yet {
                 TmfResponse::FUNCTION_COMPLETE

@@ -24,6 +24,7 @@ pub mod nbd_client;
 pub mod process;
 pub mod proxy;
 pub mod scenarios;
+mod sync;
 pub mod tgtd;
 pub mod verify;
 

@@ -2,6 +2,7 @@
 //! line (e.g. `listening on 127.0.0.1:40123`), extract the address, and kill
 //! it on drop. Output keeps being collected so failures can show it.
 
+use crate::sync::lock;
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
@@ -43,10 +44,9 @@ fn forward_lines<R: Read + Send + 'static>(
     thread::spawn(move || {
         for line in BufReader::new(r).lines() {
             let Ok(line) = line else { break };
-            if let Ok(mut l) = log.lock() {
-                if l.len() < 100_000 {
-                    l.push(format!("{tag}: {line}"));
-                }
+            let mut l = lock(&log);
+            if l.len() < 100_000 {
+                l.push(format!("{tag}: {line}"));
             }
             // The receiver goes away once the process is ready; keep draining.
             let _ = tx.send(line);
@@ -133,7 +133,7 @@ impl ServerProcess {
 
     /// Everything printed so far, prefixed `stdout: ` / `stderr: `.
     pub fn output(&self) -> Vec<String> {
-        self.output.lock().map(|l| l.clone()).unwrap_or_default()
+        lock(&self.output).clone()
     }
 
     /// What followed `prefix` on each stdout line printed so far that starts

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::sync::lock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -153,7 +154,7 @@ impl DirFaults {
             return None;
         }
         let now = Instant::now();
-        let mut free = self.link_free_at.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = lock(&self.link_free_at);
         let start = free.filter(|t| *t > now).unwrap_or(now);
         let busy = Duration::from_secs_f64(len as f64 / rate as f64);
         *free = Some(start + busy);
@@ -233,11 +234,7 @@ impl Proxy {
 
     /// Close every open connection now.
     pub fn cut_all(&self) {
-        let mut g = self
-            .shared
-            .generation
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut g = lock(&self.shared.generation);
         g.cancel();
         *g = self.shared.shutdown.child_token();
     }
@@ -331,11 +328,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             drop(client);
             continue;
         }
-        let token = shared
-            .generation
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .child_token();
+        let token = lock(&shared.generation).child_token();
         tokio::spawn(connection(client, shared.clone(), token));
     }
 }

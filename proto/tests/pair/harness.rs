@@ -12,7 +12,7 @@
 //! of a queue (loss).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -73,8 +73,8 @@ pub enum Dir {
 pub struct Pair {
     pub now: Instant,
     pub ini: InitiatorSession<u64>,
-    pub session: Arc<LocalSession>,
-    pub tgt: Vec<TargetConn<Arc<LocalSession>>>,
+    pub session: Rc<LocalSession>,
+    pub tgt: Vec<TargetConn<Rc<LocalSession>>>,
     pub to_tgt: Vec<VecDeque<Pdu>>,
     pub to_ini: Vec<VecDeque<Pdu>>,
     pub disk: Vec<u8>,
@@ -111,7 +111,7 @@ impl Pair {
         };
         let first = CmdSn::new(FIRST_CMD_SN);
         let mut ini = InitiatorSession::new(config, first);
-        let session = Arc::new(LocalSession::new(first, l.depth));
+        let session = Rc::new(LocalSession::new(first, l.depth));
         let mut tgt = Vec::new();
         for cid in 0..l.conns {
             let stat_sn = StatSn::new(1000 * (cid as u32 + 1));

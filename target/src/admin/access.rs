@@ -15,6 +15,7 @@ use super::{Admin, AdminState};
 use crate::config::{AuthConfig, ChapCredentials, InitiatorConfig};
 use crate::config_file;
 use crate::server::Session;
+use crate::sync::{read_lock, write_lock};
 
 /// RFC 7143 §9.2.1 asks for CHAP secrets of at least 12 bytes when the
 /// connection is not protected by IPsec; shorter ones are accepted with a
@@ -52,12 +53,7 @@ impl Admin {
     /// RFC 7143 §9.2.1 recommends (discovery, target-wide, per-initiator).
     /// Logged at start-up and listed by `show`.
     pub(crate) fn config_warnings(&self) -> Vec<String> {
-        let d = self
-            .shared
-            .discovery_auth
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let d = read_lock(&self.shared.discovery_auth).clone();
         let mut v: Vec<String> = short_secret_warnings(&d)
             .into_iter()
             .map(|w| format!("discovery: {w}"))
@@ -143,7 +139,7 @@ impl Admin {
         let was_open = cfg.allow.is_empty();
         let key = initiator.to_ascii_lowercase();
         let now = {
-            let mut c = rt.config.write().unwrap_or_else(|p| p.into_inner());
+            let mut c = write_lock(&rt.config);
             if !c.allow.iter().any(|a| a.eq_ignore_ascii_case(initiator)) {
                 c.allow.push(initiator.to_string());
             }
@@ -230,7 +226,7 @@ impl Admin {
             )));
         }
         {
-            let mut c = rt.config.write().unwrap_or_else(|p| p.into_inner());
+            let mut c = write_lock(&rt.config);
             c.allow.retain(|a| !a.eq_ignore_ascii_case(initiator));
             c.initiators.remove(&initiator.to_ascii_lowercase());
         }
@@ -275,12 +271,7 @@ impl Admin {
         // The accounts as they are now.
         let current: AuthConfig = match (&rt, initiator) {
             (None, Some(_)) => return Err(invalid("--initiator needs --target")),
-            (None, None) => self
-                .shared
-                .discovery_auth
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            (None, None) => read_lock(&self.shared.discovery_auth).clone(),
             (Some(rt), None) => rt.config().auth,
             (Some(rt), Some(ini)) => {
                 let cfg = rt.config();
@@ -300,20 +291,16 @@ impl Admin {
         let mut warnings = short_secret_warnings(&new);
         match (&rt, initiator) {
             (None, _) => {
-                *self
-                    .shared
-                    .discovery_auth
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner()) = new;
+                *write_lock(&self.shared.discovery_auth) = new;
             }
             (Some(rt), None) => {
-                rt.config.write().unwrap_or_else(|p| p.into_inner()).auth = new;
+                write_lock(&rt.config).auth = new;
             }
             (Some(rt), Some(ini)) => {
                 // Takes effect at the initiator's next login (login reads
                 // the accounts at every login).
                 let key = ini.to_ascii_lowercase();
-                let mut c = rt.config.write().unwrap_or_else(|p| p.into_inner());
+                let mut c = write_lock(&rt.config);
                 let entry = c.initiators.entry(key.clone()).or_default();
                 entry.auth = (!new.incoming.is_empty()).then_some(new);
                 if *entry == InitiatorConfig::default() {

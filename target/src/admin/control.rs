@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::handlers::{not_found, Failure};
 use super::Admin;
+use crate::sync::write_lock;
 
 impl Admin {
     /// Turns the control channel of LUN `n` of `target` on or off.
@@ -22,7 +23,7 @@ impl Admin {
             .set_control(lun, on)
             .map_err(|e| not_found(e.to_string()))?;
         {
-            let mut c = rt.config.write().unwrap_or_else(|p| p.into_inner());
+            let mut c = write_lock(&rt.config);
             if let Some(l) = c.luns.iter_mut().find(|l| l.lun == n) {
                 l.control = on;
             }

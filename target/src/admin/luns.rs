@@ -13,6 +13,7 @@ use super::handlers::{
 use super::{build_lu, Admin, AdminState};
 use crate::config::{parse_size, BackendConfig, IoMode, LunConfig};
 use crate::config_file::{self, LunExt, MAX_LUN};
+use crate::sync::write_lock;
 
 impl Admin {
     pub(super) async fn add_lun(
@@ -64,10 +65,7 @@ impl Admin {
                 .map_err(failed)?
         };
         rt.device.add_lun(lu).map_err(|e| refused(e.to_string()))?;
-        sorted_insert(
-            &mut rt.config.write().unwrap_or_else(|p| p.into_inner()).luns,
-            l.clone(),
-        );
+        sorted_insert(&mut write_lock(&rt.config).luns, l.clone());
         st.luns.insert((rt.name.to_ascii_lowercase(), n), handle);
         if ext != LunExt::default() {
             st.ext.target_mut(&rt.name).luns.insert(n, ext);
@@ -97,7 +95,7 @@ impl Admin {
             .remove_lun(n as u16)
             .map_err(|e| not_found(e.to_string()))?;
         {
-            let mut c = rt.config.write().unwrap_or_else(|p| p.into_inner());
+            let mut c = write_lock(&rt.config);
             c.luns.retain(|l| l.lun != n);
             // A masked initiator loses the LUN for good: re-adding a LUN
             // with this number does not re-grant access.
@@ -193,7 +191,7 @@ impl Admin {
                 .map_err(|e| failed(e.to_string()))?;
         }
         {
-            let mut c = rt.config.write().unwrap_or_else(|p| p.into_inner());
+            let mut c = write_lock(&rt.config);
             if let Some(l) = c.luns.iter_mut().find(|l| l.lun == n) {
                 if let Some(m) = new_mode {
                     l.mode = m;

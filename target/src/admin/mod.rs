@@ -44,6 +44,7 @@ use crate::config::{BackendConfig, IoMode, LunConfig};
 use crate::config_file::{Extensions, Loaded, LunExt};
 use crate::scsi::LuConfig;
 use crate::server::{Server, ServerError, ServerShared};
+use crate::sync::write_lock;
 
 use stats::{CountingBackend, IoCounters};
 
@@ -241,7 +242,7 @@ pub async fn launch(
         };
         match added {
             Ok(rt) => {
-                let mut cfg = rt.config.write().unwrap_or_else(|p| p.into_inner());
+                let mut cfg = write_lock(&rt.config);
                 cfg.luns.push(lc.clone());
             }
             Err(reason) => {

@@ -11,6 +11,7 @@ use super::handlers::{failed, invalid, not_found, refused, Failure, Outcome};
 use super::{Admin, AdminState};
 use crate::config::{parse_portal, PortalGroup};
 use crate::session::ConnNotice;
+use crate::sync::write_lock;
 
 impl Admin {
     /// Make sure something listens on `addr`; returns the address to put in
@@ -62,7 +63,7 @@ impl Admin {
             .unwrap_or(1);
         let bound = self.ensure_listener(st, addr).await?;
         {
-            let mut c = rt.config.write().unwrap_or_else(|p| p.into_inner());
+            let mut c = write_lock(&rt.config);
             match c.portal_groups.iter_mut().find(|g| g.tpgt == tpgt) {
                 Some(g) => {
                     if !g.portals.contains(&bound) {

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::handlers::{failed, refused, Outcome};
 use super::{Admin, AdminState};
 use crate::config_file::{self, Loaded};
+use crate::sync::read_lock;
 
 impl Admin {
     /// The running configuration as a file would describe it.
@@ -41,12 +42,7 @@ impl Admin {
         Loaded {
             server: crate::config::ServerConfig {
                 targets,
-                discovery_auth: self
-                    .shared
-                    .discovery_auth
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone(),
+                discovery_auth: read_lock(&self.shared.discovery_auth).clone(),
                 limits: self.shared.limits.clone(),
             },
             ext,

@@ -14,6 +14,7 @@ use super::{Admin, AdminState};
 use crate::config::{BackendConfig, LunConfig};
 use crate::config_file::{self, LunExt};
 use crate::server::{Session, TargetRuntime};
+use crate::sync::read_lock;
 
 fn negotiated(s: &Session) -> Value {
     let p = &s.params;
@@ -54,12 +55,7 @@ impl Admin {
             warnings: self.config_warnings(),
             ..ShowResult::default()
         };
-        let d = self
-            .shared
-            .discovery_auth
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let d = read_lock(&self.shared.discovery_auth).clone();
         (out.discovery_chap_users, out.discovery_mutual_user) = users(&d);
         out.discovery_sessions = self
             .shared

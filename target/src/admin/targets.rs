@@ -11,6 +11,7 @@ use super::{build_lu, Admin, AdminState};
 use crate::config::{parse_portal, AuthConfig, LunConfig, PortalGroup, TargetConfig};
 use crate::config_file;
 use crate::server::TargetRuntime;
+use crate::sync::write_lock;
 
 impl Admin {
     pub(super) async fn add_target(
@@ -92,18 +93,10 @@ impl Admin {
         for (l, (lu, handle)) in luns.into_iter().zip(built) {
             rt.device.add_lun(lu).map_err(|e| failed(e.to_string()))?;
             st.luns.insert((name.to_ascii_lowercase(), l.lun), handle);
-            rt.config
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .luns
-                .push(l);
+            write_lock(&rt.config).luns.push(l);
         }
         let info = self.target_info(st, &rt);
-        self.shared
-            .targets
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(rt);
+        write_lock(&self.shared.targets).push(rt);
         serde_json::to_value(info).map_err(|e| failed(e.to_string()))
     }
 
@@ -128,11 +121,7 @@ impl Admin {
                 initiators(&sessions)
             )));
         }
-        self.shared
-            .targets
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|t| !Arc::ptr_eq(t, &rt));
+        write_lock(&self.shared.targets).retain(|t| !Arc::ptr_eq(t, &rt));
         for s in &sessions {
             self.shared.end_session(s).await;
         }

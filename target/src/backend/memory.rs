@@ -4,6 +4,7 @@
 //! frees whole chunks and zeros partial ones.
 
 use super::{Backend, Result};
+use crate::sync::{read_lock, write_lock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -30,11 +31,7 @@ impl MemoryBackend {
     }
 
     fn chunk(&self, i: u64) -> Option<Chunk> {
-        self.chunks
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(i as usize)
-            .cloned()
+        read_lock(&self.chunks).get(i as usize).cloned()
     }
 
     /// Calls `f(chunk, offset in chunk, range in buf)` for each chunk the
@@ -62,7 +59,7 @@ impl MemoryBackend {
 
     /// Number of allocated chunks (for tests and stats).
     pub fn allocated_bytes(&self) -> u64 {
-        let chunks = self.chunks.read().unwrap_or_else(|e| e.into_inner());
+        let chunks = read_lock(&self.chunks);
         chunks
             .iter()
             .filter(|c| c.read().map(|g| g.is_some()).unwrap_or(true))
@@ -72,7 +69,7 @@ impl MemoryBackend {
 
     fn zero_range(&self, offset: u64, len: u64, free: bool) -> Result<()> {
         self.for_each(offset, len as usize, |c, within, r| {
-            let mut g = c.write().unwrap_or_else(|e| e.into_inner());
+            let mut g = write_lock(c);
             if free && within == 0 && r.len() as u64 == CHUNK {
                 *g = None;
             } else if let Some(data) = g.as_mut() {
@@ -95,7 +92,7 @@ impl Backend for MemoryBackend {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let len = buf.len();
         self.for_each(offset, len, |c, within, r| {
-            let g = c.read().unwrap_or_else(|e| e.into_inner());
+            let g = read_lock(c);
             match g.as_ref() {
                 Some(data) => buf[r.clone()].copy_from_slice(&data[within..within + r.len()]),
                 None => buf[r].fill(0),
@@ -106,7 +103,7 @@ impl Backend for MemoryBackend {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         self.for_each(offset, buf.len(), |c, within, r| {
-            let mut g = c.write().unwrap_or_else(|e| e.into_inner());
+            let mut g = write_lock(c);
             let data = g.get_or_insert_with(|| vec![0u8; CHUNK as usize].into_boxed_slice());
             data[within..within + r.len()].copy_from_slice(&buf[r]);
             Ok(())
@@ -144,7 +141,7 @@ impl Backend for MemoryBackend {
         while pos < size {
             let idx = pos / CHUNK;
             if let Some(c) = self.chunk(idx) {
-                if c.read().unwrap_or_else(|e| e.into_inner()).is_some() {
+                if read_lock(&c).is_some() {
                     return Ok(Some(pos));
                 }
             }
@@ -159,9 +156,7 @@ impl Backend for MemoryBackend {
         while pos < size {
             let idx = pos / CHUNK;
             match self.chunk(idx) {
-                Some(c) if c.read().unwrap_or_else(|e| e.into_inner()).is_some() => {
-                    pos = (idx + 1) * CHUNK
-                }
+                Some(c) if read_lock(&c).is_some() => pos = (idx + 1) * CHUNK,
                 _ => return Ok(pos),
             }
         }
@@ -169,7 +164,7 @@ impl Backend for MemoryBackend {
     }
 
     fn resize(&self, new_size: u64) -> Result<()> {
-        let mut chunks = self.chunks.write().unwrap_or_else(|e| e.into_inner());
+        let mut chunks = write_lock(&self.chunks);
         let old = self.size();
         let n = new_size.div_ceil(CHUNK) as usize;
         if n > chunks.len() {
@@ -181,7 +176,7 @@ impl Backend for MemoryBackend {
         // Space between the old and new end must read as zeros later.
         if new_size < old && !new_size.is_multiple_of(CHUNK) {
             if let Some(c) = chunks.last() {
-                if let Some(d) = c.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                if let Some(d) = write_lock(c).as_mut() {
                     d[(new_size % CHUNK) as usize..].fill(0);
                 }
             }

@@ -15,7 +15,8 @@ use proto::session::Admit;
 
 use crate::device;
 use crate::server::Session;
-use crate::session::{lock, RegisterError, TaskShared};
+use crate::session::{RegisterError, TaskShared};
+use crate::sync::lock;
 
 /// The session of one connection, for its core.
 #[derive(Debug, Clone)]

@@ -5,6 +5,7 @@
 use super::pr::Reservations;
 use super::Nexus;
 use crate::backend::Backend;
+use crate::sync::lock;
 use proto::scsi::Asc;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -353,7 +354,7 @@ impl LogicalUnit {
     }
 
     pub fn state(&self) -> MutexGuard<'_, LuState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     pub fn block_size(&self) -> u32 {
@@ -421,7 +422,7 @@ impl RangeLocks {
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                let mut held = lock(&self.held);
                 if !held.iter().any(|&(s, e, _)| s < end && start < e) {
                     held.push((start, end, id));
                     return RangeGuard { locks: self, id };
@@ -434,7 +435,7 @@ impl RangeLocks {
 
 impl Drop for RangeGuard<'_> {
     fn drop(&mut self) {
-        let mut held = self.locks.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = lock(&self.locks.held);
         held.retain(|&(_, _, id)| id != self.id);
         drop(held);
         self.locks.notify.notify_waiters();

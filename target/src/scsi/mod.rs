@@ -48,6 +48,7 @@ pub mod xcopy;
 pub use lu::{IoMode, LogicalUnit, LuConfig};
 
 use crate::backend::Backend;
+use crate::sync::{read_lock, write_lock};
 use bytes::Bytes;
 use proto::scsi::{Asc, Lun, Sense, Status};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -290,7 +291,7 @@ impl DeviceServer {
                 .map_err(|reason| DeviceError::PrState { lun, reason })?;
         }
         let lu = Arc::new(lu);
-        let mut m = self.luns.write().unwrap_or_else(|e| e.into_inner());
+        let mut m = write_lock(&self.luns);
         if m.contains_key(&lun) {
             return Err(DeviceError::LunExists(lun));
         }
@@ -299,17 +300,14 @@ impl DeviceServer {
     }
 
     fn target_info(&self) -> TargetInfo {
-        self.target
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        read_lock(&self.target).clone()
     }
 
     /// The target around this device server: its name and the relative
     /// target port identifiers (TPGTs) REGISTER AND MOVE may name. Call
     /// again when portal groups change.
     pub fn set_target(&self, name: &str, ports: impl IntoIterator<Item = u16>) {
-        let mut t = self.target.write().unwrap_or_else(|e| e.into_inner());
+        let mut t = write_lock(&self.target);
         t.name = Some(name.to_string());
         t.ports = ports.into_iter().collect();
     }
@@ -318,16 +316,13 @@ impl DeviceServer {
     /// file each, see [`pr::persist`]); they restore it when added.
     /// `None` (the default): APTPL = 1 is refused and PTPL_C is 0.
     pub fn set_pr_state_dir(&self, dir: Option<std::path::PathBuf>) {
-        self.target
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .pr_state_dir = dir;
+        write_lock(&self.target).pr_state_dir = dir;
     }
 
     /// Whether `rtpi` is a relative target port identifier of this target
     /// (without a configured target: only the port `nexus` came through).
     pub(crate) fn has_target_port(&self, rtpi: u16, nexus: &Nexus) -> bool {
-        let t = self.target.read().unwrap_or_else(|e| e.into_inner());
+        let t = read_lock(&self.target);
         if t.ports.is_empty() {
             rtpi == nexus.relative_target_port
         } else {
@@ -336,30 +331,18 @@ impl DeviceServer {
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<LogicalUnit>> {
-        self.luns
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        read_lock(&self.luns).values().cloned().collect()
     }
 
     /// The LU addressed by a raw 8-byte LUN field.
     pub fn lu(&self, lun: u64) -> Option<Arc<LogicalUnit>> {
         let n = Lun(lun).number()?;
-        self.luns
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&n)
-            .cloned()
+        read_lock(&self.luns).get(&n).cloned()
     }
 
     /// Whether the I_T nexus may access LUN number `lun` (LUN masking).
     pub fn can_access(&self, nexus: &Nexus, lun: u16) -> bool {
-        self.access
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .can_access(nexus.initiator_name(), lun)
+        read_lock(&self.access).can_access(nexus.initiator_name(), lun)
     }
 
     /// The LU addressed by a raw 8-byte LUN field, as `nexus` sees it:
@@ -380,10 +363,7 @@ impl DeviceServer {
 
     /// The current access policy.
     pub fn access(&self) -> LunAccess {
-        self.access
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        read_lock(&self.access).clone()
     }
 
     /// Replaces the access policy (LUN masking). Every I_T nexus whose
@@ -395,10 +375,7 @@ impl DeviceServer {
             .iter()
             .flat_map(|l| l.state().seen.iter().cloned().collect::<Vec<_>>())
             .collect();
-        let old = std::mem::replace(
-            &mut *self.access.write().unwrap_or_else(|e| e.into_inner()),
-            access.clone(),
-        );
+        let old = std::mem::replace(&mut *write_lock(&self.access), access.clone());
         let view = |a: &LunAccess, n: &Nexus| -> Vec<u16> {
             lus.iter()
                 .map(|l| l.cfg.lun)
@@ -418,12 +395,7 @@ impl DeviceServer {
 
     /// LUN numbers (not raw LUN fields) of all logical units, ascending.
     pub fn luns(&self) -> Vec<u64> {
-        self.luns
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .map(|&k| k as u64)
-            .collect()
+        read_lock(&self.luns).keys().map(|&k| k as u64).collect()
     }
 
     /// Adds a LU at runtime; every nexus that may access it gets REPORTED
@@ -454,10 +426,7 @@ impl DeviceServer {
 
     /// Removes a LU at runtime (REPORTED LUNS DATA HAS CHANGED elsewhere).
     pub fn remove_lun(&self, lun: u16) -> Result<(), DeviceError> {
-        let removed = self
-            .luns
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
+        let removed = write_lock(&self.luns)
             .remove(&lun)
             .ok_or(DeviceError::NoSuchLun(lun))?;
         // Only nexuses that could access the removed LU see a change.
@@ -511,11 +480,7 @@ impl DeviceServer {
     pub fn has_control_right(&self, nexus: &Nexus) -> bool {
         self.control_all() || {
             let name = nexus.initiator_name().to_ascii_lowercase();
-            self.access
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .control
-                .contains(&name)
+            read_lock(&self.access).control.contains(&name)
         }
     }
 

@@ -21,6 +21,7 @@ use crate::nbd_client::NbdIo;
 use crate::process::{free_port, ServerProcess};
 use crate::proxy::Proxy;
 use crate::scenarios::workload::{BlockIo, Opener};
+use crate::sync::lock;
 
 pub const TARGET_IQN: &str = "iqn.2026-01.rs.iscsi-rs:scenario";
 pub const INITIATOR_IQN: &str = "iqn.2026-01.rs.iscsi-rs:scenario-initiator";
@@ -73,10 +74,7 @@ impl EventLog {
         tokio::spawn(async move {
             loop {
                 match rx.recv().await {
-                    Ok(e) => events
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((Instant::now(), e)),
+                    Ok(e) => lock(&events).push((Instant::now(), e)),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(_) => return,
                 }
@@ -87,7 +85,7 @@ impl EventLog {
 
     /// Every (Recovering → Recovered) interval, in order.
     pub fn recoveries(&self) -> Vec<Duration> {
-        let ev = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let ev = lock(&self.events);
         let mut out = Vec::new();
         let mut since = None;
         for (t, e) in ev.iter() {
@@ -108,7 +106,7 @@ impl EventLog {
 
     /// How many times the session gave up (`Failed`).
     pub fn failures(&self) -> usize {
-        let ev = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let ev = lock(&self.events);
         ev.iter()
             .filter(|(_, e)| matches!(e, SessionEvent::Failed(_)))
             .count()

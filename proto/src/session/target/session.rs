@@ -7,7 +7,7 @@
 //! locks, its task handles); [`LocalSession`] is the one-connection version
 //! for tests and test peers.
 
-use std::sync::{Mutex, MutexGuard};
+use std::cell::{RefCell, RefMut};
 
 use crate::serial::CmdSn;
 use crate::session::tags::TagMap;
@@ -63,36 +63,45 @@ pub trait TargetSession {
     fn descriptor_sense(&self, lun: u64) -> bool;
 }
 
-impl<T: TargetSession + ?Sized> TargetSession for std::sync::Arc<T> {
-    fn admit(&self, cmd_sn: CmdSn, immediate: bool) -> Admit {
-        (**self).admit(cmd_sn, immediate)
-    }
-    fn window(&self) -> (CmdSn, CmdSn) {
-        (**self).window()
-    }
-    fn release_slot(&self) {
-        (**self).release_slot()
-    }
-    fn register_task(&self, task: &NewTask) -> Result<TaskId, Refusal> {
-        (**self).register_task(task)
-    }
-    fn is_aborted(&self, itt: u32, id: TaskId) -> bool {
-        (**self).is_aborted(itt, id)
-    }
-    fn retire_task(&self, itt: u32, id: TaskId) -> bool {
-        (**self).retire_task(itt, id)
-    }
-    fn descriptor_sense(&self, lun: u64) -> bool {
-        (**self).descriptor_sense(lun)
-    }
+/// A session shared by its connections through a pointer (`Arc` in the
+/// shells, `Rc` in single-threaded tests) is a session too.
+macro_rules! shared_session {
+    ($($ptr:ty),*) => {$(
+        impl<T: TargetSession + ?Sized> TargetSession for $ptr {
+            fn admit(&self, cmd_sn: CmdSn, immediate: bool) -> Admit {
+                (**self).admit(cmd_sn, immediate)
+            }
+            fn window(&self) -> (CmdSn, CmdSn) {
+                (**self).window()
+            }
+            fn release_slot(&self) {
+                (**self).release_slot()
+            }
+            fn register_task(&self, task: &NewTask) -> Result<TaskId, Refusal> {
+                (**self).register_task(task)
+            }
+            fn is_aborted(&self, itt: u32, id: TaskId) -> bool {
+                (**self).is_aborted(itt, id)
+            }
+            fn retire_task(&self, itt: u32, id: TaskId) -> bool {
+                (**self).retire_task(itt, id)
+            }
+            fn descriptor_sense(&self, lun: u64) -> bool {
+                (**self).descriptor_sense(lun)
+            }
+        }
+    )*};
 }
+
+shared_session!(std::sync::Arc<T>, std::rc::Rc<T>);
 
 /// A session of one connection (or several in one thread): the CmdSN
 /// window and a task table, without Task Management of its own beyond
-/// [`LocalSession::abort`].
+/// [`LocalSession::abort`]. Single-threaded (a `RefCell`, no lock: the
+/// sans-IO core holds no mutex).
 #[derive(Debug)]
 pub struct LocalSession {
-    inner: Mutex<Local>,
+    inner: RefCell<Local>,
 }
 
 #[derive(Debug)]
@@ -109,7 +118,7 @@ impl LocalSession {
     /// commands in flight.
     pub fn new(first_cmd_sn: CmdSn, queue_depth: u32) -> Self {
         LocalSession {
-            inner: Mutex::new(Local {
+            inner: RefCell::new(Local {
                 window: CmdWindow::new(first_cmd_sn, queue_depth),
                 tasks: TagMap::default(),
                 next_id: 1,
@@ -118,14 +127,16 @@ impl LocalSession {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Local> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    /// Every borrow ends within the method that takes it (no call out
+    /// while borrowed), so it never overlaps another.
+    fn state(&self) -> RefMut<'_, Local> {
+        self.inner.borrow_mut()
     }
 
     /// Mark a task aborted (as a TMF would): it gets no response. Returns
     /// whether the ITT named a task.
     pub fn abort(&self, itt: u32) -> bool {
-        match self.lock().tasks.get_mut(&itt) {
+        match self.state().tasks.get_mut(&itt) {
             Some(t) => {
                 t.2 = true;
                 true
@@ -138,40 +149,42 @@ impl LocalSession {
     /// [`CmdWindow::consider_received`]): whether its CmdSN was taken as
     /// received.
     pub fn consider_received(&self, ref_cmd_sn: CmdSn, tmf_cmd_sn: CmdSn) -> bool {
-        self.lock().window.consider_received(ref_cmd_sn, tmf_cmd_sn)
+        self.state()
+            .window
+            .consider_received(ref_cmd_sn, tmf_cmd_sn)
     }
 
     /// Number of registered tasks.
     pub fn task_count(&self) -> usize {
-        self.lock().tasks.len()
+        self.state().tasks.len()
     }
 
     /// Window slots in use.
     pub fn in_flight(&self) -> u32 {
-        self.lock().window.in_flight()
+        self.state().window.in_flight()
     }
 
     /// Use descriptor-format sense for transport-built CHECK CONDITIONs.
     pub fn set_descriptor_sense(&self, on: bool) {
-        self.lock().descriptor_sense = on;
+        self.state().descriptor_sense = on;
     }
 }
 
 impl TargetSession for LocalSession {
     fn admit(&self, cmd_sn: CmdSn, immediate: bool) -> Admit {
-        self.lock().window.admit(cmd_sn, immediate)
+        self.state().window.admit(cmd_sn, immediate)
     }
 
     fn window(&self) -> (CmdSn, CmdSn) {
-        self.lock().window.snapshot()
+        self.state().window.snapshot()
     }
 
     fn release_slot(&self) {
-        self.lock().window.complete();
+        self.state().window.complete();
     }
 
     fn register_task(&self, task: &NewTask) -> Result<TaskId, Refusal> {
-        let mut l = self.lock();
+        let mut l = self.state();
         if l.tasks.contains_key(&task.itt) {
             return Err(Refusal::TaskInProgress);
         }
@@ -188,14 +201,14 @@ impl TargetSession for LocalSession {
     }
 
     fn is_aborted(&self, itt: u32, id: TaskId) -> bool {
-        match self.lock().tasks.get(&itt) {
+        match self.state().tasks.get(&itt) {
             Some(t) => t.0 != id || t.2,
             None => true,
         }
     }
 
     fn retire_task(&self, itt: u32, id: TaskId) -> bool {
-        let mut l = self.lock();
+        let mut l = self.state();
         let Some(&(tid, counted, aborted)) = l.tasks.get(&itt) else {
             return false;
         };
@@ -210,6 +223,6 @@ impl TargetSession for LocalSession {
     }
 
     fn descriptor_sense(&self, _lun: u64) -> bool {
-        self.lock().descriptor_sense
+        self.state().descriptor_sense
     }
 }

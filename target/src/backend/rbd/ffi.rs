@@ -18,6 +18,7 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::io;
 use std::sync::Arc;
 
+use crate::sync::lock;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
@@ -468,12 +469,12 @@ impl Image {
             drop(unsafe { Box::from_raw(arg) });
             return Err(errno(r as i64));
         }
-        *self.watch.lock().unwrap_or_else(|e| e.into_inner()) = Some((handle, arg));
+        *lock(&self.watch) = Some((handle, arg));
         Ok(())
     }
 
     fn unwatch(&self) {
-        let w = self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let w = lock(&self.watch).take();
         if let Some((handle, arg)) = w {
             // SAFETY: `handle` is our registered watch; rbd_update_unwatch
             // waits for callbacks in progress, so afterwards `arg` is ours

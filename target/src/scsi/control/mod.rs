@@ -26,6 +26,7 @@ pub(crate) mod tags;
 
 pub use tags::{Policy, TagEvent, TagStats};
 
+use crate::sync::lock;
 use proto::scsi::control::strip_tag;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -80,7 +81,7 @@ impl ControlState {
     }
 
     pub(crate) fn tags(&self) -> MutexGuard<'_, tags::Tags> {
-        self.tags.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.tags)
     }
 
     pub fn policy(&self, tag: u8) -> Policy {

@@ -63,15 +63,9 @@ pub struct DaemonArgs {
 
 pub fn run(a: DaemonArgs) -> ExitCode {
     crate::target_cmd::init_logging(&a.log);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::initiator_cmd::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("iscsi daemon: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let code = rt.block_on(serve(a));
     rt.shutdown_timeout(Duration::from_secs(1));

@@ -160,17 +160,42 @@ pub enum ScsiOp {
     },
 }
 
-/// The tokio runtime of the initiator verbs (two workers), or the exit
+/// The environment variable that picks the initiator's worker threads.
+pub(crate) const THREADS_ENV: &str = "ISCSI_INITIATOR_THREADS";
+
+/// The tokio runtime of the initiator verbs and the daemon, or the exit
 /// code after saying why it could not start.
+///
+/// One thread by default (`current_thread`): every hop of a command (NBD
+/// request, iSCSI PDU out, response in, NBD reply) then stays on one thread
+/// and wakes nothing across cores. Measured with fio's nbd engine at 4 KiB
+/// QD32 through `login --foreground --nbd` (scripts/bench-nbd.sh): about
+/// 0.25 context switches and 12-19 µs of the bridge's CPU per I/O, against
+/// 0.8-1.2 and 23-33 µs with two workers; 128 KiB sequential I/O is no
+/// slower. `ISCSI_INITIATOR_THREADS=N` (N >= 2) asks for a multi-threaded
+/// runtime of N workers instead, for many busy sessions on a large host.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("iscsi: cannot start the runtime: {e}");
-            ExitCode::from(1)
-        })
+    let threads = match std::env::var(THREADS_ENV) {
+        Err(_) => 1,
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => n,
+            _ => {
+                eprintln!("iscsi: {THREADS_ENV}={v:?} is not a number of threads from 1 to 1024");
+                return Err(ExitCode::from(2));
+            }
+        },
+    };
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("iscsi: cannot start the runtime: {e}");
+        ExitCode::from(1)
+    })
 }
 
 pub fn run(cmd: InitiatorCmd) -> ExitCode {

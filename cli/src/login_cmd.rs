@@ -209,14 +209,14 @@ async fn foreground(a: LoginArgs) -> Result<(), Error> {
     }
     let s = ExportedSession::start(cfg, server, &|m| eprintln!("iscsi login: {m}")).await?;
     let ublk = if a.ublk {
-        ublk::start(&s.devices())
+        ublk::start(&s.devices()).await
     } else {
         Vec::new()
     };
     print_exports(&a, &s.info());
     crate::target_cmd::wait_for_signal().await;
     eprintln!("iscsi login: stopping: ending NBD clients, flushing, logging out");
-    ublk::stop(ublk);
+    ublk::stop(ublk).await;
     let out = s.logout().await;
     if out.warning.is_empty() {
         Ok(())
@@ -298,13 +298,14 @@ pub(crate) fn attach_commands(listen: &NbdListen, name: &str, uri: &str) -> Vec<
 /// `--ublk`: one ublk device per exported LUN, each served by its own thread.
 #[cfg(all(feature = "ublk", target_os = "linux"))]
 mod ublk {
-    use std::sync::mpsc;
     use std::time::Duration;
 
     use initiator::{ublk, ScsiDevice};
 
-    /// Start the devices; their ids, to stop them.
-    pub(super) fn start(devices: &[(String, ScsiDevice)]) -> Vec<i32> {
+    /// Start the devices; their ids, to stop them. Waits without blocking
+    /// the runtime: starting a device makes the kernel read it (partition
+    /// scan), and those reads are served on this runtime.
+    pub(super) async fn start(devices: &[(String, ScsiDevice)]) -> Vec<i32> {
         if !ublk::available() {
             eprintln!(
                 "iscsi login: no {} (load the ublk_drv kernel module); serving NBD only",
@@ -314,7 +315,7 @@ mod ublk {
         }
         let mut ids = Vec::new();
         for (name, dev) in devices {
-            let (tx, rx) = mpsc::channel();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             let (dev, rt) = (dev.clone(), tokio::runtime::Handle::current());
             std::thread::spawn(move || {
                 let tx2 = tx.clone();
@@ -324,22 +325,28 @@ mod ublk {
                     let _ = tx.send(Err(e));
                 }
             });
-            match rx.recv_timeout(Duration::from_secs(10)) {
-                Ok(Ok(id)) => {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(Ok(id))) => {
                     println!("{name}: /dev/ublkb{id}");
                     ids.push(id);
                 }
-                Ok(Err(e)) => eprintln!("iscsi login: ublk for {name}: {e}; NBD only"),
-                Err(_) => eprintln!("iscsi login: ublk for {name} did not start; NBD only"),
+                Ok(Some(Err(e))) => eprintln!("iscsi login: ublk for {name}: {e}; NBD only"),
+                Ok(None) | Err(_) => {
+                    eprintln!("iscsi login: ublk for {name} did not start; NBD only")
+                }
             }
         }
         ids
     }
 
-    pub(super) fn stop(ids: Vec<i32>) {
+    /// Stop the devices, off the runtime: the kernel completes their
+    /// outstanding I/O, served on this runtime, before it lets them go.
+    pub(super) async fn stop(ids: Vec<i32>) {
         for id in ids {
-            if let Err(e) = ublk::stop(id) {
-                tracing::warn!(id, error = %e, "ublk device did not stop");
+            match tokio::task::spawn_blocking(move || ublk::stop(id)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(id, error = %e, "ublk device did not stop"),
+                Err(e) => tracing::warn!(id, error = %e, "ublk device did not stop"),
             }
         }
     }
@@ -350,7 +357,7 @@ mod ublk {
 mod ublk {
     use initiator::ScsiDevice;
 
-    pub(super) fn start(_devices: &[(String, ScsiDevice)]) -> Vec<i32> {
+    pub(super) async fn start(_devices: &[(String, ScsiDevice)]) -> Vec<i32> {
         eprintln!(
             "iscsi login: this build has no ublk support (build with `--features ublk` on \
              Linux); serving NBD only"
@@ -358,5 +365,5 @@ mod ublk {
         Vec::new()
     }
 
-    pub(super) fn stop(_ids: Vec<i32>) {}
+    pub(super) async fn stop(_ids: Vec<i32>) {}
 }

@@ -5,8 +5,9 @@
 //! - [`transport`]: PDU framing over TCP (vectored writes, bounded reads).
 //! - [`connection`]: the login phase of one connection (via `proto::login`).
 //! - [`discovery`]: SendTargets discovery sessions.
-//! - [`session`]: normal sessions (MC/S, CmdSN window, R2T, NOPs, TMF,
-//!   async messages, recovery).
+//! - [`session`]: normal sessions: the tokio shell around
+//!   `proto::session::initiator` (which owns the CmdSN window, R2T, Data-In,
+//!   NOPs, TMF, allegiance across MC/S), plus async messages and recovery.
 //! - [`device`]: LUN scan and the block-device API.
 //! - [`control`]: the control channel: I/O tags in reserved CDB bits and
 //!   the vendor command's switches (LIST/GET/SET).

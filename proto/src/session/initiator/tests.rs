@@ -399,3 +399,128 @@ fn nop_in_unsolicited_window(exp: u32, max: u32) -> Pdu {
     (n.exp_cmd_sn, n.max_cmd_sn) = (CmdSn::new(exp), CmdSn::new(max));
     Pdu::NopIn(n)
 }
+
+mod hostile {
+    //! Whatever a target sends (random Data-In, R2T, responses for the
+    //! tasks in flight, on any connection), the core never panics, never
+    //! holds more than the caller's expected length, and its counts stay
+    //! consistent.
+    use super::*;
+    use crate::pdu::{DataIn, ScsiResponse};
+    use crate::serial::{DataSn, R2tSn};
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Input {
+        DataIn(u32, u32, u32, u16, bool, bool),
+        R2t(u32, u32, u32, u32, u32),
+        Response(u32, u8, u32, u16),
+        Tick(u16),
+    }
+
+    fn input() -> impl Strategy<Value = Input> {
+        prop_oneof![
+            (
+                1u32..6,
+                0u32..4,
+                0u32..20_000,
+                0u16..5000,
+                any::<bool>(),
+                any::<bool>()
+            )
+                .prop_map(|(a, b, c, d, e, f)| Input::DataIn(a, b, c, d, e, f)),
+            (1u32..6, 0u32..4, 0u32..20_000, 0u32..20_000, 0u32..3)
+                .prop_map(|(a, b, c, d, e)| Input::R2t(a, b, c, d, e)),
+            (1u32..6, 0u8..2, 0u32..4, 0u16..40)
+                .prop_map(|(a, b, c, d)| Input::Response(a, b, c, d)),
+            (0u16..120).prop_map(Input::Tick),
+        ]
+    }
+
+    fn pdu(i: &Input) -> Option<Pdu> {
+        Some(match *i {
+            Input::DataIn(itt, sn, off, len, f, s) => Pdu::DataIn(DataIn {
+                final_: f,
+                ack: false,
+                overflow: false,
+                underflow: false,
+                status: s.then_some(0),
+                lun: 1,
+                itt,
+                ttt: RESERVED_TAG,
+                stat_sn: StatSn::new(100),
+                exp_cmd_sn: CmdSn::new(10),
+                max_cmd_sn: CmdSn::new(20),
+                data_sn: DataSn::new(sn),
+                buffer_offset: off,
+                residual_count: 0,
+                data: Bytes::from(vec![7u8; usize::from(len)]),
+            }),
+            Input::R2t(itt, sn, off, len, ttt) => Pdu::R2t(R2t {
+                lun: 1,
+                itt,
+                ttt,
+                stat_sn: StatSn::new(100),
+                exp_cmd_sn: CmdSn::new(10),
+                max_cmd_sn: CmdSn::new(20),
+                r2t_sn: R2tSn::new(sn),
+                buffer_offset: off,
+                desired_data_transfer_length: len,
+                data: Bytes::new(),
+            }),
+            Input::Response(itt, response, exp_data_sn, sense) => {
+                let mut r = status_only(itt, Status::GOOD, None, Residual::default());
+                r.response = response;
+                r.exp_data_sn = DataSn::new(exp_data_sn);
+                r.stat_sn = StatSn::new(100 + itt);
+                r.data = ScsiResponse::sense_segment(&vec![0x70; usize::from(sense)]);
+                Pdu::ScsiResponse(r)
+            }
+            Input::Tick(_) => return None,
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_target_pdus_never_break_the_core(
+            inputs in prop::collection::vec((input(), 0usize..2), 1..60),
+        ) {
+            let now = Instant::now();
+            let mut s = session(2, 8, now);
+            for i in 0..5u64 {
+                let cmd = if i % 2 == 0 {
+                    read(4096 * (i as u32 + 1), i)
+                } else {
+                    write(Bytes::from(vec![1u8; 3000 * i as usize]), i)
+                };
+                s.submit(cmd, now);
+            }
+            let mut t = now;
+            let mut ended = 0;
+            for (i, conn) in &inputs {
+                match pdu(i) {
+                    Some(p) => {
+                        let _ = s.handle_pdu(ConnId(*conn), p, t);
+                    }
+                    None => {
+                        if let Input::Tick(secs) = i {
+                            t += Duration::from_secs(u64::from(*secs));
+                        }
+                        s.handle_timeout(t);
+                    }
+                }
+                drain(&mut s);
+                while let Some(e) = s.poll_event() {
+                    if let Event::Completed { ctx, result, .. } = e {
+                        ended += 1;
+                        if let Ok(r) = result {
+                            // Never more than the caller asked for.
+                            prop_assert!(r.data.len() <= 4096 * (ctx as usize + 1));
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(ended + s.issued_count() + s.queued_count(), 5);
+        }
+    }
+}

@@ -472,6 +472,9 @@ impl Session {
     }
 
     /// ABORT TASK for a command (by ITT), on the connection it was issued on.
+    /// When the target answers FUNCTION COMPLETE the command has ended: its
+    /// caller gets [`Error::TaskManagement`] (the target sends no status for
+    /// an aborted task, RFC 7143 §11.5.1).
     pub async fn abort_task(&self, itt: u32) -> Result<TmfResponse> {
         let r = self
             .inner()

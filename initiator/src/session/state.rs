@@ -279,7 +279,16 @@ impl Inner {
     fn complete(&self, p: Pending, result: std::result::Result<Response, CommandError>) {
         let res = match result {
             Ok(r) => Ok(self.raw_result(r)),
-            Err(e) => Err(command_error(e)),
+            Err(e) => {
+                if matches!(
+                    e,
+                    CommandError::TimedOut { .. } | CommandError::WindowClosed { .. }
+                ) {
+                    p.span
+                        .in_scope(|| tracing::warn!(error = %e, "command timed out"));
+                }
+                Err(command_error(e))
+            }
         };
         if let Err(e) = &res {
             p.span

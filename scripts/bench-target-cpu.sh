@@ -42,9 +42,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# cpu_ticks PID: utime + stime of the process, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
 # start NAME BIN: our target with a memory LUN, and an NBD bridge to it.
 # Sets PID_<NAME> and URI_<NAME>.
 start() {
@@ -60,25 +57,10 @@ start() {
     printf -v "URI_$name" %s "nbd://127.0.0.1:$NBD_PORT/lun0"
 }
 
-# once NAME RW BS QD -> "IOPS µs-of-target-CPU-per-I/O"
+# once NAME RW BS QD -> "IOPS MiB/s µs-of-target-CPU-per-I/O"
 once() {
-    local pid_var=PID_$1 uri_var=URI_$1 t0 t1 hz
-    hz=$(getconf CLK_TCK)
-    t0=$(cpu_ticks "${!pid_var}")
-    fio --name=bench --ioengine=nbd --uri="${!uri_var}" --rw="$2" --bs="$3" --iodepth="$4" \
-        --runtime="$SECS" --time_based --size="${LUN_MIB}M" \
-        --output-format=json --output="$TMP/fio.json" >"$TMP/fio.out" 2>"$TMP/fio.err" ||
-        { echo "fio failed on $1:" >&2; cat "$TMP/fio.err" >&2; exit 1; }
-    t1=$(cpu_ticks "${!pid_var}")
-    python3 - "$TMP/fio.json" "$((t1 - t0))" "$hz" <<'EOF'
-import json, sys
-text = open(sys.argv[1]).read()  # fio may print notes before the JSON
-j = json.loads(text[text.index("{"):])["jobs"][0]
-ios = j["read"]["total_ios"] + j["write"]["total_ios"]
-iops = j["read"]["iops"] + j["write"]["iops"]
-cpu_us = int(sys.argv[2]) * 1e6 / int(sys.argv[3])
-print(f"{iops:.0f} {cpu_us / max(ios, 1):.2f}")
-EOF
+    local pid_var=PID_$1 uri_var=URI_$1
+    fio_once "${!uri_var}" "$2" "$3" "$4" "${!pid_var}"
 }
 
 start A "$BIN_A"
@@ -97,7 +79,7 @@ for w in "${WORKLOADS[@]}"; do
     declare -A vals=()
     for _ in $(seq "$RUNS"); do
         for n in A B; do
-            read -r iops us < <(once "$n" "$rw" "$bs" "$qd")
+            read -r iops _ us < <(once "$n" "$rw" "$bs" "$qd")
             vals[$n,iops]+="$iops"$'\n' vals[$n,us]+="$us"$'\n'
         done
     done

@@ -32,6 +32,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "iqn.2026-01.rs.iscsi-rs:seqbench",
     );
     cfg.connections = conns;
+    // MRDSL_KIB: the MaxRecvDataSegmentLength to declare (default: the
+    // session's default).
+    if let Some(k) = std::env::var("MRDSL_KIB")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        cfg.offer.max_recv_data_segment_length = k * 1024;
+    }
     let s = Session::connect(cfg).await?;
     let dev = ScsiDevice::open(&s, a[3].parse()?).await?;
     let bs = dev.block_size() as u64;
@@ -46,6 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = initiator::bytes::Bytes::from(vec![0x5au8; io as usize]);
     for pass in ["write", "read"] {
         let start = Instant::now();
+        let cpu0 = cpu_secs();
         // A sliding window: QUEUE_DEPTH requests stay in flight (as
         // iscsi-perf and fio keep their queue full), not batches of QD.
         let mut results = futures::stream::iter(0..n)
@@ -66,8 +75,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             r?;
         }
         let secs = start.elapsed().as_secs_f64();
+        let cpu_us = (cpu_secs() - cpu0) * 1e6 / n as f64;
         println!(
-            "{pass}: {} MiB in {:.2}s = {:.0} MiB/s (io {} KiB, qd {qd}, conns {conns})",
+            "{pass}: {} MiB in {:.2}s = {:.0} MiB/s (io {} KiB, qd {qd}, conns {conns}) {cpu_us:.1} us CPU per I/O",
             total >> 20,
             secs,
             (total as f64 / (1 << 20) as f64) / secs,
@@ -76,4 +86,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     s.logout().await?;
     Ok(())
+}
+
+/// This process's user+system CPU seconds (Linux /proc; 0 elsewhere).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }

@@ -1,10 +1,12 @@
 //! A small raw iSCSI initiator for the target's integration tests, built
-//! on `proto` (login state machine, PDU codec). One command at a time per
-//! connection; enough to drive data transfers and protocol corner cases.
+//! on `proto`: its login state machine, its PDU codec and, for whole
+//! commands, the initiator's sans-IO full-feature core. Tests that probe
+//! protocol corner cases build and send PDUs by hand with [`Conn::send`]
+//! and [`Conn::recv`]. One command at a time per connection.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use iscsi_target::config::{
@@ -13,12 +15,11 @@ use iscsi_target::config::{
 use iscsi_target::server::Server;
 use proto::codec::PduCodec;
 use proto::login::{InitiatorLogin, InitiatorLoginConfig, InitiatorStep, LoginOutcome};
-use proto::pdu::{
-    DecodeLimits, DigestConfig, Isid, LogoutReason, LogoutRequest, Pdu, ScsiCommand, TaskAttr,
-    RESERVED_TAG,
-};
+use proto::pdu::{DecodeLimits, DigestConfig, Isid, LogoutReason, LogoutRequest, Pdu};
 use proto::serial::{CmdSn, StatSn};
-use proto::session::data_out::{data_out_pdus, DataOutTarget};
+use proto::session::initiator::{
+    Command, ConnParams, Data, Event, InitiatorConfig, InitiatorSession,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
@@ -205,8 +206,11 @@ impl Conn {
         self.itt
     }
 
-    /// Run one SCSI command to completion (immediate data within the
-    /// negotiated limits, the rest on R2T).
+    /// Run one SCSI command to completion through the initiator's sans-IO
+    /// core (`proto::session::initiator`): immediate and unsolicited data
+    /// as negotiated, Data-Out for each R2T, Data-In checks and
+    /// reassembly, answers to the target's pings. The counters of this
+    /// connection (CmdSN, ExpStatSN, MaxCmdSN) carry on from the core.
     pub async fn command(
         &mut self,
         lun: u64,
@@ -214,109 +218,83 @@ impl Conn {
         write: &[u8],
         read_len: u32,
     ) -> Result<CmdResult, String> {
-        let itt = self.next_itt();
-        let session = &self.outcome.session;
-        let conn = &self.outcome.connection;
-        let imm = if session.immediate_data {
-            write
-                .len()
-                .min(session.first_burst_length as usize)
-                .min(conn.max_send_data_segment_length as usize)
+        let now = Instant::now();
+        let mut core = self.core();
+        let conn = core.add_connection(
+            ConnParams {
+                cid: self.outcome.cid,
+                exp_stat_sn: self.exp_stat_sn,
+                max_send_data_segment_length: self.outcome.connection.max_send_data_segment_length,
+            },
+            now,
+        );
+        core.reset_window(self.cmd_sn, self.max_cmd_sn, now);
+        let data = if !write.is_empty() {
+            Data::Write(Bytes::copy_from_slice(write))
+        } else if read_len > 0 {
+            Data::Read {
+                len: read_len,
+                buf: Vec::new(),
+            }
         } else {
-            0
+            Data::None
         };
-        let edtl = if write.is_empty() {
-            read_len
-        } else {
-            write.len() as u32
-        };
-        let cmd = ScsiCommand {
-            immediate: false,
-            final_: true,
-            read: read_len > 0,
-            write: !write.is_empty(),
-            attr: TaskAttr::SIMPLE,
-            lun,
-            itt,
-            expected_data_transfer_length: edtl,
-            cmd_sn: self.cmd_sn,
-            exp_stat_sn: self.exp_stat_sn,
-            cdb: Bytes::copy_from_slice(cdb),
-            bidi_read_length: None,
-            data: Bytes::copy_from_slice(&write[..imm]),
-        };
-        self.cmd_sn = self.cmd_sn.successor();
-        self.send(Pdu::ScsiCommand(cmd)).await;
-        let write_data = Bytes::copy_from_slice(write);
-        let mut data = vec![0u8; read_len as usize];
-        let mut got = 0usize;
+        let cdb = Bytes::copy_from_slice(cdb);
+        core.submit(
+            Command {
+                lun,
+                cdb,
+                data,
+                ctx: (),
+            },
+            now,
+        );
         loop {
-            match self.recv().await? {
-                Pdu::R2t(r) => {
-                    if r.itt != itt {
-                        return Err("R2T for another task".into());
-                    }
-                    let to = DataOutTarget {
-                        lun,
-                        itt,
-                        ttt: r.ttt,
-                    };
-                    let end = r.buffer_offset + r.desired_data_transfer_length;
-                    let seg = self.outcome.connection.max_send_data_segment_length;
-                    for mut d in data_out_pdus(&write_data, to, r.buffer_offset, end, seg) {
-                        d.exp_stat_sn = self.exp_stat_sn;
-                        self.send(Pdu::DataOut(d)).await;
-                    }
+            while let Some(t) = core.poll_transmit() {
+                if let Pdu::ScsiCommand(c) = &t.pdu {
+                    self.cmd_sn = c.cmd_sn.successor();
                 }
-                Pdu::DataIn(d) => {
-                    let off = d.buffer_offset as usize;
-                    if off + d.data.len() > data.len() {
-                        return Err("Data-In beyond EDTL".into());
-                    }
-                    data[off..off + d.data.len()].copy_from_slice(&d.data);
-                    got = got.max(off + d.data.len());
-                    if let Some(status) = d.status {
-                        data.truncate(got);
+                self.send(t.pdu).await;
+            }
+            while let Some(ev) = core.poll_event() {
+                match ev {
+                    Event::Completed { result, .. } => {
+                        let r = result.map_err(|e| e.to_string())?;
                         return Ok(CmdResult {
-                            status,
-                            sense: None,
-                            data,
-                            overflow: d.overflow,
-                            underflow: d.underflow,
-                            residual: d.residual_count,
+                            status: r.status,
+                            sense: (!r.sense.is_empty()).then_some(r.sense),
+                            data: r.data,
+                            overflow: r.overflow.is_some(),
+                            underflow: r.underflow.is_some(),
+                            residual: r.overflow.or(r.underflow).unwrap_or(0),
                         });
                     }
+                    Event::Failed { error, .. } => return Err(error.to_string()),
+                    _ => {}
                 }
-                Pdu::ScsiResponse(r) => {
-                    if r.itt != itt {
-                        return Err("response for another task".into());
-                    }
-                    data.truncate(got);
-                    return Ok(CmdResult {
-                        status: r.status,
-                        sense: r.sense(),
-                        data,
-                        overflow: r.overflow,
-                        underflow: r.underflow,
-                        residual: r.residual_count,
-                    });
-                }
-                Pdu::NopIn(n) if n.ttt != RESERVED_TAG => {
-                    // Answer the target's ping.
-                    let reply = proto::pdu::NopOut {
-                        immediate: true,
-                        lun: n.lun,
-                        itt: RESERVED_TAG,
-                        ttt: n.ttt,
-                        cmd_sn: self.cmd_sn,
-                        exp_stat_sn: self.exp_stat_sn,
-                        data: Bytes::new(),
-                    };
-                    self.send(Pdu::NopOut(reply)).await;
-                }
-                other => return Err(format!("unexpected {:?}", other.opcode())),
             }
+            let pdu = self.recv().await?;
+            core.handle_pdu(conn, pdu, Instant::now())
+                .map_err(|e| e.to_string())?;
         }
+    }
+
+    /// A one-command initiator core with this session's negotiated
+    /// parameters and timers that never fire within a test.
+    fn core(&self) -> InitiatorSession<()> {
+        let s = &self.outcome.session;
+        let never = Duration::from_secs(3600);
+        let cfg = InitiatorConfig {
+            immediate_data: s.immediate_data,
+            initial_r2t: s.initial_r2t,
+            first_burst_length: s.first_burst_length,
+            max_burst_length: s.max_burst_length,
+            nop_interval: never,
+            nop_timeout: never,
+            command_timeout: never,
+            response_timeout: never,
+        };
+        InitiatorSession::new(cfg, self.cmd_sn)
     }
 
     pub async fn write10(&mut self, lba: u32, data: &[u8]) -> Result<CmdResult, String> {

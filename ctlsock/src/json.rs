@@ -1,7 +1,8 @@
 //! JSON over the control socket: one request object per line, one
 //! [`Response`] per line (`{"ok":true,"result":...}` or
-//! `{"ok":false,"error":{"kind":...,"message":...}}`). A [`JsonService`]
-//! names its request type and error kinds; [`Json`] turns it into a
+//! `{"ok":false,"error":{"kind":...,"message":...}}`, the kind one of
+//! [`ErrorKind`], shared by both sockets). A [`JsonService`] names its
+//! request type; [`Json`] turns it into a
 //! [`Handler`]: empty lines, invalid JSON, unknown ops and refusals get an
 //! error response, and the connection stays usable. Before its response a
 //! request may send progress lines `{"progress":"TEXT"}` ([`progress`]);
@@ -15,25 +16,58 @@ use serde::{Deserialize, Serialize};
 
 use crate::server::{Handler, Progress, Refusal};
 
+/// Why a request failed (`"kind"` on the wire, kebab-case), each with the
+/// `iscsi` exit code a CLI verb ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// Not valid JSON, not a known op, a missing or unknown member, or
+    /// larger than the socket's request limit (exit 2).
+    BadRequest,
+    /// A value that is not acceptable: a bad SPEC or name, a missing node
+    /// record (exit 2).
+    Invalid,
+    /// The target, LUN, portal, initiator or session does not exist (exit 1).
+    NotFound,
+    /// Understood but refused in the current state: a LUN in use, already
+    /// logged in, too many clients (exit 1).
+    Refused,
+    /// The operation failed: an I/O error, a refused login, a SCSI error,
+    /// cannot bind (exit 1).
+    Failed,
+    /// The peer (the initiator daemon's target) cannot be reached (exit 3).
+    Unreachable,
+}
+
+impl ErrorKind {
+    /// The `iscsi` exit code for this error.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::BadRequest | ErrorKind::Invalid => 2,
+            ErrorKind::NotFound | ErrorKind::Refused | ErrorKind::Failed => 1,
+            ErrorKind::Unreachable => 3,
+        }
+    }
+}
+
 /// The error member of a failed response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody<K> {
-    pub kind: K,
+pub struct ErrorBody {
+    pub kind: ErrorKind,
     pub message: String,
 }
 
 /// One response line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(bound(deserialize = "K: Deserialize<'de>"))]
-pub struct Response<K> {
+pub struct Response {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorBody<K>>,
+    pub error: Option<ErrorBody>,
 }
 
-impl<K> Response<K> {
+impl Response {
     pub fn ok(result: impl Serialize) -> Self {
         Response {
             ok: true,
@@ -42,7 +76,7 @@ impl<K> Response<K> {
         }
     }
 
-    pub fn err(kind: K, message: impl Into<String>) -> Self {
+    pub fn err(kind: ErrorKind, message: impl Into<String>) -> Self {
         Response {
             ok: false,
             result: None,
@@ -57,22 +91,14 @@ impl<K> Response<K> {
 /// A JSON API served on a control socket.
 pub trait JsonService: Send + Sync + 'static {
     type Request: DeserializeOwned + Send;
-    type Kind: Serialize + Send;
-    /// The kind for unparseable, unknown or oversized requests.
-    const BAD_REQUEST: Self::Kind;
-    /// The kind for clients turned away (too many, not allowed).
-    const REFUSED: Self::Kind;
-    fn call(
-        &self,
-        req: Self::Request,
-        progress: Progress,
-    ) -> impl Future<Output = Response<Self::Kind>> + Send;
+    fn call(&self, req: Self::Request, progress: Progress)
+        -> impl Future<Output = Response> + Send;
 }
 
 /// Adapts a [`JsonService`] to the line server.
 pub struct Json<S>(pub Arc<S>);
 
-fn to_line<K: Serialize>(r: &Response<K>) -> Vec<u8> {
+fn to_line(r: &Response) -> Vec<u8> {
     serde_json::to_vec(r).unwrap_or_else(|_| br#"{"ok":false}"#.to_vec())
 }
 
@@ -88,17 +114,13 @@ pub fn is_response(line: &[u8]) -> bool {
 }
 
 /// Parse one request line and answer it.
-pub async fn handle_line<S: JsonService>(
-    s: &S,
-    line: &[u8],
-    progress: Progress,
-) -> Response<S::Kind> {
+pub async fn handle_line<S: JsonService>(s: &S, line: &[u8], progress: Progress) -> Response {
     if line.iter().all(|b| b.is_ascii_whitespace()) {
-        return Response::err(S::BAD_REQUEST, "empty request");
+        return Response::err(ErrorKind::BadRequest, "empty request");
     }
     match serde_json::from_slice::<S::Request>(line) {
         Ok(req) => s.call(req, progress).await,
-        Err(e) => Response::err(S::BAD_REQUEST, format!("bad request: {e}")),
+        Err(e) => Response::err(ErrorKind::BadRequest, format!("bad request: {e}")),
     }
 }
 
@@ -109,9 +131,38 @@ impl<S: JsonService> Handler for Json<S> {
 
     fn refusal(&self, why: &Refusal) -> Vec<u8> {
         let kind = match why {
-            Refusal::TooLarge(_) => S::BAD_REQUEST,
-            _ => S::REFUSED,
+            Refusal::TooLarge(_) => ErrorKind::BadRequest,
+            _ => ErrorKind::Refused,
         };
         to_line(&Response::err(kind, why.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds_on_the_wire_and_their_exit_codes() {
+        let kinds = [
+            (ErrorKind::BadRequest, "bad-request", 2),
+            (ErrorKind::Invalid, "invalid", 2),
+            (ErrorKind::NotFound, "not-found", 1),
+            (ErrorKind::Refused, "refused", 1),
+            (ErrorKind::Failed, "failed", 1),
+            (ErrorKind::Unreachable, "unreachable", 3),
+        ];
+        for (k, name, code) in kinds {
+            let line = to_line(&Response::err(k, "why"));
+            let want = format!(r#"{{"ok":false,"error":{{"kind":"{name}","message":"why"}}}}"#);
+            assert_eq!(String::from_utf8(line).unwrap(), want);
+            let back: Response = serde_json::from_str(&want).unwrap();
+            assert_eq!(back.error.map(|e| e.kind), Some(k));
+            assert_eq!(k.exit_code(), code);
+        }
+        assert_eq!(
+            String::from_utf8(to_line(&Response::ok(7))).unwrap(),
+            r#"{"ok":true,"result":7}"#
+        );
     }
 }

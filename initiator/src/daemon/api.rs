@@ -60,49 +60,19 @@ pub enum Request {
     Sessions {},
 }
 
-/// Error classes, each with its CLI exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ErrorKind {
-    /// Not valid JSON, unknown op or member, too large (exit 2).
-    BadRequest,
-    /// A bad value or missing node record (exit 2).
-    Invalid,
-    /// No such session (exit 1).
-    NotFound,
-    /// Refused in the current state, e.g. already logged in (exit 1).
-    Refused,
-    /// The operation failed: login refused, SCSI error, cannot bind (exit 1).
-    Failed,
-    /// The target cannot be reached (exit 3).
-    Unreachable,
-}
+/// Error classes (each with its CLI exit code), the error member and the
+/// response line: the control-socket crate's, shared with the target's
+/// admin API.
+pub use ctlsock::json::{ErrorBody, ErrorKind, Response};
 
-impl ErrorKind {
-    /// The `iscsi` exit code for this error.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            ErrorKind::BadRequest | ErrorKind::Invalid => 2,
-            ErrorKind::NotFound | ErrorKind::Refused | ErrorKind::Failed => 1,
-            ErrorKind::Unreachable => 3,
-        }
-    }
-
-    /// Classify an initiator error.
-    pub fn of(e: &crate::Error) -> ErrorKind {
-        match e.kind() {
-            crate::ErrorKind::Usage => ErrorKind::Invalid,
-            crate::ErrorKind::Failed => ErrorKind::Failed,
-            crate::ErrorKind::Unreachable => ErrorKind::Unreachable,
-        }
+/// Classify an initiator error.
+pub fn error_kind(e: &crate::Error) -> ErrorKind {
+    match e.kind() {
+        crate::ErrorKind::Usage => ErrorKind::Invalid,
+        crate::ErrorKind::Failed => ErrorKind::Failed,
+        crate::ErrorKind::Unreachable => ErrorKind::Unreachable,
     }
 }
-
-/// The error member of a failed response.
-pub type ErrorBody = ctlsock::json::ErrorBody<ErrorKind>;
-
-/// One response line.
-pub type Response = ctlsock::json::Response<ErrorKind>;
 
 /// `ping`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

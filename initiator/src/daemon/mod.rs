@@ -42,7 +42,7 @@ pub const AUTO_LOGIN_ATTEMPTS: u32 = 8;
 pub type Fail = (ErrorKind, String);
 
 fn fail(e: crate::Error) -> Fail {
-    (ErrorKind::of(&e), e.to_string())
+    (api::error_kind(&e), e.to_string())
 }
 
 /// The daemon's state.

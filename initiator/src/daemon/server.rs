@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::api::{ErrorKind, Request, Response};
+use super::api::{Request, Response};
 use super::nodes::NodeUpdate;
 use super::Daemon;
 
@@ -14,9 +14,6 @@ pub use ctlsock::server::{ControlSocket, Limits, SocketError};
 
 impl ctlsock::json::JsonService for Daemon {
     type Request = Request;
-    type Kind = ErrorKind;
-    const BAD_REQUEST: ErrorKind = ErrorKind::BadRequest;
-    const REFUSED: ErrorKind = ErrorKind::Refused;
 
     async fn call(&self, req: Request, progress: ctlsock::Progress) -> Response {
         execute(self, req, progress).await

@@ -212,28 +212,10 @@ impl Request {
     }
 }
 
-/// Why a request failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ErrorKind {
-    /// Not valid JSON, not a known op, a missing or unknown member, or
-    /// larger than [`MAX_REQUEST`].
-    BadRequest,
-    /// A value that is not acceptable (bad SPEC, bad name, ...).
-    Invalid,
-    /// The target, LUN, portal, initiator or session does not exist.
-    NotFound,
-    /// Understood but refused in the current state (LUN in use, ...).
-    Refused,
-    /// The operation failed (I/O error, cannot bind, ...).
-    Failed,
-}
-
-/// The error member of a failed response.
-pub type ErrorBody = ctlsock::json::ErrorBody<ErrorKind>;
-
-/// One response line.
-pub type Response = ctlsock::json::Response<ErrorKind>;
+/// Why a request failed, the error member and the response line: the
+/// control-socket crate's, shared with the initiator daemon (the target
+/// never answers `unreachable`).
+pub use ctlsock::json::{ErrorBody, ErrorKind, Response};
 
 /// `show`: the whole running state.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

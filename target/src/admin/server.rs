@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::protocol::{ErrorKind, Request, Response};
+use super::protocol::{Request, Response};
 use super::Admin;
 
 pub use ctlsock::server::{ControlSocket as AdminSocket, Limits as AdminLimits, SocketError};
@@ -33,9 +33,6 @@ pub fn default_socket_path() -> PathBuf {
 
 impl ctlsock::json::JsonService for Admin {
     type Request = Request;
-    type Kind = ErrorKind;
-    const BAD_REQUEST: ErrorKind = ErrorKind::BadRequest;
-    const REFUSED: ErrorKind = ErrorKind::Refused;
 
     async fn call(&self, req: Request, _progress: ctlsock::Progress) -> Response {
         self.handle(req).await

@@ -15,7 +15,7 @@
 // Each bench binary uses a part of this module.
 #![allow(dead_code)]
 
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -98,7 +98,7 @@ pub const DIGESTS: [(&str, DigestConfig); 2] =
 /// initiator offers (MaxRecvDataSegmentLength 256 KiB both ways, immediate
 /// data on, FirstBurstLength 256 KiB, MaxBurstLength 1 MiB), no pings.
 pub struct Core {
-    conn: TargetConn<Arc<LocalSession>>,
+    conn: TargetConn<Rc<LocalSession>>,
     now: Instant,
     itt: u32,
     cmd_sn: u32,
@@ -129,7 +129,7 @@ impl Core {
             nop_timeout: Duration::from_secs(30),
             max_write_buffer: 64 << 20,
         };
-        let session = Arc::new(LocalSession::new(CmdSn::new(1), 128));
+        let session = Rc::new(LocalSession::new(CmdSn::new(1), 128));
         Core {
             conn: TargetConn::new(session, config, now),
             now,

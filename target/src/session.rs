@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use proto::serial::CmdSn;
@@ -58,7 +58,11 @@ pub struct TaskShared {
     /// Whether it occupies a CmdSN window slot.
     pub counted: bool,
     phase: Mutex<TaskPhase>,
-    done_tx: watch::Sender<bool>,
+    /// Finished (response queued or abort acknowledged); `done_wake`
+    /// wakes those waiting for it. No allocation per task, and nothing
+    /// to do at the end when no one waits (the usual case).
+    done: AtomicBool,
+    done_wake: Notify,
 }
 
 impl TaskShared {
@@ -106,14 +110,22 @@ impl TaskShared {
 
     /// Signal that the task is finished (its response is queued).
     pub fn set_done(&self) {
-        self.done_tx.send_replace(true);
+        self.done.store(true, Ordering::Release);
+        self.done_wake.notify_waiters();
     }
 
     /// Wait until the task is finished (response queued or abort
     /// acknowledged by its executor).
     pub async fn wait_done(&self) {
-        let mut rx = self.done_tx.subscribe();
-        let _ = rx.wait_for(|d| *d).await;
+        loop {
+            // Registered before the check, so a `set_done` in between
+            // is not missed.
+            let woken = self.done_wake.notified();
+            if self.done.load(Ordering::Acquire) {
+                return;
+            }
+            woken.await;
+        }
     }
 }
 
@@ -294,7 +306,6 @@ impl SessionCore {
         if tasks.contains_key(&itt) {
             return Err(RegisterError::TaskInProgress);
         }
-        let (done_tx, _) = watch::channel(false);
         let t = Arc::new(TaskShared {
             itt,
             lun,
@@ -303,7 +314,8 @@ impl SessionCore {
             id: self.next_task_id.fetch_add(1, Ordering::Relaxed),
             counted,
             phase: Mutex::new(TaskPhase::Collecting),
-            done_tx,
+            done: AtomicBool::new(false),
+            done_wake: Notify::new(),
         });
         tasks.insert(itt, t.clone());
         Ok(t)
@@ -313,7 +325,7 @@ impl SessionCore {
     /// for it. Safe to call twice.
     pub fn finish_task(&self, task: &TaskShared) {
         self.retire_task(task);
-        task.done_tx.send_replace(true);
+        task.set_done();
     }
 
     /// Remove a task from the registry and release its window slot (before

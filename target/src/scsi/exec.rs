@@ -284,9 +284,17 @@ fn unit_attention(lu: &LogicalUnit, nexus: &Nexus, op: u8) -> Result<bool, ScsiR
         // RBD image grown with `rbd resize`).
         st.push_ua_all(Asc::CAPACITY_DATA_HAS_CHANGED, None);
     }
-    if !ua_exempt(op) {
-        if let Some(asc) = st.ua.get_mut(nexus).and_then(|q| q.pop_front()) {
-            return Err(ScsiResult::check(&Sense::unit_attention(asc), d));
+    // `is_empty` first: with no unit attention pending on the LU (the
+    // usual case: emptied queues are removed below) no lookup per command.
+    if !ua_exempt(op) && !st.ua.is_empty() {
+        if let Some(q) = st.ua.get_mut(nexus) {
+            let asc = q.pop_front();
+            if q.is_empty() {
+                st.ua.remove(nexus);
+            }
+            if let Some(asc) = asc {
+                return Err(ScsiResult::check(&Sense::unit_attention(asc), d));
+            }
         }
     }
     Ok(d)

@@ -28,7 +28,7 @@ use tracing::{info, warn, Instrument};
 
 use super::exec::{self, Done, SessionHooks};
 use super::writer::Output;
-use super::{ConnError, ConnLimits, Frames};
+use super::{ConnError, ConnLimits, FrameReader};
 use crate::server::{ServerShared, Session};
 use crate::session::{ConnNotice, TaskPhase};
 
@@ -72,8 +72,10 @@ pub(crate) struct Conn {
     /// Since when the output has been above its high-water mark (the
     /// initiator is not reading), with NOP-In pings enabled.
     stalled: Option<Instant>,
-    tmf_tx: mpsc::UnboundedSender<TmfDone>,
-    tmf_rx: mpsc::UnboundedReceiver<TmfDone>,
+    /// TMF answers; made with the first TMF (an idle connection holds no
+    /// channel).
+    tmf_tx: Option<mpsc::UnboundedSender<TmfDone>>,
+    tmf_rx: Option<mpsc::UnboundedReceiver<TmfDone>>,
     /// Set when the core asked to close: the result to end with once what
     /// is queued has gone to the writer.
     closing: Option<Result<(), ConnError>>,
@@ -81,7 +83,6 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn new(s: Setup) -> Self {
-        let (tmf_tx, tmf_rx) = mpsc::unbounded_channel();
         Conn {
             shared: s.shared,
             session: s.session,
@@ -95,14 +96,17 @@ impl Conn {
             negotiator: None,
             running: FuturesUnordered::new(),
             stalled: None,
-            tmf_tx,
-            tmf_rx,
+            tmf_tx: None,
+            tmf_rx: None,
             closing: None,
         }
     }
 
     /// Drive the connection until it closes.
-    pub(crate) async fn run(&mut self, mut frames: Frames<OwnedReadHalf>) -> Result<(), ConnError> {
+    pub(crate) async fn run(
+        &mut self,
+        mut frames: FrameReader<OwnedReadHalf>,
+    ) -> Result<(), ConnError> {
         loop {
             self.flush()?;
             if let Some(r) = self.closing.take() {
@@ -118,7 +122,7 @@ impl Conn {
                 f = frames.next(), if take_frames => self.frame(f)?,
                 Some(d) = self.running.next(), if !self.running.is_empty() => self.done(d),
                 r = out.write(), if out.pending() > 0 => r?,
-                Some(t) = self.tmf_rx.recv() => self.tmf_done(t),
+                Some(t) = recv_opt(&mut self.tmf_rx) => self.tmf_done(t),
                 _ = self.cancel.cancelled() => return Ok(()),
                 Some(n) = self.notices.recv() => self.notice(n),
                 _ = sleep_until_opt(deadline) => self.core.handle_timeout(Instant::now()),
@@ -134,7 +138,7 @@ impl Conn {
     /// Take what is already there (finished commands, frames in the read
     /// buffer or on the socket) without going back to the `select!`, so
     /// that a burst is handled, and its answers sent, as one batch.
-    fn drain_ready(&mut self, frames: &mut Frames<OwnedReadHalf>) -> Result<(), ConnError> {
+    fn drain_ready(&mut self, frames: &mut FrameReader<OwnedReadHalf>) -> Result<(), ConnError> {
         for _ in 0..BATCH {
             if self.closing.is_some() {
                 break;
@@ -242,7 +246,14 @@ impl Conn {
     fn tmf(&mut self, t: TaskMgmtRequest) {
         let shared = self.shared.clone();
         let session = self.session.clone();
-        let back = self.tmf_tx.clone();
+        let back = match &self.tmf_tx {
+            Some(tx) => tx.clone(),
+            None => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.tmf_rx = Some(rx);
+                self.tmf_tx.insert(tx).clone()
+            }
+        };
         let run = async move {
             let answer = crate::tmf::handle(&shared, &session, &t).await;
             let _ = back.send(answer);
@@ -314,12 +325,23 @@ impl Conn {
             });
             tokio::spawn(drain.in_current_span());
         }
-        self.tmf_rx.close();
-        while let Ok((resp, _)) = self.tmf_rx.try_recv() {
+        let mut tmf_rx = self.tmf_rx.take();
+        if let Some(rx) = tmf_rx.as_mut() {
+            rx.close();
+        }
+        while let Some(Ok((resp, _))) = tmf_rx.as_mut().map(|rx| rx.try_recv()) {
             // Frees the window slot the TMF held.
             self.core.tmf_response(resp);
         }
         let _ = tokio::time::timeout(linger, self.out.close()).await;
+    }
+}
+
+/// The next message of a channel that may not exist yet.
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -31,13 +31,13 @@ use std::time::Duration;
 
 use proto::codec::RecoverablePduCodec;
 use proto::login::params::ConnectionParams;
-use proto::pdu::{DecodeError, DecodeLimits, DigestConfig, Pdu};
+use proto::pdu::{DecodeError, DecodeLimits, DigestConfig};
 use proto::session::target::{ConnConfig, TargetConn, DEFAULT_MAX_WRITE_BUFFER};
 use proto::session::{DataInLimits, WriteLimits};
 use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::codec::{Framed, FramedParts};
+use tokio_util::codec::{Framed, FramedParts, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
@@ -48,6 +48,9 @@ use crate::session::ConnNotice;
 /// (answered with a Reject, RFC 7143 §7.8); the limits are the negotiated
 /// ones from the end of login.
 pub(crate) type Frames<T> = Framed<T, RecoverablePduCodec>;
+
+/// The reading side in the full-feature phase.
+pub(crate) type FrameReader<T> = FramedRead<T, RecoverablePduCodec>;
 
 /// Why a connection ends.
 #[derive(Debug, Error)]
@@ -167,16 +170,21 @@ async fn full_feature(
     // RFC 7143 §13.1, §13.12: digests and our MaxRecvDataSegmentLength
     // apply from the first PDU after the final Login Response; the bytes
     // already read stay in the read buffer.
-    let parts = frames.into_parts();
-    let (rd, wr) = parts.io.into_split();
-    let mut codec = parts.codec;
+    // Only the reading side stays framed (the driver writes with its own
+    // queue): the login's write buffer goes now, and no other is made.
+    let FramedParts {
+        io,
+        mut codec,
+        read_buf,
+        ..
+    } = frames.into_parts();
+    let (rd, wr) = io.into_split();
     codec.set_limits(DecodeLimits {
         max_data_segment_length: est.limits.conn.max_recv_data_segment_length,
         digests,
     });
-    let mut read_parts = FramedParts::new::<Pdu>(rd, codec);
-    read_parts.read_buf = parts.read_buf;
-    let frames = Framed::from_parts(read_parts);
+    let mut frames = FramedRead::with_capacity(rd, codec, 0);
+    *frames.read_buffer_mut() = read_buf;
     let session = est.session.clone();
     let hooks = exec::SessionHooks::new(session.clone(), conn_id);
     let core = TargetConn::new(hooks, core_config(&est), std::time::Instant::now());

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use proto::pdu::{
     DataIn, LogoutReason, LogoutRequest, LogoutResponseCode, NopOut, Pdu, RejectReason,
-    ScsiCommand, ScsiResponse, TaskAttr, RESERVED_TAG,
+    ScsiCommand, ScsiResponse, TaskAttr, TaskMgmtRequest, TmfFunction, RESERVED_TAG,
 };
 use proto::scsi::Status;
 use proto::serial::{CmdSn, DataSn, StatSn};
@@ -579,6 +579,47 @@ fn nop_out_is_answered_and_pings_time_out() {
         [Event::Closed(CloseReason::PingTimeout(_))]
     ));
     assert_eq!(c.poll_timeout(), None);
+}
+
+/// A connection ending with requests unanswered (a TMF still running in
+/// the shell, a Logout) gives their window slots back to the session.
+#[test]
+fn release_held_frees_the_slots_of_unanswered_requests() {
+    let now = Instant::now();
+    let (mut c, s) = core(Params::default(), now);
+    c.handle_pdu(
+        Pdu::TaskMgmtRequest(TaskMgmtRequest {
+            immediate: false,
+            function: TmfFunction::ABORT_TASK,
+            lun: 0,
+            itt: 4,
+            referenced_task_tag: 9,
+            cmd_sn: CmdSn::new(1),
+            exp_stat_sn: StatSn::new(0),
+            ref_cmd_sn: CmdSn::new(1),
+            exp_data_sn: DataSn::new(0),
+            data: Bytes::new(),
+        }),
+        now,
+    );
+    c.handle_pdu(
+        Pdu::LogoutRequest(LogoutRequest {
+            immediate: false,
+            reason_code: LogoutReason::CLOSE_CONNECTION,
+            itt: 5,
+            cid: 1,
+            cmd_sn: CmdSn::new(2),
+            exp_stat_sn: StatSn::new(0),
+            data: Bytes::new(),
+        }),
+        now,
+    );
+    assert_eq!(events(&mut c).len(), 2);
+    assert_eq!(s.in_flight(), 2, "both held until answered");
+    c.release_held();
+    assert_eq!(s.in_flight(), 0);
+    c.release_held();
+    assert_eq!(s.in_flight(), 0, "released once");
 }
 
 #[test]

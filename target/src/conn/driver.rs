@@ -333,6 +333,9 @@ impl Conn {
             // Frees the window slot the TMF held.
             self.core.tmf_response(resp);
         }
+        // TMFs still running answer into the closed channel: their slots
+        // are freed here.
+        self.core.release_held();
         let _ = tokio::time::timeout(linger, self.out.close()).await;
     }
 }

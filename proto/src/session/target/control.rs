@@ -321,6 +321,18 @@ impl<S: TargetSession> TargetConn<S> {
         self.queue(resp);
     }
 
+    /// The connection is ending: the requests it holds (TMF, Logout) will
+    /// never be answered on it, so the window slots they hold go back to
+    /// the session (RFC 7143 §4.2.2.1: the window is session-wide, and
+    /// the other connections of an MC/S session go on).
+    pub fn release_held(&mut self) {
+        for (_, counted) in self.held.drain() {
+            if counted {
+                self.session.release_slot();
+            }
+        }
+    }
+
     /// Ask the initiator to log out within `seconds` (§11.9.1 AsyncEvent 1:
     /// "the initiator MUST honor this request by issuing a Logout as early
     /// as possible but no later than Parameter3 seconds").

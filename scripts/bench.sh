@@ -15,9 +15,10 @@
 #             1 MiB sequential read throughput at QD 8
 #   nbd       fio's nbd engine through our NBD export vs qemu-nbd bridging
 #             with libiscsi, against our target and tgtd
-#   scale     N idle sessions (SCALE_N) on each target: logins/s, RSS per
-#             session, then a 4 KiB read per session per second: target CPU
-#             per I/O and latency percentiles
+#   scale     N idle sessions (SCALE_N; and SCALE_MCS sessions of several
+#             connections) on each target: logins/s, RSS per session, then
+#             a 4 KiB read per session per second: target CPU per I/O and
+#             latency percentiles
 #   callgrind instructions per operation of the sans-IO hot paths
 #             (scripts/bench-callgrind.sh): stable on a busy machine
 #
@@ -28,7 +29,7 @@
 # LUNs are preallocated files on tmpfs (/dev/shm), portals on 127.0.0.1.
 #
 # Usage: scripts/bench.sh [SECTION...]        (default: all six)
-# Env:   RUNS=3 SECS=5 LUN_MIB=1024 SCALE_N="1 100 1000 10000"
+# Env:   RUNS=3 SECS=5 LUN_MIB=1024 SCALE_N="1 100 1000 10000" SCALE_MCS=1000x4
 #        SCALE_ACTIVE=10 SCALE_HOLD=3 NBD_TARGETS="ours tgtd"
 #        QUICK=1 (one short run of each, small scale: a smoke test)
 #        OUT=docs/bench/YYYY-MM-DD.md  SKIP_BUILD=1
@@ -47,13 +48,14 @@ for s in "${SECTIONS[@]}"; do
 done
 if [ -n "${QUICK:-}" ]; then
     RUNS=${RUNS:-1} SECS=${SECS:-1} LUN_MIB=${LUN_MIB:-256}
-    SCALE_N=${SCALE_N:-"1 100"} SCALE_ACTIVE=${SCALE_ACTIVE:-2} SCALE_HOLD=${SCALE_HOLD:-1}
+    SCALE_N=${SCALE_N:-"1 100"} SCALE_MCS=${SCALE_MCS-"10x4"} SCALE_ACTIVE=${SCALE_ACTIVE:-2} SCALE_HOLD=${SCALE_HOLD:-1}
     NBD_TARGETS=${NBD_TARGETS:-ours}
 fi
 RUNS=${RUNS:-3}
 SECS=${SECS:-5}
 LUN_MIB=${LUN_MIB:-1024}
 SCALE_N=${SCALE_N:-"1 100 1000 10000"}
+SCALE_MCS=${SCALE_MCS-"1000x4"}
 SCALE_ACTIVE=${SCALE_ACTIVE:-10}
 SCALE_HOLD=${SCALE_HOLD:-3}
 NBD_TARGETS=${NBD_TARGETS:-"ours tgtd"}
@@ -353,17 +355,17 @@ section_nbd() {
     done
 }
 
-# scale_one TARGET N: a fresh target, N sessions held idle, then active.
-# Appends one table row.
+# scale_one TARGET N [C]: a fresh target, N sessions of C connections
+# (default 1) held idle, then active. Appends one table row.
 scale_one() {
-    local t=$1 n=$2 pid portal lun base rss t0 t1 c0 c1
+    local t=$1 n=$2 c=${3:-1} pid portal lun base rss t0 t1 c0 c1
     local shm=/dev/shm/bench-scale-$$.img
     # The throughput sections' targets stay up: keep their handles.
     local keep_tgtd=$TGTD_PID keep_ctl=$CTL keep_tport=$TPORT keep_ours=$OURS_PID
     dd if=/dev/zero of="$shm" bs=1M count=64 status=none
     if [ "$t" = ours ]; then
         cat >"$TMP/scale.json" <<EOF
-{ "limits": { "max_sessions_per_target": $((n + 16)), "max_connections_per_initiator": $((n + 16)),
+{ "limits": { "max_sessions_per_target": $((n + 16)), "max_connections_per_initiator": $((n * c + 16)),
               "max_logins_in_progress": 256 },
   "targets": [ { "name": "$IQN", "portal_groups": [ { "tpgt": 1, "portals": ["127.0.0.1:0"] } ],
                  "luns": [ { "lun": 0, "backend": "file", "path": "$shm" } ],
@@ -377,7 +379,7 @@ EOF
     fi
     sleep 0.5
     base=$(rss_kib "$pid")
-    "$LOAD" sessions "$portal" "$IQN" --lun "$lun" --sessions "$n" --parallel 64 \
+    "$LOAD" sessions "$portal" "$IQN" --lun "$lun" --sessions "$n" --connections "$c" --parallel 64 \
         --hold "$SCALE_HOLD" --active "$SCALE_ACTIVE" >"$TMP/scale.out" 2>"$TMP/scale.err" &
     local lpid=$!
     until grep -q '^holding' "$TMP/scale.out" 2>/dev/null; do
@@ -405,7 +407,7 @@ EOF
     if [ "$t" = ours ]; then kill "$OURS_PID"; wait "$OURS_PID" 2>/dev/null || true; else stop_tgtd; fi
     TGTD_PID=$keep_tgtd CTL=$keep_ctl TPORT=$keep_tport OURS_PID=$keep_ours
     rm -f "$shm"
-    python3 - "$t" "$n" "$TMP/scale.out" "$base" "$rss" "$((t1 - t0))" "$HZ" "$((c1 - c0))" "$window" <<'EOF' | tee -a "$TMP/sec-scale.md" >&2
+    python3 - "$t" "$n$([ "$c" = 1 ] || echo "×$c")" "$TMP/scale.out" "$base" "$rss" "$((t1 - t0))" "$HZ" "$((c1 - c0))" "$window" <<'EOF' | tee -a "$TMP/sec-scale.md" >&2
 import sys
 t, n, path, base, rss, ticks, hz, cticks, window = sys.argv[1:]
 # Each line of iscsi-load is "key value key value ...", named by its first key.
@@ -424,7 +426,7 @@ cpu = f"{int(ticks) * 1e6 / int(hz) / int(reads):.1f}" if reads not in ("-", "0"
 ccpu = f"{int(cticks) / int(hz) / float(window) * 100:.0f}"
 print(f"| {t} | {n} | {logged} | {lerr} | {lps} | {int(base) / 1024:.1f} | {int(rss) / 1024:.1f} | {per:.1f} | "
       f"{reads} | {field('reads', 'errors')} | {cpu} | {ccpu} | {field('reads', 'p50_us')} | {field('reads', 'p99_us')} | "
-      f"{field('reads', 'p999_us')} | {field('reads', 'max_us')} |")
+      f"{field('reads', 'p999_us')} | {field('reads', 'max_us')} | {field('logged_in', 'connections')} |")
 EOF
 }
 
@@ -432,13 +434,13 @@ section_scale() {
     {
         echo "## Scale: idle sessions, then a 4 KiB read per session per second"
         echo
-        echo "Client: iscsi-load sessions (our initiator, one connection per session, 64 logins at a time, NOP-Out every 5 s);"
+        echo "Client: iscsi-load sessions (our initiator, one connection per session unless N×C, 64 logins at a time, NOP-Out every 5 s);"
         echo "each target fresh per row, LUN a 64 MiB file on tmpfs. RSS per session = (RSS with N sessions held − RSS before) / N."
         echo "Active phase: ${SCALE_ACTIVE}s; target CPU per read over it (NOPs included; /proc ticks of 10 ms, so 0 at few reads);"
         echo "client CPU in % of one CPU (100 % or more: the client, not the target, limits the reads and their latency)."
         echo
-        echo "| target | N | logged in | login errors | logins/s | RSS before MiB | RSS held MiB | KiB/session | reads | read errors | target µs CPU/read | client CPU % | p50 µs | p99 µs | p99.9 µs | max µs |"
-        echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        echo "| target | N | logged in | login errors | logins/s | RSS before MiB | RSS held MiB | KiB/session | reads | read errors | target µs CPU/read | client CPU % | p50 µs | p99 µs | p99.9 µs | max µs | connections up |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     } >"$TMP/sec-scale.md"
     local n t
     for n in $SCALE_N; do
@@ -446,6 +448,16 @@ section_scale() {
             say "scale: $t with $n sessions"
             scale_one "$t" "$n"
         done
+    done
+    local m
+    for m in $SCALE_MCS; do
+        for t in ours tgtd; do
+            say "scale: $t with ${m%x*} sessions of ${m#*x} connections"
+            scale_one "$t" "${m%x*}" "${m#*x}"
+        done
+        local up
+        up=$(awk -F'|' -v m="${m/x/×}" '$2 ~ /ours/ && $3 ~ m {gsub(/ /, "", $5); gsub(/ /, "", $11); gsub(/ /, "", $18); print ($5 + $11 == 0) ? $18 : 0}' "$TMP/sec-scale.md")
+        goal "connections up and reading without error, ours ($m: sessions x connections)" "${up:--}" ">=" "$((${m%x*} * ${m#*x}))" >/dev/null
     done
     local big per
     big=$(echo $SCALE_N | tr ' ' '\n' | sort -n | tail -1)
@@ -487,7 +499,7 @@ mkdir -p "$(dirname "$OUT")"
 {
     echo "# Benchmarks, $START"
     echo
-    echo "\`scripts/bench.sh ${SECTIONS[*]}\` with RUNS=$RUNS SECS=$SECS LUN_MIB=$LUN_MIB${QUICK:+ QUICK=1}$([[ " ${SECTIONS[*]} " == *" scale "* ]] && echo " SCALE_N=\"$SCALE_N\" SCALE_ACTIVE=$SCALE_ACTIVE"),"
+    echo "\`scripts/bench.sh ${SECTIONS[*]}\` with RUNS=$RUNS SECS=$SECS LUN_MIB=$LUN_MIB${QUICK:+ QUICK=1}$([[ " ${SECTIONS[*]} " == *" scale "* ]] && echo " SCALE_N=\"$SCALE_N\" SCALE_MCS=\"$SCALE_MCS\" SCALE_ACTIVE=$SCALE_ACTIVE"),"
     echo "at commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (with local changes)'). Every figure is a median of $RUNS run(s)."
     echo
     echo "- Machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1), kernel $(uname -r), $(free -g | awk '/^Mem:/ {print $2}') GiB"

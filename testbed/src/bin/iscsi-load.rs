@@ -4,8 +4,8 @@
 //! ```text
 //! iscsi-load perf PORTAL TARGET LUN [--bs BYTES] [--qd N] [--secs S]
 //!                 [--random] [--write] [--digests]
-//! iscsi-load sessions PORTAL TARGET [--sessions N] [--parallel P] [--hold S]
-//!                 [--active S] [--lun L]
+//! iscsi-load sessions PORTAL TARGET [--sessions N] [--connections C]
+//!                 [--parallel P] [--hold S] [--active S] [--lun L]
 //! ```
 //!
 //! `perf` is our side of libiscsi's `iscsi-perf`: one session, one
@@ -15,8 +15,10 @@
 //! prints one line: `ios N secs S iops X mib_s Y digests H/D` (the
 //! negotiated digests, so a run that asked for them shows it got them).
 //!
-//! `sessions` logs in N sessions (P logins at once, each with its own ISID),
-//! prints `logged_in N errors E secs S logins_per_s R`, then `holding` and
+//! `sessions` logs in N sessions of C connections each (MC/S, as many as
+//! the target allows; P logins at once, each session with its own ISID),
+//! prints `logged_in N errors E secs S logins_per_s R connections K`
+//! (K: connections up), then `holding` and
 //! keeps them idle for S seconds (the caller measures the target's memory
 //! meanwhile). With `--active S`, each session then reads 4 KiB at a random
 //! block once a second for S seconds and the tool prints `active` at the
@@ -33,7 +35,7 @@ use futures::StreamExt;
 use initiator::bytes::Bytes;
 use initiator::{DataDirection, Portal, ScsiDevice, Session, SessionConfig};
 
-const USAGE: &str = "usage: iscsi-load perf PORTAL TARGET LUN [--bs BYTES] [--qd N] [--secs S] [--random] [--write] [--digests]\n       iscsi-load sessions PORTAL TARGET [--sessions N] [--parallel P] [--hold S] [--active S] [--lun L]";
+const USAGE: &str = "usage: iscsi-load perf PORTAL TARGET LUN [--bs BYTES] [--qd N] [--secs S] [--random] [--write] [--digests]\n       iscsi-load sessions PORTAL TARGET [--sessions N] [--connections C] [--parallel P] [--hold S] [--active S] [--lun L]";
 const INITIATOR: &str = "iqn.2026-01.rs.iscsi-rs:load";
 
 #[derive(Debug)]
@@ -49,6 +51,7 @@ struct Args {
     write: bool,
     digests: bool,
     sessions: usize,
+    connections: u16,
     parallel: usize,
     hold: f64,
     active: f64,
@@ -69,6 +72,7 @@ fn parse() -> Result<Args, String> {
         write: false,
         digests: false,
         sessions: 1000,
+        connections: 1,
         parallel: 64,
         hold: 3.0,
         active: 0.0,
@@ -86,6 +90,7 @@ fn parse() -> Result<Args, String> {
             "--write" => a.write = true,
             "--digests" => a.digests = true,
             "--sessions" => a.sessions = num("--sessions", it.next())?,
+            "--connections" => a.connections = num("--connections", it.next())?,
             "--parallel" => a.parallel = num("--parallel", it.next())?,
             "--hold" => a.hold = num("--hold", it.next())?,
             "--active" => a.active = num("--active", it.next())?,
@@ -109,8 +114,8 @@ fn parse() -> Result<Args, String> {
         "sessions" => {}
         v => return Err(format!("unknown verb {v}")),
     }
-    if a.qd == 0 || a.parallel == 0 || a.bs == 0 {
-        return Err("--qd, --parallel and --bs must be at least 1".into());
+    if a.qd == 0 || a.parallel == 0 || a.bs == 0 || a.connections == 0 {
+        return Err("--qd, --parallel, --bs and --connections must be at least 1".into());
     }
     Ok(a)
 }
@@ -168,6 +173,7 @@ fn config(a: &Args, isid_seq: u32) -> Res<SessionConfig> {
     let mut cfg = SessionConfig::new(Portal::parse(&a.portal)?, a.target.clone(), INITIATOR);
     cfg.offer.header_digest = a.digests;
     cfg.offer.data_digest = a.digests;
+    cfg.connections = a.connections;
     // ISID type 0x80 ("random") with the sequence number as its qualifier:
     // distinct for every session of one run (RFC 7143 §11.12.5).
     let q = isid_seq.to_be_bytes();
@@ -274,9 +280,10 @@ async fn sessions(a: &Args) -> Res<bool> {
         }
     }
     println!(
-        "logged_in {} errors {errors} secs {secs:.3} logins_per_s {:.0}",
+        "logged_in {} errors {errors} secs {secs:.3} logins_per_s {:.0} connections {}",
         held.len(),
-        held.len() as f64 / secs
+        held.len() as f64 / secs,
+        held.iter().map(Session::connection_count).sum::<usize>()
     );
     println!("holding");
     tokio::time::sleep(Duration::from_secs_f64(a.hold)).await;

@@ -103,7 +103,7 @@ cleanup() {
     # Whatever else this script started.
     kill $(jobs -p) 2>/dev/null
     wait 2>/dev/null
-    rm -f "$SHM_T" "$SHM_O"
+    rm -f "$SHM_T" "$SHM_O" "/dev/shm/bench-scale-$$.img"
     rm -rf "$TMP"
 }
 trap cleanup EXIT

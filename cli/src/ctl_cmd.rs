@@ -150,9 +150,12 @@ async fn exec(at: &CtlTarget, op: Op) -> Result<(), Error> {
         let _ = tokio::time::timeout(Duration::from_secs(3), s.logout()).await;
         out
     };
-    tokio::time::timeout(overall, work)
-        .await
-        .map_err(|_| Error::Timeout(format!("the command did not finish within {overall:?}")))?
+    tokio::time::timeout(overall, work).await.map_err(|_| {
+        Error::Timeout(initiator::TimedOut::Deadline {
+            what: "the command",
+            limit: overall,
+        })
+    })?
 }
 
 async fn run_op(s: &Session, lun: u64, op: Op, json: bool) -> Result<(), Error> {

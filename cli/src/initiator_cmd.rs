@@ -282,7 +282,12 @@ async fn discover(a: DiscoverArgs) -> Result<ExitCode, Error> {
     let overall = Duration::from_secs(o.timeout.max(1) * 3);
     let targets = tokio::time::timeout(overall, discovery::discover(&cfg))
         .await
-        .map_err(|_| Error::Timeout(format!("discovery did not finish within {overall:?}")))??;
+        .map_err(|_| {
+            Error::Timeout(initiator::TimedOut::Deadline {
+                what: "discovery",
+                limit: overall,
+            })
+        })??;
     if o.json {
         let v: Vec<_> = targets
             .iter()
@@ -429,9 +434,12 @@ async fn scsi(a: ScsiArgs) -> Result<ExitCode, Error> {
         let _ = tokio::time::timeout(Duration::from_secs(3), s.logout()).await;
         out
     };
-    tokio::time::timeout(overall, work)
-        .await
-        .map_err(|_| Error::Timeout(format!("the command did not finish within {overall:?}")))?
+    tokio::time::timeout(overall, work).await.map_err(|_| {
+        Error::Timeout(initiator::TimedOut::Deadline {
+            what: "the command",
+            limit: overall,
+        })
+    })?
 }
 
 async fn run_op(

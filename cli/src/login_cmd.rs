@@ -221,7 +221,7 @@ async fn foreground(a: LoginArgs) -> Result<(), Error> {
     if out.warning.is_empty() {
         Ok(())
     } else {
-        Err(Error::Timeout(out.warning))
+        Err(Error::Timeout(initiator::TimedOut::Logout(out.warning)))
     }
 }
 

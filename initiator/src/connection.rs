@@ -15,7 +15,7 @@ use proto::pdu::{DecodeLimits, DigestConfig, Isid, LoginResponse, Pdu};
 use proto::serial::{CmdSn, StatSn};
 use tracing::Instrument;
 
-use crate::error::{Error, LoginFailure, Result};
+use crate::error::{Error, LoginFailure, Result, TimedOut};
 use crate::portal::Portal;
 use crate::session::{ChapConfig, Offer};
 pub use crate::transport::{PduReader, PduWriter};
@@ -260,10 +260,10 @@ async fn exchange(
         writer.write(&Pdu::LoginRequest(req)).await?;
         let resp = match tokio::time::timeout(spec.login_timeout, reader.read()).await {
             Err(_) => {
-                return Err(Error::Timeout(format!(
-                    "no Login Response from {portal} within {:?}",
-                    spec.login_timeout
-                )))
+                return Err(Error::Timeout(TimedOut::Login {
+                    portal: portal.to_string(),
+                    limit: spec.login_timeout,
+                }))
             }
             Ok(Err(e)) => return Err(e),
             Ok(Ok((Pdu::LoginResponse(r), _))) => r,

@@ -12,7 +12,7 @@ use proto::text::discovery::{parse_send_targets, send_targets_text, SendTargetsQ
 use proto::text::{KeyValue, TextAccumulator};
 
 use crate::connection::{self, Established, LoginSpec};
-use crate::error::{Error, ProtocolError, Result};
+use crate::error::{Error, ProtocolError, Rejection, Result, TimedOut};
 use crate::portal::Portal;
 use crate::session::{ChapConfig, Offer, RESERVED_TAG};
 
@@ -158,15 +158,15 @@ async fn send_targets(
 /// The next PDU, which must be a Text Response.
 async fn text_response(est: &mut Established, timeout: Duration) -> Result<TextResponse> {
     let resp = match tokio::time::timeout(timeout, est.reader.read()).await {
-        Err(_) => return Err(Error::Timeout("no Text Response to SendTargets".into())),
+        Err(_) => {
+            let what = "Text Response to SendTargets";
+            return Err(Error::Timeout(TimedOut::NoAnswer(what)));
+        }
         Ok(r) => r?.0,
     };
     match resp {
         Pdu::TextResponse(t) => Ok(t),
-        Pdu::Reject(r) => Err(Error::Rejected(format!(
-            "SendTargets rejected: {:?}",
-            r.reason
-        ))),
+        Pdu::Reject(r) => Err(Error::Rejected(Rejection::SendTargets(r.reason))),
         other => Err(ProtocolError::DiscoveryUnexpected(other.opcode()).into()),
     }
 }

@@ -9,13 +9,15 @@
 //! the CLI, which prints one line, says the whole story.
 
 use std::fmt;
+use std::time::Duration;
 
 use bytes::Bytes;
 use proto::login::auth::AuthFailure;
 use proto::login::LoginError;
-use proto::pdu::{DecodeError, LogoutResponseCode, Opcode};
+use proto::pdu::{DecodeError, LogoutResponseCode, Opcode, RejectReason, TmfFunction};
 use proto::scsi::sense::Sense;
 use proto::scsi::{ControlError, Status};
+use proto::session::initiator::CommandError;
 use proto::session::{DataInError, R2tError};
 use proto::text::TextError;
 
@@ -74,10 +76,10 @@ pub enum Error {
     Unreachable(String),
     /// The peer stopped answering within a bounded time.
     #[error("timed out: {0}")]
-    Timeout(String),
+    Timeout(#[source] TimedOut),
     /// The connection closed or failed.
     #[error("connection lost: {0}")]
-    ConnectionLost(String),
+    ConnectionLost(#[source] Lost),
     /// Login Response with a non-success status (RFC 7143 §11.13.5).
     #[error(
         "login refused by the target: {message} (status class {class:#04x} detail {detail:#04x})"
@@ -100,11 +102,12 @@ pub enum Error {
     /// The iSCSI layer rejected the command (Reject PDU, or SCSI Response
     /// with a response code other than "Command Completed at Target").
     #[error("command rejected: {0}")]
-    Rejected(String),
+    Rejected(#[source] Rejection),
     /// A task management function did not succeed.
     #[error("task management: {0}")]
     TaskManagement(String),
-    /// The session could not be recovered within the recovery timeout.
+    /// The session could not be recovered within the recovery timeout
+    /// (the last reconnect error, as logged).
     #[error("session failed: {0}")]
     SessionFailed(String),
     /// The session was closed by the caller (logout).
@@ -123,6 +126,68 @@ pub enum Error {
     /// A task of ours ended without giving its result (a bug or a panic).
     #[error("{0} ended without a result")]
     TaskLost(&'static str),
+}
+
+/// What timed out (RFC 7143 leaves the times to the implementation).
+#[derive(Debug, thiserror::Error)]
+pub enum TimedOut {
+    /// No Login Response from a portal within the login timeout.
+    #[error("no Login Response from {portal} within {limit:?}")]
+    Login { portal: String, limit: Duration },
+    /// No answer to a request PDU (e.g. "Logout Response", "Text Response
+    /// to SendTargets").
+    #[error("no {0}")]
+    NoAnswer(&'static str),
+    /// No answer to a task management function.
+    #[error("no response to {0:?}")]
+    TaskManagement(TmfFunction),
+    /// A command the session gave up on (command timeout, CmdSN window
+    /// kept closed).
+    #[error(transparent)]
+    Command(CommandError),
+    /// A whole operation ran past its deadline.
+    #[error("{what} did not finish within {limit:?}")]
+    Deadline { what: &'static str, limit: Duration },
+    /// Logging out (flush, NBD clients, Logout) did not finish cleanly.
+    #[error("{0}")]
+    Logout(String),
+}
+
+/// How a connection or session went away.
+#[derive(Debug, thiserror::Error)]
+pub enum Lost {
+    /// Reading or writing the socket failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The target closed the connection.
+    #[error("connection closed by the target")]
+    ClosedByTarget,
+    /// No connection is up (recovering, closing).
+    #[error("session is not up")]
+    NotUp,
+    /// The connection closed while an exchange waited for its answer.
+    #[error("connection closed during {0}")]
+    During(&'static str),
+    /// The session failed and was not recovered (recovery timeout 0, or
+    /// shut down): the reason as logged.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What the target rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// A Reject PDU answered SendTargets (RFC 7143 §11.17).
+    #[error("SendTargets rejected: {0:?}")]
+    SendTargets(RejectReason),
+    /// A command failed at the iSCSI layer (Reject, or a SCSI Response
+    /// whose response code is not "completed at target").
+    #[error(transparent)]
+    Command(CommandError),
 }
 
 /// Why a login failed on our side (the target's refusals are
@@ -261,7 +326,9 @@ mod tests {
             Error::Unreachable("x".into()).kind(),
             ErrorKind::Unreachable
         );
-        assert_eq!(Error::Timeout("x".into()).kind(), ErrorKind::Unreachable);
+        let t = Error::Timeout(TimedOut::NoAnswer("Logout Response"));
+        assert_eq!(t.kind(), ErrorKind::Unreachable);
+        assert_eq!(t.to_string(), "timed out: no Logout Response");
         assert_eq!(Error::Usage("x".into()).kind(), ErrorKind::Usage);
         let e = Error::LoginRefused {
             class: 2,

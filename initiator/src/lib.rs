@@ -41,7 +41,9 @@ pub use bytes;
 pub use control::IoTags;
 pub use device::{Capacity, LunInfo, ScsiDevice};
 pub use discovery::{discover, DiscoveredTarget, DiscoveryConfig};
-pub use error::{Error, ErrorKind, LoginFailure, ProtocolError, Result, ScsiError};
+pub use error::{
+    Error, ErrorKind, LoginFailure, Lost, ProtocolError, Rejection, Result, ScsiError, TimedOut,
+};
 pub use nbd::{NbdExport, NbdExportStats, NbdListen, NbdServer};
 pub use portal::Portal;
 pub use session::{

@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 
-use crate::error::{Error, ProtocolError, Result};
+use crate::error::{Error, Lost, ProtocolError, Result};
 
 /// Decodes PDUs from the read half of a connection.
 pub struct PduReader {
@@ -41,10 +41,11 @@ impl PduReader {
                 Ok((pdu, len as usize))
             }
             Some(Err(CodecError::Decode(e))) => Err(ProtocolError::Decode(e).into()),
-            Some(Err(CodecError::Io(e))) => Err(Error::ConnectionLost(format!("read: {e}"))),
-            None => Err(Error::ConnectionLost(
-                "connection closed by the target".into(),
-            )),
+            Some(Err(CodecError::Io(source))) => Err(Error::ConnectionLost(Lost::Io {
+                what: "read",
+                source,
+            })),
+            None => Err(Error::ConnectionLost(Lost::ClosedByTarget)),
         }
     }
 }
@@ -79,10 +80,12 @@ impl PduWriter {
         for p in pdus {
             self.queue.push(p, self.digests);
         }
-        self.queue
-            .write_all(&mut self.wr)
-            .await
-            .map_err(|e| Error::ConnectionLost(format!("write: {e}")))
+        self.queue.write_all(&mut self.wr).await.map_err(|source| {
+            Error::ConnectionLost(Lost::Io {
+                what: "write",
+                source,
+            })
+        })
     }
 
     /// Half-close the write side.

@@ -12,7 +12,7 @@ use proto::session::initiator::ControlError;
 use tokio::sync::oneshot;
 
 use super::state::{Inner, Phase, Waiter};
-use crate::error::{Error, ProtocolError, Result};
+use crate::error::{Error, Lost, ProtocolError, Result, TimedOut};
 use crate::sync::lock;
 
 impl Inner {
@@ -65,10 +65,12 @@ impl Inner {
         match rx.await {
             Ok(Ok(r)) if r.response == LogoutResponseCode::CLOSED_SUCCESSFULLY => Ok(r),
             Ok(Ok(r)) => Err(ProtocolError::LogoutRefused(r.response).into()),
-            Ok(Err(ControlError::Timeout)) => Err(Error::Timeout("no Logout Response".into())),
-            Ok(Err(ControlError::Lost)) | Err(_) => Err(Error::ConnectionLost(
-                "connection closed during logout".into(),
-            )),
+            Ok(Err(ControlError::Timeout)) => {
+                Err(Error::Timeout(TimedOut::NoAnswer("Logout Response")))
+            }
+            Ok(Err(ControlError::Lost)) | Err(_) => {
+                Err(Error::ConnectionLost(Lost::During("logout")))
+            }
         }
     }
 
@@ -85,11 +87,11 @@ impl Inner {
         let (epoch, after, sent_cmd_sn) = {
             let mut st = lock(&self.st);
             if st.phase != Phase::Up {
-                return Err(Error::ConnectionLost("session is not up".into()));
+                return Err(Error::ConnectionLost(Lost::NotUp));
             }
             let now = Instant::now();
             let Some((itt, cmd_sn)) = st.core.task_management(function, lun, itt_ref, now) else {
-                return Err(Error::ConnectionLost("session is not up".into()));
+                return Err(Error::ConnectionLost(Lost::NotUp));
             };
             st.waiters.insert(itt, Waiter::Tmf(tx));
             (st.epoch, self.flush(&mut st), cmd_sn)
@@ -98,11 +100,11 @@ impl Inner {
         match rx.await {
             Ok(Ok(r)) => Ok((r, sent_cmd_sn)),
             Ok(Err(ControlError::Timeout)) => {
-                Err(Error::Timeout(format!("no response to {function:?}")))
+                Err(Error::Timeout(TimedOut::TaskManagement(function)))
             }
-            Ok(Err(ControlError::Lost)) | Err(_) => Err(Error::ConnectionLost(
-                "connection closed during task management".into(),
-            )),
+            Ok(Err(ControlError::Lost)) | Err(_) => {
+                Err(Error::ConnectionLost(Lost::During("task management")))
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::establish;
 use super::state::{Inner, Phase, State};
 use super::SessionEvent;
-use crate::error::Error;
+use crate::error::{Error, Lost};
 use crate::sync::lock;
 
 impl Inner {
@@ -47,7 +47,9 @@ impl Inner {
         if self.cfg.recovery_timeout.is_zero() {
             let why = format!("connection failed: {reason}");
             st.phase = Phase::Failed(why.clone());
-            self.fail_queued(&mut st, || Error::ConnectionLost(reason.clone()));
+            self.fail_queued(&mut st, || {
+                Error::ConnectionLost(Lost::Failed(reason.clone()))
+            });
             self.emit(SessionEvent::Failed(why));
             return;
         }
@@ -142,7 +144,9 @@ impl Inner {
         let _ = self.flush(&mut st);
         st.waiters.clear();
         for p in issued {
-            let _ = p.reply.send(Err(Error::ConnectionLost(msg.clone())));
+            let _ = p
+                .reply
+                .send(Err(Error::ConnectionLost(Lost::Failed(msg.clone()))));
         }
         for p in queued {
             let _ = p.reply.send(Err(Error::Closed));

@@ -27,7 +27,7 @@ use super::io::{pooled, reader_task, writer_task, BufPool};
 use super::readd::ReAdd;
 use super::{Counters, RawResult, SessionConfig, SessionEvent};
 use crate::connection::{conn_span, Established, Negotiated};
-use crate::error::{Error, ProtocolError, Result};
+use crate::error::{Error, ProtocolError, Rejection, Result, TimedOut};
 use crate::sync::lock;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,10 +327,10 @@ fn command_error(e: CommandError) -> Error {
         CommandError::R2t { itt, source } => ProtocolError::R2t { itt, source }.into(),
         CommandError::R2tWithoutDataOut { itt } => ProtocolError::R2tWithoutDataOut { itt }.into(),
         e @ (CommandError::TargetFailure(_) | CommandError::Rejected(_)) => {
-            Error::Rejected(e.to_string())
+            Error::Rejected(Rejection::Command(e))
         }
         e @ (CommandError::TimedOut { .. } | CommandError::WindowClosed { .. }) => {
-            Error::Timeout(e.to_string())
+            Error::Timeout(TimedOut::Command(e))
         }
         e @ (CommandError::Aborted | CommandError::LunReset) => {
             Error::TaskManagement(e.to_string())

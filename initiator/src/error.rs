@@ -17,8 +17,7 @@ use proto::login::LoginError;
 use proto::pdu::{DecodeError, LogoutResponseCode, Opcode, RejectReason, TmfFunction};
 use proto::scsi::sense::Sense;
 use proto::scsi::{ControlError, Status};
-use proto::session::initiator::CommandError;
-use proto::session::{DataInError, R2tError};
+use proto::session::initiator::{CommandError, ConnError};
 use proto::text::TextError;
 
 /// The spec name of a SCSI status byte (SAM-5 §5.3.1), for messages.
@@ -220,43 +219,13 @@ pub enum ProtocolError {
     /// A PDU from the target did not decode (RFC 7143 §11).
     #[error("bad PDU from target: {0}")]
     Decode(#[source] DecodeError),
-    /// A PDU that has no place in the full-feature phase.
-    #[error("unexpected PDU from target: {0}")]
-    UnexpectedPdu(String),
-    /// Connection allegiance (RFC 7143 §3.2.4.2): without task reassignment
-    /// a command's PDUs come on the connection it was issued on.
-    #[error("{pdu} for ITT {itt:#x} on connection {conn}, command was issued on {issued}")]
-    WrongConnection {
-        pdu: &'static str,
-        itt: u32,
-        conn: usize,
-        issued: usize,
-    },
-    /// The Data-In of a command, or the SCSI Response ending it, is wrong
-    /// (RFC 7143 §11.7, §7.9).
-    #[error("{pdu} for ITT {itt:#x}: {source}")]
-    DataIn {
-        pdu: &'static str,
-        itt: u32,
-        #[source]
-        source: DataInError,
-    },
-    /// An R2T is wrong (RFC 7143 §11.8, §7.9).
-    #[error("R2T for ITT {itt:#x}: {source}")]
-    R2t {
-        itt: u32,
-        #[source]
-        source: R2tError,
-    },
-    /// An R2T for a command that sends no data.
-    #[error("R2T for ITT {itt:#x}, a command that has no Data-Out")]
-    R2tWithoutDataOut { itt: u32 },
-    /// The command was rejected for data digest errors too often.
-    #[error(
-        "command ITT {itt:#x} lost to data digest errors {times} times; \
-         recovering the session (check the network path for corruption)"
-    )]
-    DigestRetries { itt: u32, times: u32 },
+    /// The target broke a full-feature rule that fails the connection
+    /// (the check of `proto::session::initiator`, as it reported it).
+    #[error(transparent)]
+    Connection(ConnError),
+    /// The target broke a rule that fails only this command.
+    #[error(transparent)]
+    Command(CommandError),
     /// RFC 7143 §11.15.1: the target did not close the session.
     #[error("logout refused: {0:?}")]
     LogoutRefused(LogoutResponseCode),

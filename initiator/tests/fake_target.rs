@@ -448,10 +448,10 @@ async fn data_in_beyond_the_buffer_fails_only_that_command() {
     d.buffer_offset = 4096;
     c.send(pdus.remove(0)).await.unwrap();
     match join(h).await {
-        Err(Error::Protocol(ProtocolError::DataIn {
+        Err(Error::Protocol(ProtocolError::Command(CommandError::DataIn {
             source: DataInError::BeyondExpected { offset: 4096, .. },
             ..
-        })) => {}
+        }))) => {}
         other => panic!("expected a protocol error, got {other:?}"),
     }
     // Same connection, still in service.

@@ -318,14 +318,9 @@ impl Inner {
 /// errors the shell built itself before the core).
 fn command_error(e: CommandError) -> Error {
     match e {
-        CommandError::DataIn { itt, source } => ProtocolError::DataIn {
-            pdu: "Data-In",
-            itt,
-            source,
-        }
-        .into(),
-        CommandError::R2t { itt, source } => ProtocolError::R2t { itt, source }.into(),
-        CommandError::R2tWithoutDataOut { itt } => ProtocolError::R2tWithoutDataOut { itt }.into(),
+        e @ (CommandError::DataIn { .. }
+        | CommandError::R2t { .. }
+        | CommandError::R2tWithoutDataOut { .. }) => ProtocolError::Command(e).into(),
         e @ (CommandError::TargetFailure(_) | CommandError::Rejected(_)) => {
             Error::Rejected(Rejection::Command(e))
         }
@@ -340,26 +335,8 @@ fn command_error(e: CommandError) -> Error {
 
 /// Why a connection failed, as the session's recovery reports it.
 pub(super) fn conn_error(e: ConnError) -> String {
-    let e: Error = match e {
-        ConnError::UnexpectedPdu(op) => ProtocolError::UnexpectedPdu(format!("{op:?}")).into(),
-        ConnError::WrongConnection {
-            pdu,
-            itt,
-            conn,
-            issued,
-        } => ProtocolError::WrongConnection {
-            pdu,
-            itt,
-            conn,
-            issued,
-        }
-        .into(),
-        ConnError::DataIn { pdu, itt, source } => ProtocolError::DataIn { pdu, itt, source }.into(),
-        ConnError::R2t { itt, source } => ProtocolError::R2t { itt, source }.into(),
-        ConnError::DigestRetries { itt, times } => {
-            ProtocolError::DigestRetries { itt, times }.into()
-        }
-        other => return other.to_string(),
-    };
-    e.to_string()
+    match e {
+        ConnError::PingTimeout { .. } | ConnError::AbortUnanswered => e.to_string(),
+        e => Error::from(ProtocolError::Connection(e)).to_string(),
+    }
 }

@@ -27,7 +27,7 @@
 #        CARGO_TARGET_DIR=... (where the release binary is; default build/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/bench-lib.sh   # free_port, wait_port, median, ratio, start_tgtd, start_ours_bridge
+. scripts/bench-lib.sh   # free_port, wait_port, median, ratio, start_tgtd, start_ours(_bridge), cpu_ticks, fio_once
 
 RUNS=${RUNS:-3}
 PERF_SECS=${PERF_SECS:-5}
@@ -96,26 +96,22 @@ start_tgtd "$IQN" "${IMG[tgtd]}" "$TMP/tgtd.log" --bstype rbd --bsopts "conf=$CE
 PID[tgtd]=$TGTD_PID PORT[tgtd]=$TPORT LUN[tgtd]=1
 
 # --- our target(s): rbd LUN 0 ---
-start_ours() {
-    local who=$1 bin=$2 port
-    port=$(free_port)
-    "$bin" target serve --portal "127.0.0.1:$port" --target "$IQN" \
-        --lun "rbd:${IMG[$who]},conf=$CEPH_CONF" --log warn --nop-interval 0 \
-        --admin-socket "$TMP/admin-$who.sock" >"$TMP/$who.out" 2>"$TMP/$who.err" &
-    PIDS+=($!)
-    PID[$who]=$! PORT[$who]=$port LUN[$who]=0
-    wait_port "$port" || { echo "our target ($who) did not start:" >&2; cat "$TMP/$who.err" >&2; exit 1; }
+# start_rbd_target WHO BIN: BIN serving the RBD image IMG[WHO] as LUN 0
+# (bench-lib's start_ours).
+start_rbd_target() {
+    start_ours "$2" "$TMP/$1" --portal 127.0.0.1:0 --target "$IQN" \
+        --lun "rbd:${IMG[$1]},conf=$CEPH_CONF" --nop-interval 0 --admin-socket "$TMP/admin-$1.sock"
+    PIDS+=("$OURS_PID")
+    PID[$1]=$OURS_PID PORT[$1]=${OURS_PORTAL##*:} LUN[$1]=0
 }
-start_ours ours "$BIN"
-[ -n "${BIN_BEFORE:-}" ] && start_ours before "$BIN_BEFORE"
+start_rbd_target ours "$BIN"
+[ -n "${BIN_BEFORE:-}" ] && start_rbd_target before "$BIN_BEFORE"
 
 # --- NBD bridges (our initiator) for the write workloads ---
 for who in "${WHO[@]}"; do
     start_ours_bridge "$BIN" "${PORT[$who]}" "$IQN" "$TMP/login-$who"
     URI[$who]=nbd://127.0.0.1:$NBD_PORT/lun${LUN[$who]}
 done
-
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # per_io WHO TICKS0 IOPS SECS -> µs of WHO's CPU per I/O
 per_io() {
@@ -136,22 +132,12 @@ read_once() {
     echo "${iops:-0} $(per_io "$1" "$t0" "${iops:-0}" "$PERF_SECS")"
 }
 
-# write_once WHO RW BS QD -> "IOPS CPU-µs/IO" (fio nbd → our bridge → WHO)
+# write_once WHO RW BS QD -> "IOPS CPU-µs/IO" (fio nbd → our bridge → WHO;
+# bench-lib's fio_once)
 write_once() {
-    local t0 iops
-    t0=$(cpu_ticks "${PID[$1]}")
-    fio --name=bench --ioengine=nbd --uri="${URI[$1]}" --rw="$2" --bs="$3" --iodepth="$4" \
-        --runtime="$PERF_SECS" --time_based --size="${IMAGE_MIB}M" \
-        --output-format=json --output="$TMP/fio.json" >"$TMP/fio.out" 2>"$TMP/fio.err" ||
-        { echo "fio failed on $1:" >&2; cat "$TMP/fio.err" >&2; exit 1; }
-    iops=$(python3 - "$TMP/fio.json" <<'EOF'
-import json, sys
-text = open(sys.argv[1]).read()  # fio may print notes before the JSON
-j = json.loads(text[text.index("{"):])["jobs"][0]
-print(f'{j["write"]["iops"]:.0f}')
-EOF
-)
-    echo "$iops $(per_io "$1" "$t0" "$iops" "$PERF_SECS")"
+    local iops cpu
+    read -r iops _ cpu < <(SECS=$PERF_SECS LUN_MIB=$IMAGE_MIB fio_once "${URI[$1]}" "$2" "$3" "$4" "${PID[$1]}")
+    echo "$iops $cpu"
 }
 
 # rbd_once IO-TYPE BYTES PATTERN THREADS OPS -> ops/sec (wraps around the image)

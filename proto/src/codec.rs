@@ -210,6 +210,16 @@ impl WriteQueue {
         len
     }
 
+    /// Queue bytes that are already on-the-wire form (another protocol's
+    /// frames sharing this writer, e.g. the NBD export's replies); the
+    /// buffer is not copied.
+    pub fn push_bytes(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.bytes += b.len();
+            self.bufs.push_back(b);
+        }
+    }
+
     /// Bytes queued.
     pub fn len(&self) -> usize {
         self.bytes
@@ -374,5 +384,22 @@ mod tests {
         assert_eq!(out, expect);
         assert!(q.is_empty());
         assert_eq!(q.parts(), 0);
+    }
+
+    #[tokio::test]
+    async fn raw_bytes_keep_their_place_and_empty_ones_are_dropped() {
+        let mut q = WriteQueue::new();
+        q.push_bytes(Bytes::from_static(b"head"));
+        q.push_bytes(Bytes::new());
+        let p = nop(9, b"mid");
+        let len = q.push(&p, DigestConfig::NONE);
+        q.push_bytes(Bytes::from_static(b"tail"));
+        assert_eq!(q.len(), 8 + len);
+        let mut expect = BytesMut::from(&b"head"[..]);
+        p.encode(DigestConfig::NONE).write_to(&mut expect);
+        expect.extend_from_slice(b"tail");
+        let mut out: Vec<u8> = Vec::new();
+        assert_eq!(q.write_all(&mut out).await.unwrap(), expect.len());
+        assert_eq!(out, expect);
     }
 }

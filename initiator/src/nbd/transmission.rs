@@ -1,7 +1,8 @@
 //! The transmission phase of one connection (NBD spec § Transmission):
 //! one reader parses requests and spawns one task per request, bounded by
 //! a per-connection count and a byte budget; replies go out of order
-//! through one writer task, which batches them before flushing.
+//! through one writer task, which sends every reply ready at once in one
+//! vectored write.
 //!
 //! A WRITE whose payload exceeds the advertised maximum cannot be skipped
 //! safely, so the connection is closed ("Either side MAY initiate a hard
@@ -16,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use proto::codec::WriteQueue;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
@@ -184,30 +186,30 @@ async fn read_payload<R: AsyncRead + Unpin>(rd: &mut R, len: u32) -> io::Result<
     Ok(buf.freeze())
 }
 
-/// The single writer: replies in completion order, flushed when no other
-/// reply is ready.
-async fn write_loop<W: AsyncWrite + Unpin>(wr: W, mut rx: mpsc::Receiver<Frame>) {
-    let mut w = BufWriter::with_capacity(256 * 1024, wr);
-    'outer: while let Some(f) = rx.recv().await {
-        if write_frame(&mut w, f).await.is_err() {
-            break;
+/// Reply bytes gathered into one vectored write at most (the rest waits
+/// for the next round).
+const BATCH_BYTES: usize = 4 << 20;
+
+/// The single writer: replies in completion order; every reply ready at
+/// once goes out in one `writev`, payloads not copied.
+async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Frame>) {
+    let mut q = WriteQueue::new();
+    while let Some(f) = rx.recv().await {
+        queue(&mut q, f);
+        while q.len() < BATCH_BYTES {
+            let Ok(f) = rx.try_recv() else { break };
+            queue(&mut q, f);
         }
-        while let Ok(f) = rx.try_recv() {
-            if write_frame(&mut w, f).await.is_err() {
-                break 'outer;
-            }
-        }
-        if w.flush().await.is_err() {
+        if q.write_all(&mut w).await.is_err() || w.flush().await.is_err() {
             break;
         }
     }
     let _ = w.shutdown().await;
 }
 
-async fn write_frame<W: AsyncWrite + Unpin>(w: &mut BufWriter<W>, f: Frame) -> io::Result<()> {
-    w.write_all(&f.head).await?;
+fn queue(q: &mut WriteQueue, f: Frame) {
+    q.push_bytes(f.head.freeze());
     if let Some(d) = f.data {
-        w.write_all(&d).await?;
+        q.push_bytes(d);
     }
-    Ok(())
 }

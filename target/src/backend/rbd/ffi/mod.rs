@@ -19,8 +19,6 @@ use std::io;
 use std::sync::Arc;
 
 use crate::sync::lock;
-use bytes::Bytes;
-use tokio::sync::oneshot;
 
 #[allow(non_camel_case_types)]
 type rados_t = *mut c_void;
@@ -167,6 +165,20 @@ extern "C" {
         op_flags: c_int,
     ) -> isize;
     fn rbd_aio_flush(image: rbd_image_t, c: rbd_completion_t) -> c_int;
+    fn rbd_aio_readv(
+        image: rbd_image_t,
+        iov: *const libc::iovec,
+        iovcnt: c_int,
+        off: u64,
+        c: rbd_completion_t,
+    ) -> c_int;
+    fn rbd_aio_writev(
+        image: rbd_image_t,
+        iov: *const libc::iovec,
+        iovcnt: c_int,
+        off: u64,
+        c: rbd_completion_t,
+    ) -> c_int;
 }
 
 /// A negative errno from librados/librbd as an `io::Error`.
@@ -532,197 +544,5 @@ impl Image {
     }
 }
 
-/// What an aio operation keeps alive until librbd completes it.
-#[derive(Debug)]
-pub(crate) enum Keep {
-    None,
-    /// The destination of a read: empty, with capacity for the read's
-    /// length ([`Keep::read_buf`]); librbd fills it, and it gets that
-    /// length once librbd reports every byte read (so it is never zeroed
-    /// first, and uninitialised bytes are never exposed).
-    Read(Vec<u8>),
-    Write(Bytes),
-    Compare(Bytes, Bytes),
-}
-
-impl Keep {
-    /// An uninitialised destination for a read of `len` bytes.
-    pub(crate) fn read_buf(len: usize) -> Keep {
-        Keep::Read(Vec::with_capacity(len))
-    }
-}
-
-/// The outcome of one aio operation.
-#[derive(Debug)]
-pub(crate) struct Done {
-    /// librbd's return value: bytes or 0 on success, negative errno.
-    pub ret: i64,
-    pub keep: Keep,
-    /// COMPARE AND WRITE: offset of the first differing byte (on EILSEQ).
-    pub mismatch: u64,
-}
-
-struct Pending {
-    tx: oneshot::Sender<Done>,
-    keep: Keep,
-    mismatch: u64,
-    /// The length of a read ([`Op::Read`]), 0 otherwise.
-    read_len: usize,
-}
-
-extern "C" fn on_complete(c: rbd_completion_t, arg: *mut c_void) {
-    // SAFETY: `arg` is the Box<Pending> leaked by `submit` for this very
-    // completion; librbd calls the callback exactly once, so the box is
-    // reclaimed once. The completion is released after reading its value.
-    let (p, ret) = unsafe {
-        let p = Box::from_raw(arg as *mut Pending);
-        let ret = rbd_aio_get_return_value(c) as i64;
-        rbd_aio_release(c);
-        (p, ret)
-    };
-    let Pending {
-        tx,
-        mut keep,
-        mismatch,
-        read_len,
-    } = *p;
-    if let Keep::Read(v) = &mut keep {
-        if read_len > 0 && ret == read_len as i64 && v.capacity() >= read_len {
-            // SAFETY: librbd returned the read's full length, so it wrote
-            // all of the first `read_len` bytes of the buffer we gave it
-            // (the vector's own storage, capacity checked at submission
-            // and here).
-            unsafe { v.set_len(read_len) };
-        }
-    }
-    // The receiver may be gone (command timed out): then the buffers are
-    // simply dropped here, after librbd is done with them.
-    let _ = tx.send(Done {
-        ret,
-        keep,
-        mismatch,
-    });
-}
-
-/// One aio operation to start.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Op {
-    /// Into `Keep::Read`, whose capacity must hold `len` bytes.
-    Read {
-        off: u64,
-        len: usize,
-    },
-    Write {
-        off: u64,
-    },
-    Discard {
-        off: u64,
-        len: u64,
-    },
-    WriteZeroes {
-        off: u64,
-        len: u64,
-    },
-    /// `Keep::Write` holds one block repeated over `len` bytes.
-    WriteSame {
-        off: u64,
-        len: u64,
-    },
-    /// `Keep::Compare(cmp, data)`, both `len` bytes.
-    CompareAndWrite {
-        off: u64,
-    },
-    Flush,
-}
-
-impl Image {
-    /// Starts `op` with the buffers in `keep`; the receiver gets the result.
-    /// A submission librbd refuses outright completes the receiver at once.
-    pub(crate) fn submit(&self, op: Op, keep: Keep) -> oneshot::Receiver<Done> {
-        let (tx, rx) = oneshot::channel();
-        let read_len = match op {
-            Op::Read { len, .. } => len,
-            _ => 0,
-        };
-        let p = Box::into_raw(Box::new(Pending {
-            tx,
-            keep,
-            mismatch: 0,
-            read_len,
-        }));
-        let mut c: rbd_completion_t = std::ptr::null_mut();
-        // SAFETY: `p` is a valid leaked box; the completion takes it as its
-        // callback argument.
-        let r = unsafe { rbd_aio_create_completion(p as *mut c_void, on_complete, &mut c) };
-        if r < 0 {
-            // SAFETY: no completion exists, so the box is still ours alone.
-            let p = unsafe { Box::from_raw(p) };
-            let _ = p.tx.send(Done {
-                ret: r as i64,
-                keep: p.keep,
-                mismatch: 0,
-            });
-            return rx;
-        }
-        // SAFETY: before submission nothing else can touch `*p`: the raw
-        // pointers taken here point into heap buffers owned by the box
-        // (a Vec's or Bytes' storage does not move with the box), which
-        // the callback frees only after librbd completed the operation.
-        // After the rbd_aio_* call we never dereference `p` again.
-        let r: i64 = unsafe {
-            let h = self.h;
-            let keep = &mut (*p).keep;
-            let mism: *mut u64 = &mut (*p).mismatch;
-            match (op, keep) {
-                (Op::Read { off, len }, Keep::Read(buf)) if buf.capacity() >= len => {
-                    rbd_aio_read(h, off, len, buf.as_mut_ptr() as *mut c_char, c) as i64
-                }
-                (Op::Write { off }, Keep::Write(d)) => {
-                    rbd_aio_write(h, off, d.len(), d.as_ptr() as *const c_char, c) as i64
-                }
-                (Op::Discard { off, len }, _) => rbd_aio_discard(h, off, len, c) as i64,
-                (Op::WriteZeroes { off, len }, _) => {
-                    rbd_aio_write_zeroes(h, off, len as usize, c, 0, 0) as i64
-                }
-                (Op::WriteSame { off, len }, Keep::Write(d)) => rbd_aio_writesame(
-                    h,
-                    off,
-                    len as usize,
-                    d.as_ptr() as *const c_char,
-                    d.len(),
-                    c,
-                    0,
-                ) as i64,
-                (Op::CompareAndWrite { off }, Keep::Compare(cmp, d)) => rbd_aio_compare_and_write(
-                    h,
-                    off,
-                    d.len(),
-                    cmp.as_ptr() as *const c_char,
-                    d.as_ptr() as *const c_char,
-                    c,
-                    mism,
-                    0,
-                ) as i64,
-                (Op::Flush, _) => rbd_aio_flush(h, c) as i64,
-                // An op without the buffers it needs: never submitted.
-                _ => -(libc::EINVAL as i64),
-            }
-        };
-        if r < 0 {
-            // librbd refused the request before queueing it: as qemu's and
-            // tcmu-runner's rbd drivers do, we take it that the callback
-            // will not run, so the completion and the box are ours.
-            // SAFETY: see above; nothing else references them.
-            let p = unsafe {
-                rbd_aio_release(c);
-                Box::from_raw(p)
-            };
-            let _ = p.tx.send(Done {
-                ret: r,
-                keep: p.keep,
-                mismatch: 0,
-            });
-        }
-        rx
-    }
-}
+mod aio;
+pub(crate) use aio::{Done, Keep, Op, Part};

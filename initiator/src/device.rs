@@ -334,12 +334,6 @@ impl ScsiDevice {
     pub fn block_limits(&self) -> Option<&BlockLimits> {
         self.limits.as_ref()
     }
-    /// The largest transfer one READ or WRITE command carries (the LUN's
-    /// MAXIMUM TRANSFER LENGTH, capped by our own default); longer
-    /// requests are split into several commands.
-    pub fn max_transfer_bytes(&self) -> u64 {
-        u64::from(self.max_transfer_blocks) * u64::from(self.capacity.block_size)
-    }
 
     pub fn provisioning(&self) -> Option<&LogicalBlockProvisioning> {
         self.lbp.as_ref()

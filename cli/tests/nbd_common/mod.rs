@@ -33,11 +33,6 @@ pub fn target(luns: &[&str]) -> ServerProcess {
 }
 
 pub fn target_on(portal: &str, luns: &[&str]) -> ServerProcess {
-    target_with(portal, luns, &[])
-}
-
-/// Our target on `portal` with these `--lun` specs and `extra` arguments.
-pub fn target_with(portal: &str, luns: &[&str], extra: &[&str]) -> ServerProcess {
     let mut c = Command::new(BIN);
     c.args([
         "target", "serve", "--portal", portal, "--target", TARGET, "--log", "warn",
@@ -45,7 +40,6 @@ pub fn target_with(portal: &str, luns: &[&str], extra: &[&str]) -> ServerProcess
     for l in luns {
         c.args(["--lun", l]);
     }
-    c.args(extra);
     ServerProcess::spawn(c, "listening on", Duration::from_secs(10)).expect("target starts")
 }
 
@@ -237,18 +231,13 @@ impl Raw {
     }
 
     pub fn request(&mut self, flags: u16, kind: u16, handle: u64, offset: u64, len: u32) {
-        self.send(&Self::request_bytes(flags, kind, handle, offset, len));
-    }
-
-    /// One request header (to pipeline several in one send).
-    pub fn request_bytes(flags: u16, kind: u16, handle: u64, offset: u64, len: u32) -> Vec<u8> {
         let mut b = 0x2560_9513u32.to_be_bytes().to_vec();
         b.extend_from_slice(&flags.to_be_bytes());
         b.extend_from_slice(&kind.to_be_bytes());
         b.extend_from_slice(&handle.to_be_bytes());
         b.extend_from_slice(&offset.to_be_bytes());
         b.extend_from_slice(&len.to_be_bytes());
-        b
+        self.send(&b);
     }
 
     /// A simple reply header: (error, handle).

@@ -138,9 +138,6 @@ pub struct ExportInfo {
     pub bytes_written: u64,
     #[serde(default)]
     pub errors: u64,
-    /// READs answered from one SCSI READ shared with adjacent READs.
-    #[serde(default)]
-    pub merged_reads: u64,
 }
 
 /// One logical unit of a session.

@@ -139,7 +139,6 @@ impl ExportedSession {
                 bytes_read: s.map_or(0, |s| s.bytes_read),
                 bytes_written: s.map_or(0, |s| s.bytes_written),
                 errors: s.map_or(0, |s| s.errors),
-                merged_reads: s.map_or(0, |s| s.merged_reads),
             }
         };
         let luns = self

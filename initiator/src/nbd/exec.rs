@@ -36,9 +36,6 @@ pub(crate) struct Geometry {
     pub trim: bool,
     /// Thin LUN: BLOCK_STATUS asks GET LBA STATUS.
     pub thin: bool,
-    /// Largest READ that adjacent requests are merged into (`merge`): at
-    /// most one SCSI command's transfer.
-    pub merge_max: u64,
 }
 
 impl Geometry {
@@ -66,7 +63,6 @@ impl Geometry {
             read_only,
             trim: !read_only && dev.supports_unmap(),
             thin: dev.capacity().lbpme,
-            merge_max: super::merge::MAX_BYTES.min(dev.max_transfer_bytes()),
         })
     }
 
@@ -428,7 +424,6 @@ mod tests {
             read_only: false,
             trim: true,
             thin: true,
-            merge_max: 1 << 20,
         }
     }
 

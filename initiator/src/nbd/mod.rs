@@ -8,7 +8,6 @@
 //!   one place where initiator errors become NBD error values.
 //! - [`transmission`]: the request loop of one connection: many requests in
 //!   flight, replies out of order through one writer.
-//! - [`merge`]: adjacent READs that arrive together become one SCSI READ.
 //! - [`server`]: [`NbdServer`], the listener and the export registry.
 //!
 //! One [`NbdServer`] serves one session; each LUN is an export named
@@ -32,7 +31,6 @@
 
 pub(crate) mod exec;
 pub(crate) mod handshake;
-pub(crate) mod merge;
 pub mod server;
 pub(crate) mod transmission;
 pub(crate) mod wire;

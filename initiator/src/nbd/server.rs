@@ -37,8 +37,6 @@ pub(crate) struct Counters {
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     pub errors: AtomicU64,
-    /// READs answered from a merged SCSI READ (`merge`).
-    pub merged_reads: AtomicU64,
 }
 
 /// A registered export.
@@ -67,8 +65,6 @@ pub struct NbdExportStats {
     pub bytes_written: u64,
     /// Requests answered with an error.
     pub errors: u64,
-    /// READs answered from one SCSI READ shared with adjacent READs.
-    pub merged_reads: u64,
 }
 
 /// The suffix of a tagged export's name: `lun0@tag6`.
@@ -289,7 +285,6 @@ impl NbdServer {
                     bytes_read: c.bytes_read.load(Relaxed),
                     bytes_written: c.bytes_written.load(Relaxed),
                     errors: c.errors.load(Relaxed),
-                    merged_reads: c.merged_reads.load(Relaxed),
                 }
             })
             .collect()

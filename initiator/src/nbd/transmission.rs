@@ -18,13 +18,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use proto::codec::WriteQueue;
-use std::pin::Pin;
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use super::exec::{self, ConnMode, Op, Outcome, MAX_PAYLOAD};
-use super::merge;
 use super::server::ExportEntry;
 use super::wire::*;
 
@@ -41,7 +39,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(150);
 /// Serve requests until the client disconnects, breaks the protocol, or
 /// the export is removed / the server shuts down (in-flight requests are
 /// answered first).
-pub(crate) async fn serve<R, W>(mut rd: BufReader<R>, wr: W, e: Arc<ExportEntry>, mode: ConnMode)
+pub(crate) async fn serve<R, W>(mut rd: R, wr: W, e: Arc<ExportEntry>, mode: ConnMode)
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -77,37 +75,16 @@ where
                 "NBD WRITE larger than the advertised maximum; closing the connection");
             break;
         }
-        let valid = |r: &Request| exec::validate(r, &e.geometry, &mode, None).is_ok();
-        let merged = if req.kind == CMD_READ && valid(&req) {
-            merge::continuing_reads(&req, rd.buffer(), e.geometry.merge_max, valid)
-        } else {
-            Vec::new()
-        };
-        Pin::new(&mut rd).consume(merged.len() * REQUEST_LEN);
-        let total: u32 = merged.iter().map(|r| r.length).sum::<u32>() + req.length;
         let units = match req.kind {
-            CMD_READ | CMD_WRITE => total.min(MAX_PAYLOAD).div_ceil(UNIT).max(1),
+            CMD_READ | CMD_WRITE => req.length.min(MAX_PAYLOAD).div_ceil(UNIT).max(1),
             _ => 1,
         };
         let (Ok(slot), Ok(bytes)) = (
-            slots
-                .clone()
-                .acquire_many_owned(1 + merged.len() as u32)
-                .await,
+            slots.clone().acquire_owned().await,
             budget.clone().acquire_many_owned(units).await,
         ) else {
             break;
         };
-        if !merged.is_empty() {
-            let (tx, e) = (tx.clone(), e.clone());
-            tasks.spawn(async move {
-                for frame in run_merged(&e, req, merged, &mode).await {
-                    let _ = tx.send(frame).await;
-                }
-                drop((slot, bytes));
-            });
-            continue;
-        }
         let data = if req.kind == CMD_WRITE {
             match read_payload(&mut rd, req.length).await {
                 Ok(d) => Some(d),
@@ -159,7 +136,15 @@ async fn run(
             }
             frame(simple_reply(req.handle, 0), None)
         }
-        Ok(Outcome::Data(d)) => read_frame(e, req, mode, d),
+        Ok(Outcome::Data(d)) => {
+            c.reads.fetch_add(1, Relaxed);
+            c.bytes_read.fetch_add(d.len() as u64, Relaxed);
+            if mode.structured {
+                frame(offset_data_header(req.handle, req.offset, d.len()), Some(d))
+            } else {
+                frame(simple_reply(req.handle, 0), Some(d))
+            }
+        }
         Ok(Outcome::Extents(x)) => {
             let id = mode.meta_context.unwrap_or(0);
             frame(block_status_chunk(req.handle, id, &x), None)
@@ -171,53 +156,6 @@ async fn run(
                 length = req.length, error = %err, ?errno, "NBD request failed");
             error_frame(req.handle, mode.structured, errno, &err.to_string())
         }
-    }
-}
-
-/// One READ for `first` and the `more` requests that continue it
-/// ([`merge`]), split into their replies; when it fails, each request runs
-/// alone so that each gets its own precise error.
-async fn run_merged(
-    e: &ExportEntry,
-    first: Request,
-    more: Vec<Request>,
-    mode: &ConnMode,
-) -> Vec<Frame> {
-    let mut reqs = more;
-    reqs.insert(0, first);
-    let blocks = reqs.iter().map(|r| r.length).sum::<u32>() / e.geometry.min_block;
-    let op = Op::Read {
-        offset: first.offset,
-        blocks,
-    };
-    if let Ok(Outcome::Data(mut d)) = exec::execute(&e.export.device, &e.geometry, op).await {
-        if d.len() == blocks as usize * e.geometry.min_block as usize {
-            e.counters
-                .merged_reads
-                .fetch_add(reqs.len() as u64, Relaxed);
-            return reqs
-                .iter()
-                .map(|r| read_frame(e, r, mode, d.split_to(r.length as usize)))
-                .collect();
-        }
-    }
-    let mut frames = Vec::with_capacity(reqs.len());
-    for r in &reqs {
-        let op = exec::validate(r, &e.geometry, mode, None);
-        frames.push(run(e, r, mode, op).await);
-    }
-    frames
-}
-
-/// The reply to a successful READ.
-fn read_frame(e: &ExportEntry, req: &Request, mode: &ConnMode, d: Bytes) -> Frame {
-    let c = &e.counters;
-    c.reads.fetch_add(1, Relaxed);
-    c.bytes_read.fetch_add(d.len() as u64, Relaxed);
-    if mode.structured {
-        frame(offset_data_header(req.handle, req.offset, d.len()), Some(d))
-    } else {
-        frame(simple_reply(req.handle, 0), Some(d))
     }
 }
 

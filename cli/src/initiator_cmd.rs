@@ -160,6 +160,22 @@ pub enum ScsiOp {
     },
 }
 
+/// The worker threads the environment variable `name` asks for: `None`
+/// when it is unset; an error, said on stderr, when it is not a number
+/// from 1 to 1024.
+pub(crate) fn threads_from_env(name: &str) -> Result<Option<usize>, ExitCode> {
+    match std::env::var(name) {
+        Err(_) => Ok(None),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => Ok(Some(n)),
+            _ => {
+                eprintln!("iscsi: {name}={v:?} is not a number of threads from 1 to 1024");
+                Err(ExitCode::from(2))
+            }
+        },
+    }
+}
+
 /// The environment variable that picks the initiator's worker threads.
 pub(crate) const THREADS_ENV: &str = "ISCSI_INITIATOR_THREADS";
 
@@ -175,16 +191,7 @@ pub(crate) const THREADS_ENV: &str = "ISCSI_INITIATOR_THREADS";
 /// slower. `ISCSI_INITIATOR_THREADS=N` (N >= 2) asks for a multi-threaded
 /// runtime of N workers instead, for many busy sessions on a large host.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    let threads = match std::env::var(THREADS_ENV) {
-        Err(_) => 1,
-        Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if (1..=1024).contains(&n) => n,
-            _ => {
-                eprintln!("iscsi: {THREADS_ENV}={v:?} is not a number of threads from 1 to 1024");
-                return Err(ExitCode::from(2));
-            }
-        },
-    };
+    let threads = threads_from_env(THREADS_ENV)?.unwrap_or(1);
     let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {

@@ -189,6 +189,10 @@ pub fn serve_config(args: &ServeArgs) -> Result<ServerConfig, String> {
     Ok(cfg)
 }
 
+/// The environment variable that sets the target's worker threads
+/// (default: one per CPU).
+pub(crate) const TARGET_THREADS_ENV: &str = "ISCSI_TARGET_THREADS";
+
 pub(crate) fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -244,7 +248,14 @@ fn serve(args: ServeArgs) -> ExitCode {
             l.control = true;
         }
     }
+    // Always set the worker count: left unset, tokio reads
+    // TOKIO_WORKER_THREADS itself and panics on a bad value.
+    let threads = match crate::initiator_cmd::threads_from_env(TARGET_THREADS_ENV) {
+        Ok(t) => t.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        Err(code) => return code,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
     {

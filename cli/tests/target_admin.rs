@@ -1032,3 +1032,47 @@ async fn control_channel_verbs() {
     let r = s.execute_raw(raw(0), &tagged, one()).await.unwrap();
     assert_eq!(r.sense.unwrap().asc, Asc::INVALID_FIELD_IN_CDB);
 }
+
+/// `ISCSI_TARGET_THREADS` sets the target's worker threads; a bad value is
+/// a clear error (exit 2) instead of tokio's panic, and tokio's own
+/// `TOKIO_WORKER_THREADS`, which made the runtime panic when it was not a
+/// number, is no longer read.
+#[test]
+fn worker_threads_come_from_the_environment_and_bad_values_are_clear_errors() {
+    let serve = |env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_iscsi"));
+        c.args([
+            "target",
+            "serve",
+            "--log",
+            "warn",
+            "--portal",
+            "127.0.0.1:0",
+        ])
+        .args(["--target", T, "--lun", "mem:1M"]);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c
+    };
+    let out = serve(&[("ISCSI_TARGET_THREADS", "0")]).output().unwrap();
+    assert_eq!(code(&out), 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ISCSI_TARGET_THREADS=\"0\" is not a number of threads from 1 to 1024")
+            && !err.contains("panicked"),
+        "{err}"
+    );
+    let p = ServerProcess::spawn(
+        serve(&[("ISCSI_TARGET_THREADS", "3"), ("TOKIO_WORKER_THREADS", "")]),
+        "listening on",
+        Duration::from_secs(10),
+    )
+    .expect("the target starts despite an empty TOKIO_WORKER_THREADS");
+    let workers = std::fs::read_dir(format!("/proc/{}/task", p.id()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("tokio-runtime-w") || name.starts_with("tokio-rt-worker"))
+        .count();
+    assert_eq!(workers, 3);
+}

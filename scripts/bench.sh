@@ -352,7 +352,17 @@ section_nbd() {
         done
         kill "$qemu_pid" "$ours_pid" 2>/dev/null || true
         wait "$qemu_pid" "$ours_pid" 2>/dev/null || true
+        # The ceiling of any bridge to this target: libiscsi's iscsi-perf
+        # straight to the LUN, with no NBD layer and no fio sharing the CPUs.
+        say "nbd: $t ceiling, iscsi-perf straight to the target, randread 4k QD32"
+        SPEC[direct]="$(pid_of "$t") perf $(perf_cmd "$t" 8 32 -r)"
+        runs "nbd-direct-$t" direct
+        r=$(ratio "${R[nbd-direct-$t,direct,iops]}" "${R[nbd,$t,randread,qemu,iops]}")
+        echo "- $t: iscsi-perf straight to the target (no NBD layer, no fio), randread 4k QD 32:" \
+            "${R[nbd-direct-$t,direct,iops]} IOPS, $r × qemu-nbd's figure above: the most any bridge could reach." \
+            >>"$TMP/sec-nbd-ceiling.md"
     done
+    { echo; echo "Ceilings:"; echo; cat "$TMP/sec-nbd-ceiling.md"; } >>"$TMP/sec-nbd.md"
 }
 
 # scale_one TARGET N [C]: a fresh target, N sessions of C connections

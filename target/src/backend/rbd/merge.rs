@@ -13,16 +13,19 @@
 //! stream) is queued, with those started close together (typically the
 //! commands of one pass of a connection's driver: what the initiator sent
 //! at once); after one yield to the runtime, the first of them to run again
-//! submits the whole queue. Any other request is submitted at once: random
-//! I/O pays nothing. Runs of adjacent reads, or of adjacent writes,
-//! up to [`MAX_BYTES`] become one `rbd_aio_readv`/`rbd_aio_writev` over
-//! the commands' own buffers (no copy); each command still gets its own
-//! result. Nothing waits for a request that may never come: a request is
-//! at most one yield late. Merging changes no outcome a client can rely
-//! on: concurrent commands have no order (SAM-5 §8.6, SIMPLE task
-//! attribute), merged ranges never overlap, and commands that need an
-//! order (ORDERED, FUA, COMPARE AND WRITE, flushes) are ordered above the
-//! backend or never queued here.
+//! submits the whole queue. Any other request is submitted at once (random
+//! I/O pays nothing) unless requests are queued: then it queues behind
+//! them. Requests therefore reach librbd in the order they came, as they
+//! did before merging, and RADOS applies one client's operations on an
+//! object in the order it sent them: overlapping writes keep their order
+//! even though SCSI does not require it of SIMPLE commands (this target
+//! treats every command as SIMPLE). Consecutive requests that are adjacent
+//! reads, or adjacent writes, up to [`MAX_BYTES`] become one
+//! `rbd_aio_readv`/`rbd_aio_writev` over the commands' own buffers (no
+//! copy); each command still gets its own result. Nothing waits for a
+//! request that may never come: a request is at most one yield late.
+//! COMPARE AND WRITE, WRITE SAME, UNMAP and flushes are never queued here;
+//! they are submitted at once, as before.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -77,8 +80,9 @@ impl Default for Queue {
 impl Queue {
     /// Offers the request at byte offset `off`: queued (`None`) when it
     /// starts where a recent request ended, a sequential stream that the
-    /// next requests are likely to continue; else handed back, to be
-    /// submitted at once (random I/O pays no yield).
+    /// next requests are likely to continue, or when others are queued (it
+    /// must not overtake them); else handed back, to be submitted at once
+    /// (random I/O pays no yield).
     pub(crate) fn offer(&self, off: u64, part: Part) -> Option<Part> {
         let mut g = lock(&self.inner);
         let sequential = g.ends.contains(&off);
@@ -90,7 +94,7 @@ impl Queue {
             g.ends[i] = end;
             g.next = (i + 1) % STREAMS;
         }
-        if sequential {
+        if sequential || !g.queued.is_empty() {
             g.queued.push((off, part));
             None
         } else {
@@ -117,11 +121,11 @@ impl Queue {
 /// one kind.
 pub(crate) type Run = (u64, Vec<Part>);
 
-/// Splits `queued` into runs of adjacent requests of the same kind, in
-/// offset order, each at most [`MAX_BYTES`] (a larger request runs alone)
-/// and [`MAX_PARTS`] requests.
-pub(crate) fn runs(mut queued: Vec<(u64, Part)>) -> Vec<Run> {
-    queued.sort_by_key(|(off, _)| *off);
+/// Splits `queued` (in arrival order) into runs of consecutive requests
+/// that are adjacent and of the same kind, each at most [`MAX_BYTES`] (a
+/// larger request runs alone) and [`MAX_PARTS`] requests; the runs keep
+/// the arrival order.
+pub(crate) fn runs(queued: Vec<(u64, Part)>) -> Vec<Run> {
     let mut out: Vec<Run> = Vec::new();
     let mut end = 0u64;
     let mut bytes = 0usize;
@@ -178,17 +182,30 @@ mod tests {
     }
 
     #[test]
-    fn adjacent_reads_merge_in_offset_order_up_to_the_cap() {
+    fn consecutive_adjacent_reads_merge_up_to_the_cap_in_arrival_order() {
         let k = 128 * 1024;
-        // Ten adjacent 128 KiB reads, queued out of order: two runs (the
-        // cap holds eight), in offset order.
-        let q = [3, 0, 9, 5, 1, 8, 4, 2, 7, 6]
-            .iter()
-            .map(|&i| (i as u64 * k as u64, read(k)))
-            .collect();
+        // Ten adjacent 128 KiB reads in order: two runs (the cap holds
+        // eight).
+        let q = (0..10u64).map(|i| (i * k as u64, read(k))).collect();
         assert_eq!(
             shape(&runs(q)),
             vec![(0, vec![k; 8]), (8 * k as u64, vec![k, k])]
+        );
+        // Out of order, only consecutive neighbours merge, and the runs
+        // keep the arrival order (nothing overtakes what came before it).
+        let q = [0u64, 2, 1, 3, 5, 6]
+            .iter()
+            .map(|&i| (i * k as u64, read(k)))
+            .collect();
+        assert_eq!(
+            shape(&runs(q)),
+            vec![
+                (0, vec![k]),
+                (2 * k as u64, vec![k]),
+                (k as u64, vec![k]),
+                (3 * k as u64, vec![k]),
+                (5 * k as u64, vec![k, k]),
+            ]
         );
     }
 
@@ -215,17 +232,14 @@ mod tests {
     }
 
     #[test]
-    fn random_reads_stay_apart_and_none_is_lost() {
-        let q: Vec<_> = (0..200u64)
-            .map(|i| ((i * 7919 % 200) * 8192, read(4096)))
-            .collect();
-        let r = runs(q);
-        assert_eq!(r.len(), 200);
-        assert!(r.windows(2).all(|w| w[0].0 < w[1].0));
+    fn random_reads_stay_apart_in_order_and_none_is_lost() {
+        let offs: Vec<u64> = (0..200u64).map(|i| (i * 7919 % 200) * 8192).collect();
+        let r = runs(offs.iter().map(|&o| (o, read(4096))).collect());
+        assert_eq!(r.iter().map(|(o, _)| *o).collect::<Vec<_>>(), offs);
     }
 
     #[test]
-    fn only_requests_that_continue_a_stream_are_queued() {
+    fn streams_are_queued_and_nothing_overtakes_the_queue() {
         let q = Queue::default();
         assert!(
             q.offer(0, read(4096)).is_some(),
@@ -235,22 +249,27 @@ mod tests {
             q.offer(4096, read(4096)).is_none(),
             "it continues the stream"
         );
-        assert!(q.offer(1 << 30, read(4096)).is_some(), "random");
+        assert!(q.offer(8192, read(4096)).is_none(), "the stream goes on");
         assert!(
-            q.offer(8192, read(4096)).is_none(),
-            "the first stream goes on"
+            q.offer(1 << 30, read(4096)).is_none(),
+            "random, but it must not overtake the queued requests"
+        );
+        let taken = q.take();
+        assert_eq!(
+            shape(&taken),
+            vec![(4096, vec![4096, 4096]), (1 << 30, vec![4096])]
+        );
+        assert_eq!(q.merged(), 2);
+        assert!(q.take().is_empty());
+        assert!(
+            q.offer(1 << 31, read(4096)).is_some(),
+            "random, queue empty"
         );
         assert!(
             q.offer((1 << 30) + 4096, write(4096)).is_none(),
             "a second stream"
         );
-        let taken = q.take();
-        assert_eq!(
-            shape(&taken),
-            vec![(4096, vec![4096, 4096]), ((1 << 30) + 4096, vec![4096])]
-        );
-        assert_eq!(q.merged(), 2);
-        assert!(q.take().is_empty());
+        assert_eq!(shape(&q.take()), vec![((1 << 30) + 4096, vec![4096])]);
         // Eight other streams push the first one out of the ring.
         for i in 0..STREAMS as u64 {
             assert!(q.offer((i + 2) << 32, read(512)).is_some());

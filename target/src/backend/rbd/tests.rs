@@ -230,6 +230,33 @@ async fn merged_streams_give_each_command_its_own_bytes() {
     assert!(all == expect);
 }
 
+/// Queued requests are not overtaken: a write that continues a stream is
+/// queued, and a later write overlapping it in the same batch, which is no
+/// stream, goes behind it instead of straight to librbd, so the later
+/// write's bytes win (RADOS keeps one client's order per object).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_writes_keep_their_arrival_order() {
+    let Some(c) = conf() else { return };
+    let img = Img::new(&c, "order", "8M");
+    let b = img.open_async().await;
+    let a = b.aio().expect("rbd has an async path");
+    let k = 4096u64;
+    a.write(0, Bytes::from(vec![1u8; 4096])).await.unwrap();
+    // Continues the stream that ended at 4 KiB: queued.
+    let first = a.write(k, Bytes::from(vec![0xAAu8; 8192]));
+    // Overlaps it on [4 KiB, 8 KiB) and starts where no stream ended.
+    let second = a.write(0, Bytes::from(vec![0xBBu8; 8192]));
+    let (r1, r2) = futures::join!(first, second);
+    r1.unwrap();
+    r2.unwrap();
+    let got = a.read(0, 12288).await.unwrap();
+    assert!(
+        got[..8192].iter().all(|&x| x == 0xBB),
+        "the later write wins"
+    );
+    assert!(got[8192..].iter().all(|&x| x == 0xAA));
+}
+
 /// Reads land in buffers that are never zeroed first: librbd must fill
 /// every byte, holes included. Freed read buffers holding data are reused
 /// by the allocator for the next reads, so a byte librbd left alone would

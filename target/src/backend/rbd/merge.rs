@@ -24,8 +24,8 @@
 //! `rbd_aio_readv`/`rbd_aio_writev` over the commands' own buffers (no
 //! copy); each command still gets its own result. Nothing waits for a
 //! request that may never come: a request is at most one yield late.
-//! COMPARE AND WRITE, WRITE SAME, UNMAP and flushes are never queued here;
-//! they are submitted at once, as before.
+//! COMPARE AND WRITE, WRITE SAME, UNMAP, write-zeroes and flushes are never
+//! merged: each first submits whatever is queued, then itself.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;

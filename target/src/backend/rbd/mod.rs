@@ -257,7 +257,16 @@ impl RbdBackend {
     /// Starts `op` and returns a future bounded by the timeout, giving
     /// librbd's completion whatever its return value.
     fn start_raw(&self, op: Op, keep: Keep) -> impl Future<Output = Result<Done>> + Send + 'static {
-        completion(self.image.submit(op, keep), self.timeout + GRACE)
+        completion(self.submit_in_order(op, keep), self.timeout + GRACE)
+    }
+
+    /// Submits `op` after whatever READs and WRITEs are queued for merging
+    /// (they came first; [`merge`]), so that no operation overtakes them.
+    fn submit_in_order(&self, op: Op, keep: Keep) -> tokio::sync::oneshot::Receiver<Done> {
+        for (off, parts) in self.queue.take() {
+            self.image.submit_vectored(off, parts);
+        }
+        self.image.submit(op, keep)
     }
 
     /// Starts a READ or WRITE, queued for merging when it continues a
@@ -324,7 +333,7 @@ impl RbdBackend {
     /// worker: the device server calls synchronous backend methods on the
     /// blocking pool). Bounded by `rados_osd_op_timeout`.
     fn wait(&self, op: Op, keep: Keep) -> Result<Done> {
-        let rx = self.image.submit(op, keep);
+        let rx = self.submit_in_order(op, keep);
         match rx.blocking_recv() {
             Ok(d) if d.ret >= 0 => Ok(d),
             Ok(d) => Err(rbd_error(d.ret)),

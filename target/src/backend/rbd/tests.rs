@@ -255,6 +255,20 @@ async fn overlapping_writes_keep_their_arrival_order() {
         "the later write wins"
     );
     assert!(got[8192..].iter().all(|&x| x == 0xAA));
+    // Nor does an operation that is never merged: write-zeroes over a
+    // queued write lands after it.
+    a.write(12288, Bytes::from(vec![2u8; 4096])).await.unwrap();
+    let queued = a.write(16384, Bytes::from(vec![0xCCu8; 8192]));
+    let zero = a.write_zeroes(16384, 4096);
+    let (r1, r2) = futures::join!(queued, zero);
+    r1.unwrap();
+    r2.unwrap();
+    let got = a.read(16384, 8192).await.unwrap();
+    assert!(
+        got[..4096].iter().all(|&x| x == 0),
+        "write-zeroes came last"
+    );
+    assert!(got[4096..].iter().all(|&x| x == 0xCC));
 }
 
 /// Reads land in buffers that are never zeroed first: librbd must fill

@@ -30,7 +30,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::ffi::{Keep, Part};
+use super::ffi::{Image, Keep, Part};
 use crate::sync::lock;
 
 /// Largest merged operation. 128 KiB sequential reads at QD 32 through
@@ -85,16 +85,14 @@ impl Queue {
     /// (random I/O pays no yield).
     pub(crate) fn offer(&self, off: u64, part: Part) -> Option<Part> {
         let mut g = lock(&self.inner);
-        let sequential = g.ends.contains(&off);
-        let end = off.saturating_add(part.len as u64);
-        if let Some(i) = g.ends.iter().position(|&e| e == off) {
-            g.ends[i] = end;
-        } else {
+        let stream = g.ends.iter().position(|&e| e == off);
+        let i = stream.unwrap_or_else(|| {
             let i = g.next;
-            g.ends[i] = end;
             g.next = (i + 1) % STREAMS;
-        }
-        if sequential || !g.queued.is_empty() {
+            i
+        });
+        g.ends[i] = off.saturating_add(part.len as u64);
+        if stream.is_some() || !g.queued.is_empty() {
             g.queued.push((off, part));
             None
         } else {
@@ -109,6 +107,13 @@ impl Queue {
         let merged: usize = r.iter().map(|(_, p)| p.len()).filter(|&n| n > 1).sum();
         self.merged.fetch_add(merged as u64, Ordering::Relaxed);
         r
+    }
+
+    /// Submits everything queued so far to `image`, in arrival order.
+    pub(crate) fn submit(&self, image: &Image) {
+        for (off, parts) in self.take() {
+            image.submit_vectored(off, parts);
+        }
     }
 
     /// Requests submitted so far as part of a merged operation.

@@ -115,6 +115,14 @@ fn rbd_error(ret: i64) -> BackendError {
     }
 }
 
+/// A completion whose negative return value is the error.
+fn succeeded(d: Done) -> Result<Done> {
+    if d.ret < 0 {
+        return Err(rbd_error(d.ret));
+    }
+    Ok(d)
+}
+
 /// Waits for librbd's completion of one request, bounded by `limit` (a
 /// safety net above librados' own timeouts).
 async fn completion(rx: tokio::sync::oneshot::Receiver<Done>, limit: Duration) -> Result<Done> {
@@ -263,9 +271,7 @@ impl RbdBackend {
     /// Submits `op` after whatever READs and WRITEs are queued for merging
     /// (they came first; [`merge`]), so that no operation overtakes them.
     fn submit_in_order(&self, op: Op, keep: Keep) -> tokio::sync::oneshot::Receiver<Done> {
-        for (off, parts) in self.queue.take() {
-            self.image.submit_vectored(off, parts);
-        }
+        self.queue.submit(&self.image);
         self.image.submit(op, keep)
     }
 
@@ -286,28 +292,16 @@ impl RbdBackend {
         async move {
             if let Some((image, queue)) = queued {
                 tokio::task::yield_now().await;
-                for (off, parts) in queue.take() {
-                    image.submit_vectored(off, parts);
-                }
+                queue.submit(&image);
             }
-            let d = done.await?;
-            if d.ret < 0 {
-                return Err(rbd_error(d.ret));
-            }
-            Ok(d)
+            succeeded(done.await?)
         }
     }
 
     /// [`Self::start_raw`], a negative return value being the error.
     fn start(&self, op: Op, keep: Keep) -> impl Future<Output = Result<Done>> + Send + 'static {
         let f = self.start_raw(op, keep);
-        async move {
-            let d = f.await?;
-            if d.ret < 0 {
-                return Err(rbd_error(d.ret));
-            }
-            Ok(d)
-        }
+        async move { succeeded(f.await?) }
     }
 
     /// A modifying operation over `[offset, offset+len)`, checked first.
@@ -335,8 +329,7 @@ impl RbdBackend {
     fn wait(&self, op: Op, keep: Keep) -> Result<Done> {
         let rx = self.submit_in_order(op, keep);
         match rx.blocking_recv() {
-            Ok(d) if d.ret >= 0 => Ok(d),
-            Ok(d) => Err(rbd_error(d.ret)),
+            Ok(d) => succeeded(d),
             Err(_) => Err(BackendError::Unavailable(
                 "librbd dropped a completion".into(),
             )),

@@ -49,30 +49,53 @@ struct Pending {
     read_len: usize,
 }
 
-extern "C" fn on_complete(c: rbd_completion_t, arg: *mut c_void) {
-    // SAFETY: `arg` is the Box<Pending> leaked by `submit` for this very
-    // completion; librbd calls the callback exactly once, so the box is
-    // reclaimed once. The completion is released after reading its value.
-    let (p, ret) = unsafe {
-        let p = Box::from_raw(arg as *mut Pending);
+/// The box leaked for completion `c` and librbd's return value; the
+/// completion is released.
+///
+/// # Safety
+/// `arg` must be the `Box<T>` leaked as the argument of `c`, from inside
+/// `c`'s callback (which librbd calls exactly once, so the box is
+/// reclaimed once).
+unsafe fn reclaim<T>(c: rbd_completion_t, arg: *mut c_void) -> (Box<T>, i64) {
+    // SAFETY: see the function's contract; the value is read before the
+    // completion is released.
+    unsafe {
+        let p = Box::from_raw(arg as *mut T);
         let ret = rbd_aio_get_return_value(c) as i64;
         rbd_aio_release(c);
         (p, ret)
-    };
+    }
+}
+
+/// Gives a read's buffer the length `len` that librbd filled.
+///
+/// # Safety
+/// librbd must have reported every byte of the first `len` bytes of this
+/// buffer's storage written (the pointer it was given was the vector's
+/// own storage).
+unsafe fn filled(keep: &mut Keep, len: usize) {
+    if let Keep::Read(v) = keep {
+        if v.capacity() >= len {
+            // SAFETY: see the function's contract; capacity checked here.
+            unsafe { v.set_len(len) };
+        }
+    }
+}
+
+extern "C" fn on_complete(c: rbd_completion_t, arg: *mut c_void) {
+    // SAFETY: `arg` is the Box<Pending> leaked by `submit` for this very
+    // completion, and this is its callback.
+    let (p, ret) = unsafe { reclaim::<Pending>(c, arg) };
     let Pending {
         tx,
         mut keep,
         mismatch,
         read_len,
     } = *p;
-    if let Keep::Read(v) = &mut keep {
-        if read_len > 0 && ret == read_len as i64 && v.capacity() >= read_len {
-            // SAFETY: librbd returned the read's full length, so it wrote
-            // all of the first `read_len` bytes of the buffer we gave it
-            // (the vector's own storage, capacity checked at submission
-            // and here).
-            unsafe { v.set_len(read_len) };
-        }
+    if read_len > 0 && ret == read_len as i64 {
+        // SAFETY: librbd returned the read's full length, so it wrote all
+        // of the first `read_len` bytes of the buffer we gave it.
+        unsafe { filled(&mut keep, read_len) };
     }
     // The receiver may be gone (command timed out): then the buffers are
     // simply dropped here, after librbd is done with them.
@@ -229,13 +252,8 @@ unsafe impl Send for PendingV {}
 
 extern "C" fn on_vectored_complete(c: rbd_completion_t, arg: *mut c_void) {
     // SAFETY: `arg` is the Box<PendingV> leaked by `submit_vectored` for
-    // this completion, which librbd completes exactly once.
-    let (p, ret) = unsafe {
-        let p = Box::from_raw(arg as *mut PendingV);
-        let ret = rbd_aio_get_return_value(c) as i64;
-        rbd_aio_release(c);
-        (p, ret)
-    };
+    // this completion, and this is its callback.
+    let (p, ret) = unsafe { reclaim::<PendingV>(c, arg) };
     finish_parts(p.parts, ret);
 }
 
@@ -246,14 +264,11 @@ fn finish_parts(parts: Vec<Part>, ret: i64) {
     let total: usize = parts.iter().map(|p| p.len).sum();
     let all = ret >= 0 && ret as usize >= total;
     for mut p in parts {
-        if let (true, Keep::Read(v)) = (all, &mut p.keep) {
-            if v.capacity() >= p.len {
-                // SAFETY: librbd returned the merged read's full length, so
-                // it wrote every byte of every iovec, and this part's iovec
-                // was the first `p.len` bytes of this vector's storage
-                // (capacity checked at submission and here).
-                unsafe { v.set_len(p.len) };
-            }
+        if all {
+            // SAFETY: librbd returned the merged read's full length, so it
+            // wrote every byte of every iovec, and this part's iovec was
+            // the first `p.len` bytes of this part's buffer.
+            unsafe { filled(&mut p.keep, p.len) };
         }
         let ret = if all { p.len as i64 } else { ret.min(0) };
         let _ = p.tx.send(Done {

@@ -344,6 +344,60 @@ fn misbehaving_clients_do_not_disturb_others() {
     assert_eq!(c.go("").0, 64 << 20, "the empty name is the first export");
 }
 
+/// A client that pipelines big reads and stops reading the replies: the
+/// server stops taking its requests once what it holds (requests in flight
+/// and replies not yet sent) reaches the connection's budget (128 requests,
+/// 128 MiB), so its memory stays bounded however much was asked; once the
+/// client reads again, every request is answered.
+#[test]
+fn a_client_that_stops_reading_replies_is_held_to_the_budget() {
+    let t = target(&["mem:64M"]);
+    let l = login(t.addr().unwrap(), TARGET, &[]);
+    let rss_kib = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", l.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let mut c = Raw::connect(nbd_addr(&l));
+    c.go("lun0");
+    let before = rss_kib();
+    const N: u64 = 512;
+    const MIB: u32 = 1 << 20;
+    let mut reqs = Vec::new();
+    for h in 0..N {
+        reqs.extend_from_slice(&0x2560_9513u32.to_be_bytes());
+        reqs.extend_from_slice(&0u16.to_be_bytes());
+        reqs.extend_from_slice(&CMD_READ.to_be_bytes());
+        reqs.extend_from_slice(&h.to_be_bytes());
+        reqs.extend_from_slice(&((h % 64) * u64::from(MIB)).to_be_bytes());
+        reqs.extend_from_slice(&MIB.to_be_bytes());
+    }
+    // 14 KiB of requests for 512 MiB of replies, none of them read yet.
+    c.send(&reqs);
+    let mut peak = before;
+    for _ in 0..30 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        peak = peak.max(rss_kib());
+    }
+    let grew = (peak - before) / 1024;
+    assert!(
+        grew < 300,
+        "the server grew by {grew} MiB holding replies nobody read (budget 128 MiB)"
+    );
+    let mut seen = vec![false; N as usize];
+    for _ in 0..N {
+        let (err, h) = c.simple_reply();
+        assert_eq!(err, 0, "request {h}");
+        assert!(
+            !std::mem::replace(&mut seen[h as usize], true),
+            "handle {h} twice"
+        );
+        assert_eq!(c.read_n(MIB as usize), vec![0u8; MIB as usize]);
+    }
+    c.request(0, CMD_DISC, N, 0, 0);
+    assert!(c.closed_by_server());
+}
+
 #[test]
 fn unix_socket_export_and_the_remote_address_policy() {
     let t = target(&["mem:16M"]);

@@ -20,9 +20,11 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::pdu::{decode_frame, DecodeError, DecodeLimits, DigestConfig, EncodedPdu, Pdu};
@@ -240,33 +242,50 @@ impl WriteQueue {
     pub async fn write_all<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<usize> {
         let total = self.bytes;
         while !self.bufs.is_empty() {
-            let slices: Vec<io::IoSlice<'_>> = self
-                .bufs
-                .iter()
-                .take(MAX_IOV)
-                .map(|b| io::IoSlice::new(b))
-                .collect();
-            let mut n = w.write_vectored(&slices).await?;
-            drop(slices);
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            self.bytes = self.bytes.saturating_sub(n);
-            while n > 0 {
-                let Some(front) = self.bufs.front_mut() else {
-                    break;
-                };
-                if n >= front.len() {
-                    n -= front.len();
-                    self.bufs.pop_front();
-                } else {
-                    front.advance(n);
-                    n = 0;
-                }
-            }
+            std::future::poll_fn(|cx| self.poll_write(w, cx)).await?;
         }
         self.bytes = 0;
         Ok(total)
+    }
+
+    /// One vectored write of the front of the queue (for a caller that
+    /// drives its own poll loop); returns the bytes written, which leave
+    /// the queue. Ready(Ok(0)) only when the queue is empty; a writer that
+    /// accepts nothing is `WriteZero`.
+    pub fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        if self.bufs.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let slices: Vec<io::IoSlice<'_>> = self
+            .bufs
+            .iter()
+            .take(MAX_IOV)
+            .map(|b| io::IoSlice::new(b))
+            .collect();
+        let written = ready!(Pin::new(w).poll_write_vectored(cx, &slices))?;
+        drop(slices);
+        if written == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        self.bytes = self.bytes.saturating_sub(written);
+        let mut n = written;
+        while n > 0 {
+            let Some(front) = self.bufs.front_mut() else {
+                break;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                self.bufs.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+        Poll::Ready(Ok(written))
     }
 }
 

@@ -410,7 +410,8 @@ async fn serve_connection(
     tracing::debug!(export = %export.export.name, structured = mode.structured,
         "NBD client in transmission phase");
     export.counters.clients.fetch_add(1, Relaxed);
-    transmission::serve(rd, wr, export.clone(), mode).await;
+    let early = rd.buffer().to_vec();
+    transmission::serve(rd.into_inner(), &early, wr, export.clone(), mode).await;
     export.counters.clients.fetch_sub(1, Relaxed);
 }
 

@@ -1,8 +1,10 @@
-//! The transmission phase of one connection (NBD spec § Transmission):
-//! one reader parses requests and spawns one task per request, bounded by
-//! a per-connection count and a byte budget; replies go out of order
-//! through one writer task, which sends every reply ready at once in one
-//! vectored write.
+//! The transmission phase of one connection (NBD spec § Transmission),
+//! driven by one poll loop ([`Conn::poll_drive`]): it parses every request
+//! a read brought, starts each as a future of its own (many in flight,
+//! bounded by a count and a byte budget), queues replies as they complete
+//! (out of order) and sends every reply ready at once in one vectored
+//! write. No task, channel or semaphore per request: one allocation (the
+//! request's future) and, at queue depth, a fraction of a syscall each.
 //!
 //! A WRITE whose payload exceeds the advertised maximum cannot be skipped
 //! safely, so the connection is closed ("Either side MAY initiate a hard
@@ -11,26 +13,34 @@
 //! connection goes on. A bad request magic ends the connection: the stream
 //! cannot be re-synchronised.
 
-use std::io;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use futures::stream::{FuturesUnordered, StreamExt};
 use proto::codec::WriteQueue;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinSet;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::exec::{self, ConnMode, Op, Outcome, MAX_PAYLOAD};
 use super::server::ExportEntry;
 use super::wire::*;
 
-/// Requests in flight per connection (a whole session's queue depth fits).
+/// Requests in flight per connection (a whole session's queue depth fits),
+/// replies not yet sent included.
 const MAX_IN_FLIGHT: usize = 128;
-/// Payload bytes in flight per connection, in units of `UNIT` bytes.
+/// Payload bytes in flight per connection (requests executing plus replies
+/// not yet sent), in units of `UNIT` bytes.
 const UNIT: u32 = 64 * 1024;
 const BUDGET_UNITS: u32 = (128 << 20) / UNIT;
+/// The least a read from the client asks for.
+const READ_CHUNK: usize = 64 * 1024;
+/// Rounds of one poll before it yields to other tasks.
+const ROUNDS: usize = 32;
 /// After the client leaves or the export ends, in-flight requests get this
 /// long to finish (a session in recovery may hold them) before they are
 /// abandoned.
@@ -38,76 +48,246 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// Serve requests until the client disconnects, breaks the protocol, or
 /// the export is removed / the server shuts down (in-flight requests are
-/// answered first).
-pub(crate) async fn serve<R, W>(mut rd: R, wr: W, e: Arc<ExportEntry>, mode: ConnMode)
+/// answered first). `early` holds bytes the handshake read past its end.
+pub(crate) async fn serve<R, W>(rd: R, early: &[u8], wr: W, e: Arc<ExportEntry>, mode: ConnMode)
 where
-    R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
 {
-    let (tx, rx) = mpsc::channel::<Frame>(MAX_IN_FLIGHT);
-    let writer = tokio::spawn(write_loop(wr, rx));
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let budget = Arc::new(Semaphore::new(BUDGET_UNITS as usize));
-    let mut tasks = JoinSet::new();
-    let cancel = e.cancel.clone();
-    loop {
-        while tasks.try_join_next().is_some() {}
-        let mut hdr = [0u8; REQUEST_LEN];
-        let read = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            r = rd.read_exact(&mut hdr) => r,
-        };
-        if read.is_err() {
-            break;
+    let mut inbuf = BytesMut::with_capacity(READ_CHUNK.max(early.len()));
+    inbuf.extend_from_slice(early);
+    let mut conn = Conn {
+        rd,
+        wr,
+        cancel: Box::pin(e.cancel.clone().cancelled_owned()),
+        e,
+        mode,
+        inbuf,
+        inflight: FuturesUnordered::new(),
+        start: run_owned as Start<_>,
+        units: 0,
+        out: WriteQueue::new(),
+        reading: true,
+        writing: true,
+        drain: None,
+    };
+    std::future::poll_fn(|cx| conn.poll_drive(cx)).await;
+    if conn.writing {
+        let _ = conn.wr.shutdown().await;
+    }
+}
+
+/// One connection's state; `S` starts a request's future `F`.
+struct Conn<R, W, S, F> {
+    rd: R,
+    wr: W,
+    e: Arc<ExportEntry>,
+    mode: ConnMode,
+    cancel: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Bytes read from the client and not parsed yet.
+    inbuf: BytesMut,
+    inflight: FuturesUnordered<F>,
+    start: S,
+    /// Budget units held by `inflight`.
+    units: u32,
+    /// Replies waiting for the socket.
+    out: WriteQueue,
+    /// False once no more requests are taken (EOF, DISC, a protocol
+    /// violation, cancellation, a failed write).
+    reading: bool,
+    /// False once a write to the client failed: replies are dropped.
+    writing: bool,
+    /// Started when reading stops with requests still in flight.
+    drain: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// What the parser did with the bytes at hand.
+enum Parsed {
+    Started,
+    /// This many more bytes are needed before the next request is whole.
+    Need(usize),
+    /// The connection must end (DISC, bad magic, oversized WRITE).
+    Stop,
+}
+
+type Start<F> = fn(Arc<ExportEntry>, Request, ConnMode, Result<Op, exec::Refusal>, u32) -> F;
+
+impl<R, W, F> Conn<R, W, Start<F>, F>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    F: Future<Output = (Frame, u32)>,
+{
+    /// Make progress on every front until nothing moves (Pending, with
+    /// every waker registered) or the connection is done (Ready).
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..ROUNDS {
+            if self.reading && self.cancel.as_mut().poll(cx).is_ready() {
+                self.reading = false;
+            }
+            let mut busy = self.poll_completions(cx);
+            busy |= self.poll_write(cx);
+            if self.reading {
+                busy |= self.poll_requests(cx);
+            }
+            if !self.reading {
+                if self.inflight.is_empty() && (self.out.is_empty() || !self.writing) {
+                    return Poll::Ready(());
+                }
+                if self.poll_drain_timeout(cx) {
+                    return Poll::Ready(());
+                }
+            }
+            if !busy {
+                return Poll::Pending;
+            }
         }
-        let Some(req) = Request::parse(&hdr) else {
-            tracing::debug!(export = %e.export.name, "bad NBD request magic; closing");
-            break;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Queue the replies of every request that completed.
+    fn poll_completions(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut busy = false;
+        while let Poll::Ready(Some((frame, units))) = self.inflight.poll_next_unpin(cx) {
+            self.units -= units;
+            if self.writing {
+                self.out.push_bytes(frame.head.freeze());
+                if let Some(d) = frame.data {
+                    self.out.push_bytes(d);
+                }
+            }
+            busy = true;
+        }
+        busy
+    }
+
+    /// Send queued replies until the socket is full or nothing is left.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut busy = false;
+        while self.writing && !self.out.is_empty() {
+            match self.out.poll_write(&mut self.wr, cx) {
+                Poll::Ready(Ok(_)) => busy = true,
+                Poll::Ready(Err(err)) => {
+                    tracing::debug!(export = %self.e.export.name, error = %err,
+                        "NBD client stopped taking replies; closing");
+                    (self.writing, self.reading) = (false, false);
+                    self.out = WriteQueue::new();
+                    return true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if busy && self.out.is_empty() {
+            let _ = Pin::new(&mut self.wr).poll_flush(cx);
+        }
+        busy
+    }
+
+    /// Whether another request may start: the count and the byte budget
+    /// cover replies not yet sent, so a client that stops reading replies
+    /// stops being read.
+    fn has_room(&self) -> bool {
+        self.inflight.len() + self.out.parts() < MAX_IN_FLIGHT
+            && (self.units as usize + self.out.len() / UNIT as usize) < BUDGET_UNITS as usize
+    }
+
+    /// Start every whole request at hand, reading more while there is room.
+    fn poll_requests(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut busy = false;
+        while self.has_room() {
+            match self.parse_one() {
+                Parsed::Started => busy = true,
+                Parsed::Stop => {
+                    self.reading = false;
+                    return true;
+                }
+                Parsed::Need(n) => {
+                    self.inbuf.reserve(n.max(READ_CHUNK));
+                    match tokio_util::io::poll_read_buf(Pin::new(&mut self.rd), cx, &mut self.inbuf)
+                    {
+                        Poll::Ready(Ok(n)) if n > 0 => busy = true,
+                        Poll::Ready(_) => {
+                            self.reading = false;
+                            return true;
+                        }
+                        Poll::Pending => return busy,
+                    }
+                }
+            }
+        }
+        busy
+    }
+
+    /// Parse and start the request at the front of `inbuf`, if it is whole
+    /// (a WRITE with its payload).
+    fn parse_one(&mut self) -> Parsed {
+        let Some(hdr) = self.inbuf.get(..REQUEST_LEN) else {
+            return Parsed::Need(REQUEST_LEN - self.inbuf.len());
+        };
+        let hdr: &[u8; REQUEST_LEN] = hdr.try_into().expect("REQUEST_LEN bytes");
+        let Some(req) = Request::parse(hdr) else {
+            tracing::debug!(export = %self.e.export.name, "bad NBD request magic; closing");
+            return Parsed::Stop;
         };
         if req.kind == CMD_DISC {
             // "The server MUST handle all outstanding requests ... and close
             // the TCP session."
-            break;
+            return Parsed::Stop;
         }
-        if req.kind == CMD_WRITE && req.length > MAX_PAYLOAD {
-            tracing::warn!(export = %e.export.name, length = req.length,
-                "NBD WRITE larger than the advertised maximum; closing the connection");
-            break;
-        }
+        let data = if req.kind == CMD_WRITE {
+            if req.length > MAX_PAYLOAD {
+                tracing::warn!(export = %self.e.export.name, length = req.length,
+                    "NBD WRITE larger than the advertised maximum; closing the connection");
+                return Parsed::Stop;
+            }
+            let whole = REQUEST_LEN + req.length as usize;
+            if self.inbuf.len() < whole {
+                return Parsed::Need(whole - self.inbuf.len());
+            }
+            self.inbuf.advance(REQUEST_LEN);
+            Some(self.inbuf.split_to(req.length as usize).freeze())
+        } else {
+            self.inbuf.advance(REQUEST_LEN);
+            None
+        };
         let units = match req.kind {
             CMD_READ | CMD_WRITE => req.length.min(MAX_PAYLOAD).div_ceil(UNIT).max(1),
             _ => 1,
         };
-        let (Ok(slot), Ok(bytes)) = (
-            slots.clone().acquire_owned().await,
-            budget.clone().acquire_many_owned(units).await,
-        ) else {
-            break;
-        };
-        let data = if req.kind == CMD_WRITE {
-            match read_payload(&mut rd, req.length).await {
-                Ok(d) => Some(d),
-                Err(_) => break,
-            }
-        } else {
-            None
-        };
-        let op = exec::validate(&req, &e.geometry, &mode, data);
-        let (tx, e) = (tx.clone(), e.clone());
-        tasks.spawn(async move {
-            let frame = run(&e, &req, &mode, op).await;
-            let _ = tx.send(frame).await;
-            drop((slot, bytes));
-        });
+        let op = exec::validate(&req, &self.e.geometry, &self.mode, data);
+        self.units += units;
+        let fut = (self.start)(self.e.clone(), req, self.mode, op, units);
+        self.inflight.push(fut);
+        Parsed::Started
     }
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
-        tracing::warn!(export = %e.export.name, "NBD requests still pending at close; abandoned");
-        tasks.abort_all();
+
+    /// True when requests still in flight after reading stopped have had
+    /// their time: they are abandoned (dropped).
+    fn poll_drain_timeout(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.inflight.is_empty() {
+            return false;
+        }
+        let sleep = self
+            .drain
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(DRAIN_TIMEOUT)));
+        if sleep.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        tracing::warn!(export = %self.e.export.name, "NBD requests still pending at close; abandoned");
+        true
     }
-    drop(tx);
-    let _ = writer.await;
+}
+
+/// [`run`] over owned arguments, returning the budget units to release.
+async fn run_owned(
+    e: Arc<ExportEntry>,
+    req: Request,
+    mode: ConnMode,
+    op: Result<Op, exec::Refusal>,
+    units: u32,
+) -> (Frame, u32) {
+    (run(&e, &req, &mode, op).await, units)
 }
 
 /// Execute one request and build its reply.
@@ -171,45 +351,5 @@ fn error_frame(handle: u64, structured: bool, errno: Errno, msg: &str) -> Frame 
         frame(error_chunk(handle, errno, msg), None)
     } else {
         frame(simple_reply(handle, errno as u32), None)
-    }
-}
-
-/// Read exactly `len` payload bytes (`len` was checked against the maximum).
-async fn read_payload<R: AsyncRead + Unpin>(rd: &mut R, len: u32) -> io::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(len as usize);
-    let mut take = rd.take(u64::from(len));
-    while buf.len() < len as usize {
-        if take.read_buf(&mut buf).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-    }
-    Ok(buf.freeze())
-}
-
-/// Reply bytes gathered into one vectored write at most (the rest waits
-/// for the next round).
-const BATCH_BYTES: usize = 4 << 20;
-
-/// The single writer: replies in completion order; every reply ready at
-/// once goes out in one `writev`, payloads not copied.
-async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Frame>) {
-    let mut q = WriteQueue::new();
-    while let Some(f) = rx.recv().await {
-        queue(&mut q, f);
-        while q.len() < BATCH_BYTES {
-            let Ok(f) = rx.try_recv() else { break };
-            queue(&mut q, f);
-        }
-        if q.write_all(&mut w).await.is_err() || w.flush().await.is_err() {
-            break;
-        }
-    }
-    let _ = w.shutdown().await;
-}
-
-fn queue(q: &mut WriteQueue, f: Frame) {
-    q.push_bytes(f.head.freeze());
-    if let Some(d) = f.data {
-        q.push_bytes(d);
     }
 }

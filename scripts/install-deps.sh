@@ -44,6 +44,8 @@ command -v ceph-osd >/dev/null || ceph+=(ceph-osd)
 command -v rbd >/dev/null || ceph+=(ceph-common)
 [ -e /usr/include/rbd/librbd.h ] || ceph+=(librbd-dev)
 [ -e /usr/include/rados/librados.h ] || ceph+=(librados-dev)
+# librados.hpp and buffer.h: the C++ shim of zero-copy RBD reads (target/build.rs).
+[ -e /usr/include/rados/librados.hpp ] || ceph+=(libradospp-dev)
 if ((${#ceph[@]})) && [ -z "${ISCSI_NO_CEPH:-}" ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -20,9 +20,10 @@
 //! object in the order it sent them: overlapping writes keep their order
 //! even though SCSI does not require it of SIMPLE commands (this target
 //! treats every command as SIMPLE). Consecutive requests that are adjacent
-//! reads, or adjacent writes, up to [`MAX_BYTES`] become one
-//! `rbd_aio_readv`/`rbd_aio_writev` over the commands' own buffers (no
-//! copy); each command still gets its own result. Nothing waits for a
+//! reads, or adjacent writes, up to [`MAX_BYTES`] become one librbd
+//! operation: one zero-copy read whose result each command gets its own
+//! slice of (`ffi::zc`), or one `rbd_aio_writev` over the commands' own
+//! buffers (no copy); each command still gets its own result. Nothing waits for a
 //! request that may never come: a request is at most one yield late.
 //! COMPARE AND WRITE, WRITE SAME, UNMAP, write-zeroes and flushes are never
 //! merged: each first submits whatever is queued, then itself.
@@ -166,7 +167,7 @@ mod tests {
 
     fn read(len: usize) -> Part {
         Part {
-            keep: Keep::read_buf(len),
+            keep: Keep::Read,
             len,
             tx: oneshot::channel().0,
         }

@@ -8,7 +8,10 @@
 //!   requests in flight, no thread per request. Reads and writes that
 //!   continue a sequential stream are merged into one librbd operation up
 //!   to 1 MiB ([`merge`]): a RADOS operation costs the same CPU whatever
-//!   its size, here and in the OSD. The synchronous
+//!   its size, here and in the OSD. Reads are zero-copy: librbd's C++
+//!   API reads into a bufferlist that references the buffers the
+//!   messenger received, and each command gets a `Bytes` slice of them
+//!   (`ffi::zc`). The synchronous
 //!   [`Backend`] methods (used by EXTENDED COPY and SANITIZE) submit the
 //!   same aio and wait for it on the blocking pool.
 //! - SBC-4 semantics: capacity from the image size, which a watch on the
@@ -123,14 +126,27 @@ fn succeeded(d: Done) -> Result<Done> {
     Ok(d)
 }
 
+/// A completion that never came (its sender was dropped).
+fn dropped() -> BackendError {
+    BackendError::Unavailable("librbd dropped a completion".into())
+}
+
+/// A read's bytes: exactly the `len` asked, else a short read (an error,
+/// as librbd fills holes with zeros and never returns less for a range
+/// inside the image).
+fn read_data(d: Done, len: usize) -> Result<Bytes> {
+    match d.keep {
+        Keep::Data(b) if b.len() == len => Ok(b),
+        _ => Err(BackendError::Io(std::io::Error::other("short RBD read"))),
+    }
+}
+
 /// Waits for librbd's completion of one request, bounded by `limit` (a
 /// safety net above librados' own timeouts).
 async fn completion(rx: tokio::sync::oneshot::Receiver<Done>, limit: Duration) -> Result<Done> {
     match tokio::time::timeout(limit, rx).await {
         Ok(Ok(d)) => Ok(d),
-        Ok(Err(_)) => Err(BackendError::Unavailable(
-            "librbd dropped a completion".into(),
-        )),
+        Ok(Err(_)) => Err(dropped()),
         Err(_) => Err(BackendError::Unavailable(format!(
             "no answer from the Ceph cluster within {} s",
             limit.as_secs()
@@ -330,9 +346,7 @@ impl RbdBackend {
         let rx = self.submit_in_order(op, keep);
         match rx.blocking_recv() {
             Ok(d) => succeeded(d),
-            Err(_) => Err(BackendError::Unavailable(
-                "librbd dropped a completion".into(),
-            )),
+            Err(_) => Err(dropped()),
         }
     }
 
@@ -413,14 +427,21 @@ impl Backend for RbdBackend {
         }
         self.check(offset, buf.len() as u64)?;
         let len = buf.len();
-        let d = self.wait(Op::Read { off: offset, len }, Keep::read_buf(len))?;
-        match d.keep {
-            Keep::Read(v) if v.len() == buf.len() => {
-                buf.copy_from_slice(&v);
-                Ok(())
-            }
-            _ => Err(BackendError::Io(std::io::Error::other("short RBD read"))),
-        }
+        // Behind whatever is queued for merging, as in `wait`.
+        self.queue.submit(&self.image);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let part = Part {
+            keep: Keep::Read,
+            len,
+            tx,
+        };
+        self.image.submit_vectored(offset, vec![part]);
+        let d = match rx.blocking_recv() {
+            Ok(d) => succeeded(d)?,
+            Err(_) => return Err(dropped()),
+        };
+        buf.copy_from_slice(&read_data(d, len)?);
+        Ok(())
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
@@ -493,6 +514,8 @@ impl Backend for RbdBackend {
             "timeout_secs": self.timeout.as_secs(),
             "discard_granularity": self.discard_granularity,
             "merged_requests": self.queue.merged(),
+            "reads_zero_copy": self.image.read_stats().0,
+            "reads_copied": self.image.read_stats().1,
         }))
     }
 }
@@ -502,13 +525,8 @@ impl AsyncIo for RbdBackend {
         if let Err(e) = self.check(offset, len as u64) {
             return Box::pin(async move { Err(e) });
         }
-        let f = self.start_merged(offset, Keep::read_buf(len), len);
-        Box::pin(async move {
-            match f.await?.keep {
-                Keep::Read(v) if v.len() == len => Ok(Bytes::from(v)),
-                _ => Err(BackendError::Io(std::io::Error::other("short RBD read"))),
-            }
-        })
+        let f = self.start_merged(offset, Keep::Read, len);
+        Box::pin(async move { read_data(f.await?, len) })
     }
 
     fn write(&self, offset: u64, data: Bytes) -> IoFuture<()> {

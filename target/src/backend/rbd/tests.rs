@@ -299,3 +299,29 @@ async fn reads_fill_their_whole_buffer() {
         .unwrap();
     assert!(b2.iter().all(|&x| x == 0));
 }
+
+/// Reads are slices of librbd's own buffers (`ffi::zc`): a read inside
+/// one object is served without a copy; one across an object boundary
+/// (two OSD replies, two segments) is copied, and counted. A result may
+/// outlive the image and the cluster handle that read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_slices_of_librbd_buffers_and_outlive_the_image() {
+    let Some(c) = conf() else { return };
+    let img = Img::new(&c, "zc", "8M");
+    let b = img.open_async().await;
+    let a = b.aio().expect("rbd has an async path");
+    const K: u64 = 128 << 10;
+    let edge = 4u64 << 20; // the object boundary
+    let data: Vec<u8> = (0..2 * K as usize).map(|i| (i * 7 % 251) as u8).collect();
+    a.write(edge - K, Bytes::from(data.clone())).await.unwrap();
+    let (z0, c0) = b.image.read_stats();
+    let inside = a.read(edge - K, K as usize).await.unwrap();
+    let (z1, c1) = b.image.read_stats();
+    assert_eq!((z1 - z0, c1 - c0), (1, 0), "inside one object: a slice");
+    let across = a.read(edge - 4096, 8192).await.unwrap();
+    let (z2, c2) = b.image.read_stats();
+    assert_eq!((z2 - z1, c2 - c1), (0, 1), "across objects: a copy");
+    assert_eq!(&across[..], &data[K as usize - 4096..K as usize + 4096]);
+    drop(b);
+    assert_eq!(&inside[..], &data[..K as usize], "after the image closed");
+}

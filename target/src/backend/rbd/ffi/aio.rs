@@ -1,34 +1,30 @@
-//! Asynchronous operations: one `rbd_aio_*` call per [`Op`], or one
-//! `rbd_aio_readv`/`rbd_aio_writev` over several adjacent requests
-//! ([`Image::submit_vectored`], the merged requests of `super::super::merge`).
-//! Each completion's callback argument is a leaked box that owns the
-//! buffers librbd reads from or writes into (see the parent module).
+//! Asynchronous operations: one `rbd_aio_*` call per [`Op`], or, over one
+//! or several adjacent requests ([`Image::submit_vectored`], the merged
+//! requests of `super::super::merge`), one `rbd_aio_writev` or one
+//! zero-copy read ([`super::zc`]). Each completion's callback argument is
+//! a leaked box that owns the buffers librbd reads from or writes into
+//! (see the parent module).
 
 use std::ffi::{c_char, c_int, c_void};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use super::zc::ReadData;
 use super::*;
 
 /// What an aio operation keeps alive until librbd completes it.
 #[derive(Debug)]
 pub(crate) enum Keep {
     None,
-    /// The destination of a read: empty, with capacity for the read's
-    /// length ([`Keep::read_buf`]); librbd fills it, and it gets that
-    /// length once librbd reports every byte read (so it is never zeroed
-    /// first, and uninitialised bytes are never exposed).
-    Read(Vec<u8>),
+    /// A read of the part's length ([`Part`]), still to come: nothing is
+    /// allocated for it, librbd's buffers become [`Keep::Data`].
+    Read,
+    /// A read's result, exactly the length asked (else the read stays
+    /// [`Keep::Read`]: a short read, an error to the caller).
+    Data(Bytes),
     Write(Bytes),
     Compare(Bytes, Bytes),
-}
-
-impl Keep {
-    /// An uninitialised destination for a read of `len` bytes.
-    pub(crate) fn read_buf(len: usize) -> Keep {
-        Keep::Read(Vec::with_capacity(len))
-    }
 }
 
 /// The outcome of one aio operation.
@@ -45,8 +41,6 @@ struct Pending {
     tx: oneshot::Sender<Done>,
     keep: Keep,
     mismatch: u64,
-    /// The length of a read ([`Op::Read`]), 0 otherwise.
-    read_len: usize,
 }
 
 /// The box leaked for completion `c` and librbd's return value; the
@@ -67,36 +61,11 @@ unsafe fn reclaim<T>(c: rbd_completion_t, arg: *mut c_void) -> (Box<T>, i64) {
     }
 }
 
-/// Gives a read's buffer the length `len` that librbd filled.
-///
-/// # Safety
-/// librbd must have reported every byte of the first `len` bytes of this
-/// buffer's storage written (the pointer it was given was the vector's
-/// own storage).
-unsafe fn filled(keep: &mut Keep, len: usize) {
-    if let Keep::Read(v) = keep {
-        if v.capacity() >= len {
-            // SAFETY: see the function's contract; capacity checked here.
-            unsafe { v.set_len(len) };
-        }
-    }
-}
-
 extern "C" fn on_complete(c: rbd_completion_t, arg: *mut c_void) {
     // SAFETY: `arg` is the Box<Pending> leaked by `submit` for this very
     // completion, and this is its callback.
     let (p, ret) = unsafe { reclaim::<Pending>(c, arg) };
-    let Pending {
-        tx,
-        mut keep,
-        mismatch,
-        read_len,
-    } = *p;
-    if read_len > 0 && ret == read_len as i64 {
-        // SAFETY: librbd returned the read's full length, so it wrote all
-        // of the first `read_len` bytes of the buffer we gave it.
-        unsafe { filled(&mut keep, read_len) };
-    }
+    let Pending { tx, keep, mismatch } = *p;
     // The receiver may be gone (command timed out): then the buffers are
     // simply dropped here, after librbd is done with them.
     let _ = tx.send(Done {
@@ -106,14 +75,10 @@ extern "C" fn on_complete(c: rbd_completion_t, arg: *mut c_void) {
     });
 }
 
-/// One aio operation to start.
+/// One aio operation to start (reads go through
+/// [`Image::submit_vectored`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Op {
-    /// Into `Keep::Read`, whose capacity must hold `len` bytes.
-    Read {
-        off: u64,
-        len: usize,
-    },
     Write {
         off: u64,
     },
@@ -142,15 +107,10 @@ impl Image {
     /// A submission librbd refuses outright completes the receiver at once.
     pub(crate) fn submit(&self, op: Op, keep: Keep) -> oneshot::Receiver<Done> {
         let (tx, rx) = oneshot::channel();
-        let read_len = match op {
-            Op::Read { len, .. } => len,
-            _ => 0,
-        };
         let p = Box::into_raw(Box::new(Pending {
             tx,
             keep,
             mismatch: 0,
-            read_len,
         }));
         let mut c: rbd_completion_t = std::ptr::null_mut();
         // SAFETY: `p` is a valid leaked box; the completion takes it as its
@@ -168,7 +128,7 @@ impl Image {
         }
         // SAFETY: before submission nothing else can touch `*p`: the raw
         // pointers taken here point into heap buffers owned by the box
-        // (a Vec's or Bytes' storage does not move with the box), which
+        // (a Bytes' storage does not move with the box), which
         // the callback frees only after librbd completed the operation.
         // After the rbd_aio_* call we never dereference `p` again.
         let r: i64 = unsafe {
@@ -176,9 +136,6 @@ impl Image {
             let keep = &mut (*p).keep;
             let mism: *mut u64 = &mut (*p).mismatch;
             match (op, keep) {
-                (Op::Read { off, len }, Keep::Read(buf)) if buf.capacity() >= len => {
-                    rbd_aio_read(h, off, len, buf.as_mut_ptr() as *mut c_char, c) as i64
-                }
                 (Op::Write { off }, Keep::Write(d)) => {
                     rbd_aio_write(h, off, d.len(), d.as_ptr() as *const c_char, c) as i64
                 }
@@ -229,8 +186,8 @@ impl Image {
     }
 }
 
-/// One request of a merged operation: its buffer (`Keep::Read` with
-/// capacity for its length, or `Keep::Write`) and where its result goes.
+/// One request of a merged operation: its buffer (`Keep::Read`, or
+/// `Keep::Write` of its length) and where its result goes.
 #[derive(Debug)]
 pub(crate) struct Part {
     pub keep: Keep,
@@ -238,9 +195,9 @@ pub(crate) struct Part {
     pub tx: oneshot::Sender<Done>,
 }
 
-/// What a vectored operation keeps alive until librbd completes it: the
-/// parts (their buffers) and the iovec array that points into them
-/// (librbd keeps the array's address, not a copy, until completion).
+/// What a vectored write keeps alive until librbd completes it: the parts
+/// (their buffers) and the iovec array that points into them (librbd
+/// keeps the array's address, not a copy, until completion).
 struct PendingV {
     parts: Vec<Part>,
     iov: Vec<libc::iovec>,
@@ -254,22 +211,22 @@ extern "C" fn on_vectored_complete(c: rbd_completion_t, arg: *mut c_void) {
     // SAFETY: `arg` is the Box<PendingV> leaked by `submit_vectored` for
     // this completion, and this is its callback.
     let (p, ret) = unsafe { reclaim::<PendingV>(c, arg) };
-    finish_parts(p.parts, ret);
+    finish_parts(p.parts, ret, None);
 }
 
 /// Hands each part its share of the merged result: its own length on
-/// success (a read's buffer then gets that length), else the error, or 0
-/// (a short read: the caller sees a buffer shorter than asked).
-fn finish_parts(parts: Vec<Part>, ret: i64) {
+/// success (a read then gets its own bytes of `data`, a slice of librbd's
+/// buffer where it can), else the error, or 0 (a short read: the read
+/// stays `Keep::Read`, which the caller reports as short).
+fn finish_parts(parts: Vec<Part>, ret: i64, data: Option<(&ReadData, &ReadStats)>) {
     let total: usize = parts.iter().map(|p| p.len).sum();
-    let all = ret >= 0 && ret as usize >= total;
+    let all = ret >= 0 && ret as usize >= total && data.is_none_or(|(d, _)| d.len() >= total);
+    let mut at = 0usize;
     for mut p in parts {
-        if all {
-            // SAFETY: librbd returned the merged read's full length, so it
-            // wrote every byte of every iovec, and this part's iovec was
-            // the first `p.len` bytes of this part's buffer.
-            unsafe { filled(&mut p.keep, p.len) };
+        if let (true, Some((d, stats))) = (all && matches!(p.keep, Keep::Read), data) {
+            p.keep = Keep::Data(d.range(at, p.len, stats));
         }
+        at += p.len;
         let ret = if all { p.len as i64 } else { ret.min(0) };
         let _ = p.tx.send(Done {
             ret,
@@ -280,29 +237,51 @@ fn finish_parts(parts: Vec<Part>, ret: i64) {
 }
 
 impl Image {
-    /// One `rbd_aio_readv` (all parts `Keep::Read`) or `rbd_aio_writev`
-    /// (all `Keep::Write`) over the adjacent ranges of `parts`, starting at
-    /// `off`; each part's sender gets its own result. Parts of mixed or
-    /// other kinds are refused (EINVAL to each).
-    pub(crate) fn submit_vectored(&self, off: u64, mut parts: Vec<Part>) {
+    /// One zero-copy read (all parts `Keep::Read`; [`super::zc`]) or one
+    /// `rbd_aio_writev` (all `Keep::Write`) over the adjacent ranges of
+    /// `parts`, starting at `off`; each part's sender gets its own result.
+    /// Parts of mixed or other kinds are refused (EINVAL to each).
+    pub(crate) fn submit_vectored(&self, off: u64, parts: Vec<Part>) {
         let write = match parts.first().map(|p| &p.keep) {
             None => return,
             Some(Keep::Write(_)) => true,
             Some(_) => false,
         };
         let fits = |p: &Part| match &p.keep {
-            Keep::Read(v) => !write && v.capacity() >= p.len,
+            Keep::Read => !write,
             Keep::Write(d) => write && d.len() == p.len,
             _ => false,
         };
         if !parts.iter().all(fits) {
-            return finish_parts(parts, -(libc::EINVAL as i64));
+            return finish_parts(parts, -(libc::EINVAL as i64), None);
         }
+        if write {
+            self.submit_writev(off, parts)
+        } else {
+            self.submit_read(off, parts)
+        }
+    }
+
+    /// The read half of [`Self::submit_vectored`]: one read of the parts'
+    /// total length into librbd's buffers, split among them on completion.
+    fn submit_read(&self, off: u64, parts: Vec<Part>) {
+        let total: usize = parts.iter().map(|p| p.len).sum();
+        let stats = self.reads.clone();
+        // SAFETY: `self.h` is open, and stays open until the read completes
+        // (rbd_close, in Drop, waits for in-flight aio).
+        unsafe {
+            super::zc::aio_read(self.h, off, total, move |ret, data| {
+                finish_parts(parts, ret, Some((&data, &stats)))
+            })
+        }
+    }
+
+    /// The write half of [`Self::submit_vectored`].
+    fn submit_writev(&self, off: u64, mut parts: Vec<Part>) {
         let iov = parts
             .iter_mut()
             .map(|p| libc::iovec {
-                iov_base: match &mut p.keep {
-                    Keep::Read(v) => v.as_mut_ptr() as *mut c_void,
+                iov_base: match &p.keep {
                     Keep::Write(d) => d.as_ptr() as *mut c_void,
                     _ => std::ptr::null_mut(),
                 },
@@ -321,13 +300,10 @@ impl Image {
             // owned by the box, whose heap storage does not move, and are
             // freed only by the callback after librbd completed; the
             // array's length is the iovcnt given (at most a few hundred).
+            // librbd only reads through the iovecs of a write.
             unsafe {
                 let (iovp, n) = ((*p).iov.as_ptr(), (*p).iov.len() as c_int);
-                if write {
-                    rbd_aio_writev(self.h, iovp, n, off, c)
-                } else {
-                    rbd_aio_readv(self.h, iovp, n, off, c)
-                }
+                rbd_aio_writev(self.h, iovp, n, off, c)
             }
         };
         if r < 0 {
@@ -340,7 +316,7 @@ impl Image {
                 }
                 Box::from_raw(p)
             };
-            finish_parts(p.parts, r as i64);
+            finish_parts(p.parts, r as i64, None);
         }
     }
 }

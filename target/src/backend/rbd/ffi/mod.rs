@@ -11,8 +11,12 @@
 //! the box back and sends the result into tokio through a oneshot channel.
 //! No thread ever blocks per request.
 //!
-//! Everything `unsafe` in the RBD backend is in this file, each block with
-//! the reason it is sound.
+//! Reads go through a small C++ shim instead ([`zc`]): librbd's C API can
+//! only copy a read's data into our buffer, its C++ API can hand back
+//! references to the buffers it received.
+//!
+//! Everything `unsafe` in the RBD backend is in this module (this file,
+//! `aio.rs`, `zc.rs`), each block with the reason it is sound.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::io;
@@ -122,13 +126,6 @@ extern "C" {
     ) -> c_int;
     fn rbd_aio_get_return_value(c: rbd_completion_t) -> isize;
     fn rbd_aio_release(c: rbd_completion_t);
-    fn rbd_aio_read(
-        image: rbd_image_t,
-        off: u64,
-        len: usize,
-        buf: *mut c_char,
-        c: rbd_completion_t,
-    ) -> c_int;
     fn rbd_aio_write(
         image: rbd_image_t,
         off: u64,
@@ -165,13 +162,6 @@ extern "C" {
         op_flags: c_int,
     ) -> isize;
     fn rbd_aio_flush(image: rbd_image_t, c: rbd_completion_t) -> c_int;
-    fn rbd_aio_readv(
-        image: rbd_image_t,
-        iov: *const libc::iovec,
-        iovcnt: c_int,
-        off: u64,
-        c: rbd_completion_t,
-    ) -> c_int;
     fn rbd_aio_writev(
         image: rbd_image_t,
         iov: *const libc::iovec,
@@ -346,6 +336,8 @@ pub(crate) struct Image {
     h: rbd_image_t,
     /// The update watch: handle and the leaked callback argument.
     watch: std::sync::Mutex<Option<(u64, *mut WatchArg)>>,
+    /// How reads were served ([`zc`]).
+    reads: Arc<ReadStats>,
     _io: IoCtx,
 }
 
@@ -394,6 +386,7 @@ impl Image {
         Ok(Image {
             h,
             watch: std::sync::Mutex::new(None),
+            reads: Arc::default(),
             _io: io,
         })
     }
@@ -421,6 +414,15 @@ impl Image {
 
     /// `rbd_get_size` (refreshes the header first when a peer changed it;
     /// may block on the cluster).
+    /// How reads were served so far: (slices of librbd's buffers, copies).
+    pub(crate) fn read_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.reads.zero_copy.load(Relaxed),
+            self.reads.copied.load(Relaxed),
+        )
+    }
+
     pub(crate) fn size(&self) -> io::Result<u64> {
         let mut s = 0u64;
         // SAFETY: live image, valid out pointer.
@@ -545,4 +547,6 @@ impl Image {
 }
 
 mod aio;
+mod zc;
 pub(crate) use aio::{Done, Keep, Op, Part};
+pub(crate) use zc::ReadStats;

@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 features=()
 if [ -z "${ISCSI_NO_CEPH:-}" ] && [ -e /usr/include/rbd/librbd.h ] && [ -e /usr/include/rados/librados.h ] \
+    && [ -e /usr/include/rados/librados.hpp ] \
     && command -v ceph-mon >/dev/null && command -v rbd >/dev/null; then
     features=(--features cli/rbd)
     export CEPH_MINI_DIR=${CEPH_MINI_DIR:-${TMPDIR:-/tmp}/iscsi-rs-test-ceph}
@@ -31,7 +32,7 @@ if [ -z "${ISCSI_NO_CEPH:-}" ] && [ -e /usr/include/rbd/librbd.h ] && [ -e /usr/
     IMAGE_SIZE= WAIT_HEALTH=0 scripts/ceph-mini.sh start >"${TMPDIR:-/tmp}/iscsi-rs-ceph-mini.log" 2>&1 &
     ceph_pid=$!
 else
-    echo "Ceph packages (ceph-mon ceph-mgr ceph-osd ceph-common librbd-dev librados-dev) missing:" \
+    echo "Ceph packages (ceph-mon ceph-mgr ceph-osd ceph-common librbd-dev librados-dev libradospp-dev) missing:" \
         "building without the rbd feature; the RBD tests will skip" >&2
 fi
 cargo build --workspace --all-targets "${features[@]}"

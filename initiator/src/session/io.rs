@@ -125,7 +125,12 @@ impl BufPool {
         Vec::with_capacity(len)
     }
 
-    fn give(&self, v: Vec<u8>) {
+    /// Keep `v` for a later [`take`](Self::take), if it is big enough to
+    /// be taken and the pool has room.
+    pub(super) fn give(&self, v: Vec<u8>) {
+        if v.capacity() < POOL_MIN_BUFFER {
+            return;
+        }
         let mut f = lock(&self.free);
         if f.1 + v.capacity() <= POOL_MAX_BYTES {
             f.1 += v.capacity();

@@ -17,7 +17,7 @@ use proto::scsi::sense::{Asc, Sense};
 use proto::serial::CmdSn;
 use proto::session::initiator::{
     CommandContext, CommandError, ConnError, ConnId, ConnParams, ControlError, Event,
-    InitiatorConfig, InitiatorSession, Response,
+    InitiatorConfig, InitiatorSession, ReadData, Response,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::task::AbortHandle;
@@ -307,7 +307,13 @@ impl Inner {
             status: r.status,
             sense,
             raw_sense: r.sense,
-            data: pooled(r.data, &self.pool),
+            data: match r.data {
+                ReadData::Buffer(b) => pooled(b, &self.pool),
+                ReadData::Received { data, spare } => {
+                    self.pool.give(spare);
+                    data
+                }
+            },
             underflow: r.underflow,
             overflow: r.overflow,
         }

@@ -263,7 +263,7 @@ impl Conn {
                         return Ok(CmdResult {
                             status: r.status,
                             sense: (!r.sense.is_empty()).then_some(r.sense),
-                            data: r.data,
+                            data: r.data.into_vec(),
                             overflow: r.overflow.is_some(),
                             underflow: r.underflow.is_some(),
                             residual: r.overflow.or(r.underflow).unwrap_or(0),

@@ -60,6 +60,7 @@ impl<T: CommandContext> InitiatorSession<T> {
                     deadline: now + self.config.command_timeout,
                     aborting: false,
                     crc_retries: 0,
+                    first: None,
                 },
             );
         }

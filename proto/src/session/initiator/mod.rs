@@ -161,13 +161,48 @@ pub struct Response {
     pub status: u8,
     /// Sense data without the SenseLength prefix; empty when none.
     pub sense: Bytes,
-    /// Data-In, reassembled by BufferOffset: the caller's buffer, cut at
-    /// the highest byte received.
-    pub data: Vec<u8>,
+    /// Data-In, cut at the highest byte received.
+    pub data: ReadData,
     /// Residual count with the U bit.
     pub underflow: Option<u32>,
     /// Residual count with the O bit.
     pub overflow: Option<u32>,
+}
+
+/// The Data-In of a completed command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadData {
+    /// Reassembled by BufferOffset into the caller's buffer (`Data::Read`).
+    Buffer(Vec<u8>),
+    /// All of it came in one Data-In PDU at offset 0: that PDU's payload as
+    /// received, not copied; the caller's buffer comes back unused.
+    Received { data: Bytes, spare: Vec<u8> },
+}
+
+impl Default for ReadData {
+    fn default() -> Self {
+        ReadData::Buffer(Vec::new())
+    }
+}
+
+impl std::ops::Deref for ReadData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadData::Buffer(b) => b,
+            ReadData::Received { data, .. } => data,
+        }
+    }
+}
+
+impl ReadData {
+    /// The bytes as a `Vec` (copied only when they were received whole).
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            ReadData::Buffer(b) => b,
+            ReadData::Received { data, .. } => data.to_vec(),
+        }
+    }
 }
 
 /// Why a Task Management or Logout request got no answer.
@@ -337,6 +372,9 @@ struct Task<T> {
     aborting: bool,
     /// Times the command PDU was sent again after a data digest Reject.
     crc_retries: u32,
+    /// The first Data-In's payload while it is the only one (offset 0):
+    /// kept as received, copied into the buffer only if more arrives.
+    first: Option<Bytes>,
 }
 
 /// A connection in the full-feature phase.

@@ -16,7 +16,8 @@ use bytes::Bytes;
 
 use super::control::Control;
 use super::{
-    CommandContext, CommandError, ConnError, ConnId, Data, Event, InitiatorSession, Response,
+    CommandContext, CommandError, ConnError, ConnId, Data, Event, InitiatorSession, ReadData,
+    Response,
 };
 use crate::pdu::{DataIn, NopIn, NopOut, Pdu, R2t, Reject, ScsiResponse, RESERVED_TAG};
 use crate::serial::StatSn;
@@ -72,7 +73,7 @@ impl<T: CommandContext> InitiatorSession<T> {
             Ok(Response {
                 status: r.status,
                 sense: r.sense().unwrap_or_default(),
-                data: take_data(&mut t.q.cmd.data, t.read.extent()),
+                data: take_data(&mut t.q.cmd.data, t.first.take(), t.read.extent()),
                 underflow: r.underflow.then_some(r.residual_count),
                 overflow: r.overflow.then_some(r.residual_count),
             })
@@ -109,7 +110,16 @@ impl<T: CommandContext> InitiatorSession<T> {
             // The buffer is sized by the caller's expected length (checked
             // by ReadProgress), never by the target.
             if let Data::Read { len, buf } = &mut t.q.cmd.data {
-                place(buf, *len as usize, range, &d.data);
+                let len = *len as usize;
+                if range.start == 0 && buf.is_empty() && t.first.is_none() {
+                    // Perhaps the only one: keep it, uncopied.
+                    t.first = Some(d.data.clone());
+                } else {
+                    if let Some(f) = t.first.take() {
+                        place(buf, len, 0..f.len(), &f);
+                    }
+                    place(buf, len, range, &d.data);
+                }
             }
         }
         let Some(status) = d.status else {
@@ -125,7 +135,7 @@ impl<T: CommandContext> InitiatorSession<T> {
             Ok(extent) => Ok(Response {
                 status,
                 sense: Bytes::new(),
-                data: take_data(&mut t.q.cmd.data, extent),
+                data: take_data(&mut t.q.cmd.data, t.first.take(), extent),
                 underflow: d.underflow.then_some(d.residual_count),
                 overflow: d.overflow.then_some(d.residual_count),
             }),
@@ -270,15 +280,28 @@ fn place(buf: &mut Vec<u8>, len: usize, range: std::ops::Range<usize>, data: &[u
     }
 }
 
-/// The reassembled Data-In, cut at the highest byte received.
-fn take_data(data: &mut Data, extent: usize) -> Vec<u8> {
-    match data {
-        Data::Read { buf, .. } => {
-            let mut b = std::mem::take(buf);
+/// The Data-In, cut at the highest byte received: the single PDU's
+/// payload kept in `first`, else the reassembly buffer.
+fn take_data(data: &mut Data, first: Option<Bytes>, extent: usize) -> ReadData {
+    let Data::Read { len, buf } = data else {
+        return ReadData::default();
+    };
+    let mut b = std::mem::take(buf);
+    match first {
+        Some(f) if b.is_empty() => ReadData::Received {
+            data: f.slice(..extent.min(f.len())),
+            spare: b,
+        },
+        Some(f) => {
+            // Not reached (a second Data-In copies `first` in), but exact.
+            place(&mut b, *len as usize, 0..f.len(), &f);
             b.truncate(extent);
-            b
+            ReadData::Buffer(b)
         }
-        _ => Vec::new(),
+        None => {
+            b.truncate(extent);
+            ReadData::Buffer(b)
+        }
     }
 }
 

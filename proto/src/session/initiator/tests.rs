@@ -204,8 +204,67 @@ fn data_in_is_reassembled_with_status_in_the_last_pdu() {
     }
     let done = completed(&mut s);
     assert_eq!(done.len(), 1);
-    assert_eq!(done[0].1.as_ref().unwrap().data, data);
+    let r = done[0].1.as_ref().unwrap();
+    assert_eq!(&r.data[..], &data[..]);
+    assert!(
+        matches!(r.data, ReadData::Buffer(_)),
+        "five PDUs: reassembled"
+    );
     assert_eq!(s.exp_stat_sn(ConnId(0)), Some(StatSn::new(101)));
+}
+
+/// One Data-In carrying all the data from offset 0 is handed over as
+/// received (the same memory, not a copy), with status in it or in a SCSI
+/// Response of its own; the caller's buffer comes back unused.
+#[test]
+fn a_single_data_in_is_handed_over_uncopied() {
+    for (sense, len) in [
+        (None, 5000u32),
+        (Some(Bytes::from_static(&[0x70, 0, 1, 0, 0, 0, 0, 0])), 5000),
+        (None, 4000),
+    ] {
+        let now = Instant::now();
+        let mut s = session(1, 8, now);
+        s.submit(read(5000, 3), now);
+        let itt = commands(&drain(&mut s))[0].itt;
+        let data = Bytes::from((0..len).map(|i| (i * 7) as u8).collect::<Vec<_>>());
+        let c = Completion {
+            itt,
+            lun: 1,
+            status: if sense.is_some() {
+                Status::CHECK_CONDITION
+            } else {
+                Status::GOOD
+            },
+            sense: sense.clone(),
+            data_in: data.clone(),
+            residual: Residual::default(),
+        };
+        let limits = DataInLimits {
+            max_send_data_segment_length: 8192,
+            max_burst_length: 8192,
+        };
+        let mut sn = StatSn::new(100);
+        let mut received = None;
+        for p in build(&c, limits) {
+            if let Pdu::DataIn(d) = &p {
+                assert!(received.is_none(), "one Data-In");
+                received = Some(d.data.as_ptr());
+            }
+            s.handle_pdu(ConnId(0), stamped(p, &mut sn, (11, 18)), now)
+                .unwrap();
+        }
+        let done = completed(&mut s);
+        let r = done[0].1.as_ref().unwrap();
+        assert_eq!(&r.data[..], &data[..]);
+        match &r.data {
+            ReadData::Received { data, spare } => {
+                assert_eq!(data.as_ptr(), received.unwrap(), "not copied");
+                assert!(spare.is_empty());
+            }
+            other => panic!("copied: {other:?}"),
+        }
+    }
 }
 
 #[test]

@@ -64,7 +64,7 @@ where
         mode,
         inbuf,
         inflight: FuturesUnordered::new(),
-        start: run_owned as Start<_>,
+        start: run_owned,
         units: 0,
         out: WriteQueue::new(),
         reading: true,
@@ -77,8 +77,8 @@ where
     }
 }
 
-/// One connection's state; `S` starts a request's future `F`.
-struct Conn<R, W, S, F> {
+/// One connection's state; `start` makes a request's future `F`.
+struct Conn<R, W, F> {
     rd: R,
     wr: W,
     e: Arc<ExportEntry>,
@@ -87,7 +87,7 @@ struct Conn<R, W, S, F> {
     /// Bytes read from the client and not parsed yet.
     inbuf: BytesMut,
     inflight: FuturesUnordered<F>,
-    start: S,
+    start: Start<F>,
     /// Budget units held by `inflight`.
     units: u32,
     /// Replies waiting for the socket.
@@ -97,7 +97,7 @@ struct Conn<R, W, S, F> {
     reading: bool,
     /// False once a write to the client failed: replies are dropped.
     writing: bool,
-    /// Started when reading stops with requests still in flight.
+    /// Started when reading stops with requests or replies pending.
     drain: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -112,7 +112,7 @@ enum Parsed {
 
 type Start<F> = fn(Arc<ExportEntry>, Request, ConnMode, Result<Op, exec::Refusal>, u32) -> F;
 
-impl<R, W, F> Conn<R, W, Start<F>, F>
+impl<R, W, F> Conn<R, W, F>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -262,19 +262,18 @@ where
         Parsed::Started
     }
 
-    /// True when requests still in flight after reading stopped have had
-    /// their time: they are abandoned (dropped).
+    /// True when what is still pending after reading stopped (requests in
+    /// flight, replies the client does not take) has had its time: it is
+    /// abandoned (dropped).
     fn poll_drain_timeout(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.inflight.is_empty() {
-            return false;
-        }
         let sleep = self
             .drain
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(DRAIN_TIMEOUT)));
         if sleep.as_mut().poll(cx).is_pending() {
             return false;
         }
-        tracing::warn!(export = %self.e.export.name, "NBD requests still pending at close; abandoned");
+        tracing::warn!(export = %self.e.export.name,
+            "NBD requests or replies still pending at close; abandoned");
         true
     }
 }
